@@ -1,0 +1,370 @@
+//! The attachment map (volume → node) and the rules for changing it.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    time::{Duration, Instant, SystemTime},
+};
+
+use crate::kube;
+
+use super::{
+    rebuild::{self, RebuildReport},
+    store::{Claim, PvStore, StoreError},
+};
+
+/// One volume's attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentState {
+    pub node: Arc<str>,
+    pub attached_at: SystemTime,
+}
+
+/// How a successful [`AttachmentManager::track`] came about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracked {
+    /// Newly attached and written to the PV.
+    Attached,
+    /// Already attached to that node: nothing changed.
+    AlreadyAttached,
+    /// The PV vanished during the call: tracked in memory only.
+    InMemoryOnly,
+}
+
+/// Why an attachment could not change.
+#[derive(Debug)]
+pub enum AttachError {
+    /// The volume is attached to another node.
+    HeldByOtherNode { volume: String, holder: Arc<str> },
+    /// No PersistentVolume of this driver has that volume handle.
+    UnknownVolume { volume: String },
+    /// Another call on the volume did not finish within the wait limit.
+    Busy { volume: String },
+    /// Writing the PV failed; nothing was tracked.
+    Persist { volume: String, source: kube::Error },
+}
+
+impl std::fmt::Display for AttachError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttachError::HeldByOtherNode { volume, holder } => {
+                write!(f, "volume {volume:?} is attached to node {holder:?}")
+            }
+            AttachError::UnknownVolume { volume } => {
+                write!(f, "no PersistentVolume has volume handle {volume:?}")
+            }
+            AttachError::Busy { volume } => write!(
+                f,
+                "another operation on volume {volume:?} is still in progress"
+            ),
+            AttachError::Persist { volume, source } => {
+                write!(
+                    f,
+                    "could not record the attachment of volume {volume:?}: {source}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for AttachError {}
+
+/// How long a call waits for an earlier call on the same volume.
+const VOLUME_WAIT: Duration = Duration::from_secs(30);
+
+/// The volume → node map, persisted onto PV annotations.
+///
+/// Calls on one volume run one at a time, so a second call sees the first
+/// one's final outcome; calls on different volumes run in parallel. The map
+/// changes only after the PV write succeeded, so no caller ever observes an
+/// attachment that is then rolled back. Without a Kubernetes client the map
+/// lives in memory only.
+pub struct AttachmentManager {
+    /// Scope: map reads and writes and the busy set; released before any
+    /// Kubernetes call.
+    state: Mutex<State>,
+    /// Signalled when a volume leaves the busy set.
+    idle: Condvar,
+    store: Option<PvStore>,
+}
+
+#[derive(Default)]
+struct State {
+    attachments: HashMap<String, AttachmentState>,
+    /// Volumes with a call in progress.
+    busy: HashSet<String>,
+    /// Node names are shared by many volumes: one allocation per node.
+    nodes: HashSet<Arc<str>>,
+}
+
+impl State {
+    fn intern(&mut self, node: &str) -> Arc<str> {
+        if let Some(n) = self.nodes.get(node) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(node);
+        self.nodes.insert(n.clone());
+        n
+    }
+}
+
+/// Holds a volume's turn; released (and waiters woken) on drop.
+struct VolumeTurn<'a> {
+    manager: &'a AttachmentManager,
+    volume: &'a str,
+}
+
+impl Drop for VolumeTurn<'_> {
+    fn drop(&mut self) {
+        self.manager.lock().busy.remove(self.volume);
+        self.manager.idle.notify_all();
+    }
+}
+
+impl AttachmentManager {
+    /// A manager persisting to PVs of `driver` through `client`, or, with
+    /// `None`, keeping state in memory only.
+    pub fn new(client: Option<kube::Client>, driver: &str) -> AttachmentManager {
+        AttachmentManager {
+            state: Mutex::new(State::default()),
+            idle: Condvar::new(),
+            store: client.map(|c| PvStore::new(c, driver)),
+        }
+    }
+
+    /// Records that `volume` is attached to `node`.
+    ///
+    /// Same node again → `AlreadyAttached`, no write. Another node in the
+    /// map, or in the PV's annotations (another controller replica wrote
+    /// them) → `HeldByOtherNode`, and the map learns that holder. PV write
+    /// failure (conflicts exhausted, API down) → `Persist`, nothing tracked.
+    pub fn track(&self, volume: &str, node: &str) -> Result<Tracked, AttachError> {
+        let _turn = self.take_turn(volume)?;
+        if let Some(current) = self.lock().attachments.get(volume) {
+            return if &*current.node == node {
+                Ok(Tracked::AlreadyAttached)
+            } else {
+                Err(AttachError::HeldByOtherNode {
+                    volume: volume.into(),
+                    holder: current.node.clone(),
+                })
+            };
+        }
+        let now = SystemTime::now();
+        let Some(store) = &self.store else {
+            self.insert(volume, node, now);
+            return Ok(Tracked::Attached);
+        };
+        let claim = store.claim(volume, node, now).map_err(|e| match e {
+            StoreError::UnknownVolume => AttachError::UnknownVolume {
+                volume: volume.into(),
+            },
+            StoreError::Api(source) => AttachError::Persist {
+                volume: volume.into(),
+                source,
+            },
+        })?;
+        match claim {
+            Claim::Written => {
+                self.insert(volume, node, now);
+                log::debug!("Persisted attachment: volume={volume}, node={node}");
+                Ok(Tracked::Attached)
+            }
+            Claim::AlreadyHeld { at } => {
+                self.insert(volume, node, at.unwrap_or(now));
+                Ok(Tracked::AlreadyAttached)
+            }
+            Claim::HeldBy { node: holder, at } => {
+                log::warn!("volume {volume} is annotated as attached to {holder}; refusing {node}");
+                let holder = self.insert(volume, &holder, at.unwrap_or(now));
+                Err(AttachError::HeldByOtherNode {
+                    volume: volume.into(),
+                    holder,
+                })
+            }
+            Claim::Vanished => {
+                log::warn!("PersistentVolume of volume {volume} not found; tracking the attachment in memory only");
+                self.insert(volume, node, now);
+                Ok(Tracked::InMemoryOnly)
+            }
+        }
+    }
+
+    /// Records that `volume` is no longer attached to `node` (`None`: to any
+    /// node). Not attached there → Ok, nothing changed. The annotations are
+    /// cleared only if they still name that node; failing to clear them is
+    /// a warning, and the volume is untracked all the same.
+    pub fn untrack(&self, volume: &str, node: Option<&str>) -> Result<(), AttachError> {
+        let _turn = self.take_turn(volume)?;
+        let holder = self.lock().attachments.get(volume).map(|a| a.node.clone());
+        if let (Some(h), Some(n)) = (&holder, node) {
+            if &**h != n {
+                return Ok(());
+            }
+        }
+        if let Some(store) = &self.store {
+            // Also when the map has no entry: a write whose answer was lost
+            // may have left annotations naming this node.
+            let target = node.or(holder.as_deref());
+            match store.release(volume, target) {
+                Ok(Some(cleared)) => {
+                    log::debug!("Cleared attachment annotation: volume={volume}, node={cleared}")
+                }
+                Ok(None) => {}
+                Err(e) => log::warn!(
+                    "volume {volume} detached, but its PV annotations were not cleared: {e}"
+                ),
+            }
+        }
+        self.lock().attachments.remove(volume);
+        Ok(())
+    }
+
+    /// The attachment of `volume`, if any.
+    pub fn get(&self, volume: &str) -> Option<AttachmentState> {
+        self.lock().attachments.get(volume).cloned()
+    }
+
+    /// A copy of every attachment.
+    pub fn list(&self) -> HashMap<String, AttachmentState> {
+        self.lock().attachments.clone()
+    }
+
+    /// Number of tracked attachments.
+    pub fn len(&self) -> usize {
+        self.lock().attachments.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Replaces the map with what the PVs' annotations say (see
+    /// [`rebuild`](super::rebuild)). Without a client: nothing to read, Ok.
+    pub fn rebuild(&self) -> Result<RebuildReport, kube::Error> {
+        let Some(store) = &self.store else {
+            return Ok(RebuildReport::default());
+        };
+        let (found, index, report) = rebuild::scan(store.client(), store.driver())?;
+        store.set_index(index);
+        let mut state = self.lock();
+        state.attachments.clear();
+        for (volume, node, at) in found {
+            let node = state.intern(&node);
+            state.attachments.insert(
+                volume,
+                AttachmentState {
+                    node,
+                    attached_at: at,
+                },
+            );
+        }
+        drop(state);
+        log::info!(
+            "State rebuild complete: {} attachments recovered",
+            report.recovered
+        );
+        Ok(report)
+    }
+
+    fn insert(&self, volume: &str, node: &str, at: SystemTime) -> Arc<str> {
+        let mut state = self.lock();
+        let node = state.intern(node);
+        state.attachments.insert(
+            volume.to_string(),
+            AttachmentState {
+                node: node.clone(),
+                attached_at: at,
+            },
+        );
+        node
+    }
+
+    fn take_turn<'a>(&'a self, volume: &'a str) -> Result<VolumeTurn<'a>, AttachError> {
+        let deadline = Instant::now() + VOLUME_WAIT;
+        let mut state = self.lock();
+        while state.busy.contains(volume) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(AttachError::Busy {
+                    volume: volume.into(),
+                });
+            }
+            state = self
+                .idle
+                .wait_timeout(state, left)
+                .expect("attachment lock poisoned")
+                .0;
+        }
+        state.busy.insert(volume.to_string());
+        Ok(VolumeTurn {
+            manager: self,
+            volume,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("attachment lock poisoned")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+
+    #[test]
+    fn track_is_idempotent_and_refuses_a_second_node() {
+        let m = AttachmentManager::new(None, "rds.csi.srvlab.io");
+        assert_eq!(m.track("v1", "n1").unwrap(), Tracked::Attached);
+        assert_eq!(m.track("v1", "n1").unwrap(), Tracked::AlreadyAttached);
+        match m.track("v1", "n2") {
+            Err(AttachError::HeldByOtherNode { holder, .. }) => assert_eq!(&*holder, "n1"),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(&*m.get("v1").unwrap().node, "n1");
+    }
+
+    #[test]
+    fn untrack_only_from_the_holder_and_absent_is_ok() {
+        let m = AttachmentManager::new(None, "d");
+        m.untrack("nothing", Some("n1")).unwrap();
+        m.track("v1", "n1").unwrap();
+        m.untrack("v1", Some("n2")).unwrap();
+        assert!(m.get("v1").is_some());
+        m.untrack("v1", None).unwrap();
+        assert!(m.get("v1").is_none());
+        assert_eq!(m.track("v1", "n2").unwrap(), Tracked::Attached);
+    }
+
+    #[test]
+    fn racing_nodes_on_one_volume_yield_one_winner() {
+        let m = Arc::new(AttachmentManager::new(None, "d"));
+        let barrier = Arc::new(Barrier::new(16));
+        let wins: usize = (0..16)
+            .map(|i| {
+                let (m, b) = (m.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    b.wait();
+                    m.track("v", &format!("n{i}")).is_ok() as usize
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum();
+        assert_eq!(wins, 1);
+        assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn node_names_are_shared_between_volumes() {
+        let m = AttachmentManager::new(None, "d");
+        m.track("a", "node-1").unwrap();
+        m.track("b", "node-1").unwrap();
+        assert!(Arc::ptr_eq(
+            &m.get("a").unwrap().node,
+            &m.get("b").unwrap().node
+        ));
+    }
+}

@@ -1,0 +1,254 @@
+//! Command-line flags: parsed and validated into [`Args`], with every
+//! default documented in [`USAGE`].
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::server::Endpoint;
+
+pub const USAGE: &str = "\
+rds-csi-controller: CSI controller for MikroTik ROSE Data Server NVMe/TCP volumes
+
+Usage: rds-csi-controller [OPTIONS]
+
+Options:
+  --endpoint ADDR            where to serve CSI: unix:///path, a path, or
+                             tcp://127.0.0.1:PORT (debugging) [env CSI_ENDPOINT]
+                             [default: unix:///csi/csi.sock]
+  --driver-name NAME         CSI driver name [default: rds.csi.srvlab.io]
+  --workers N                worker threads serving calls [default: 4]
+  --queue-depth N            calls that may wait for a worker; more are refused
+                             with RESOURCE_EXHAUSTED [default: 64]
+  --shutdown-grace DURATION  time in-flight calls get after SIGTERM [default: 10s]
+  --startup-timeout DURATION how long to retry the attachment rebuild before
+                             giving up [default: 60s]
+  --kubeconfig PATH          kubeconfig to use [env KUBECONFIG]; else the
+                             in-cluster service account; else standalone mode
+  --kube-api-qps N           client-side rate limit, requests/s (0: off) [default: 50]
+  --kube-api-burst N         requests allowed at once above the rate [default: 100]
+  --kube-api-timeout DURATION  limit for one Kubernetes API request [default: 15s]
+  --log-level LEVEL          error, warn, info, debug or trace [env RUST_LOG]
+                             [default: info]
+  -v, --verbose              same as --log-level debug
+  -V, --version              print the version and exit
+  -h, --help                 print this help and exit
+
+Durations: 500ms, 10s, 2m, or a plain number of seconds.
+";
+
+pub const DEFAULT_DRIVER_NAME: &str = "rds.csi.srvlab.io";
+
+/// Validated flags.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub endpoint: Endpoint,
+    pub driver_name: String,
+    pub workers: usize,
+    pub queue_depth: usize,
+    pub shutdown_grace: Duration,
+    pub startup_timeout: Duration,
+    pub kubeconfig: Option<PathBuf>,
+    pub kube_api_qps: f64,
+    pub kube_api_burst: u32,
+    pub kube_api_timeout: Duration,
+    /// `None`: take `RUST_LOG`, else info.
+    pub log_level: Option<String>,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Args),
+    Help,
+    Version,
+}
+
+/// Parses `args` (without the program name). `env` looks up environment
+/// variables, so tests need not touch the process environment.
+pub fn parse(
+    args: impl IntoIterator<Item = String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Command, String> {
+    let mut endpoint = env("CSI_ENDPOINT")
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "unix:///csi/csi.sock".into());
+    let mut a = Args {
+        endpoint: Endpoint::Tcp(([127, 0, 0, 1], 0).into()),
+        driver_name: DEFAULT_DRIVER_NAME.into(),
+        workers: 4,
+        queue_depth: 64,
+        shutdown_grace: Duration::from_secs(10),
+        startup_timeout: Duration::from_secs(60),
+        kubeconfig: None,
+        kube_api_qps: crate::kube::DEFAULT_QPS,
+        kube_api_burst: crate::kube::DEFAULT_BURST,
+        kube_api_timeout: Duration::from_secs(15),
+        log_level: None,
+    };
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "-v" | "--verbose" => a.log_level = Some("debug".into()),
+            "--endpoint" => endpoint = value(&flag)?,
+            "--driver-name" => a.driver_name = value(&flag)?,
+            "--workers" => a.workers = positive(&flag, &value(&flag)?)?,
+            "--queue-depth" => a.queue_depth = positive(&flag, &value(&flag)?)?,
+            "--shutdown-grace" => a.shutdown_grace = duration(&flag, &value(&flag)?)?,
+            "--startup-timeout" => a.startup_timeout = duration(&flag, &value(&flag)?)?,
+            "--kubeconfig" => a.kubeconfig = Some(PathBuf::from(value(&flag)?)),
+            "--kube-api-qps" => {
+                let v = value(&flag)?;
+                a.kube_api_qps = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|q| q.is_finite() && *q >= 0.0)
+                    .ok_or_else(|| format!("{flag}: {v:?} is not a non-negative number"))?;
+            }
+            "--kube-api-burst" => a.kube_api_burst = positive(&flag, &value(&flag)?)? as u32,
+            "--kube-api-timeout" => a.kube_api_timeout = duration(&flag, &value(&flag)?)?,
+            "--log-level" => {
+                let v = value(&flag)?.to_ascii_lowercase();
+                if !["error", "warn", "info", "debug", "trace", "off"].contains(&v.as_str()) {
+                    return Err(format!(
+                        "{flag}: {v:?} is not one of error, warn, info, debug, trace, off"
+                    ));
+                }
+                a.log_level = Some(v);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    a.endpoint = Endpoint::parse(&endpoint).map_err(|e| format!("--endpoint {e}"))?;
+    check_driver_name(&a.driver_name)
+        .map_err(|e| format!("--driver-name {:?}: {e}", a.driver_name))?;
+    if a.kube_api_timeout.is_zero() {
+        return Err("--kube-api-timeout must be more than zero".into());
+    }
+    Ok(Command::Run(a))
+}
+
+/// The CSI rule for plugin names: at most 63 characters, alphanumeric at
+/// both ends, only `-`, `.` and alphanumerics between.
+pub fn check_driver_name(name: &str) -> Result<(), &'static str> {
+    let b = name.as_bytes();
+    if b.is_empty() {
+        return Err("must not be empty");
+    }
+    if b.len() > 63 {
+        return Err("must be at most 63 characters");
+    }
+    if !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric() {
+        return Err("must begin and end with a letter or digit");
+    }
+    if !b
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'.')
+    {
+        return Err("may contain only letters, digits, '-' and '.'");
+    }
+    Ok(())
+}
+
+fn positive(flag: &str, v: &str) -> Result<usize, String> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0 && *n <= 1 << 20)
+        .ok_or_else(|| format!("{flag}: {v:?} is not a whole number from 1 to 1048576"))
+}
+
+fn duration(flag: &str, v: &str) -> Result<Duration, String> {
+    let bad = || format!("{flag}: {v:?} is not a duration like 500ms, 10s or 2m");
+    let (num, unit) = match v.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Args, String> {
+        match parse(args.iter().map(|s| s.to_string()), |_| None)? {
+            Command::Run(a) => Ok(a),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_and_both_value_forms() {
+        let a = run(&[]).unwrap();
+        assert_eq!(a.endpoint, Endpoint::Unix("/csi/csi.sock".into()));
+        assert_eq!((a.workers, a.queue_depth), (4, 64));
+        let a = run(&[
+            "--workers=2",
+            "--queue-depth",
+            "8",
+            "--shutdown-grace",
+            "250ms",
+            "--startup-timeout=2m",
+        ])
+        .unwrap();
+        assert_eq!((a.workers, a.queue_depth), (2, 8));
+        assert_eq!(a.shutdown_grace, Duration::from_millis(250));
+        assert_eq!(a.startup_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn endpoint_from_environment_unless_flagged() {
+        let env = |k: &str| (k == "CSI_ENDPOINT").then(|| "/run/x.sock".to_string());
+        let Command::Run(a) = parse(Vec::new(), env).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.endpoint, Endpoint::Unix("/run/x.sock".into()));
+        let Command::Run(a) = parse(vec!["--endpoint=/y.sock".into()], env).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.endpoint, Endpoint::Unix("/y.sock".into()));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_named() {
+        for (args, needle) in [
+            (&["--workers", "0"][..], "--workers"),
+            (&["--queue-depth", "x"], "--queue-depth"),
+            (&["--shutdown-grace", "10h"], "--shutdown-grace"),
+            (&["--driver-name", "-bad"], "--driver-name"),
+            (&["--driver-name"], "--driver-name needs a value"),
+            (&["--log-level", "loud"], "--log-level"),
+            (&["--bogus"], "unknown argument"),
+        ] {
+            let e = run(args).unwrap_err();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn driver_name_rule() {
+        assert!(check_driver_name("rds.csi.srvlab.io").is_ok());
+        assert!(check_driver_name(&"a".repeat(63)).is_ok());
+        assert!(check_driver_name(&"a".repeat(64)).is_err());
+        for bad in ["", "-a", "a-", "a_b", "a b", ".a", "ä"] {
+            assert!(check_driver_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Request validation: every rule the spec sets for the fields we read,
+//! checked before any work or API call. Failures name the field.
+
+use std::collections::HashMap;
+
+use crate::proto::csi::{
+    ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest, VolumeCapability,
+    VolumeCapability_AccessMode_Mode as Mode,
+};
+
+use super::CsiError;
+
+/// The spec's default limits.
+pub const MAX_ID_BYTES: usize = 128;
+pub const MAX_NODE_ID_BYTES: usize = 256;
+pub const MAX_MAP_BYTES: usize = 4096;
+
+/// A validated ControllerPublishVolume request.
+pub struct Publish<'a> {
+    pub volume: &'a str,
+    pub node: &'a str,
+    pub mode: Mode,
+}
+
+pub fn publish(req: &ControllerPublishVolumeRequest) -> Result<Publish<'_>, CsiError> {
+    id("volume_id", req.get_volume_id(), MAX_ID_BYTES)?;
+    id("node_id", req.get_node_id(), MAX_NODE_ID_BYTES)?;
+    if !req.has_volume_capability() {
+        return Err(CsiError::invalid("volume_capability", "is required"));
+    }
+    let mode = capability(req.get_volume_capability())?;
+    map("volume_context", req.get_volume_context())?;
+    map("secrets", req.get_secrets())?;
+    Ok(Publish {
+        volume: req.get_volume_id(),
+        node: req.get_node_id(),
+        mode,
+    })
+}
+
+/// Returns the volume and, when given, the node.
+pub fn unpublish(req: &ControllerUnpublishVolumeRequest) -> Result<(&str, Option<&str>), CsiError> {
+    id("volume_id", req.get_volume_id(), MAX_ID_BYTES)?;
+    let node = req.get_node_id();
+    if !node.is_empty() {
+        id("node_id", node, MAX_NODE_ID_BYTES)?;
+    }
+    map("secrets", req.get_secrets())?;
+    Ok((req.get_volume_id(), Some(node).filter(|n| !n.is_empty())))
+}
+
+/// Whether only one node may hold the volume at a time.
+pub fn is_single_node(mode: Mode) -> bool {
+    matches!(
+        mode,
+        Mode::SINGLE_NODE_WRITER
+            | Mode::SINGLE_NODE_READER_ONLY
+            | Mode::SINGLE_NODE_SINGLE_WRITER
+            | Mode::SINGLE_NODE_MULTI_WRITER
+    )
+}
+
+fn id(field: &'static str, value: &str, max: usize) -> Result<(), CsiError> {
+    if value.is_empty() {
+        return Err(CsiError::invalid(field, "is required"));
+    }
+    if value.len() > max {
+        return Err(CsiError::invalid(
+            field,
+            format!("is {} bytes, more than the {max} allowed", value.len()),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(CsiError::invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+fn capability(cap: &VolumeCapability) -> Result<Mode, CsiError> {
+    if !(cap.has_block() || cap.has_mount()) {
+        return Err(CsiError::invalid(
+            "volume_capability.access_type",
+            "block or mount is required",
+        ));
+    }
+    if !cap.has_access_mode() || cap.get_access_mode().get_mode() == Mode::UNKNOWN {
+        return Err(CsiError::invalid(
+            "volume_capability.access_mode",
+            "a known access mode is required",
+        ));
+    }
+    Ok(cap.get_access_mode().get_mode())
+}
+
+fn map(field: &'static str, m: &HashMap<String, String>) -> Result<(), CsiError> {
+    let bytes: usize = m.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_MAP_BYTES {
+        return Err(CsiError::invalid(
+            field,
+            format!("is {bytes} bytes, more than the {MAX_MAP_BYTES} allowed"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::csi::{VolumeCapability_AccessMode, VolumeCapability_MountVolume};
+
+    fn good() -> ControllerPublishVolumeRequest {
+        let mut mode = VolumeCapability_AccessMode::new();
+        mode.set_mode(Mode::SINGLE_NODE_WRITER);
+        let mut cap = VolumeCapability::new();
+        cap.set_mount(VolumeCapability_MountVolume::new());
+        cap.set_access_mode(mode);
+        let mut r = ControllerPublishVolumeRequest::new();
+        r.set_volume_id("vol-1".into());
+        r.set_node_id("node-1".into());
+        r.set_volume_capability(cap);
+        r
+    }
+
+    fn field_of(r: Result<Publish<'_>, CsiError>) -> &'static str {
+        match r {
+            Err(CsiError::InvalidArgument { field, .. }) => field,
+            Err(e) => panic!("unexpected {e:?}"),
+            Ok(_) => "ok",
+        }
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        assert_eq!(field_of(publish(&good())), "ok");
+        let mut r = good();
+        r.set_volume_id(String::new());
+        assert_eq!(field_of(publish(&r)), "volume_id");
+        let mut r = good();
+        r.set_volume_id("v".repeat(129));
+        assert_eq!(field_of(publish(&r)), "volume_id");
+        let mut r = good();
+        r.set_node_id("node\n1".into());
+        assert_eq!(field_of(publish(&r)), "node_id");
+        let mut r = good();
+        r.set_node_id("n".repeat(257));
+        assert_eq!(field_of(publish(&r)), "node_id");
+        let mut r = good();
+        r.clear_volume_capability();
+        assert_eq!(field_of(publish(&r)), "volume_capability");
+        let mut r = good();
+        r.mut_volume_capability().clear_access_mode();
+        assert_eq!(field_of(publish(&r)), "volume_capability.access_mode");
+        let mut r = good();
+        r.mut_volume_capability().clear_mount();
+        assert_eq!(field_of(publish(&r)), "volume_capability.access_type");
+        let mut r = good();
+        r.mut_volume_context().insert("k".into(), "x".repeat(4096));
+        assert_eq!(field_of(publish(&r)), "volume_context");
+    }
+
+    #[test]
+    fn node_id_may_be_256_bytes() {
+        let mut r = good();
+        r.set_node_id("n".repeat(256));
+        assert_eq!(field_of(publish(&r)), "ok");
+    }
+}

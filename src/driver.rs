@@ -1,0 +1,120 @@
+//! The driver: its identity, its Kubernetes client and its attachment
+//! manager, and the startup work that must finish before it serves.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use crate::{
+    attachment::{AttachmentManager, RebuildReport},
+    kube,
+};
+
+/// How long a node seen to exist is taken to exist without asking again.
+/// Nodes are rarely deleted, and a Publish to a node deleted moments ago is
+/// caught by the CO anyway; this keeps Publish at two API requests.
+const NODE_TTL: Duration = Duration::from_secs(30);
+
+pub struct Driver {
+    name: String,
+    client: Option<kube::Client>,
+    /// Present in controller mode with a Kubernetes client only.
+    attachments: Option<AttachmentManager>,
+    /// Scope: node name → time it was last seen; lookups only, no I/O.
+    nodes_seen: Mutex<HashMap<String, Instant>>,
+    ready: AtomicBool,
+}
+
+impl Driver {
+    /// A driver named `name`; with a client it tracks attachments on PVs,
+    /// without one (standalone mode) it refuses Publish and Unpublish.
+    pub fn new(name: &str, client: Option<kube::Client>) -> Driver {
+        let attachments = client
+            .as_ref()
+            .map(|c| AttachmentManager::new(Some(c.clone()), name));
+        Driver {
+            name: name.to_string(),
+            client,
+            attachments,
+            nodes_seen: Mutex::new(HashMap::new()),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The attachment manager, absent in standalone mode.
+    pub fn attachment_manager(&self) -> Option<&AttachmentManager> {
+        self.attachments.as_ref()
+    }
+
+    /// Rebuilds the attachment map from the PVs. Retries with backoff (API
+    /// unreachable, 403, 5xx, …) until `timeout` has passed, then returns
+    /// the last error: the caller must not serve without the map.
+    pub fn initialize(&self, timeout: Duration) -> Result<RebuildReport, kube::Error> {
+        let Some(manager) = &self.attachments else {
+            return Ok(RebuildReport::default());
+        };
+        let deadline = Instant::now() + timeout;
+        let mut wait = Duration::from_millis(250);
+        loop {
+            match manager.rebuild() {
+                Ok(report) => return Ok(report),
+                Err(e) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(e);
+                    }
+                    log::warn!(
+                        "attachment rebuild failed: {e}; retrying in {:?}",
+                        wait.min(left)
+                    );
+                    std::thread::sleep(wait.min(left));
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Marks startup finished: Probe answers ready from now on.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Whether `node` exists; positive answers are cached for [`NODE_TTL`].
+    /// Without a client every node is taken to exist.
+    pub(crate) fn node_exists(&self, node: &str) -> Result<bool, kube::Error> {
+        let Some(client) = &self.client else {
+            return Ok(true);
+        };
+        if let Some(seen) = self
+            .nodes_seen
+            .lock()
+            .expect("node cache lock poisoned")
+            .get(node)
+        {
+            if seen.elapsed() < NODE_TTL {
+                return Ok(true);
+            }
+        }
+        let exists = client.node_exists(node)?;
+        let mut seen = self.nodes_seen.lock().expect("node cache lock poisoned");
+        if exists {
+            seen.insert(node.to_string(), Instant::now());
+        } else {
+            seen.remove(node);
+        }
+        Ok(exists)
+    }
+}

@@ -1,0 +1,517 @@
+//! The blocking HTTP client: one `ureq::Agent` (connection pool) shared by
+//! every worker thread, with authentication, rate limiting, Status decoding
+//! and bounded retries.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde::{de::DeserializeOwned, Deserialize};
+use serde_json::{value::RawValue, Value};
+use ureq::{
+    http,
+    tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig},
+    Agent,
+};
+
+use super::{
+    auth::Bearer,
+    config::Config,
+    objects::{NodeRef, PvSummary, VolumeAttachmentSummary},
+    ratelimit::{RateLimiter, DEFAULT_BURST, DEFAULT_QPS},
+    Error, Status,
+};
+
+/// Tunables, with the defaults the binary's flags document.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// TCP + TLS connect limit. Default 5 s.
+    pub connect_timeout: Duration,
+    /// Whole-request limit (connect, send, answer, body). Default 15 s.
+    pub request_timeout: Duration,
+    /// Client-side rate limit; `<= 0` disables it. Default 50.
+    pub qps: f64,
+    /// Default 100.
+    pub burst: u32,
+    /// LIST page size. Default 500.
+    pub page_size: u32,
+    /// Largest response body accepted. Default 256 MiB: a LIST page of
+    /// 100 000 PVs fits.
+    pub max_body_bytes: u64,
+    /// Attempts for a request that meets a transient failure (see
+    /// [`Error::is_transient`]); 1 disables retries. Default 4.
+    pub attempts: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(15),
+            qps: DEFAULT_QPS,
+            burst: DEFAULT_BURST,
+            page_size: 500,
+            max_body_bytes: 256 << 20,
+            attempts: 4,
+        }
+    }
+}
+
+/// First wait between transient retries; doubled each time, capped at
+/// [`MAX_BACKOFF`]. A server's Retry-After replaces it (capped the same).
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A cheap-to-clone handle on one API server.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    agent: Agent,
+    server: String,
+    bearer: Bearer,
+    limiter: RateLimiter,
+    opts: ClientOptions,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Verb {
+    Get,
+    Put,
+    Post,
+}
+
+impl Verb {
+    fn method(self) -> http::Method {
+        match self {
+            Verb::Get => http::Method::GET,
+            Verb::Put => http::Method::PUT,
+            Verb::Post => http::Method::POST,
+        }
+    }
+}
+
+impl Client {
+    /// Builds the client. Fails on an unreadable CA, certificate or key;
+    /// nothing is sent yet.
+    pub fn new(config: &Config, opts: ClientOptions) -> Result<Client, Error> {
+        let mut tls = TlsConfig::builder().disable_verification(config.insecure_skip_tls_verify);
+        if let Some(ca) = &config.ca_pem {
+            let certs = pem_certs(ca, "certificate-authority")?;
+            tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+        }
+        if let Some(id) = &config.identity {
+            let chain = pem_certs(&id.cert_pem, "client-certificate")?;
+            let key = PrivateKey::from_pem(&id.key_pem)
+                .map_err(|_| Error::Config("client-key holds no usable private key".into()))?;
+            tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
+        }
+        if config.insecure_skip_tls_verify {
+            log::warn!(
+                "TLS verification of {} is disabled by the kubeconfig (insecure-skip-tls-verify)",
+                config.server
+            );
+        }
+        let agent: Agent = Agent::config_builder()
+            // Non-2xx answers are decoded as Status here, not by ureq.
+            .http_status_as_error(false)
+            .timeout_connect(Some(opts.connect_timeout))
+            .timeout_global(Some(opts.request_timeout))
+            .user_agent(concat!("rds-csi-controller/", env!("CARGO_PKG_VERSION")))
+            .accept("application/json")
+            .max_redirects(0)
+            .tls_config(tls.build())
+            .build()
+            .into();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                agent,
+                server: config.server.clone(),
+                bearer: Bearer::new(&config.credential),
+                limiter: RateLimiter::new(opts.qps, opts.burst),
+                opts,
+            }),
+        })
+    }
+
+    /// GET a PV as its full JSON object, so that a later [`Client::replace_pv`]
+    /// keeps every field we do not model. 404 → [`Error::NotFound`].
+    pub fn get_pv(&self, name: &str) -> Result<Value, Error> {
+        self.json(
+            Verb::Get,
+            &format!("/api/v1/persistentvolumes/{}", segment(name)?),
+            None,
+        )
+    }
+
+    /// PUT a PV. With `metadata.resourceVersion` set this is a compare-and-set:
+    /// a stale version → [`Error::Conflict`]; a missing PV → [`Error::NotFound`].
+    /// Never retried here (see [`retry_on_conflict`]), except on 429.
+    pub fn replace_pv(&self, name: &str, pv: &Value) -> Result<Value, Error> {
+        let body = serde_json::to_vec(pv).map_err(|e| Error::Decode(e.to_string()))?;
+        self.json(
+            Verb::Put,
+            &format!("/api/v1/persistentvolumes/{}", segment(name)?),
+            Some(&body),
+        )
+    }
+
+    /// Every PV, in pages of `page_size`, decoded into summaries. An expired
+    /// continue token (410) restarts the list from the beginning, so the
+    /// result is one consistent snapshot without duplicates or gaps. Items
+    /// that do not decode (hostile or corrupt objects) are skipped with a
+    /// warning and counted in the result.
+    pub fn list_pvs(&self) -> Result<Listed<PvSummary>, Error> {
+        self.list("/api/v1/persistentvolumes")
+    }
+
+    /// Every VolumeAttachment, as summaries; paging as [`Client::list_pvs`].
+    pub fn list_volume_attachments(&self) -> Result<Listed<VolumeAttachmentSummary>, Error> {
+        self.list("/apis/storage.k8s.io/v1/volumeattachments")
+    }
+
+    /// Whether the Node exists: 404 → `Ok(false)`.
+    pub fn node_exists(&self, name: &str) -> Result<bool, Error> {
+        match self.json::<NodeRef>(
+            Verb::Get,
+            &format!("/api/v1/nodes/{}", segment(name)?),
+            None,
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// POST an Event into `namespace`.
+    pub fn create_event(&self, namespace: &str, event: &Value) -> Result<(), Error> {
+        let body = serde_json::to_vec(event).map_err(|e| Error::Decode(e.to_string()))?;
+        let path = format!("/api/v1/namespaces/{}/events", segment(namespace)?);
+        self.json::<serde::de::IgnoredAny>(Verb::Post, &path, Some(&body))
+            .map(|_| ())
+    }
+
+    /// GET `/version`: a cheap reachability and authentication check.
+    pub fn server_version(&self) -> Result<String, Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Version {
+            git_version: String,
+        }
+        self.json::<Version>(Verb::Get, "/version", None)
+            .map(|v| v.git_version)
+    }
+
+    fn list<T: DeserializeOwned>(&self, path: &str) -> Result<Listed<T>, Error> {
+        #[derive(Deserialize)]
+        struct Page<'a> {
+            #[serde(default, borrow)]
+            metadata: Option<PageMeta<'a>>,
+            #[serde(borrow, default)]
+            items: Option<Vec<&'a RawValue>>,
+        }
+        #[derive(Deserialize)]
+        struct PageMeta<'a> {
+            #[serde(default, borrow, rename = "continue")]
+            next: Option<&'a str>,
+        }
+        #[derive(Deserialize)]
+        struct ItemName {
+            metadata: ItemMeta,
+        }
+        #[derive(Deserialize)]
+        struct ItemMeta {
+            name: String,
+        }
+
+        let limit = self.inner.opts.page_size.max(1);
+        let mut restarts = 0u32;
+        'restart: loop {
+            let mut out = Listed {
+                items: Vec::new(),
+                skipped: Vec::new(),
+                pages: 0,
+            };
+            let mut cont = String::new();
+            loop {
+                let mut url = format!("{path}?limit={limit}");
+                if !cont.is_empty() {
+                    url.push_str("&continue=");
+                    url.push_str(&percent_encode(&cont));
+                }
+                let bytes = match self.send(Verb::Get, &url, None) {
+                    Ok(b) => b,
+                    // The snapshot the token pointed into is gone: start over.
+                    Err(Error::Expired(s)) if !cont.is_empty() && restarts < 5 => {
+                        restarts += 1;
+                        log::info!(
+                            "list {path}: continue token expired ({}); restarting the list",
+                            s.message
+                        );
+                        continue 'restart;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let page: Page<'_> = serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::Decode(format!("list {path}: {e}")))?;
+                out.pages += 1;
+                for raw in page.items.unwrap_or_default() {
+                    match serde_json::from_str::<T>(raw.get()) {
+                        Ok(item) => out.items.push(item),
+                        Err(e) => {
+                            let name = serde_json::from_str::<ItemName>(raw.get())
+                                .map(|n| n.metadata.name)
+                                .unwrap_or_else(|_| "<unnamed>".into());
+                            log::warn!("list {path}: skipping {name:?}: {e}");
+                            out.skipped.push(name);
+                        }
+                    }
+                }
+                match page.metadata.and_then(|m| m.next).filter(|c| !c.is_empty()) {
+                    Some(next) => cont = next.to_string(),
+                    None => return Ok(out),
+                }
+            }
+        }
+    }
+
+    fn json<T: DeserializeOwned>(
+        &self,
+        verb: Verb,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<T, Error> {
+        let bytes = self.send(verb, path, body)?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Decode(format!("{path}: {e}")))
+    }
+
+    /// One logical request: rate limited, authenticated, retried while the
+    /// failure is transient and the verb allows it (GET: any transient
+    /// failure; PUT/POST: only 429, which the server refuses before acting).
+    /// A 401 with a token file re-reads the file and tries once more.
+    fn send(&self, verb: Verb, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>, Error> {
+        let inner = &*self.inner;
+        let mut attempt = 0u32;
+        let mut reloaded = false;
+        loop {
+            attempt += 1;
+            let err = match self.send_once(verb, path, body) {
+                Ok(bytes) => return Ok(bytes),
+                Err(e) => e,
+            };
+            if matches!(err, Error::Unauthorized(_)) && !reloaded && inner.bearer.can_reload() {
+                reloaded = true;
+                log::info!("{verb:?} {path}: 401, re-reading the token file");
+                inner.bearer.reload()?;
+                continue;
+            }
+            let retryable = match verb {
+                Verb::Get => err.is_transient(),
+                Verb::Put | Verb::Post => matches!(err, Error::TooManyRequests(_)),
+            };
+            if !retryable || attempt >= inner.opts.attempts {
+                return Err(err);
+            }
+            let backoff = FIRST_BACKOFF * 2u32.saturating_pow(attempt - 1);
+            let wait = err
+                .status()
+                .and_then(|s| s.retry_after)
+                .unwrap_or(backoff)
+                .min(MAX_BACKOFF);
+            log::debug!("{verb:?} {path}: {err}; retry {attempt} in {wait:?}");
+            std::thread::sleep(wait);
+        }
+    }
+
+    fn send_once(&self, verb: Verb, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>, Error> {
+        let inner = &*self.inner;
+        inner.limiter.acquire();
+        let token = inner.bearer.token()?;
+        let mut req = http::Request::builder()
+            .method(verb.method())
+            .uri(format!("{}{}", inner.server, path));
+        if let Some(t) = &token {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let started = Instant::now();
+        let sent = match body {
+            Some(b) => req.body(b.to_vec()).map(|r| inner.agent.run(r)),
+            None => req.body(()).map(|r| inner.agent.run(r)),
+        };
+        let response = sent
+            .map_err(|e| Error::Config(format!("request {path}: {e}")))?
+            .map_err(transport_error)?;
+        let code = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = response
+            .into_body()
+            .with_config()
+            .limit(inner.opts.max_body_bytes)
+            .read_to_vec()
+            .map_err(transport_error)?;
+        log::trace!(
+            "{verb:?} {path} -> {code} ({} bytes, {:?})",
+            bytes.len(),
+            started.elapsed()
+        );
+        if (200..300).contains(&code) {
+            Ok(bytes)
+        } else {
+            Err(Error::from_status(Status::from_response(
+                code,
+                retry_after.as_deref(),
+                &bytes,
+            )))
+        }
+    }
+}
+
+/// A LIST result: the items that decoded, and the names of those that did not.
+#[derive(Debug)]
+pub struct Listed<T> {
+    pub items: Vec<T>,
+    pub skipped: Vec<String>,
+    pub pages: u32,
+}
+
+/// `client-go`'s `retry.RetryOnConflict(retry.DefaultRetry, …)`: up to five
+/// tries, sleeping 10 ms (+ up to 10 % jitter) between them, while `f`
+/// fails with [`Error::Conflict`]. `f` must re-read the object each try.
+/// Exhausted → the last Conflict.
+pub fn retry_on_conflict<T, E>(
+    mut f: impl FnMut() -> Result<T, E>,
+    is_conflict: impl Fn(&E) -> bool,
+) -> Result<T, E> {
+    const TRIES: u32 = 5;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match f() {
+            Err(e) if is_conflict(&e) && tries < TRIES => {
+                std::thread::sleep(Duration::from_millis(10) + jitter(Duration::from_millis(1)));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A random duration below `max`, to de-synchronise retries. `RandomState`
+/// is seeded freshly per instance, which is all the randomness needed here.
+fn jitter(max: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    max.mul_f64((r % 1024) as f64 / 1024.0)
+}
+
+fn transport_error(e: ureq::Error) -> Error {
+    match e {
+        ureq::Error::Timeout(t) => Error::Timeout(t.to_string()),
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            Error::Timeout(io.to_string())
+        }
+        ureq::Error::BodyExceedsLimit(n) => {
+            Error::Transport(format!("response body over the {n}-byte limit"))
+        }
+        other => Error::Transport(other.to_string()),
+    }
+}
+
+fn pem_certs(pem: &[u8], field: &str) -> Result<Vec<Certificate<'static>>, Error> {
+    let certs: Vec<_> = ureq::tls::parse_pem(pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        return Err(Error::Config(format!("{field} holds no PEM certificate")));
+    }
+    Ok(certs)
+}
+
+/// Object names go into URL paths: refuse what could not be a Kubernetes
+/// name rather than escape it into a different request.
+fn segment(name: &str) -> Result<&str, Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'))
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(name)
+    } else {
+        Err(Error::Config(format!(
+            "{name:?} is not a valid object name"
+        )))
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_on_conflict_gives_up_after_five_tries_with_the_last_conflict() {
+        let mut calls = 0;
+        let r: Result<(), u32> = retry_on_conflict(
+            || {
+                calls += 1;
+                Err(calls)
+            },
+            |_| true,
+        );
+        assert_eq!((r, calls), (Err(5), 5));
+        let mut calls = 0;
+        let r: Result<u32, u32> = retry_on_conflict(
+            || {
+                calls += 1;
+                if calls < 3 {
+                    Err(0)
+                } else {
+                    Ok(calls)
+                }
+            },
+            |_| true,
+        );
+        assert_eq!(r, Ok(3));
+    }
+
+    #[test]
+    fn names_that_would_change_the_path_are_refused() {
+        assert!(segment("pv-1.example").is_ok());
+        for bad in ["", "a/b", "..", "a?b", "a b", "x%2F"] {
+            assert!(segment(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn continue_tokens_are_query_escaped() {
+        assert_eq!(percent_encode("eyJ2Ijoi+/="), "eyJ2Ijoi%2B%2F%3D");
+    }
+}

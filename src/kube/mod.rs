@@ -1,0 +1,21 @@
+//! A small blocking Kubernetes REST client: exactly the calls this
+//! controller makes (PVs, Nodes, VolumeAttachments, Events), over `ureq`
+//! with rustls.
+//!
+//! Failure model: every non-2xx answer is an [`Error`] carrying the server's
+//! [`Status`]; GETs and LISTs retry transient failures with bounded backoff;
+//! writes are retried only through [`retry_on_conflict`], whose mutation
+//! must be idempotent.
+
+mod auth;
+mod client;
+mod config;
+mod error;
+mod objects;
+mod ratelimit;
+
+pub use client::{retry_on_conflict, Client, ClientOptions, Listed};
+pub use config::{ClientIdentity, Config, Credential, SERVICE_ACCOUNT_DIR};
+pub use error::{Error, Status};
+pub use objects::{PvSummary, VolumeAttachmentSummary};
+pub use ratelimit::{DEFAULT_BURST, DEFAULT_QPS};

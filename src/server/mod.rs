@@ -1,0 +1,314 @@
+//! The gRPC server: grpcio on a unix socket (or loopback TCP for
+//! debugging), with every call handed to the worker [`Pool`].
+
+mod dispatch;
+mod endpoint;
+
+pub use dispatch::{Job, Pool, Rejection};
+pub use endpoint::{Endpoint, SOCKET_MODE};
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use grpcio::{
+    Deadline, Environment, RpcContext, RpcStatus, RpcStatusCode, ServerBuilder, ServerCredentials,
+    UnarySink,
+};
+
+use crate::{
+    csi::{self, CsiError},
+    driver::Driver,
+    proto::{csi as pb, csi_grpc},
+};
+
+/// Server tunables (`--workers`, `--queue-depth`).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub endpoint: Endpoint,
+    pub workers: usize,
+    pub queue_depth: usize,
+}
+
+/// A bound, started server.
+pub struct Server {
+    grpc: grpcio::Server,
+    pool: Arc<Pool>,
+    endpoint: Endpoint,
+}
+
+impl Server {
+    /// Binds and starts serving `driver`. A stale socket file is removed
+    /// first; a live server on it, or a bind failure, is an error.
+    pub fn start(driver: Arc<Driver>, opts: &ServeOptions) -> Result<Server, String> {
+        if let Endpoint::Unix(path) = &opts.endpoint {
+            endpoint::clear_stale_socket(path)?;
+        }
+        let pool = Arc::new(Pool::new(opts.workers, opts.queue_depth));
+        let handlers = Handlers {
+            driver,
+            pool: pool.clone(),
+        };
+        let env = Arc::new(Environment::new(1));
+        let mut grpc = ServerBuilder::new(env)
+            .register_service(csi_grpc::create_identity(handlers.clone()))
+            .register_service(csi_grpc::create_controller(handlers))
+            .build()
+            .map_err(|e| format!("building the gRPC server: {e}"))?;
+        grpc.add_listening_port(opts.endpoint.grpc_address(), ServerCredentials::insecure())
+            .map_err(|e| format!("cannot listen on {}: {e}", opts.endpoint))?;
+        if let Endpoint::Unix(path) = &opts.endpoint {
+            endpoint::set_socket_mode(path)
+                .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+        }
+        grpc.start();
+        log::info!(
+            "serving CSI on {} ({} workers, queue {})",
+            opts.endpoint,
+            opts.workers,
+            opts.queue_depth
+        );
+        Ok(Server {
+            grpc,
+            pool,
+            endpoint: opts.endpoint.clone(),
+        })
+    }
+
+    /// Stops taking calls, lets calls in flight finish within `grace`,
+    /// cancels what is left, and removes the socket file.
+    pub fn shutdown(mut self, grace: Duration) {
+        let started = Instant::now();
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let finished = self.grpc.shutdown();
+        std::thread::spawn(move || {
+            let _ = futures_executor::block_on(finished);
+            let _ = done_tx.send(());
+        });
+        if done_rx.recv_timeout(grace).is_err() {
+            log::warn!("calls still in flight after {grace:?}; cancelling them");
+            self.grpc.cancel_all_calls();
+            let _ = done_rx.recv_timeout(Duration::from_secs(1));
+        }
+        let left = grace.saturating_sub(started.elapsed());
+        if let Ok(pool) = Arc::try_unwrap(self.pool) {
+            pool.shutdown(left.max(Duration::from_millis(100)));
+        }
+        if let Endpoint::Unix(path) = &self.endpoint {
+            if let Err(e) = std::fs::remove_file(path) {
+                log::warn!("removing {}: {e}", path.display());
+            }
+        }
+        log::info!("server stopped");
+    }
+}
+
+#[derive(Clone)]
+struct Handlers {
+    driver: Arc<Driver>,
+    pool: Arc<Pool>,
+}
+
+/// The volume and node a request names, for the per-call log line.
+trait CallSubject {
+    fn subject(&self) -> (&str, &str) {
+        ("", "")
+    }
+}
+
+impl CallSubject for pb::GetPluginInfoRequest {}
+impl CallSubject for pb::GetPluginCapabilitiesRequest {}
+impl CallSubject for pb::ProbeRequest {}
+impl CallSubject for pb::ControllerGetCapabilitiesRequest {}
+impl CallSubject for pb::ControllerPublishVolumeRequest {
+    fn subject(&self) -> (&str, &str) {
+        (self.get_volume_id(), self.get_node_id())
+    }
+}
+impl CallSubject for pb::ControllerUnpublishVolumeRequest {
+    fn subject(&self) -> (&str, &str) {
+        (self.get_volume_id(), self.get_node_id())
+    }
+}
+
+/// One unary call on its way through the pool.
+struct UnaryJob<Req, Resp> {
+    method: &'static str,
+    req: Req,
+    sink: UnarySink<Resp>,
+    deadline: Deadline,
+    received: Instant,
+    driver: Arc<Driver>,
+    work: fn(&Driver, &Req) -> Result<Resp, CsiError>,
+}
+
+impl<Req: CallSubject + Send + 'static, Resp: Send + 'static> Job for UnaryJob<Req, Resp> {
+    fn expired(&self) -> bool {
+        self.deadline.exceeded()
+    }
+
+    fn run(self: Box<Self>) {
+        let UnaryJob {
+            method,
+            req,
+            sink,
+            received,
+            driver,
+            work,
+            ..
+        } = *self;
+        let result = work(&driver, &req);
+        let (volume, node) = req.subject();
+        let answer = match result {
+            Ok(resp) => {
+                log::debug!(
+                    "{method} volume={volume:?} node={node:?} code=OK duration={:?}",
+                    received.elapsed()
+                );
+                sink.success(resp)
+            }
+            Err(e) => {
+                let status = e.to_status();
+                log::debug!(
+                    "{method} volume={volume:?} node={node:?} code={:?} duration={:?}: {}",
+                    status.code(),
+                    received.elapsed(),
+                    status.message()
+                );
+                sink.fail(status)
+            }
+        };
+        // Drive the send to completion so a vanished caller is noticed.
+        if let Err(e) = futures_executor::block_on(answer) {
+            log::debug!("{method}: answer not delivered: {e}");
+        }
+    }
+
+    fn reject(self: Box<Self>, why: Rejection) {
+        let (code, message) = match why {
+            Rejection::QueueFull => (
+                RpcStatusCode::RESOURCE_EXHAUSTED,
+                "too many calls in progress; retry later",
+            ),
+            Rejection::DeadlineExceeded => (
+                RpcStatusCode::DEADLINE_EXCEEDED,
+                "deadline passed before the call could start",
+            ),
+            Rejection::ShuttingDown => (
+                RpcStatusCode::UNAVAILABLE,
+                "the controller is shutting down",
+            ),
+        };
+        let (volume, node) = self.req.subject();
+        log::debug!(
+            "{} volume={volume:?} node={node:?} code={code:?} duration={:?}: {message}",
+            self.method,
+            self.received.elapsed()
+        );
+        // May run on grpcio's completion-queue thread: start the answer and
+        // do not wait for it (the send proceeds without the future).
+        drop(
+            self.sink
+                .fail(RpcStatus::with_message(code, message.into())),
+        );
+    }
+}
+
+impl Handlers {
+    fn submit<Req: CallSubject + Send + 'static, Resp: Send + 'static>(
+        &self,
+        method: &'static str,
+        ctx: &RpcContext<'_>,
+        req: Req,
+        sink: UnarySink<Resp>,
+        work: fn(&Driver, &Req) -> Result<Resp, CsiError>,
+    ) {
+        self.pool.submit(Box::new(UnaryJob {
+            method,
+            req,
+            sink,
+            deadline: ctx.deadline(),
+            received: Instant::now(),
+            driver: self.driver.clone(),
+            work,
+        }));
+    }
+}
+
+impl csi_grpc::Identity for Handlers {
+    fn get_plugin_info(
+        &mut self,
+        ctx: RpcContext<'_>,
+        req: pb::GetPluginInfoRequest,
+        sink: UnarySink<pb::GetPluginInfoResponse>,
+    ) {
+        self.submit("GetPluginInfo", &ctx, req, sink, |d, _| {
+            csi::get_plugin_info(d)
+        });
+    }
+
+    fn get_plugin_capabilities(
+        &mut self,
+        ctx: RpcContext<'_>,
+        req: pb::GetPluginCapabilitiesRequest,
+        sink: UnarySink<pb::GetPluginCapabilitiesResponse>,
+    ) {
+        self.submit("GetPluginCapabilities", &ctx, req, sink, |_, _| {
+            csi::get_plugin_capabilities()
+        });
+    }
+
+    fn probe(
+        &mut self,
+        ctx: RpcContext<'_>,
+        req: pb::ProbeRequest,
+        sink: UnarySink<pb::ProbeResponse>,
+    ) {
+        self.submit("Probe", &ctx, req, sink, |d, _| csi::probe(d));
+    }
+}
+
+/// RPCs not listed here keep the generated default: UNIMPLEMENTED.
+impl csi_grpc::Controller for Handlers {
+    fn controller_get_capabilities(
+        &mut self,
+        ctx: RpcContext<'_>,
+        req: pb::ControllerGetCapabilitiesRequest,
+        sink: UnarySink<pb::ControllerGetCapabilitiesResponse>,
+    ) {
+        self.submit("ControllerGetCapabilities", &ctx, req, sink, |_, _| {
+            csi::controller_get_capabilities()
+        });
+    }
+
+    fn controller_publish_volume(
+        &mut self,
+        ctx: RpcContext<'_>,
+        req: pb::ControllerPublishVolumeRequest,
+        sink: UnarySink<pb::ControllerPublishVolumeResponse>,
+    ) {
+        self.submit(
+            "ControllerPublishVolume",
+            &ctx,
+            req,
+            sink,
+            csi::controller_publish_volume,
+        );
+    }
+
+    fn controller_unpublish_volume(
+        &mut self,
+        ctx: RpcContext<'_>,
+        req: pb::ControllerUnpublishVolumeRequest,
+        sink: UnarySink<pb::ControllerUnpublishVolumeResponse>,
+    ) {
+        self.submit(
+            "ControllerUnpublishVolume",
+            &ctx,
+            req,
+            sink,
+            csi::controller_unpublish_volume,
+        );
+    }
+}
