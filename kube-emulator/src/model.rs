@@ -1,0 +1,534 @@
+//! The resources the emulator serves and the rules kube-apiserver applies
+//! to them: names, annotations, Status bodies, list and watch shapes.
+
+use serde_json::{json, Map, Value};
+
+use crate::http::Response;
+
+/// One served resource.
+#[derive(Debug)]
+pub struct Kind {
+    pub resource: &'static str,
+    pub kind: &'static str,
+    /// "" for the core group.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub namespaced: bool,
+    pub has_status: bool,
+    pub short_names: &'static [&'static str],
+}
+
+impl Kind {
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// "persistentvolumes" → "PersistentVolume" etc. for messages.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.resource.to_string()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        }
+    }
+}
+
+pub const KINDS: &[Kind] = &[
+    Kind {
+        resource: "persistentvolumes",
+        kind: "PersistentVolume",
+        group: "",
+        version: "v1",
+        namespaced: false,
+        has_status: true,
+        short_names: &["pv"],
+    },
+    Kind {
+        resource: "nodes",
+        kind: "Node",
+        group: "",
+        version: "v1",
+        namespaced: false,
+        has_status: true,
+        short_names: &["no"],
+    },
+    Kind {
+        resource: "namespaces",
+        kind: "Namespace",
+        group: "",
+        version: "v1",
+        namespaced: false,
+        has_status: true,
+        short_names: &["ns"],
+    },
+    Kind {
+        resource: "serviceaccounts",
+        kind: "ServiceAccount",
+        group: "",
+        version: "v1",
+        namespaced: true,
+        has_status: false,
+        short_names: &["sa"],
+    },
+    Kind {
+        resource: "events",
+        kind: "Event",
+        group: "",
+        version: "v1",
+        namespaced: true,
+        has_status: false,
+        short_names: &["ev"],
+    },
+    Kind {
+        resource: "volumeattachments",
+        kind: "VolumeAttachment",
+        group: "storage.k8s.io",
+        version: "v1",
+        namespaced: false,
+        has_status: true,
+        short_names: &[],
+    },
+    Kind {
+        resource: "csinodes",
+        kind: "CSINode",
+        group: "storage.k8s.io",
+        version: "v1",
+        namespaced: false,
+        has_status: false,
+        short_names: &[],
+    },
+    Kind {
+        resource: "csidrivers",
+        kind: "CSIDriver",
+        group: "storage.k8s.io",
+        version: "v1",
+        namespaced: false,
+        has_status: false,
+        short_names: &[],
+    },
+];
+
+pub fn kind_of(group: &str, resource: &str) -> Option<&'static Kind> {
+    KINDS
+        .iter()
+        .find(|k| k.group == group && k.resource == resource)
+}
+
+/// A kube-apiserver `Status` answer.
+pub fn status(code: u16, reason: &str, message: &str, details: Option<Value>) -> Response {
+    let mut s = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    });
+    if let Some(d) = details {
+        s["details"] = d;
+    }
+    Response::json(code, serde_json::to_vec(&s).expect("serialise Status"))
+}
+
+pub fn not_found(k: &Kind, name: &str) -> Response {
+    status(
+        404,
+        "NotFound",
+        &format!("{} \"{name}\" not found", k.qualified()),
+        Some(json!({"name": name, "group": k.group, "kind": k.resource})),
+    )
+}
+
+pub fn conflict(k: &Kind, name: &str) -> Response {
+    status(
+        409,
+        "Conflict",
+        &format!(
+            "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+            k.qualified()
+        ),
+        Some(json!({"name": name, "group": k.group, "kind": k.resource})),
+    )
+}
+
+pub fn already_exists(k: &Kind, name: &str) -> Response {
+    status(
+        409,
+        "AlreadyExists",
+        &format!("{} \"{name}\" already exists", k.qualified()),
+        Some(json!({"name": name, "group": k.group, "kind": k.resource})),
+    )
+}
+
+pub fn invalid(k: &Kind, name: &str, field: &str, detail: &str) -> Response {
+    status(
+        422,
+        "Invalid",
+        &format!("{} \"{name}\" is invalid: {field}: {detail}", k.kind),
+        Some(
+            json!({"name": name, "group": k.group, "kind": k.kind, "causes": [{"reason": "FieldValueInvalid", "message": detail, "field": field}]}),
+        ),
+    )
+}
+
+pub fn bad_request(message: &str) -> Response {
+    status(400, "BadRequest", message, None)
+}
+
+/// RFC 1123 subdomain, as object names must be.
+pub fn valid_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+        })
+}
+
+/// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, at most 63 characters.
+fn valid_qualified_name_part(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+/// kube-apiserver's annotation rules: every key a qualified name
+/// (optional DNS-subdomain prefix ≤ 253, `/`, name ≤ 63), every value a
+/// string, all keys and values together ≤ 256 KiB. `Err((field, detail))`.
+pub fn check_annotations(obj: &Value) -> Result<(), (String, String)> {
+    let Some(ann) = obj.pointer("/metadata/annotations") else {
+        return Ok(());
+    };
+    if ann.is_null() {
+        return Ok(());
+    }
+    let Some(map) = ann.as_object() else {
+        return Err((
+            "metadata.annotations".into(),
+            "must be a map of string to string".into(),
+        ));
+    };
+    let mut total = 0;
+    for (k, v) in map {
+        let Some(v) = v.as_str() else {
+            return Err((
+                format!("metadata.annotations[{k}]"),
+                "must be a string".into(),
+            ));
+        };
+        let ok = match k.split_once('/') {
+            Some((prefix, name)) => {
+                prefix.len() <= 253 && valid_subdomain(prefix) && valid_qualified_name_part(name)
+            }
+            None => valid_qualified_name_part(k),
+        };
+        if !ok {
+            return Err((
+                "metadata.annotations".into(),
+                format!(
+                    "Invalid value: \"{k}\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (with an optional DNS subdomain prefix and '/')"
+                ),
+            ));
+        }
+        total += k.len() + v.len();
+    }
+    if total > MAX_ANNOTATIONS_BYTES {
+        return Err((
+            "metadata.annotations".into(),
+            format!("Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj.is_object() {
+        *obj = json!({});
+    }
+    let m = obj
+        .as_object_mut()
+        .expect("object")
+        .entry("metadata")
+        .or_insert_with(|| json!({}));
+    if !m.is_object() {
+        *m = json!({});
+    }
+    m.as_object_mut().expect("object")
+}
+
+/// A label selector: comma-separated `k=v`, `k==v`, `k!=v`, `k`, `!k`.
+pub fn matches_labels(obj: &Value, selector: &str) -> bool {
+    let labels = obj.pointer("/metadata/labels").and_then(Value::as_object);
+    let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .all(|term| {
+            if let Some((k, v)) = term.split_once("!=") {
+                get(k.trim()) != Some(v.trim())
+            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                get(k.trim()) == Some(v.trim())
+            } else if let Some(k) = term.strip_prefix('!') {
+                get(k.trim()).is_none()
+            } else {
+                get(term).is_some()
+            }
+        })
+}
+
+/// A field selector on `metadata.name` / `metadata.namespace`.
+pub fn matches_fields(obj: &Value, selector: &str) -> bool {
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .all(|term| {
+            let (k, v, eq) = match term.split_once("!=") {
+                Some((k, v)) => (k, v, false),
+                None => match term.split_once("==").or_else(|| term.split_once('=')) {
+                    Some((k, v)) => (k, v, true),
+                    None => return true,
+                },
+            };
+            let actual = match k.trim() {
+                "metadata.name" => meta_str(obj, "name").unwrap_or(""),
+                "metadata.namespace" => meta_str(obj, "namespace").unwrap_or(""),
+                _ => return true,
+            };
+            (actual == v.trim()) == eq
+        })
+}
+
+/// Seconds since the epoch as RFC 3339 (`2024-01-02T03:04:05Z`).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub fn now_rfc3339() -> String {
+    rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )
+}
+
+/// RFC 7396 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let t = target.as_object_mut().expect("object");
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// RFC 6902 JSON patch. `Err` with a message on a failed op or test.
+pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
+    let ops = ops.as_array().ok_or("a JSON patch must be an array")?;
+    for op in ops {
+        let kind = op["op"].as_str().ok_or("op is required")?;
+        let path = op["path"].as_str().ok_or("path is required")?;
+        match kind {
+            "add" | "replace" => {
+                let v = op.get("value").ok_or("value is required")?.clone();
+                put(target, path, v, kind == "replace")?;
+            }
+            "remove" => {
+                take(target, path)?;
+            }
+            "test" => {
+                if target.pointer(path) != op.get("value") {
+                    return Err(format!("test failed at {path}"));
+                }
+            }
+            "copy" | "move" => {
+                let from = op["from"].as_str().ok_or("from is required")?;
+                let v = if kind == "move" {
+                    take(target, from)?
+                } else {
+                    target.pointer(from).cloned().ok_or("from not found")?
+                };
+                put(target, path, v, false)?;
+            }
+            other => return Err(format!("unknown op {other:?}")),
+        }
+    }
+    Ok(())
+}
+
+fn unescape(token: &str) -> String {
+    token.replace("~1", "/").replace("~0", "~")
+}
+
+fn split_path(path: &str) -> Result<(String, String), String> {
+    let i = path
+        .rfind('/')
+        .ok_or_else(|| format!("bad path {path:?}"))?;
+    Ok((path[..i].to_string(), unescape(&path[i + 1..])))
+}
+
+fn put(target: &mut Value, path: &str, v: Value, must_exist: bool) -> Result<(), String> {
+    if path.is_empty() {
+        *target = v;
+        return Ok(());
+    }
+    let (parent, last) = split_path(path)?;
+    let p = target
+        .pointer_mut(&parent)
+        .ok_or_else(|| format!("path {parent:?} not found"))?;
+    match p {
+        Value::Object(m) => {
+            if must_exist && !m.contains_key(&last) {
+                return Err(format!("path {path:?} not found"));
+            }
+            m.insert(last, v);
+        }
+        Value::Array(a) => {
+            if last == "-" {
+                a.push(v);
+            } else {
+                let i: usize = last.parse().map_err(|_| format!("bad index {last:?}"))?;
+                if must_exist {
+                    *a.get_mut(i).ok_or("index out of range")? = v;
+                } else if i <= a.len() {
+                    a.insert(i, v);
+                } else {
+                    return Err("index out of range".into());
+                }
+            }
+        }
+        _ => return Err(format!("path {parent:?} is not a container")),
+    }
+    Ok(())
+}
+
+fn take(target: &mut Value, path: &str) -> Result<Value, String> {
+    let (parent, last) = split_path(path)?;
+    match target.pointer_mut(&parent) {
+        Some(Value::Object(m)) => m
+            .remove(&last)
+            .ok_or_else(|| format!("path {path:?} not found")),
+        Some(Value::Array(a)) => {
+            let i: usize = last.parse().map_err(|_| format!("bad index {last:?}"))?;
+            if i < a.len() {
+                Ok(a.remove(i))
+            } else {
+                Err("index out of range".into())
+            }
+        }
+        _ => Err(format!("path {path:?} not found")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotation_rules() {
+        let ok = json!({"metadata": {"annotations": {"rds.csi.srvlab.io/attached-node": "n1", "a_b.c": "x"}}});
+        assert!(check_annotations(&ok).is_ok());
+        for bad in [
+            json!({"-x": "v"}),
+            json!({"Bad_Prefix/x": "v"}),
+            json!({"x": 1}),
+            json!({"a/b/c": "v"}),
+        ] {
+            assert!(
+                check_annotations(&json!({"metadata": {"annotations": bad}})).is_err(),
+                "{bad}"
+            );
+        }
+        let big = json!({"metadata": {"annotations": {"k": "x".repeat(MAX_ANNOTATIONS_BYTES)}}});
+        assert!(check_annotations(&big).unwrap_err().1.contains("Too long"));
+    }
+
+    #[test]
+    fn patches() {
+        let mut v = json!({"metadata": {"annotations": {"a": "1", "b": "2"}}});
+        merge_patch(
+            &mut v,
+            &json!({"metadata": {"annotations": {"a": null, "c": "3"}}}),
+        );
+        assert_eq!(
+            v,
+            json!({"metadata": {"annotations": {"b": "2", "c": "3"}}})
+        );
+        json_patch(&mut v, &json!([{"op": "add", "path": "/metadata/annotations/x~1y", "value": "z"}, {"op": "remove", "path": "/metadata/annotations/b"}])).unwrap();
+        assert_eq!(
+            v,
+            json!({"metadata": {"annotations": {"c": "3", "x/y": "z"}}})
+        );
+        assert!(json_patch(
+            &mut v,
+            &json!([{"op": "test", "path": "/metadata/annotations/c", "value": "4"}])
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn time_format() {
+        assert_eq!(rfc3339(1_704_164_645), "2024-01-02T03:04:05Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn selectors() {
+        let o = json!({"metadata": {"name": "x", "labels": {"app": "db"}}});
+        assert!(
+            matches_labels(&o, "app=db")
+                && matches_labels(&o, "app")
+                && !matches_labels(&o, "!app")
+        );
+        assert!(matches_labels(&o, "tier!=web") && !matches_labels(&o, "app=web"));
+        assert!(matches_fields(&o, "metadata.name=x") && !matches_fields(&o, "metadata.name!=x"));
+    }
+}

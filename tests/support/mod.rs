@@ -1,0 +1,284 @@
+//! Shared test harness: the real controller binary as a child process, a
+//! grpcio CSI client on its socket, and objects for the emulator.
+#![allow(dead_code)]
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use grpcio::{CallOption, ChannelBuilder, EnvBuilder, RpcStatusCode};
+use rds_csi_controller::proto::{csi, csi_grpc};
+use serde_json::{json, Value};
+
+pub const DRIVER: &str = "rds.csi.srvlab.io";
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Short: unix socket paths are limited to 107 bytes.
+        let p = std::env::temp_dir().join(format!("rds-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The controller binary running as a child process.
+pub struct Controller {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_rds-csi-controller")
+}
+
+/// A command for the binary with a clean environment: no kubeconfig, not
+/// in a cluster, unless the test says so.
+pub fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(binary());
+    c.args(args)
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .env_remove("CSI_ENDPOINT")
+        .env("RUST_LOG", "debug");
+    c
+}
+
+impl Controller {
+    /// Starts the binary on `dir/csi.sock` (plus `extra` flags), with
+    /// `kubeconfig` if given. Does not wait.
+    pub fn spawn(dir: &Path, kubeconfig: Option<&Path>, extra: &[&str]) -> Controller {
+        Controller::spawn_named(dir, "csi.sock", kubeconfig, extra)
+    }
+
+    pub fn spawn_named(
+        dir: &Path,
+        sock: &str,
+        kubeconfig: Option<&Path>,
+        extra: &[&str],
+    ) -> Controller {
+        let socket = dir.join(sock);
+        let log = dir.join(format!(
+            "{sock}.{}.log",
+            Instant::now().elapsed().as_nanos()
+        ));
+        let endpoint = format!("unix://{}", socket.display());
+        let mut args = vec!["--endpoint", endpoint.as_str()];
+        args.extend_from_slice(extra);
+        let mut cmd = command(&args);
+        if let Some(k) = kubeconfig {
+            cmd.env("KUBECONFIG", k);
+        }
+        let log_file = File::create(&log).unwrap();
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("start controller");
+        Controller { child, socket, log }
+    }
+
+    /// Starts it and waits until Probe says ready.
+    pub fn start(dir: &Path, kubeconfig: Option<&Path>, extra: &[&str]) -> Controller {
+        let mut c = Controller::spawn(dir, kubeconfig, extra);
+        c.wait_ready();
+        c
+    }
+
+    pub fn start_named(
+        dir: &Path,
+        sock: &str,
+        kubeconfig: Option<&Path>,
+        extra: &[&str],
+    ) -> Controller {
+        let mut c = Controller::spawn_named(dir, sock, kubeconfig, extra);
+        c.wait_ready();
+        c
+    }
+
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("controller exited early ({status}):\n{}", self.logs());
+            }
+            if self.socket.exists() {
+                let csi = Csi::connect(&self.socket);
+                if let Ok(r) = csi.identity.probe_opt(&csi::ProbeRequest::new(), csi.opt()) {
+                    if r.get_ready().get_value() {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "controller not ready in time:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn csi(&self) -> Csi {
+        Csi::connect(&self.socket)
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit (at most `limit`).
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("controller did not exit within {limit:?}:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// grpcio clients for both services on one channel.
+pub struct Csi {
+    pub identity: csi_grpc::IdentityClient,
+    pub controller: csi_grpc::ControllerClient,
+    pub timeout: Duration,
+}
+
+impl Csi {
+    pub fn connect(socket: &Path) -> Csi {
+        let env = Arc::new(EnvBuilder::new().cq_count(1).build());
+        let ch = ChannelBuilder::new(env).connect(&format!("unix:{}", socket.display()));
+        Csi {
+            identity: csi_grpc::IdentityClient::new(ch.clone()),
+            controller: csi_grpc::ControllerClient::new(ch),
+            timeout: Duration::from_secs(20),
+        }
+    }
+
+    pub fn opt(&self) -> CallOption {
+        CallOption::default().timeout(self.timeout)
+    }
+
+    /// Publish with SINGLE_NODE_WRITER on a mount volume; the gRPC code.
+    pub fn publish(&self, volume: &str, node: &str) -> Result<(), (RpcStatusCode, String)> {
+        self.controller
+            .controller_publish_volume_opt(&publish_request(volume, node), self.opt())
+            .map(|_| ())
+            .map_err(code_of)
+    }
+
+    pub fn unpublish(&self, volume: &str, node: &str) -> Result<(), (RpcStatusCode, String)> {
+        let mut r = csi::ControllerUnpublishVolumeRequest::new();
+        r.set_volume_id(volume.into());
+        r.set_node_id(node.into());
+        self.controller
+            .controller_unpublish_volume_opt(&r, self.opt())
+            .map(|_| ())
+            .map_err(code_of)
+    }
+}
+
+pub fn code_of(e: grpcio::Error) -> (RpcStatusCode, String) {
+    match e {
+        grpcio::Error::RpcFailure(s) => (s.code(), s.message().to_string()),
+        other => panic!("not an RPC status: {other:?}"),
+    }
+}
+
+pub fn publish_request(volume: &str, node: &str) -> csi::ControllerPublishVolumeRequest {
+    let mut mode = csi::VolumeCapability_AccessMode::new();
+    mode.set_mode(csi::VolumeCapability_AccessMode_Mode::SINGLE_NODE_WRITER);
+    let mut cap = csi::VolumeCapability::new();
+    cap.set_mount(csi::VolumeCapability_MountVolume::new());
+    cap.set_access_mode(mode);
+    let mut r = csi::ControllerPublishVolumeRequest::new();
+    r.set_volume_id(volume.into());
+    r.set_node_id(node.into());
+    r.set_volume_capability(cap);
+    r
+}
+
+/// A PV of `driver` named `name` with volume handle `handle`.
+pub fn pv(name: &str, handle: &str, driver: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": name, "finalizers": ["kubernetes.io/pv-protection"]},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "persistentVolumeReclaimPolicy": "Delete",
+                 "csi": {"driver": driver, "volumeHandle": handle, "volumeAttributes": {"nqn": format!("nqn.2024-01.io.srvlab:{handle}")}}},
+        "status": {"phase": "Bound"}
+    })
+}
+
+pub fn node(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+}
+
+/// An emulator (TLS, token auth) with a kubeconfig for it in `dir`.
+pub fn emulator(dir: &Path) -> (kube_emulator::Emulator, PathBuf) {
+    let emu = kube_emulator::Emulator::start(kube_emulator::Options {
+        port: 0,
+        tls: true,
+        token: Some("test-token-4f1d9c".into()),
+    })
+    .unwrap();
+    let kc = emu.write_kubeconfig(dir).unwrap();
+    (emu, kc)
+}
+
+pub fn annotation(emu: &kube_emulator::Emulator, pv: &str, key: &str) -> Option<String> {
+    emu.get("persistentvolumes", pv)?
+        .pointer("/metadata/annotations")?
+        .get(key)?
+        .as_str()
+        .map(str::to_string)
+}
+
+pub const ATTACHED_NODE: &str = "rds.csi.srvlab.io/attached-node";
+pub const ATTACHED_AT: &str = "rds.csi.srvlab.io/attached-at";
