@@ -1,0 +1,695 @@
+//! Attachment fencing through the real binary and the emulator: the
+//! scenarios an operator relies on, including restarts and races.
+
+mod support;
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Barrier},
+    time::Duration,
+};
+
+use grpcio::RpcStatusCode;
+use kube_emulator::{Fault, FaultAction, Match};
+use rds_csi_controller::proto::csi;
+use support::*;
+
+fn seed(emu: &kube_emulator::Emulator, volumes: &[&str], nodes: &[&str]) {
+    for v in volumes {
+        emu.create("persistentvolumes", pv(v, v, DRIVER)).unwrap();
+    }
+    for n in nodes {
+        emu.create("nodes", node(n)).unwrap();
+    }
+}
+
+#[test]
+fn publish_writes_annotations_and_unpublish_clears_them() {
+    let dir = TempDir::new("att-basic");
+    let (emu, kc) = emulator(dir.path());
+    seed(&emu, &["vol-1"], &["node-1", "node-2"]);
+    let c = Controller::start(dir.path(), Some(&kc), &[]);
+    let k = c.csi();
+
+    k.publish("vol-1", "node-1").unwrap();
+    assert_eq!(
+        annotation(&emu, "vol-1", ATTACHED_NODE).as_deref(),
+        Some("node-1")
+    );
+    let at = annotation(&emu, "vol-1", ATTACHED_AT).unwrap();
+    // RFC3339Micro: exactly six fraction digits, UTC.
+    assert_eq!(at.len(), "2024-01-02T03:04:05.123456Z".len(), "{at}");
+    assert!(at.ends_with('Z') && at.as_bytes()[19] == b'.', "{at}");
+    // Fields we do not model survive the update.
+    let obj = emu.get("persistentvolumes", "vol-1").unwrap();
+    assert_eq!(
+        obj["spec"]["csi"]["volumeAttributes"]["nqn"],
+        "nqn.2024-01.io.srvlab:vol-1"
+    );
+    assert_eq!(
+        obj["metadata"]["finalizers"][0],
+        "kubernetes.io/pv-protection"
+    );
+
+    // Idempotent, and the second node is refused with the holder named.
+    k.publish("vol-1", "node-1").unwrap();
+    let (code, msg) = k.publish("vol-1", "node-2").unwrap_err();
+    assert_eq!(code, RpcStatusCode::FAILED_PRECONDITION);
+    assert!(msg.contains("node-1"), "{msg}");
+
+    // Unpublish from the wrong node changes nothing.
+    k.unpublish("vol-1", "node-2").unwrap();
+    assert_eq!(
+        annotation(&emu, "vol-1", ATTACHED_NODE).as_deref(),
+        Some("node-1")
+    );
+
+    k.unpublish("vol-1", "node-1").unwrap();
+    assert_eq!(annotation(&emu, "vol-1", ATTACHED_NODE), None);
+    assert_eq!(annotation(&emu, "vol-1", ATTACHED_AT), None);
+    k.unpublish("vol-1", "node-1").unwrap();
+    k.publish("vol-1", "node-2").unwrap();
+    // Empty node id: unpublish from every node.
+    k.unpublish("vol-1", "").unwrap();
+    assert_eq!(annotation(&emu, "vol-1", ATTACHED_NODE), None);
+}
+
+#[test]
+fn publish_survives_restart() {
+    let dir = TempDir::new("att-restart");
+    let (emu, kc) = emulator(dir.path());
+    let volumes: Vec<String> = (0..100).map(|i| format!("vol-{i:03}")).collect();
+    let nodes: Vec<String> = (0..5).map(|i| format!("node-{i}")).collect();
+    for v in &volumes {
+        emu.create("persistentvolumes", pv(v, v, DRIVER)).unwrap();
+    }
+    for n in &nodes {
+        emu.create("nodes", node(n)).unwrap();
+    }
+    let mut first = Controller::start(dir.path(), Some(&kc), &[]);
+    let k = first.csi();
+    for (i, v) in volumes.iter().enumerate() {
+        k.publish(v, &nodes[i % 5]).unwrap();
+    }
+    first.kill9();
+
+    let second = Controller::start(dir.path(), Some(&kc), &[]);
+    assert!(
+        second
+            .logs()
+            .contains("State rebuild complete: 100 attachments recovered"),
+        "{}",
+        second.logs()
+    );
+    let k = second.csi();
+    for (i, v) in volumes.iter().enumerate() {
+        let (code, msg) = k.publish(v, &nodes[(i + 1) % 5]).unwrap_err();
+        assert_eq!(code, RpcStatusCode::FAILED_PRECONDITION, "{v}: {msg}");
+        assert!(msg.contains(&nodes[i % 5]), "{msg}");
+        k.publish(v, &nodes[i % 5]).unwrap();
+    }
+}
+
+#[test]
+fn racing_publishes_to_32_nodes_have_exactly_one_winner() {
+    let dir = TempDir::new("att-race");
+    let (emu, kc) = emulator(dir.path());
+    let nodes: Vec<String> = (0..32).map(|i| format!("node-{i:02}")).collect();
+    seed(
+        &emu,
+        &["vol-race"],
+        &nodes.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let c = Controller::start(dir.path(), Some(&kc), &["--workers", "8"]);
+    let socket = c.socket.clone();
+    let barrier = Arc::new(Barrier::new(32));
+    let results: Vec<(String, Result<(), (RpcStatusCode, String)>)> = nodes
+        .iter()
+        .cloned()
+        .map(|n| {
+            let (socket, barrier) = (socket.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let k = Csi::connect(&socket);
+                barrier.wait();
+                let r = k.publish("vol-race", &n);
+                (n, r)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    let winners: Vec<&String> = results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    for (_, r) in &results {
+        if let Err((code, _)) = r {
+            assert_eq!(*code, RpcStatusCode::FAILED_PRECONDITION);
+        }
+    }
+    assert_eq!(
+        annotation(&emu, "vol-race", ATTACHED_NODE).as_deref(),
+        Some(winners[0].as_str())
+    );
+}
+
+#[test]
+fn two_controller_processes_sharing_the_api_have_one_winner() {
+    let dir = TempDir::new("att-two");
+    let (emu, kc) = emulator(dir.path());
+    let nodes: Vec<String> = (0..32).map(|i| format!("node-{i:02}")).collect();
+    seed(
+        &emu,
+        &["vol-shared"],
+        &nodes.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let a = Controller::start_named(dir.path(), "a.sock", Some(&kc), &["--workers", "8"]);
+    let b = Controller::start_named(dir.path(), "b.sock", Some(&kc), &["--workers", "8"]);
+    let barrier = Arc::new(Barrier::new(32));
+    let wins: Vec<String> = nodes
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, n)| {
+            let socket = if i % 2 == 0 {
+                a.socket.clone()
+            } else {
+                b.socket.clone()
+            };
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let k = Csi::connect(&socket);
+                barrier.wait();
+                match k.publish("vol-shared", &n) {
+                    Ok(()) => Some(n),
+                    Err((code, msg)) => {
+                        assert!(
+                            matches!(
+                                code,
+                                RpcStatusCode::FAILED_PRECONDITION | RpcStatusCode::ABORTED
+                            ),
+                            "{code:?} {msg}"
+                        );
+                        None
+                    }
+                }
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .filter_map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(wins.len(), 1, "{wins:?}");
+    assert_eq!(
+        annotation(&emu, "vol-shared", ATTACHED_NODE).as_deref(),
+        Some(wins[0].as_str())
+    );
+    // Both processes now refuse every other node.
+    for sock in [&a.socket, &b.socket] {
+        let (code, msg) = Csi::connect(sock)
+            .publish("vol-shared", "node-99")
+            .unwrap_err();
+        assert!(
+            matches!(
+                code,
+                RpcStatusCode::FAILED_PRECONDITION | RpcStatusCode::NOT_FOUND
+            ),
+            "{code:?} {msg}"
+        );
+    }
+    emu.create("nodes", node("node-99")).unwrap();
+    for sock in [&a.socket, &b.socket] {
+        let (code, msg) = Csi::connect(sock)
+            .publish("vol-shared", "node-99")
+            .unwrap_err();
+        assert_eq!(code, RpcStatusCode::FAILED_PRECONDITION, "{msg}");
+        assert!(msg.contains(&wins[0]), "{msg}");
+    }
+}
+
+#[test]
+fn conflict_storm_of_4_succeeds_and_of_6_is_retryable_with_nothing_changed() {
+    let dir = TempDir::new("att-storm");
+    let (emu, kc) = emulator(dir.path());
+    seed(&emu, &["vol-a", "vol-b"], &["node-1", "node-2"]);
+    let c = Controller::start(dir.path(), Some(&kc), &[]);
+    let k = c.csi();
+
+    emu.clear_requests();
+    emu.conflict_storm("persistentvolumes", "vol-a", 4);
+    k.publish("vol-a", "node-1").unwrap();
+    assert_eq!(
+        annotation(&emu, "vol-a", ATTACHED_NODE).as_deref(),
+        Some("node-1")
+    );
+    assert_eq!(
+        emu.count("update", "persistentvolumes"),
+        5,
+        "4 conflicts, then success"
+    );
+
+    emu.conflict_storm("persistentvolumes", "vol-b", 6);
+    let (code, msg) = k.publish("vol-b", "node-1").unwrap_err();
+    assert_eq!(code, RpcStatusCode::ABORTED, "{msg}");
+    assert_eq!(annotation(&emu, "vol-b", ATTACHED_NODE), None);
+    // Nothing tracked: another node may take it now.
+    k.publish("vol-b", "node-2").unwrap();
+    assert_eq!(
+        annotation(&emu, "vol-b", ATTACHED_NODE).as_deref(),
+        Some("node-2")
+    );
+}
+
+#[test]
+fn failed_write_rolls_back_and_failed_clear_still_detaches() {
+    let dir = TempDir::new("att-rollback");
+    let (emu, kc) = emulator(dir.path());
+    seed(&emu, &["vol-1"], &["node-1", "node-2"]);
+    let c = Controller::start(dir.path(), Some(&kc), &[]);
+    let k = c.csi();
+
+    let update = |code| Fault {
+        matches: Match {
+            verb: Some("update".into()),
+            resource: Some("persistentvolumes".into()),
+            name: None,
+        },
+        times: 1,
+        action: FaultAction::Status {
+            code,
+            retry_after: None,
+        },
+    };
+    emu.inject(update(500));
+    let (code, _) = k.publish("vol-1", "node-1").unwrap_err();
+    assert_eq!(code, RpcStatusCode::UNAVAILABLE);
+    assert_eq!(annotation(&emu, "vol-1", ATTACHED_NODE), None);
+    k.publish("vol-1", "node-2").unwrap();
+
+    emu.inject(update(503));
+    k.unpublish("vol-1", "node-2").unwrap();
+    assert!(
+        c.logs().contains("annotations were not cleared"),
+        "{}",
+        c.logs()
+    );
+    // The map let go; the stale annotation still fences across processes,
+    // so the next publish elsewhere is refused until it is cleared.
+    assert_eq!(
+        annotation(&emu, "vol-1", ATTACHED_NODE).as_deref(),
+        Some("node-2")
+    );
+    k.unpublish("vol-1", "node-2").unwrap();
+    assert_eq!(annotation(&emu, "vol-1", ATTACHED_NODE), None);
+    k.publish("vol-1", "node-1").unwrap();
+}
+
+#[test]
+fn statically_provisioned_pv_is_annotated_on_its_own_object() {
+    let dir = TempDir::new("att-static");
+    let (emu, kc) = emulator(dir.path());
+    emu.create(
+        "persistentvolumes",
+        pv("static-pv-before", "handle-before", DRIVER),
+    )
+    .unwrap();
+    emu.create("nodes", node("node-1")).unwrap();
+    let c = Controller::start(dir.path(), Some(&kc), &[]);
+    let k = c.csi();
+    k.publish("handle-before", "node-1").unwrap();
+    assert_eq!(
+        annotation(&emu, "static-pv-before", ATTACHED_NODE).as_deref(),
+        Some("node-1")
+    );
+
+    // Created after startup: found by the index refresh.
+    emu.create(
+        "persistentvolumes",
+        pv("static-pv-after", "handle-after", DRIVER),
+    )
+    .unwrap();
+    k.publish("handle-after", "node-1").unwrap();
+    assert_eq!(
+        annotation(&emu, "static-pv-after", ATTACHED_NODE).as_deref(),
+        Some("node-1")
+    );
+
+    // No PV of ours with that handle, or a PV of another driver: NOT_FOUND.
+    emu.create(
+        "persistentvolumes",
+        pv("foreign", "foreign", "other.csi.example.com"),
+    )
+    .unwrap();
+    for missing in ["no-such-volume", "foreign"] {
+        let (code, msg) = k.publish(missing, "node-1").unwrap_err();
+        assert_eq!(code, RpcStatusCode::NOT_FOUND, "{missing}: {msg}");
+    }
+    assert_eq!(annotation(&emu, "foreign", ATTACHED_NODE), None);
+}
+
+#[test]
+fn unknown_node_and_multi_node_modes_are_refused() {
+    let dir = TempDir::new("att-refuse");
+    let (emu, kc) = emulator(dir.path());
+    seed(&emu, &["vol-1"], &["node-1"]);
+    let c = Controller::start(dir.path(), Some(&kc), &[]);
+    let k = c.csi();
+    let (code, msg) = k.publish("vol-1", "ghost").unwrap_err();
+    assert_eq!(code, RpcStatusCode::NOT_FOUND);
+    assert!(msg.contains("ghost"), "{msg}");
+
+    let mut r = publish_request("vol-1", "node-1");
+    r.mut_volume_capability()
+        .mut_access_mode()
+        .set_mode(csi::VolumeCapability_AccessMode_Mode::MULTI_NODE_MULTI_WRITER);
+    let (code, msg) = k
+        .controller
+        .controller_publish_volume_opt(&r, k.opt())
+        .map_err(code_of)
+        .unwrap_err();
+    assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT);
+    assert!(msg.contains("not supported"), "{msg}");
+    assert_eq!(annotation(&emu, "vol-1", ATTACHED_NODE), None);
+}
+
+#[test]
+fn uncontended_publish_costs_at_most_two_api_requests() {
+    let dir = TempDir::new("att-cost");
+    let (emu, kc) = emulator(dir.path());
+    seed(&emu, &["vol-1", "vol-2"], &["node-1"]);
+    let c = Controller::start(dir.path(), Some(&kc), &[]);
+    let k = c.csi();
+    k.publish("vol-1", "node-1").unwrap(); // warms the node cache
+    emu.clear_requests();
+    k.publish("vol-2", "node-1").unwrap();
+    let seen = emu.requests();
+    assert!(seen.len() <= 2, "{seen:?}");
+    assert_eq!(emu.count("update", "persistentvolumes"), 1);
+}
+
+#[test]
+fn every_invalid_request_is_invalid_argument_with_no_api_call() {
+    let dir = TempDir::new("att-invalid");
+    let (emu, kc) = emulator(dir.path());
+    seed(&emu, &["vol-1"], &["node-1"]);
+    let c = Controller::start(dir.path(), Some(&kc), &[]);
+    let k = c.csi();
+    emu.clear_requests();
+
+    let good = || publish_request("vol-1", "node-1");
+    let mut cases: Vec<(&str, csi::ControllerPublishVolumeRequest)> = Vec::new();
+    cases.push(("volume_id", csi::ControllerPublishVolumeRequest::new()));
+    let mut r = good();
+    r.set_volume_id(String::new());
+    cases.push(("volume_id", r));
+    let mut r = good();
+    r.set_volume_id("v".repeat(129));
+    cases.push(("volume_id", r));
+    let mut r = good();
+    r.set_volume_id("vol\u{1}1".into());
+    cases.push(("volume_id", r));
+    let mut r = good();
+    r.set_node_id(String::new());
+    cases.push(("node_id", r));
+    let mut r = good();
+    r.set_node_id("n".repeat(257));
+    cases.push(("node_id", r));
+    let mut r = good();
+    r.clear_volume_capability();
+    cases.push(("volume_capability", r));
+    let mut r = good();
+    r.mut_volume_capability().clear_access_mode();
+    cases.push(("volume_capability.access_mode", r));
+    let mut r = good();
+    r.mut_volume_capability()
+        .mut_access_mode()
+        .set_mode(csi::VolumeCapability_AccessMode_Mode::UNKNOWN);
+    cases.push(("volume_capability.access_mode", r));
+    let mut r = good();
+    r.mut_volume_capability().clear_mount();
+    cases.push(("volume_capability.access_type", r));
+    let mut r = good();
+    r.mut_volume_context()
+        .insert("big".into(), "x".repeat(5000));
+    cases.push(("volume_context", r));
+    let mut r = good();
+    r.mut_secrets().insert("big".into(), "x".repeat(5000));
+    cases.push(("secrets", r));
+
+    for (field, req) in &cases {
+        let (code, msg) = k
+            .controller
+            .controller_publish_volume_opt(req, k.opt())
+            .map_err(code_of)
+            .unwrap_err();
+        assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{field}: {msg}");
+        assert!(msg.starts_with(field), "{field}: {msg}");
+    }
+    let (code, msg) = k.unpublish("", "node-1").unwrap_err();
+    assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT);
+    assert!(msg.starts_with("volume_id"), "{msg}");
+    let (code, _) = k.unpublish("vol-1", &"n".repeat(300)).unwrap_err();
+    assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT);
+
+    assert_eq!(emu.requests(), vec![], "bad input must not reach the API");
+}
+
+#[test]
+fn unreachable_api_at_start_never_binds_and_exits_after_the_timeout() {
+    let dir = TempDir::new("att-unreach");
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: x\nclusters:\n- name: x\n  cluster: {{server: \"http://127.0.0.1:{port}\"}}\ncontexts:\n- name: x\n  context: {{cluster: x, user: u}}\nusers:\n- name: u\n  user: {{}}\n"
+        ),
+    )
+    .unwrap();
+    let mut c = Controller::spawn(dir.path(), Some(&kc), &["--startup-timeout", "2s"]);
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        assert!(
+            !c.socket.exists(),
+            "socket must not exist before the rebuild succeeded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = c.wait_exit(Duration::from_secs(20));
+    assert!(!status.success());
+    assert!(!c.socket.exists());
+    assert!(c.logs().contains("could not be rebuilt"), "{}", c.logs());
+}
+
+#[test]
+fn api_reachable_later_within_the_timeout_starts_normally() {
+    let dir = TempDir::new("att-later");
+    let (emu, kc) = emulator(dir.path());
+    seed(&emu, &["vol-1"], &["node-1"]);
+    emu.inject(Fault {
+        matches: Match {
+            verb: Some("list".into()),
+            resource: Some("persistentvolumes".into()),
+            name: None,
+        },
+        times: 3,
+        action: FaultAction::Status {
+            code: 403,
+            retry_after: None,
+        },
+    });
+    let mut c = Controller::spawn(dir.path(), Some(&kc), &["--startup-timeout", "30s"]);
+    c.wait_ready();
+    assert!(
+        c.logs().contains("attachment rebuild failed"),
+        "{}",
+        c.logs()
+    );
+    c.csi().publish("vol-1", "node-1").unwrap();
+}
+
+#[test]
+fn rebuild_keeps_only_our_annotated_pvs_and_survives_hostile_ones() {
+    let dir = TempDir::new("att-rebuild");
+    let (emu, kc) = emulator(dir.path());
+    emu.create("nodes", node("node-1")).unwrap();
+    let with = |name: &str, handle: &str, driver: &str, node: &str, at: Option<&str>| {
+        let mut p = pv(name, handle, driver);
+        p["metadata"]["annotations"] = serde_json::json!({ ATTACHED_NODE: node });
+        if let Some(at) = at {
+            p["metadata"]["annotations"][ATTACHED_AT] = at.into();
+        }
+        p
+    };
+    emu.create(
+        "persistentvolumes",
+        with(
+            "ours-1",
+            "ours-1",
+            DRIVER,
+            "node-1",
+            Some("2024-01-02T03:04:05.123456Z"),
+        ),
+    )
+    .unwrap();
+    emu.create(
+        "persistentvolumes",
+        with("ours-2", "ours-2", DRIVER, "node-1", Some("last tuesday")),
+    )
+    .unwrap();
+    emu.create(
+        "persistentvolumes",
+        with("ours-3", "ours-3", DRIVER, "node-1", None),
+    )
+    .unwrap();
+    emu.create(
+        "persistentvolumes",
+        with("theirs", "theirs", "other.example.com", "node-1", None),
+    )
+    .unwrap();
+    emu.create("persistentvolumes", pv("ours-free", "ours-free", DRIVER))
+        .unwrap();
+    emu.create(
+        "persistentvolumes",
+        with("no-handle", "", DRIVER, "node-1", None),
+    )
+    .unwrap();
+    // Hostile objects already in storage: wrong types, no spec.csi, a
+    // duplicate handle, a 200 KiB annotation.
+    emu.insert_raw("persistentvolumes", serde_json::json!({"metadata": {"name": "typo", "annotations": [1, 2]}, "spec": {"csi": {"driver": DRIVER, "volumeHandle": "typo"}}}));
+    emu.insert_raw(
+        "persistentvolumes",
+        serde_json::json!({"metadata": {"name": "no-csi"}, "spec": {"hostPath": {"path": "/x"}}}),
+    );
+    emu.insert_raw(
+        "persistentvolumes",
+        with("dup-of-ours-1", "ours-1", DRIVER, "node-9", None),
+    );
+    let mut big = with("big", "big", DRIVER, "node-1", None);
+    big["metadata"]["annotations"]["example.com/blob"] = "x".repeat(200 * 1024).into();
+    emu.insert_raw("persistentvolumes", big);
+
+    let c = Controller::start(dir.path(), Some(&kc), &[]);
+    let logs = c.logs();
+    assert!(
+        logs.contains("State rebuild complete: 4 attachments recovered"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("\"last tuesday\" is not an RFC 3339 time"),
+        "{logs}"
+    );
+    assert!(logs.contains("skipping \"typo\""), "{logs}");
+    assert!(logs.contains("share volume handle ours-1"), "{logs}");
+    let k = c.csi();
+    emu.create("nodes", node("node-2")).unwrap();
+    for held in ["ours-1", "ours-2", "ours-3", "big"] {
+        assert_eq!(
+            k.publish(held, "node-2").unwrap_err().0,
+            RpcStatusCode::FAILED_PRECONDITION,
+            "{held}"
+        );
+    }
+    k.publish("ours-free", "node-2").unwrap();
+    // Another driver's annotation is none of our business.
+    assert_eq!(
+        k.publish("theirs", "node-2").unwrap_err().0,
+        RpcStatusCode::NOT_FOUND
+    );
+    let names: HashSet<String> = emu
+        .list("persistentvolumes")
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.contains("typo"), "hostile objects are left alone");
+}
+
+#[test]
+fn flood_with_one_worker_gets_resource_exhausted_and_every_call_answered() {
+    let dir = TempDir::new("att-flood");
+    let (emu, kc) = emulator(dir.path());
+    let volumes: Vec<String> = (0..12).map(|i| format!("vol-{i}")).collect();
+    for v in &volumes {
+        emu.create("persistentvolumes", pv(v, v, DRIVER)).unwrap();
+    }
+    emu.create("nodes", node("node-1")).unwrap();
+    let c = Controller::start(
+        dir.path(),
+        Some(&kc),
+        &["--workers", "1", "--queue-depth", "1"],
+    );
+    c.csi().publish("vol-0", "node-1").unwrap();
+    emu.inject(Fault {
+        matches: Match {
+            verb: Some("get".into()),
+            resource: Some("persistentvolumes".into()),
+            name: None,
+        },
+        times: 100,
+        action: FaultAction::Delay { millis: 300 },
+    });
+    let socket = c.socket.clone();
+    let results: Vec<Result<(), (RpcStatusCode, String)>> = volumes[1..]
+        .iter()
+        .cloned()
+        .map(|v| {
+            let socket = socket.clone();
+            std::thread::spawn(move || Csi::connect(&socket).publish(&v, "node-1"))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(results.len(), 11, "every call answered");
+    let exhausted = results
+        .iter()
+        .filter(|r| matches!(r, Err((RpcStatusCode::RESOURCE_EXHAUSTED, _))))
+        .count();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert!(exhausted >= 1, "{results:?}");
+    assert!(ok >= 1, "{results:?}");
+    assert_eq!(ok + exhausted, 11, "{results:?}");
+}
+
+#[test]
+fn sigterm_while_publish_in_flight_completes_and_persists_it() {
+    let dir = TempDir::new("att-term");
+    let (emu, kc) = emulator(dir.path());
+    seed(&emu, &["vol-1"], &["node-1"]);
+    let mut c = Controller::start(dir.path(), Some(&kc), &["--shutdown-grace", "10s"]);
+    emu.inject(Fault {
+        matches: Match {
+            verb: Some("update".into()),
+            resource: Some("persistentvolumes".into()),
+            name: None,
+        },
+        times: 1,
+        action: FaultAction::Delay { millis: 1500 },
+    });
+    let socket = c.socket.clone();
+    let call = std::thread::spawn(move || Csi::connect(&socket).publish("vol-1", "node-1"));
+    // Wait until the PUT is being held by the emulator.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while emu.count("get", "persistentvolumes") == 0 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    c.signal("TERM");
+    assert_eq!(call.join().unwrap(), Ok(()));
+    let status = c.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{}", c.logs());
+    assert!(!c.socket.exists());
+    assert_eq!(
+        annotation(&emu, "vol-1", ATTACHED_NODE).as_deref(),
+        Some("node-1")
+    );
+}
