@@ -69,6 +69,14 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
             (Some(t), Some(b)) if t == b => "token-user".to_string(),
             _ => {
                 drop(st);
+                // Refused before routing: recorded with the raw method and path.
+                shared.lock().requests.push(RequestRecord {
+                    verb: req.method.to_ascii_lowercase(),
+                    resource: req.path.clone(),
+                    name: String::new(),
+                    code: 401,
+                    user: String::new(),
+                });
                 return Outcome::Respond(model::status(401, "Unauthorized", "Unauthorized", None));
             }
         }
@@ -355,6 +363,7 @@ fn discovery(req: &Request) -> Option<Response> {
         "/apis/storage.k8s.io/v1" => ok(
             json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "storage.k8s.io/v1", "resources": resources("storage.k8s.io")}),
         ),
+        // No OpenAPI schemas are served: kubectl apply/edit need --validate=false.
         p if p.starts_with("/openapi") => Some(model::status(
             404,
             "NotFound",
