@@ -15,7 +15,10 @@ fn plain() -> Emulator {
 
 /// (status code, JSON body)
 fn call(emu: &Emulator, method: &str, path: &str, body: Option<(&str, Value)>) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
     let url = format!("{}{path}", emu.url());
     let mut req = ureq::http::Request::builder().method(method).uri(url);
     let resp = match body {
@@ -34,20 +37,37 @@ fn call(emu: &Emulator, method: &str, path: &str, body: Option<(&str, Value)>) -
 #[test]
 fn put_semantics_match_the_api_server() {
     let emu = plain();
-    emu.create("persistentvolumes", pv("pv-1", "pv-1", DRIVER)).unwrap();
+    emu.create("persistentvolumes", pv("pv-1", "pv-1", DRIVER))
+        .unwrap();
     let (_, mut obj) = call(&emu, "GET", "/api/v1/persistentvolumes/pv-1", None);
-    let rv = obj["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let rv = obj["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // Unconditional PUT (no resourceVersion) is allowed for PVs.
-    obj["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+    obj["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
     obj["metadata"]["labels"] = json!({"a": "1"});
-    let (code, updated) = call(&emu, "PUT", "/api/v1/persistentvolumes/pv-1", Some(("application/json", obj.clone())));
+    let (code, updated) = call(
+        &emu,
+        "PUT",
+        "/api/v1/persistentvolumes/pv-1",
+        Some(("application/json", obj.clone())),
+    );
     assert_eq!(code, 200);
     assert_ne!(updated["metadata"]["resourceVersion"].as_str().unwrap(), rv);
 
     // A stale resourceVersion is a 409 Conflict Status.
     obj["metadata"]["resourceVersion"] = json!(rv);
-    let (code, status) = call(&emu, "PUT", "/api/v1/persistentvolumes/pv-1", Some(("application/json", obj.clone())));
+    let (code, status) = call(
+        &emu,
+        "PUT",
+        "/api/v1/persistentvolumes/pv-1",
+        Some(("application/json", obj.clone())),
+    );
     assert_eq!(code, 409);
     assert_eq!(status["kind"], "Status");
     assert_eq!(status["reason"], "Conflict");
@@ -56,39 +76,71 @@ fn put_semantics_match_the_api_server() {
     // PUT on the main resource cannot change status; /status can.
     let mut cur = updated.clone();
     cur["status"] = json!({"phase": "Released"});
-    let (code, after) = call(&emu, "PUT", "/api/v1/persistentvolumes/pv-1", Some(("application/json", cur.clone())));
+    let (code, after) = call(
+        &emu,
+        "PUT",
+        "/api/v1/persistentvolumes/pv-1",
+        Some(("application/json", cur.clone())),
+    );
     assert_eq!(code, 200);
     assert_eq!(after["status"]["phase"], "Bound");
-    let (code, after) = call(&emu, "PUT", "/api/v1/persistentvolumes/pv-1/status", Some(("application/json", after.clone())));
+    let (code, after) = call(
+        &emu,
+        "PUT",
+        "/api/v1/persistentvolumes/pv-1/status",
+        Some(("application/json", after.clone())),
+    );
     assert_eq!(code, 200);
     let mut st = after.clone();
     st["status"] = json!({"phase": "Released"});
-    let (_, after) = call(&emu, "PUT", "/api/v1/persistentvolumes/pv-1/status", Some(("application/json", st)));
+    let (_, after) = call(
+        &emu,
+        "PUT",
+        "/api/v1/persistentvolumes/pv-1/status",
+        Some(("application/json", st)),
+    );
     assert_eq!(after["status"]["phase"], "Released");
 
     // PUT of a missing PV: 404, not a create.
     let mut ghost = after.clone();
     ghost["metadata"]["name"] = json!("ghost");
-    ghost["metadata"].as_object_mut().unwrap().remove("resourceVersion");
-    let (code, status) = call(&emu, "PUT", "/api/v1/persistentvolumes/ghost", Some(("application/json", ghost)));
+    ghost["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    let (code, status) = call(
+        &emu,
+        "PUT",
+        "/api/v1/persistentvolumes/ghost",
+        Some(("application/json", ghost)),
+    );
     assert_eq!((code, status["reason"].as_str()), (404, Some("NotFound")));
 
     // Annotations are validated: 422 Invalid.
     let mut bad = after.clone();
     bad["metadata"]["annotations"] = json!({"bad key": "v"});
-    let (code, status) = call(&emu, "PUT", "/api/v1/persistentvolumes/pv-1", Some(("application/json", bad)));
+    let (code, status) = call(
+        &emu,
+        "PUT",
+        "/api/v1/persistentvolumes/pv-1",
+        Some(("application/json", bad)),
+    );
     assert_eq!((code, status["reason"].as_str()), (422, Some("Invalid")));
 }
 
 #[test]
 fn patches_and_resource_version_preconditions() {
     let emu = plain();
-    emu.create("persistentvolumes", pv("pv-1", "pv-1", DRIVER)).unwrap();
+    emu.create("persistentvolumes", pv("pv-1", "pv-1", DRIVER))
+        .unwrap();
     let (code, obj) = call(
         &emu,
         "PATCH",
         "/api/v1/persistentvolumes/pv-1",
-        Some(("application/merge-patch+json", json!({"metadata": {"annotations": {"a": "1"}}}))),
+        Some((
+            "application/merge-patch+json",
+            json!({"metadata": {"annotations": {"a": "1"}}}),
+        )),
     );
     assert_eq!(code, 200);
     assert_eq!(obj["metadata"]["annotations"]["a"], "1");
@@ -96,7 +148,10 @@ fn patches_and_resource_version_preconditions() {
         &emu,
         "PATCH",
         "/api/v1/persistentvolumes/pv-1",
-        Some(("application/json-patch+json", json!([{"op": "add", "path": "/metadata/annotations/b", "value": "2"}]))),
+        Some((
+            "application/json-patch+json",
+            json!([{"op": "add", "path": "/metadata/annotations/b", "value": "2"}]),
+        )),
     );
     assert_eq!(code, 200);
     assert_eq!(obj["metadata"]["annotations"]["b"], "2");
@@ -104,7 +159,10 @@ fn patches_and_resource_version_preconditions() {
         &emu,
         "PATCH",
         "/api/v1/persistentvolumes/pv-1",
-        Some(("application/merge-patch+json", json!({"metadata": {"resourceVersion": "1", "labels": {"x": "y"}}}))),
+        Some((
+            "application/merge-patch+json",
+            json!({"metadata": {"resourceVersion": "1", "labels": {"x": "y"}}}),
+        )),
     );
     assert_eq!(code, 409);
 }
@@ -113,31 +171,60 @@ fn patches_and_resource_version_preconditions() {
 fn lists_are_consistent_snapshots_with_expiring_continue_tokens() {
     let emu = plain();
     for i in 0..7 {
-        emu.create("persistentvolumes", pv(&format!("pv-{i}"), "h", DRIVER)).unwrap();
+        emu.create("persistentvolumes", pv(&format!("pv-{i}"), "h", DRIVER))
+            .unwrap();
     }
     let (code, page1) = call(&emu, "GET", "/api/v1/persistentvolumes?limit=3", None);
     assert_eq!(code, 200);
     let cont = page1["metadata"]["continue"].as_str().unwrap().to_string();
-    let rv = page1["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let rv = page1["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(page1["metadata"]["remainingItemCount"], 4);
     // Changes after the first page do not show in later pages.
-    emu.create("persistentvolumes", pv("pv-00-new", "h", DRIVER)).unwrap();
+    emu.create("persistentvolumes", pv("pv-00-new", "h", DRIVER))
+        .unwrap();
     emu.delete("persistentvolumes", "pv-5");
-    let (_, page2) = call(&emu, "GET", &format!("/api/v1/persistentvolumes?limit=3&continue={cont}"), None);
+    let (_, page2) = call(
+        &emu,
+        "GET",
+        &format!("/api/v1/persistentvolumes?limit=3&continue={cont}"),
+        None,
+    );
     assert_eq!(page2["metadata"]["resourceVersion"].as_str().unwrap(), rv);
-    let names: Vec<&str> = page2["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = page2["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["pv-3", "pv-4", "pv-5"]);
-    let (code, status) =
-        call(&emu, "GET", &format!("/api/v1/persistentvolumes?limit=3&resourceVersion=5&continue={cont}"), None);
+    let (code, status) = call(
+        &emu,
+        "GET",
+        &format!("/api/v1/persistentvolumes?limit=3&resourceVersion=5&continue={cont}"),
+        None,
+    );
     assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")));
     let cont2 = page2["metadata"]["continue"].as_str().unwrap().to_string();
     emu.expire_continue_tokens();
-    let (code, status) = call(&emu, "GET", &format!("/api/v1/persistentvolumes?limit=3&continue={cont2}"), None);
+    let (code, status) = call(
+        &emu,
+        "GET",
+        &format!("/api/v1/persistentvolumes?limit=3&continue={cont2}"),
+        None,
+    );
     assert_eq!((code, status["reason"].as_str()), (410, Some("Expired")));
 }
 
 fn kubectl() -> Option<Command> {
-    let ok = Command::new("kubectl").arg("version").arg("--client").output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         eprintln!("kubectl not installed: skipping the kubectl fidelity checks");
         return None;
@@ -150,23 +237,44 @@ fn stock_kubectl_gets_annotates_edits_and_deletes() {
     let Some(_) = kubectl() else { return };
     let dir = TempDir::new("kubectl");
     let (emu, kc) = emulator(dir.path());
-    emu.create("persistentvolumes", pv("pv-1", "pv-1", DRIVER)).unwrap();
+    emu.create("persistentvolumes", pv("pv-1", "pv-1", DRIVER))
+        .unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new("kubectl").env("KUBECONFIG", &kc).args(args).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let out = Command::new("kubectl")
+            .env("KUBECONFIG", &kc)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
 
     let (ok, out, err) = run(&["get", "pv", "-o", "json"]);
     assert!(ok, "{err}");
     let list: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(list["items"][0]["metadata"]["name"], "pv-1");
-    let rv = list["items"][0]["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let rv = list["items"][0]["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let (ok, _, err) = run(&["annotate", "pv", "pv-1", "example.com/k=v"]);
     assert!(ok, "{err}");
-    assert_eq!(emu.get("persistentvolumes", "pv-1").unwrap()["metadata"]["annotations"]["example.com/k"], "v");
+    assert_eq!(
+        emu.get("persistentvolumes", "pv-1").unwrap()["metadata"]["annotations"]["example.com/k"],
+        "v"
+    );
 
-    let (ok, _, err) = run(&["annotate", "pv", "pv-1", "example.com/k2=v", &format!("--resource-version={rv}")]);
+    let (ok, _, err) = run(&[
+        "annotate",
+        "pv",
+        "pv-1",
+        "example.com/k2=v",
+        &format!("--resource-version={rv}"),
+    ]);
     assert!(!ok);
     assert!(
         err.contains("Operation cannot be fulfilled on persistentvolumes \"pv-1\": the object has been modified; please apply your changes to the latest version and try again"),
@@ -179,17 +287,36 @@ fn stock_kubectl_gets_annotates_edits_and_deletes() {
         .args(["edit", "--validate=false", "pv", "pv-1"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(emu.get("persistentvolumes", "pv-1").unwrap()["spec"]["capacity"]["storage"], "5Gi");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        emu.get("persistentvolumes", "pv-1").unwrap()["spec"]["capacity"]["storage"],
+        "5Gi"
+    );
 
     let manifest = dir.path().join("pv-2.yaml");
     std::fs::write(&manifest, "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: pv-2\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  csi: {driver: rds.csi.srvlab.io, volumeHandle: vol-2}\n").unwrap();
-    let (ok, _, err) = run(&["apply", "--validate=false", "-f", manifest.to_str().unwrap()]);
+    let (ok, _, err) = run(&[
+        "apply",
+        "--validate=false",
+        "-f",
+        manifest.to_str().unwrap(),
+    ]);
     assert!(ok, "{err}");
     assert!(emu.get("persistentvolumes", "pv-2").is_some());
 
     // The finalizer keeps the PV until it is removed, as on a cluster.
-    let (ok, _, err) = run(&["patch", "pv", "pv-1", "--type=merge", "-p", "{\"metadata\":{\"finalizers\":null}}"]);
+    let (ok, _, err) = run(&[
+        "patch",
+        "pv",
+        "pv-1",
+        "--type=merge",
+        "-p",
+        "{\"metadata\":{\"finalizers\":null}}",
+    ]);
     assert!(ok, "{err}");
     let (ok, _, err) = run(&["delete", "pv", "pv-1", "--timeout=20s"]);
     assert!(ok, "{err}");

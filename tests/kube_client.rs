@@ -11,7 +11,9 @@ use std::{
 };
 
 use kube_emulator::{Emulator, Fault, FaultAction, Match, Options};
-use rds_csi_controller::kube::{retry_on_conflict, Client, ClientOptions, Config, Credential, Error};
+use rds_csi_controller::kube::{
+    retry_on_conflict, Client, ClientOptions, Config, Credential, Error,
+};
 use serde_json::{json, Value};
 use support::*;
 
@@ -25,7 +27,10 @@ impl log::Log for Capture {
         true
     }
     fn log(&self, r: &log::Record<'_>) {
-        self.0.lock().unwrap().push(format!("{} {} {}", r.level(), r.target(), r.args()));
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{} {} {}", r.level(), r.target(), r.args()));
     }
     fn flush(&self) {}
 }
@@ -42,7 +47,12 @@ fn logs() -> &'static Capture {
 
 fn tls_emulator() -> Emulator {
     logs();
-    Emulator::start(Options { port: 0, tls: true, token: Some(TOKEN.into()) }).unwrap()
+    Emulator::start(Options {
+        port: 0,
+        tls: true,
+        token: Some(TOKEN.into()),
+    })
+    .unwrap()
 }
 
 fn config(emu: &Emulator, credential: Credential) -> Config {
@@ -57,18 +67,31 @@ fn config(emu: &Emulator, credential: Credential) -> Config {
 }
 
 fn client(emu: &Emulator) -> Client {
-    Client::new(&config(emu, Credential::Token(TOKEN.into())), ClientOptions::default()).unwrap()
+    Client::new(
+        &config(emu, Credential::Token(TOKEN.into())),
+        ClientOptions::default(),
+    )
+    .unwrap()
 }
 
 fn fault(verb: &str, resource: &str, times: usize, action: FaultAction) -> Fault {
-    Fault { matches: Match { verb: Some(verb.into()), resource: Some(resource.into()), name: None }, times, action }
+    Fault {
+        matches: Match {
+            verb: Some(verb.into()),
+            resource: Some(resource.into()),
+            name: None,
+        },
+        times,
+        action,
+    }
 }
 
 #[test]
 fn each_error_class_is_decoded_from_a_real_status_body() {
     let emu = tls_emulator();
     let c = client(&emu);
-    emu.create("persistentvolumes", pv("pv-1", "pv-1", DRIVER)).unwrap();
+    emu.create("persistentvolumes", pv("pv-1", "pv-1", DRIVER))
+        .unwrap();
 
     match c.get_pv("missing") {
         Err(Error::NotFound(s)) => assert_eq!(s.message, "persistentvolumes \"missing\" not found"),
@@ -76,7 +99,9 @@ fn each_error_class_is_decoded_from_a_real_status_body() {
     }
 
     let mut stale = c.get_pv("pv-1").unwrap();
-    emu.modify("persistentvolumes", "pv-1", |p| p["metadata"]["labels"] = json!({"x": "y"}));
+    emu.modify("persistentvolumes", "pv-1", |p| {
+        p["metadata"]["labels"] = json!({"x": "y"})
+    });
     stale["metadata"]["annotations"] = json!({"a": "b"});
     match c.replace_pv("pv-1", &stale) {
         Err(Error::Conflict(s)) => assert_eq!(
@@ -88,39 +113,91 @@ fn each_error_class_is_decoded_from_a_real_status_body() {
 
     let mut bad = c.get_pv("pv-1").unwrap();
     bad["metadata"]["annotations"] = json!({"-not-a-key": "v"});
-    assert!(matches!(c.replace_pv("pv-1", &bad), Err(Error::Invalid(s)) if s.code == 422 && s.message.contains("metadata.annotations")));
+    assert!(
+        matches!(c.replace_pv("pv-1", &bad), Err(Error::Invalid(s)) if s.code == 422 && s.message.contains("metadata.annotations"))
+    );
 
     let mut gone = c.get_pv("pv-1").unwrap();
     gone["metadata"]["name"] = json!("pv-ghost");
-    assert!(matches!(c.replace_pv("pv-ghost", &gone), Err(Error::NotFound(_))));
+    assert!(matches!(
+        c.replace_pv("pv-ghost", &gone),
+        Err(Error::NotFound(_))
+    ));
 
     let event = json!({"metadata": {"name": "ev-1", "namespace": "default"}, "reason": "Test", "involvedObject": {"kind": "PersistentVolume", "name": "pv-1"}});
     c.create_event("default", &event).unwrap();
-    assert!(matches!(c.create_event("default", &event), Err(Error::AlreadyExists(s)) if s.message.contains("already exists")));
+    assert!(
+        matches!(c.create_event("default", &event), Err(Error::AlreadyExists(s)) if s.message.contains("already exists"))
+    );
 
-    let opts = ClientOptions { attempts: 1, ..Default::default() };
+    let opts = ClientOptions {
+        attempts: 1,
+        ..Default::default()
+    };
     let once = Client::new(&config(&emu, Credential::Token(TOKEN.into())), opts).unwrap();
-    emu.inject(fault("get", "persistentvolumes", 1, FaultAction::Status { code: 429, retry_after: Some(7) }));
-    assert!(matches!(once.get_pv("pv-1"), Err(Error::TooManyRequests(s)) if s.retry_after == Some(Duration::from_secs(7))));
-    emu.inject(fault("get", "persistentvolumes", 1, FaultAction::Status { code: 500, retry_after: None }));
+    emu.inject(fault(
+        "get",
+        "persistentvolumes",
+        1,
+        FaultAction::Status {
+            code: 429,
+            retry_after: Some(7),
+        },
+    ));
+    assert!(
+        matches!(once.get_pv("pv-1"), Err(Error::TooManyRequests(s)) if s.retry_after == Some(Duration::from_secs(7)))
+    );
+    emu.inject(fault(
+        "get",
+        "persistentvolumes",
+        1,
+        FaultAction::Status {
+            code: 500,
+            retry_after: None,
+        },
+    ));
     assert!(matches!(once.get_pv("pv-1"), Err(Error::Server(s)) if s.code == 500));
     emu.inject(fault("get", "persistentvolumes", 1, FaultAction::Malformed));
     assert!(matches!(once.get_pv("pv-1"), Err(Error::Decode(_))));
     emu.inject(fault("get", "persistentvolumes", 1, FaultAction::Drop));
     assert!(matches!(once.get_pv("pv-1"), Err(Error::Transport(_))));
 
-    let small = ClientOptions { attempts: 1, max_body_bytes: 64 * 1024, ..Default::default() };
+    let small = ClientOptions {
+        attempts: 1,
+        max_body_bytes: 64 * 1024,
+        ..Default::default()
+    };
     let small = Client::new(&config(&emu, Credential::Token(TOKEN.into())), small).unwrap();
-    emu.inject(fault("get", "persistentvolumes", 1, FaultAction::Oversized { bytes: 1 << 20 }));
+    emu.inject(fault(
+        "get",
+        "persistentvolumes",
+        1,
+        FaultAction::Oversized { bytes: 1 << 20 },
+    ));
     assert!(matches!(small.get_pv("pv-1"), Err(Error::Transport(m)) if m.contains("limit")));
 
-    let quick = ClientOptions { attempts: 1, request_timeout: Duration::from_millis(300), ..Default::default() };
+    let quick = ClientOptions {
+        attempts: 1,
+        request_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
     let quick = Client::new(&config(&emu, Credential::Token(TOKEN.into())), quick).unwrap();
-    emu.inject(fault("get", "persistentvolumes", 1, FaultAction::Delay { millis: 1500 }));
+    emu.inject(fault(
+        "get",
+        "persistentvolumes",
+        1,
+        FaultAction::Delay { millis: 1500 },
+    ));
     assert!(matches!(quick.get_pv("pv-1"), Err(Error::Timeout(_))));
 
-    let wrong = Client::new(&config(&emu, Credential::Token("wrong".into())), ClientOptions::default()).unwrap();
-    assert!(matches!(wrong.get_pv("pv-1"), Err(Error::Unauthorized(s)) if s.reason == "Unauthorized"));
+    let wrong = Client::new(
+        &config(&emu, Credential::Token("wrong".into())),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    assert!(
+        matches!(wrong.get_pv("pv-1"), Err(Error::Unauthorized(s)) if s.reason == "Unauthorized")
+    );
 
     emu.set_rbac(Some(vec![kube_emulator::Rule {
         api_groups: vec!["".into()],
@@ -129,39 +206,86 @@ fn each_error_class_is_decoded_from_a_real_status_body() {
         resource_names: vec![],
     }]));
     assert!(c.get_pv("pv-1").is_ok());
-    assert!(matches!(c.node_exists("n"), Err(Error::Forbidden(s)) if s.message.contains("cannot get resource \"nodes\"")));
+    assert!(
+        matches!(c.node_exists("n"), Err(Error::Forbidden(s)) if s.message.contains("cannot get resource \"nodes\""))
+    );
 }
 
 #[test]
 fn transient_failures_on_reads_are_retried_but_writes_are_not() {
     let emu = tls_emulator();
     let c = client(&emu);
-    emu.create("persistentvolumes", pv("pv-1", "pv-1", DRIVER)).unwrap();
-    emu.inject(fault("get", "persistentvolumes", 2, FaultAction::Status { code: 503, retry_after: None }));
+    emu.create("persistentvolumes", pv("pv-1", "pv-1", DRIVER))
+        .unwrap();
+    emu.inject(fault(
+        "get",
+        "persistentvolumes",
+        2,
+        FaultAction::Status {
+            code: 503,
+            retry_after: None,
+        },
+    ));
     assert!(c.get_pv("pv-1").is_ok());
     emu.inject(fault("get", "persistentvolumes", 1, FaultAction::Drop));
     assert!(c.get_pv("pv-1").is_ok());
 
     let obj = c.get_pv("pv-1").unwrap();
     emu.clear_requests();
-    emu.inject(fault("update", "persistentvolumes", 1, FaultAction::Status { code: 503, retry_after: None }));
+    emu.inject(fault(
+        "update",
+        "persistentvolumes",
+        1,
+        FaultAction::Status {
+            code: 503,
+            retry_after: None,
+        },
+    ));
     assert!(matches!(c.replace_pv("pv-1", &obj), Err(Error::Server(_))));
-    assert_eq!(emu.count("update", "persistentvolumes"), 1, "a PUT is not retried outside the conflict loop");
+    assert_eq!(
+        emu.count("update", "persistentvolumes"),
+        1,
+        "a PUT is not retried outside the conflict loop"
+    );
     // 429 is refused before any processing: safe to retry for writes too.
-    emu.inject(fault("update", "persistentvolumes", 1, FaultAction::Status { code: 429, retry_after: Some(0) }));
+    emu.inject(fault(
+        "update",
+        "persistentvolumes",
+        1,
+        FaultAction::Status {
+            code: 429,
+            retry_after: Some(0),
+        },
+    ));
     assert!(c.replace_pv("pv-1", &obj).is_ok());
 }
 
 #[test]
 fn a_server_certificate_from_another_ca_is_refused_before_any_request() {
     let emu = tls_emulator();
-    let other = Emulator::start(Options { port: 0, tls: true, token: None }).unwrap();
+    let other = Emulator::start(Options {
+        port: 0,
+        tls: true,
+        token: None,
+    })
+    .unwrap();
     let mut cfg = config(&emu, Credential::Token(TOKEN.into()));
     cfg.ca_pem = other.ca_pem().map(String::into_bytes);
-    let c = Client::new(&cfg, ClientOptions { attempts: 1, ..Default::default() }).unwrap();
+    let c = Client::new(
+        &cfg,
+        ClientOptions {
+            attempts: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let err = c.get_pv("anything").unwrap_err();
     assert!(matches!(err, Error::Transport(_)), "{err:?}");
-    assert!(emu.requests().is_empty(), "no request may be processed: {:?}", emu.requests());
+    assert!(
+        emu.requests().is_empty(),
+        "no request may be processed: {:?}",
+        emu.requests()
+    );
 }
 
 #[test]
@@ -169,10 +293,24 @@ fn insecure_skip_tls_verify_only_when_the_kubeconfig_says_so() {
     let emu = tls_emulator();
     let mut cfg = config(&emu, Credential::Token(TOKEN.into()));
     cfg.ca_pem = None; // public roots only: the emulator's CA is unknown
-    let strict = Client::new(&cfg, ClientOptions { attempts: 1, ..Default::default() }).unwrap();
+    let strict = Client::new(
+        &cfg,
+        ClientOptions {
+            attempts: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(matches!(strict.server_version(), Err(Error::Transport(_))));
     cfg.insecure_skip_tls_verify = true;
-    let lax = Client::new(&cfg, ClientOptions { attempts: 1, ..Default::default() }).unwrap();
+    let lax = Client::new(
+        &cfg,
+        ClientOptions {
+            attempts: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(lax.server_version().is_ok());
 }
 
@@ -205,7 +343,10 @@ fn kubeconfig_variants_token_token_file_client_cert_and_inline_data() {
     let variants = [
         ("token", format!("    token: {TOKEN}\n")),
         ("tokenFile", "    tokenFile: token\n".to_string()),
-        ("client cert files", "    client-certificate: client.crt\n    client-key: client.key\n".to_string()),
+        (
+            "client cert files",
+            "    client-certificate: client.crt\n    client-key: client.key\n".to_string(),
+        ),
         (
             "inline client cert",
             format!(
@@ -224,12 +365,20 @@ fn kubeconfig_variants_token_token_file_client_cert_and_inline_data() {
     }
     // Inline CA as well.
     let path = write_kubeconfig(dir.path(), &emu, &format!("    token: {TOKEN}\n"));
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("certificate-authority: ca.crt", &format!("certificate-authority-data: {}", b64(emu.ca_pem().unwrap().as_bytes())));
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "certificate-authority: ca.crt",
+        &format!(
+            "certificate-authority-data: {}",
+            b64(emu.ca_pem().unwrap().as_bytes())
+        ),
+    );
     std::fs::write(&path, text).unwrap();
     std::fs::remove_file(dir.path().join("ca.crt")).unwrap();
-    let c = Client::new(&Config::from_kubeconfig(&path).unwrap(), ClientOptions::default()).unwrap();
+    let c = Client::new(
+        &Config::from_kubeconfig(&path).unwrap(),
+        ClientOptions::default(),
+    )
+    .unwrap();
     assert!(c.node_exists("n1").unwrap());
 }
 
@@ -251,7 +400,12 @@ fn annotate(c: &Client, name: &str, seen: &Arc<Mutex<Vec<String>>>) -> Result<Va
     retry_on_conflict(
         || {
             let mut pv = c.get_pv(name)?;
-            seen.lock().unwrap().push(pv["metadata"]["resourceVersion"].as_str().unwrap().to_string());
+            seen.lock().unwrap().push(
+                pv["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
             pv["metadata"]["annotations"] = json!({"example.com/k": "v"});
             c.replace_pv(name, &pv)
         },
@@ -265,7 +419,8 @@ fn conflict_loop_retries_on_the_freshest_object_and_gives_up_after_five() {
     let c = client(&emu);
     for k in [0usize, 1, 4, 5, 7] {
         let name = format!("pv-storm-{k}");
-        emu.create("persistentvolumes", pv(&name, &name, DRIVER)).unwrap();
+        emu.create("persistentvolumes", pv(&name, &name, DRIVER))
+            .unwrap();
         emu.clear_requests();
         emu.conflict_storm("persistentvolumes", &name, k);
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -276,12 +431,20 @@ fn conflict_loop_retries_on_the_freshest_object_and_gives_up_after_five() {
             assert_eq!(puts, k + 1, "storm {k}");
             assert_eq!(stored["metadata"]["annotations"]["example.com/k"], "v");
             // Each try read a newer object than the last.
-            let rvs: Vec<u64> = seen.lock().unwrap().iter().map(|s| s.parse().unwrap()).collect();
+            let rvs: Vec<u64> = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|s| s.parse().unwrap())
+                .collect();
             assert!(rvs.windows(2).all(|w| w[0] < w[1]), "{rvs:?}");
         } else {
             assert!(matches!(r, Err(Error::Conflict(_))), "storm {k}: {r:?}");
             assert_eq!(puts, 5, "storm {k}");
-            assert_eq!(emu.get("persistentvolumes", &name).unwrap()["metadata"].get("annotations"), None);
+            assert_eq!(
+                emu.get("persistentvolumes", &name).unwrap()["metadata"].get("annotations"),
+                None
+            );
         }
         emu.clear_faults();
     }
@@ -292,9 +455,13 @@ fn pagination_over_many_pages_and_an_expired_token_restarts_cleanly() {
     let emu = tls_emulator();
     for i in 0..23 {
         let name = format!("pv-{i:02}");
-        emu.create("persistentvolumes", pv(&name, &name, DRIVER)).unwrap();
+        emu.create("persistentvolumes", pv(&name, &name, DRIVER))
+            .unwrap();
     }
-    let opts = ClientOptions { page_size: 5, ..Default::default() };
+    let opts = ClientOptions {
+        page_size: 5,
+        ..Default::default()
+    };
     let c = Client::new(&config(&emu, Credential::Token(TOKEN.into())), opts.clone()).unwrap();
     let listed = c.list_pvs().unwrap();
     assert_eq!(listed.pages, 5);
@@ -315,9 +482,18 @@ fn pagination_over_many_pages_and_an_expired_token_restarts_cleanly() {
     let listed = c.list_pvs().unwrap();
     let names: Vec<_> = listed.items.iter().map(|p| p.name.clone()).collect();
     assert_eq!(names, expected);
-    let lists = emu.requests().iter().filter(|r| r.verb == "list").map(|r| r.code).collect::<Vec<_>>();
+    let lists = emu
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "list")
+        .map(|r| r.code)
+        .collect::<Vec<_>>();
     assert_eq!(lists.iter().filter(|c| **c == 410).count(), 1, "{lists:?}");
-    assert_eq!(lists.len(), 3 + 5, "two pages, one 410, then a full list: {lists:?}");
+    assert_eq!(
+        lists.len(),
+        3 + 5,
+        "two pages, one 410, then a full list: {lists:?}"
+    );
 }
 
 #[test]
@@ -327,7 +503,11 @@ fn rotated_token_file_is_reread_after_a_401() {
     let dir = TempDir::new("rotate");
     let token_path = dir.path().join("token");
     std::fs::write(&token_path, TOKEN).unwrap();
-    let c = Client::new(&config(&emu, Credential::TokenFile(token_path.clone())), ClientOptions::default()).unwrap();
+    let c = Client::new(
+        &config(&emu, Credential::TokenFile(token_path.clone())),
+        ClientOptions::default(),
+    )
+    .unwrap();
     assert!(c.node_exists("n1").unwrap());
 
     // The kubelet rotates the token: the file changes, the old one dies.
@@ -339,7 +519,11 @@ fn rotated_token_file_is_reread_after_a_401() {
     let codes: Vec<u16> = emu.requests().iter().map(|r| r.code).collect();
     assert_eq!(codes, vec![401, 200], "one 401, one re-read, one retry");
     assert!(c.node_exists("n1").unwrap());
-    assert_eq!(emu.requests().len(), 3, "the new token is used from then on");
+    assert_eq!(
+        emu.requests().len(),
+        3,
+        "the new token is used from then on"
+    );
 
     // A rotation the file does not (yet) show: the 401 stands after one re-read.
     emu.set_token(Some("not-in-the-file".into()));
@@ -352,18 +536,33 @@ fn no_log_line_carries_a_token_at_trace_level() {
     let dir = TempDir::new("secrecy");
     let token_path = dir.path().join("token");
     std::fs::write(&token_path, TOKEN).unwrap();
-    emu.create("persistentvolumes", pv("pv-1", "pv-1", DRIVER)).unwrap();
-    let c = Client::new(&config(&emu, Credential::TokenFile(token_path.clone())), ClientOptions::default()).unwrap();
+    emu.create("persistentvolumes", pv("pv-1", "pv-1", DRIVER))
+        .unwrap();
+    let c = Client::new(
+        &config(&emu, Credential::TokenFile(token_path.clone())),
+        ClientOptions::default(),
+    )
+    .unwrap();
     c.get_pv("pv-1").unwrap();
     c.list_pvs().unwrap();
     std::fs::write(&token_path, "").unwrap();
     emu.set_token(Some("other-token-1".into()));
     let _ = c.get_pv("pv-1");
-    let wrong = Client::new(&config(&emu, Credential::Token(TOKEN.into())), ClientOptions::default()).unwrap();
+    let wrong = Client::new(
+        &config(&emu, Credential::Token(TOKEN.into())),
+        ClientOptions::default(),
+    )
+    .unwrap();
     let _ = wrong.get_pv("pv-1");
     let lines = logs().0.lock().unwrap().clone();
-    assert!(lines.iter().any(|l| l.contains("persistentvolumes")), "trace logging was captured: {lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("persistentvolumes")),
+        "trace logging was captured: {lines:?}"
+    );
     for l in &lines {
-        assert!(!l.contains(TOKEN) && !l.contains("other-token-1"), "token in log: {l}");
+        assert!(
+            !l.contains(TOKEN) && !l.contains("other-token-1"),
+            "token in log: {l}"
+        );
     }
 }

@@ -1,0 +1,74 @@
+//! A small CSI client for trying the controller by hand.
+//!
+//! ```sh
+//! cargo run --example csi-client -- --endpoint /tmp/rds-csi/csi.sock probe
+//! cargo run --example csi-client -- publish pvc-0001 node-1
+//! cargo run --example csi-client -- unpublish pvc-0001 [node-1]
+//! ```
+
+use std::{sync::Arc, time::Duration};
+
+use grpcio::{CallOption, ChannelBuilder, EnvBuilder};
+use rds_csi_controller::proto::{csi, csi_grpc};
+
+fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut endpoint = "/tmp/rds-csi/csi.sock".to_string();
+    if args.first().map(String::as_str) == Some("--endpoint") && args.len() > 1 {
+        endpoint = args[1].clone();
+        args.drain(..2);
+    }
+    let path = endpoint.trim_start_matches("unix://").to_string();
+    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
+    let channel = ChannelBuilder::new(env).connect(&format!("unix:{path}"));
+    let identity = csi_grpc::IdentityClient::new(channel.clone());
+    let controller = csi_grpc::ControllerClient::new(channel);
+    let opt = || CallOption::default().timeout(Duration::from_secs(20));
+
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match words.as_slice() {
+        ["probe"] => identity
+            .probe_opt(&csi::ProbeRequest::new(), opt())
+            .map(|r| format!("ready: {}", r.get_ready().get_value())),
+        ["info"] => identity
+            .get_plugin_info_opt(&csi::GetPluginInfoRequest::new(), opt())
+            .map(|r| format!("{} {}", r.get_name(), r.get_vendor_version())),
+        ["publish", volume, node] => {
+            let mut mode = csi::VolumeCapability_AccessMode::new();
+            mode.set_mode(csi::VolumeCapability_AccessMode_Mode::SINGLE_NODE_WRITER);
+            let mut cap = csi::VolumeCapability::new();
+            cap.set_block(csi::VolumeCapability_BlockVolume::new());
+            cap.set_access_mode(mode);
+            let mut req = csi::ControllerPublishVolumeRequest::new();
+            req.set_volume_id(volume.to_string());
+            req.set_node_id(node.to_string());
+            req.set_volume_capability(cap);
+            controller
+                .controller_publish_volume_opt(&req, opt())
+                .map(|_| format!("published {volume} to {node}"))
+        }
+        ["unpublish", volume, rest @ ..] if rest.len() <= 1 => {
+            let mut req = csi::ControllerUnpublishVolumeRequest::new();
+            req.set_volume_id(volume.to_string());
+            req.set_node_id(rest.first().unwrap_or(&"").to_string());
+            controller
+                .controller_unpublish_volume_opt(&req, opt())
+                .map(|_| format!("unpublished {volume}"))
+        }
+        _ => {
+            eprintln!("usage: csi-client [--endpoint PATH] probe | info | publish VOLUME NODE | unpublish VOLUME [NODE]");
+            std::process::exit(2);
+        }
+    };
+    match result {
+        Ok(msg) => println!("{msg}"),
+        Err(grpcio::Error::RpcFailure(s)) => {
+            println!("{:?}: {}", s.code(), s.message());
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    }
+}
