@@ -693,3 +693,69 @@ fn sigterm_while_publish_in_flight_completes_and_persists_it() {
         Some("node-1")
     );
 }
+
+#[test]
+fn a_replica_with_a_stale_map_neither_refuses_nor_double_attaches() {
+    let dir = TempDir::new("att-stale");
+    let (emu, kc) = emulator(dir.path());
+    seed(&emu, &["vol-1"], &["node-1", "node-2"]);
+    let a = Controller::start_named(dir.path(), "a.sock", Some(&kc), &[]);
+    let b = Controller::start_named(dir.path(), "b.sock", Some(&kc), &[]);
+    let (a, b) = (a.csi(), b.csi());
+
+    a.publish("vol-1", "node-1").unwrap();
+    // Detached and re-attached elsewhere through the other replica.
+    b.unpublish("vol-1", "node-1").unwrap();
+    b.publish("vol-1", "node-2").unwrap();
+    // A's map still says node-1: it must not acknowledge node-1 again...
+    let (code, msg) = a.publish("vol-1", "node-1").unwrap_err();
+    assert_eq!(code, RpcStatusCode::FAILED_PRECONDITION);
+    assert!(msg.contains("node-2"), "{msg}");
+    // ...and once node-2 lets go, A may attach node-1 again.
+    b.unpublish("vol-1", "node-2").unwrap();
+    a.publish("vol-1", "node-1").unwrap();
+    assert_eq!(
+        annotation(&emu, "vol-1", ATTACHED_NODE).as_deref(),
+        Some("node-1")
+    );
+}
+
+#[test]
+fn undecodable_requests_are_invalid_argument_with_no_api_call() {
+    let dir = TempDir::new("att-raw");
+    let (emu, kc) = emulator(dir.path());
+    seed(&emu, &["vol-1"], &["node-1"]);
+    let c = Controller::start(dir.path(), Some(&kc), &[]);
+    emu.clear_requests();
+    let publish = "/csi.v1.Controller/ControllerPublishVolume";
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated varint", vec![0x0a, 0xff]),
+        ("invalid UTF-8 in volume_id", vec![0x0a, 0x02, 0xff, 0xfe]),
+        ("garbage", vec![0xff; 64]),
+        ("length past the end", vec![0x0a, 0x40, b'v']),
+    ];
+    for (what, bytes) in cases {
+        let (code, msg) = raw_call(&c.socket, publish, bytes).unwrap_err();
+        assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT, "{what}: {msg}");
+        assert!(msg.contains("ControllerPublishVolume"), "{what}: {msg}");
+    }
+    let (code, _) = raw_call(
+        &c.socket,
+        "/csi.v1.Controller/ControllerUnpublishVolume",
+        vec![0x12, 0x01, 0xc3],
+    )
+    .unwrap_err();
+    assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT);
+    // An empty message decodes (all fields default) and then fails validation.
+    let (code, msg) = raw_call(&c.socket, publish, Vec::new()).unwrap_err();
+    assert_eq!(code, RpcStatusCode::INVALID_ARGUMENT);
+    assert!(msg.starts_with("volume_id"), "{msg}");
+    assert_eq!(emu.requests(), vec![]);
+    // Unknown methods are UNIMPLEMENTED.
+    assert_eq!(
+        raw_call(&c.socket, "/csi.v1.Controller/NoSuchCall", vec![])
+            .unwrap_err()
+            .0,
+        RpcStatusCode::UNIMPLEMENTED
+    );
+}

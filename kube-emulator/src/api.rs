@@ -209,10 +209,21 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
         }
         Some(FaultAction::Oversized { bytes }) => {
             shared.lock().requests.push(record(200));
-            let mut body = b"{\"pad\":\"".to_vec();
-            body.resize(bytes.saturating_sub(2).max(body.len()), b'x');
-            body.extend_from_slice(b"\"}");
-            return Outcome::Respond(Response::json(200, body));
+            // Streamed: the size of the body is not held in memory.
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {bytes}\r\n\r\n");
+            if w.write_all(head.as_bytes()).is_ok() && w.write_all(b"{\"pad\":\"").is_ok() {
+                let chunk = [b'x'; 64 * 1024];
+                let mut left = bytes.saturating_sub(10);
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if w.write_all(&chunk[..n]).is_err() {
+                        break;
+                    }
+                    left -= n;
+                }
+                let _ = w.write_all(b"\"}").and_then(|()| w.flush());
+            }
+            return Outcome::Streamed;
         }
     }
 
@@ -339,7 +350,29 @@ fn discovery(req: &Request) -> Option<Response> {
         }
         Value::Array(out)
     };
-    match req.path.trim_end_matches('/') {
+    let path = req.path.trim_end_matches('/');
+    let named: Vec<&str> = model::groups()
+        .into_iter()
+        .filter(|g| !g.is_empty())
+        .collect();
+    let group_json = |g: &str| {
+        let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
+        json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+    };
+    if let Some(rest) = path.strip_prefix("/apis/") {
+        if let Some(g) = named.iter().find(|g| rest == **g) {
+            let mut v = group_json(g);
+            v["kind"] = json!("APIGroup");
+            v["apiVersion"] = json!("v1");
+            return ok(v);
+        }
+        if let Some(g) = named.iter().find(|g| rest == format!("{g}/v1")) {
+            return ok(
+                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{g}/v1"), "resources": resources(g)}),
+            );
+        }
+    }
+    match path {
         "/version" => ok(
             json!({"major": "1", "minor": "31", "gitVersion": "v1.31.0-emulator", "gitCommit": "", "gitTreeState": "clean", "buildDate": "2024-01-01T00:00:00Z", "goVersion": "go1.22", "compiler": "gc", "platform": "linux/amd64"}),
         ),
@@ -355,13 +388,7 @@ fn discovery(req: &Request) -> Option<Response> {
             ok(json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": resources("")}))
         }
         "/apis" => ok(
-            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [{"name": "storage.k8s.io", "versions": [{"groupVersion": "storage.k8s.io/v1", "version": "v1"}], "preferredVersion": {"groupVersion": "storage.k8s.io/v1", "version": "v1"}}]}),
-        ),
-        "/apis/storage.k8s.io" => ok(
-            json!({"kind": "APIGroup", "apiVersion": "v1", "name": "storage.k8s.io", "versions": [{"groupVersion": "storage.k8s.io/v1", "version": "v1"}], "preferredVersion": {"groupVersion": "storage.k8s.io/v1", "version": "v1"}}),
-        ),
-        "/apis/storage.k8s.io/v1" => ok(
-            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "storage.k8s.io/v1", "resources": resources("storage.k8s.io")}),
+            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": named.iter().map(|g| group_json(g)).collect::<Vec<_>>()}),
         ),
         // No OpenAPI schemas are served: kubectl apply/edit need --validate=false.
         p if p.starts_with("/openapi") => Some(model::status(

@@ -37,80 +37,53 @@ impl Kind {
     }
 }
 
+const fn kind(
+    resource: &'static str,
+    kind: &'static str,
+    group: &'static str,
+    namespaced: bool,
+    has_status: bool,
+    short_names: &'static [&'static str],
+) -> Kind {
+    Kind {
+        resource,
+        kind,
+        group,
+        version: "v1",
+        namespaced,
+        has_status,
+        short_names,
+    }
+}
+
+#[rustfmt::skip]
 pub const KINDS: &[Kind] = &[
-    Kind {
-        resource: "persistentvolumes",
-        kind: "PersistentVolume",
-        group: "",
-        version: "v1",
-        namespaced: false,
-        has_status: true,
-        short_names: &["pv"],
-    },
-    Kind {
-        resource: "nodes",
-        kind: "Node",
-        group: "",
-        version: "v1",
-        namespaced: false,
-        has_status: true,
-        short_names: &["no"],
-    },
-    Kind {
-        resource: "namespaces",
-        kind: "Namespace",
-        group: "",
-        version: "v1",
-        namespaced: false,
-        has_status: true,
-        short_names: &["ns"],
-    },
-    Kind {
-        resource: "serviceaccounts",
-        kind: "ServiceAccount",
-        group: "",
-        version: "v1",
-        namespaced: true,
-        has_status: false,
-        short_names: &["sa"],
-    },
-    Kind {
-        resource: "events",
-        kind: "Event",
-        group: "",
-        version: "v1",
-        namespaced: true,
-        has_status: false,
-        short_names: &["ev"],
-    },
-    Kind {
-        resource: "volumeattachments",
-        kind: "VolumeAttachment",
-        group: "storage.k8s.io",
-        version: "v1",
-        namespaced: false,
-        has_status: true,
-        short_names: &[],
-    },
-    Kind {
-        resource: "csinodes",
-        kind: "CSINode",
-        group: "storage.k8s.io",
-        version: "v1",
-        namespaced: false,
-        has_status: false,
-        short_names: &[],
-    },
-    Kind {
-        resource: "csidrivers",
-        kind: "CSIDriver",
-        group: "storage.k8s.io",
-        version: "v1",
-        namespaced: false,
-        has_status: false,
-        short_names: &[],
-    },
+    kind("persistentvolumes", "PersistentVolume", "", false, true, &["pv"]),
+    kind("nodes", "Node", "", false, true, &["no"]),
+    kind("namespaces", "Namespace", "", false, true, &["ns"]),
+    kind("serviceaccounts", "ServiceAccount", "", true, false, &["sa"]),
+    kind("events", "Event", "", true, false, &["ev"]),
+    kind("volumeattachments", "VolumeAttachment", "storage.k8s.io", false, true, &[]),
+    kind("csinodes", "CSINode", "storage.k8s.io", false, false, &[]),
+    kind("csidrivers", "CSIDriver", "storage.k8s.io", false, false, &[]),
+    kind("leases", "Lease", "coordination.k8s.io", true, false, &[]),
+    kind("deployments", "Deployment", "apps", true, true, &["deploy"]),
+    kind("clusterroles", "ClusterRole", "rbac.authorization.k8s.io", false, false, &[]),
+    kind("clusterrolebindings", "ClusterRoleBinding", "rbac.authorization.k8s.io", false, false, &[]),
+    kind("roles", "Role", "rbac.authorization.k8s.io", true, false, &[]),
+    kind("rolebindings", "RoleBinding", "rbac.authorization.k8s.io", true, false, &[]),
 ];
+
+/// The API groups served, core ("") first.
+pub fn groups() -> Vec<&'static str> {
+    let mut g: Vec<&'static str> = Vec::new();
+    for k in KINDS {
+        if !g.contains(&k.group) {
+            g.push(k.group);
+        }
+    }
+    g
+}
 
 pub fn kind_of(group: &str, resource: &str) -> Option<&'static Kind> {
     KINDS

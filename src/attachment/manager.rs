@@ -77,7 +77,8 @@ const VOLUME_WAIT: Duration = Duration::from_secs(30);
 /// Calls on one volume run one at a time, so a second call sees the first
 /// one's final outcome; calls on different volumes run in parallel. The map
 /// changes only after the PV write succeeded, so no caller ever observes an
-/// attachment that is then rolled back. Without a Kubernetes client the map
+/// attachment that is then rolled back (the seed's "roll back on persist
+/// failure", without the window). Without a Kubernetes client the map
 /// lives in memory only.
 pub struct AttachmentManager {
     /// Scope: map reads and writes and the busy set; released before any
@@ -134,26 +135,31 @@ impl AttachmentManager {
 
     /// Records that `volume` is attached to `node`.
     ///
-    /// Same node again → `AlreadyAttached`, no write. Another node in the
-    /// map, or in the PV's annotations (another controller replica wrote
-    /// them) → `HeldByOtherNode`, and the map learns that holder. PV write
-    /// failure (conflicts exhausted, API down) → `Persist`, nothing tracked.
+    /// With a client the PV's annotations are the truth and this map a
+    /// cache of them: every call reads the PV (another controller replica
+    /// may have attached or detached the volume since this map last saw
+    /// it). Annotations naming this node → `AlreadyAttached`, no write.
+    /// Naming another node → `HeldByOtherNode`, and the map learns that
+    /// holder. Naming none → written with a compare-and-set PUT: failure
+    /// (conflicts exhausted, API down) → `Persist`, nothing tracked.
+    /// Without a client the map alone decides.
     pub fn track(&self, volume: &str, node: &str) -> Result<Tracked, AttachError> {
         let _turn = self.take_turn(volume)?;
-        if let Some(current) = self.lock().attachments.get(volume) {
-            return if &*current.node == node {
-                Ok(Tracked::AlreadyAttached)
-            } else {
-                Err(AttachError::HeldByOtherNode {
-                    volume: volume.into(),
-                    holder: current.node.clone(),
-                })
-            };
-        }
+        let current = self.lock().attachments.get(volume).map(|a| a.node.clone());
+        let held_by_other = |holder: Arc<str>| AttachError::HeldByOtherNode {
+            volume: volume.into(),
+            holder,
+        };
         let now = SystemTime::now();
         let Some(store) = &self.store else {
-            self.insert(volume, node, now);
-            return Ok(Tracked::Attached);
+            return match current {
+                Some(holder) if &*holder == node => Ok(Tracked::AlreadyAttached),
+                Some(holder) => Err(held_by_other(holder)),
+                None => {
+                    self.insert(volume, node, now);
+                    Ok(Tracked::Attached)
+                }
+            };
         };
         let claim = store.claim(volume, node, now).map_err(|e| match e {
             StoreError::UnknownVolume => AttachError::UnknownVolume {
@@ -175,18 +181,21 @@ impl AttachmentManager {
                 Ok(Tracked::AlreadyAttached)
             }
             Claim::HeldBy { node: holder, at } => {
-                log::warn!("volume {volume} is annotated as attached to {holder}; refusing {node}");
-                let holder = self.insert(volume, &holder, at.unwrap_or(now));
-                Err(AttachError::HeldByOtherNode {
-                    volume: volume.into(),
-                    holder,
-                })
+                log::info!("volume {volume} is annotated as attached to {holder}; refusing {node}");
+                Err(held_by_other(self.insert(
+                    volume,
+                    &holder,
+                    at.unwrap_or(now),
+                )))
             }
-            Claim::Vanished => {
-                log::warn!("PersistentVolume of volume {volume} not found; tracking the attachment in memory only");
-                self.insert(volume, node, now);
-                Ok(Tracked::InMemoryOnly)
-            }
+            Claim::Vanished => match current {
+                Some(holder) if &*holder != node => Err(held_by_other(holder)),
+                _ => {
+                    log::warn!("PersistentVolume of volume {volume} not found; tracking the attachment in memory only");
+                    self.insert(volume, node, now);
+                    Ok(Tracked::InMemoryOnly)
+                }
+            },
         }
     }
 

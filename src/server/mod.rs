@@ -13,14 +13,15 @@ use std::{
 };
 
 use grpcio::{
-    Deadline, Environment, RpcContext, RpcStatus, RpcStatusCode, ServerBuilder, ServerCredentials,
-    UnarySink,
+    Deadline, Environment, GrpcSlice, Marshaller, MessageReader, Method, MethodType, RpcContext,
+    RpcStatus, RpcStatusCode, ServerBuilder, ServerCredentials, ServiceBuilder, UnarySink,
 };
+use protobuf::Message;
 
 use crate::{
     csi::{self, CsiError},
     driver::Driver,
-    proto::{csi as pb, csi_grpc},
+    proto::csi as pb,
 };
 
 /// Server tunables (`--workers`, `--queue-depth`).
@@ -52,8 +53,7 @@ impl Server {
         };
         let env = Arc::new(Environment::new(1));
         let mut grpc = ServerBuilder::new(env)
-            .register_service(csi_grpc::create_identity(handlers.clone()))
-            .register_service(csi_grpc::create_controller(handlers))
+            .register_service(handlers.service())
             .build()
             .map_err(|e| format!("building the gRPC server: {e}"))?;
         grpc.add_listening_port(opts.endpoint.grpc_address(), ServerCredentials::insecure())
@@ -236,79 +236,107 @@ impl Handlers {
     }
 }
 
-impl csi_grpc::Identity for Handlers {
-    fn get_plugin_info(
-        &mut self,
-        ctx: RpcContext<'_>,
-        req: pb::GetPluginInfoRequest,
-        sink: UnarySink<pb::GetPluginInfoResponse>,
-    ) {
-        self.submit("GetPluginInfo", &ctx, req, sink, |d, _| {
-            csi::get_plugin_info(d)
-        });
+impl Handlers {
+    /// The CSI methods this driver serves. Methods not listed here are
+    /// answered UNIMPLEMENTED by gRPC itself.
+    fn service(self) -> grpcio::Service {
+        let b = ServiceBuilder::new();
+        let b = self.route(
+            b,
+            "/csi.v1.Identity/GetPluginInfo",
+            "GetPluginInfo",
+            |d, _: &pb::GetPluginInfoRequest| csi::get_plugin_info(d),
+        );
+        let b = self.route(
+            b,
+            "/csi.v1.Identity/GetPluginCapabilities",
+            "GetPluginCapabilities",
+            |_, _: &pb::GetPluginCapabilitiesRequest| csi::get_plugin_capabilities(),
+        );
+        let b = self.route(
+            b,
+            "/csi.v1.Identity/Probe",
+            "Probe",
+            |d, _: &pb::ProbeRequest| csi::probe(d),
+        );
+        let b = self.route(
+            b,
+            "/csi.v1.Controller/ControllerGetCapabilities",
+            "ControllerGetCapabilities",
+            |_, _: &pb::ControllerGetCapabilitiesRequest| csi::controller_get_capabilities(),
+        );
+        let b = self.route(
+            b,
+            "/csi.v1.Controller/ControllerPublishVolume",
+            "ControllerPublishVolume",
+            csi::controller_publish_volume,
+        );
+        let b = self.route(
+            b,
+            "/csi.v1.Controller/ControllerUnpublishVolume",
+            "ControllerUnpublishVolume",
+            csi::controller_unpublish_volume,
+        );
+        b.build()
     }
 
-    fn get_plugin_capabilities(
-        &mut self,
-        ctx: RpcContext<'_>,
-        req: pb::GetPluginCapabilitiesRequest,
-        sink: UnarySink<pb::GetPluginCapabilitiesResponse>,
-    ) {
-        self.submit("GetPluginCapabilities", &ctx, req, sink, |_, _| {
-            csi::get_plugin_capabilities()
-        });
-    }
-
-    fn probe(
-        &mut self,
-        ctx: RpcContext<'_>,
-        req: pb::ProbeRequest,
-        sink: UnarySink<pb::ProbeResponse>,
-    ) {
-        self.submit("Probe", &ctx, req, sink, |d, _| csi::probe(d));
+    /// Registers one unary method. The request arrives as bytes and is
+    /// decoded here, so an undecodable one (bad wire format, invalid UTF-8)
+    /// is INVALID_ARGUMENT rather than grpcio's INTERNAL.
+    fn route<Req, Resp>(
+        &self,
+        builder: ServiceBuilder,
+        path: &'static str,
+        name: &'static str,
+        work: fn(&Driver, &Req) -> Result<Resp, CsiError>,
+    ) -> ServiceBuilder
+    where
+        Req: Message + CallSubject,
+        Resp: Message,
+    {
+        let method: Method<Vec<u8>, Resp> = Method {
+            ty: MethodType::Unary,
+            name: path,
+            req_mar: Marshaller {
+                ser: raw_ser,
+                de: raw_de,
+            },
+            resp_mar: Marshaller {
+                ser: grpcio::pb_ser,
+                de: grpcio::pb_de,
+            },
+        };
+        let handlers = self.clone();
+        builder.add_unary_handler(
+            &method,
+            move |ctx, bytes: Vec<u8>, sink: UnarySink<Resp>| {
+                match Req::parse_from_bytes(&bytes) {
+                    Ok(req) => handlers.submit(name, &ctx, req, sink, work),
+                    Err(e) => {
+                        log::debug!("{name}: undecodable request ({} bytes): {e}", bytes.len());
+                        let status = RpcStatus::with_message(
+                            RpcStatusCode::INVALID_ARGUMENT,
+                            format!("request is not a valid {name} message: {e}"),
+                        );
+                        // On the completion-queue thread: start the answer, do not wait.
+                        drop(sink.fail(status));
+                    }
+                }
+            },
+        )
     }
 }
 
-/// RPCs not listed here keep the generated default: UNIMPLEMENTED.
-impl csi_grpc::Controller for Handlers {
-    fn controller_get_capabilities(
-        &mut self,
-        ctx: RpcContext<'_>,
-        req: pb::ControllerGetCapabilitiesRequest,
-        sink: UnarySink<pb::ControllerGetCapabilitiesResponse>,
-    ) {
-        self.submit("ControllerGetCapabilities", &ctx, req, sink, |_, _| {
-            csi::controller_get_capabilities()
-        });
-    }
+fn raw_de(mut reader: MessageReader) -> grpcio::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(reader.len());
+    reader
+        .read_to_end(&mut bytes)
+        .map_err(|e| grpcio::Error::Codec(Box::new(e)))?;
+    Ok(bytes)
+}
 
-    fn controller_publish_volume(
-        &mut self,
-        ctx: RpcContext<'_>,
-        req: pb::ControllerPublishVolumeRequest,
-        sink: UnarySink<pb::ControllerPublishVolumeResponse>,
-    ) {
-        self.submit(
-            "ControllerPublishVolume",
-            &ctx,
-            req,
-            sink,
-            csi::controller_publish_volume,
-        );
-    }
-
-    fn controller_unpublish_volume(
-        &mut self,
-        ctx: RpcContext<'_>,
-        req: pb::ControllerUnpublishVolumeRequest,
-        sink: UnarySink<pb::ControllerUnpublishVolumeResponse>,
-    ) {
-        self.submit(
-            "ControllerUnpublishVolume",
-            &ctx,
-            req,
-            sink,
-            csi::controller_unpublish_volume,
-        );
-    }
+fn raw_ser(bytes: &Vec<u8>, buf: &mut GrpcSlice) -> grpcio::Result<()> {
+    *buf = GrpcSlice::from(bytes.clone());
+    Ok(())
 }

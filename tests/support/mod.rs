@@ -282,3 +282,38 @@ pub fn annotation(emu: &kube_emulator::Emulator, pv: &str, key: &str) -> Option<
 
 pub const ATTACHED_NODE: &str = "rds.csi.srvlab.io/attached-node";
 pub const ATTACHED_AT: &str = "rds.csi.srvlab.io/attached-at";
+
+/// Sends `bytes` as the request body of a unary CSI method, bypassing
+/// protobuf encoding (for malformed-request tests).
+pub fn raw_call(
+    socket: &Path,
+    path: &'static str,
+    bytes: Vec<u8>,
+) -> Result<Vec<u8>, (RpcStatusCode, String)> {
+    fn de(mut r: grpcio::MessageReader) -> grpcio::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut v = Vec::new();
+        r.read_to_end(&mut v)
+            .map_err(|e| grpcio::Error::Codec(Box::new(e)))?;
+        Ok(v)
+    }
+    fn ser(v: &Vec<u8>, buf: &mut grpcio::GrpcSlice) -> grpcio::Result<()> {
+        *buf = grpcio::GrpcSlice::from(v.clone());
+        Ok(())
+    }
+    let method: grpcio::Method<Vec<u8>, Vec<u8>> = grpcio::Method {
+        ty: grpcio::MethodType::Unary,
+        name: path,
+        req_mar: grpcio::Marshaller { ser, de },
+        resp_mar: grpcio::Marshaller { ser, de },
+    };
+    let env = Arc::new(EnvBuilder::new().cq_count(1).build());
+    let ch = ChannelBuilder::new(env).connect(&format!("unix:{}", socket.display()));
+    grpcio::Client::new(ch)
+        .unary_call(
+            &method,
+            &bytes,
+            CallOption::default().timeout(Duration::from_secs(10)),
+        )
+        .map_err(code_of)
+}

@@ -1,0 +1,296 @@
+//! Every fault class the emulator can inject, during Publish, Unpublish and
+//! the startup rebuild: the call ends in success or a retryable gRPC code,
+//! a retry converges so that state and annotations agree, the controller
+//! does not panic, and it ends with as many threads as it started with.
+//! The test prints the class × RPC × outcome table kept in
+//! docs/reliability.md.
+
+mod support;
+
+use std::time::Duration;
+
+use grpcio::RpcStatusCode;
+use kube_emulator::{Emulator, Fault, FaultAction, Match};
+use support::*;
+
+#[derive(Clone, Copy, Debug)]
+enum Class {
+    ConflictStorm,
+    Http500,
+    Http503,
+    Http429,
+    ConnectionDrop,
+    AnswerLost,
+    SlowBeyondTimeout,
+    MalformedJson,
+    OversizedBody,
+    Http403,
+    TokenRotated401,
+}
+
+const CLASSES: &[Class] = &[
+    Class::ConflictStorm,
+    Class::Http500,
+    Class::Http503,
+    Class::Http429,
+    Class::ConnectionDrop,
+    Class::AnswerLost,
+    Class::SlowBeyondTimeout,
+    Class::MalformedJson,
+    Class::OversizedBody,
+    Class::Http403,
+    Class::TokenRotated401,
+];
+
+impl Class {
+    fn label(self) -> &'static str {
+        match self {
+            Class::ConflictStorm => "409 storm (6)",
+            Class::Http500 => "500",
+            Class::Http503 => "503",
+            Class::Http429 => "429 + Retry-After",
+            Class::ConnectionDrop => "connection dropped",
+            Class::AnswerLost => "answer lost after write",
+            Class::SlowBeyondTimeout => "slower than timeout",
+            Class::MalformedJson => "malformed JSON",
+            Class::OversizedBody => "oversized body",
+            Class::Http403 => "403",
+            Class::TokenRotated401 => "401, token rotated",
+        }
+    }
+
+    /// Arms the fault for the next request of `verb` on PVs.
+    fn arm(
+        self,
+        emu: &Emulator,
+        verb: &str,
+        name: &str,
+        token_file: &std::path::Path,
+        times: usize,
+    ) {
+        let fault = |action| {
+            emu.inject(Fault {
+                matches: Match {
+                    verb: Some(verb.into()),
+                    resource: Some("persistentvolumes".into()),
+                    name: None,
+                },
+                times,
+                action,
+            })
+        };
+        match self {
+            Class::ConflictStorm => emu.conflict_storm("persistentvolumes", name, 6),
+            Class::Http500 => fault(FaultAction::Status {
+                code: 500,
+                retry_after: None,
+            }),
+            Class::Http503 => fault(FaultAction::Status {
+                code: 503,
+                retry_after: None,
+            }),
+            Class::Http429 => fault(FaultAction::Status {
+                code: 429,
+                retry_after: Some(1),
+            }),
+            Class::ConnectionDrop => fault(FaultAction::Drop),
+            Class::AnswerLost => fault(FaultAction::DropAfter),
+            Class::SlowBeyondTimeout => fault(FaultAction::Delay { millis: 1500 }),
+            Class::MalformedJson => fault(FaultAction::Malformed),
+            Class::OversizedBody => fault(FaultAction::Oversized {
+                bytes: (256 << 20) + 4096,
+            }),
+            Class::Http403 => fault(FaultAction::Status {
+                code: 403,
+                retry_after: None,
+            }),
+            Class::TokenRotated401 => {
+                let fresh = format!("rotated-{name}");
+                std::fs::write(token_file, &fresh).unwrap();
+                emu.set_token(Some(fresh));
+            }
+        }
+    }
+
+    /// The request a class is aimed at during a write path: faults that
+    /// a read would absorb by retrying go to the PUT.
+    fn write_verb(self) -> &'static str {
+        match self {
+            Class::MalformedJson | Class::OversizedBody => "get",
+            _ => "update",
+        }
+    }
+}
+
+fn outcome(r: &Result<(), (RpcStatusCode, String)>) -> String {
+    match r {
+        Ok(()) => "OK".into(),
+        Err((code, _)) => format!("{code:?}"),
+    }
+}
+
+fn retryable(r: &Result<(), (RpcStatusCode, String)>) -> bool {
+    match r {
+        Ok(()) => true,
+        Err((code, _)) => matches!(
+            code,
+            RpcStatusCode::UNAVAILABLE | RpcStatusCode::ABORTED | RpcStatusCode::DEADLINE_EXCEEDED
+        ),
+    }
+}
+
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn kubeconfig_with_token_file(
+    emu: &Emulator,
+    dir: &std::path::Path,
+    token: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, token).unwrap();
+    std::fs::write(dir.join("ca.crt"), emu.ca_pem().unwrap()).unwrap();
+    let kc = dir.join("kubeconfig-file");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: k\n  cluster:\n    server: {}\n    certificate-authority: ca.crt\ncontexts:\n- name: c\n  context: {{cluster: k, user: u}}\nusers:\n- name: u\n  user:\n    tokenFile: token\n",
+            emu.url()
+        ),
+    )
+    .unwrap();
+    (kc, token_file)
+}
+
+#[test]
+fn fault_matrix() {
+    let dir = TempDir::new("faults");
+    let (emu, _) = emulator(dir.path());
+    let (kc, token_file) = kubeconfig_with_token_file(&emu, dir.path(), "test-token-4f1d9c");
+    emu.create("nodes", node("node-1")).unwrap();
+    for (i, _) in CLASSES.iter().enumerate() {
+        for rpc in ["pub", "unpub", "rebuild"] {
+            let name = format!("{rpc}-{i}");
+            emu.create("persistentvolumes", pv(&name, &name, DRIVER))
+                .unwrap();
+        }
+    }
+    let args = ["--kube-api-timeout", "1s", "--workers", "2"];
+    let c = Controller::start(dir.path(), Some(&kc), &args);
+    let k = c.csi();
+    // Warm up: node cache, connection pool.
+    k.publish("pub-0", "node-1").unwrap();
+    k.unpublish("pub-0", "node-1").unwrap();
+    let threads_before = threads(c.child.id());
+
+    let mut rows = Vec::new();
+    for (i, class) in CLASSES.iter().enumerate() {
+        // Publish under the fault, then a clean retry.
+        let v = format!("pub-{i}");
+        class.arm(&emu, class.write_verb(), &v, &token_file, 1);
+        let first = k.publish(&v, "node-1");
+        emu.clear_faults();
+        assert!(
+            retryable(&first),
+            "{}: publish gave {first:?}",
+            class.label()
+        );
+        let retry = k.publish(&v, "node-1");
+        assert_eq!(retry, Ok(()), "{}: retry", class.label());
+        assert_eq!(
+            annotation(&emu, &v, ATTACHED_NODE).as_deref(),
+            Some("node-1"),
+            "{}",
+            class.label()
+        );
+        let publish = if first.is_ok() {
+            "OK".to_string()
+        } else {
+            format!("{} → retry OK", outcome(&first))
+        };
+
+        // Unpublish under the fault: always OK; a clear that failed is
+        // finished by the retry.
+        let v = format!("unpub-{i}");
+        k.publish(&v, "node-1").unwrap();
+        class.arm(&emu, class.write_verb(), &v, &token_file, 1);
+        let first = k.unpublish(&v, "node-1");
+        emu.clear_faults();
+        assert_eq!(first, Ok(()), "{}: unpublish", class.label());
+        let left = annotation(&emu, &v, ATTACHED_NODE);
+        k.unpublish(&v, "node-1").unwrap();
+        assert_eq!(
+            annotation(&emu, &v, ATTACHED_NODE),
+            None,
+            "{}",
+            class.label()
+        );
+        let unpublish = if left.is_some() {
+            "OK (clear failed) → retry clears".to_string()
+        } else {
+            "OK".to_string()
+        };
+        rows.push((class.label(), publish, unpublish));
+    }
+    let threads_after = threads(c.child.id());
+    assert!(!c.logs().contains("panicked"), "{}", c.logs());
+    assert_eq!(threads_before, threads_after, "thread count changed");
+
+    // Rebuild under each fault (two faulty LISTs), from a fresh process.
+    drop(c);
+    let mut rebuild = Vec::new();
+    for (i, class) in CLASSES.iter().enumerate() {
+        let v = format!("rebuild-{i}");
+        emu.modify("persistentvolumes", &v, |p| {
+            p["metadata"]["annotations"] = serde_json::json!({ ATTACHED_NODE: "node-1", ATTACHED_AT: "2024-01-02T03:04:05.000000Z" })
+        });
+        let times = 2;
+        match class {
+            Class::ConflictStorm | Class::AnswerLost => {
+                // Writes only: a LIST has nothing to conflict on or lose.
+                rebuild.push("n/a (no write)".to_string());
+                continue;
+            }
+            _ => class.arm(&emu, "list", &v, &token_file, times),
+        }
+        let mut c = Controller::spawn(
+            dir.path(),
+            Some(&kc),
+            &[&args[..], &["--startup-timeout", "30s"]].concat(),
+        );
+        c.wait_ready();
+        emu.clear_faults();
+        let logs = c.logs();
+        assert!(!logs.contains("panicked"), "{logs}");
+        let annotated = emu
+            .list("persistentvolumes")
+            .iter()
+            .filter(|p| {
+                p.pointer("/metadata/annotations")
+                    .and_then(|a| a.get(ATTACHED_NODE))
+                    .is_some()
+            })
+            .count();
+        assert!(
+            logs.contains(&format!(
+                "State rebuild complete: {annotated} attachments recovered"
+            )),
+            "{logs}"
+        );
+        let retried = logs.matches("attachment rebuild failed").count();
+        rebuild.push(if retried > 0 {
+            format!("started after {retried} retries")
+        } else {
+            "started".to_string()
+        });
+        assert_eq!(c.csi().publish(&v, "node-1"), Ok(()));
+    }
+
+    println!("\n| fault | Publish | Unpublish | Rebuild |\n|---|---|---|---|");
+    for ((label, p, u), r) in rows.iter().zip(&rebuild) {
+        println!("| {label} | {p} | {u} | {r} |");
+    }
+}
