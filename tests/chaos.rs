@@ -274,7 +274,7 @@ fn run_load(
                     c
                 })
                 .collect();
-            let mut rng = Rng(seed ^ ((t as u64 + 1) * 0x9E37_79B9_7F4A_7C15));
+            let mut rng = Rng((seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1);
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let csi = &csis[rng.below(csis.len())];

@@ -7,8 +7,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use grpcio::RpcStatusCode;
 use kube_emulator::{Emulator, Fault, FaultAction, Match};
 use support::*;
@@ -125,7 +123,12 @@ impl Class {
 fn outcome(r: &Result<(), (RpcStatusCode, String)>) -> String {
     match r {
         Ok(()) => "OK".into(),
-        Err((code, _)) => format!("{code:?}"),
+        // RpcStatusCode's Debug is "14-UNAVAILABLE".
+        Err((code, _)) => format!("{code:?}")
+            .rsplit('-')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
     }
 }
 
@@ -133,7 +136,7 @@ fn retryable(r: &Result<(), (RpcStatusCode, String)>) -> bool {
     match r {
         Ok(()) => true,
         Err((code, _)) => matches!(
-            code,
+            *code,
             RpcStatusCode::UNAVAILABLE | RpcStatusCode::ABORTED | RpcStatusCode::DEADLINE_EXCEEDED
         ),
     }

@@ -32,15 +32,7 @@ fn workload(rules: Vec<Rule>) -> Vec<RequestRecord> {
     emu.set_rbac(Some(rules));
 
     let mut c = Controller::spawn(dir.path(), Some(&kc), &["--startup-timeout", "2s"]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !c.socket.exists()
-        && c.child.try_wait().unwrap().is_none()
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    if c.child.try_wait().unwrap().is_none() {
-        c.wait_ready();
+    if ready_or_exited(&mut c) {
         let k = c.csi();
         let _ = k.publish("vol-1", "node-1");
         emu.create("persistentvolumes", pv("static-2", "handle-2", DRIVER))
@@ -49,10 +41,27 @@ fn workload(rules: Vec<Rule>) -> Vec<RequestRecord> {
         let _ = k.publish("missing", "node-1");
         let _ = k.unpublish("vol-1", "node-1");
         c.kill9();
+        // A restart: the rebuild reads back what the workload wrote.
         let mut again = Controller::spawn(dir.path(), Some(&kc), &["--startup-timeout", "2s"]);
-        let _ = again.wait_exit(std::time::Duration::from_millis(800));
+        ready_or_exited(&mut again);
     }
     emu.requests()
+}
+
+/// Waits until the controller serves (true) or has exited (false).
+fn ready_or_exited(c: &mut Controller) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if c.child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if c.socket.exists() {
+            c.wait_ready();
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("controller neither served nor exited:\n{}", c.logs());
 }
 
 #[test]

@@ -200,24 +200,18 @@ impl AttachmentManager {
     }
 
     /// Records that `volume` is no longer attached to `node` (`None`: to any
-    /// node). Not attached there → Ok, nothing changed. The annotations are
-    /// cleared only if they still name that node; failing to clear them is
-    /// a warning, and the volume is untracked all the same.
+    /// node). Not attached there → Ok, nothing changed. With a client the
+    /// PV decides, as in [`track`](Self::track): its annotations are cleared
+    /// only if they name that node (any node for `None`). Failing to clear
+    /// them is a warning, and the volume is untracked all the same.
     pub fn untrack(&self, volume: &str, node: Option<&str>) -> Result<(), AttachError> {
         let _turn = self.take_turn(volume)?;
-        let holder = self.lock().attachments.get(volume).map(|a| a.node.clone());
-        if let (Some(h), Some(n)) = (&holder, node) {
-            if &**h != n {
-                return Ok(());
-            }
-        }
+        let mut cleared = None;
         if let Some(store) = &self.store {
-            // Also when the map has no entry: a write whose answer was lost
-            // may have left annotations naming this node.
-            let target = node.or(holder.as_deref());
-            match store.release(volume, target) {
-                Ok(Some(cleared)) => {
-                    log::debug!("Cleared attachment annotation: volume={volume}, node={cleared}")
+            match store.release(volume, node) {
+                Ok(Some(holder)) => {
+                    log::debug!("Cleared attachment annotation: volume={volume}, node={holder}");
+                    cleared = Some(holder);
                 }
                 Ok(None) => {}
                 Err(e) => log::warn!(
@@ -225,7 +219,17 @@ impl AttachmentManager {
                 ),
             }
         }
-        self.lock().attachments.remove(volume);
+        let mut state = self.lock();
+        let forget = match (state.attachments.get(volume), node) {
+            // The PV named a node: whatever this map said is past.
+            _ if cleared.is_some() => true,
+            (Some(current), Some(n)) => &*current.node == n,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if forget {
+            state.attachments.remove(volume);
+        }
         Ok(())
     }
 
