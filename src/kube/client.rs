@@ -206,27 +206,6 @@ impl Client {
     }
 
     fn list<T: DeserializeOwned>(&self, path: &str) -> Result<Listed<T>, Error> {
-        #[derive(Deserialize)]
-        struct Page<'a> {
-            #[serde(default, borrow)]
-            metadata: Option<PageMeta<'a>>,
-            #[serde(borrow, default)]
-            items: Option<Vec<&'a RawValue>>,
-        }
-        #[derive(Deserialize)]
-        struct PageMeta<'a> {
-            #[serde(default, borrow, rename = "continue")]
-            next: Option<&'a str>,
-        }
-        #[derive(Deserialize)]
-        struct ItemName {
-            metadata: ItemMeta,
-        }
-        #[derive(Deserialize)]
-        struct ItemMeta {
-            name: String,
-        }
-
         let limit = self.inner.opts.page_size.max(1);
         let mut restarts = 0u32;
         'restart: loop {
@@ -255,23 +234,18 @@ impl Client {
                     }
                     Err(e) => return Err(e),
                 };
-                let page: Page<'_> = serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::Decode(format!("list {path}: {e}")))?;
+                let page = decode_page::<T>(&bytes).map_err(|e| match e {
+                    Error::Decode(m) => Error::Decode(format!("list {path}: {m}")),
+                    other => other,
+                })?;
                 out.pages += 1;
-                for raw in page.items.unwrap_or_default() {
-                    match serde_json::from_str::<T>(raw.get()) {
-                        Ok(item) => out.items.push(item),
-                        Err(e) => {
-                            let name = serde_json::from_str::<ItemName>(raw.get())
-                                .map(|n| n.metadata.name)
-                                .unwrap_or_else(|_| "<unnamed>".into());
-                            log::warn!("list {path}: skipping {name:?}: {e}");
-                            out.skipped.push(name);
-                        }
-                    }
+                for name in &page.skipped {
+                    log::warn!("list {path}: skipping {name:?}: not a well-formed object");
                 }
-                match page.metadata.and_then(|m| m.next).filter(|c| !c.is_empty()) {
-                    Some(next) => cont = next.to_string(),
+                out.items.extend(page.items);
+                out.skipped.extend(page.skipped);
+                match page.next {
+                    Some(next) => cont = next,
                     None => return Ok(out),
                 }
             }
@@ -374,6 +348,66 @@ impl Client {
             )))
         }
     }
+}
+
+/// One decoded LIST page.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Names (or `<unnamed>`) of items that did not decode as `T`.
+    pub skipped: Vec<String>,
+    /// The continue token, when more pages follow.
+    pub next: Option<String>,
+}
+
+/// Decodes a LIST answer into typed items without building whole objects:
+/// the page is scanned once into raw item slices, each decoded on its own,
+/// so one malformed item is skipped (and named) instead of failing the page.
+/// A body that is not a list → [`Error::Decode`].
+pub fn decode_page<T: DeserializeOwned>(bytes: &[u8]) -> Result<Page<T>, Error> {
+    #[derive(Deserialize)]
+    struct Wire<'a> {
+        #[serde(default, borrow)]
+        metadata: Option<WireMeta<'a>>,
+        /// Required: a body without it is not a list.
+        #[serde(borrow)]
+        items: Option<Vec<&'a RawValue>>,
+    }
+    #[derive(Deserialize)]
+    struct WireMeta<'a> {
+        #[serde(default, borrow, rename = "continue")]
+        next: Option<std::borrow::Cow<'a, str>>,
+    }
+    #[derive(Deserialize)]
+    struct ItemName {
+        metadata: ItemMeta,
+    }
+    #[derive(Deserialize)]
+    struct ItemMeta {
+        name: String,
+    }
+    let wire: Wire<'_> = serde_json::from_slice(bytes).map_err(|e| Error::Decode(e.to_string()))?;
+    let mut page = Page {
+        items: Vec::new(),
+        skipped: Vec::new(),
+        next: None,
+    };
+    for raw in wire.items.unwrap_or_default() {
+        match serde_json::from_str::<T>(raw.get()) {
+            Ok(item) => page.items.push(item),
+            Err(_) => page.skipped.push(
+                serde_json::from_str::<ItemName>(raw.get())
+                    .map(|n| n.metadata.name)
+                    .unwrap_or_else(|_| "<unnamed>".into()),
+            ),
+        }
+    }
+    page.next = wire
+        .metadata
+        .and_then(|m| m.next)
+        .filter(|c| !c.is_empty())
+        .map(|c| c.into_owned());
+    Ok(page)
 }
 
 /// A LIST result: the items that decoded, and the names of those that did not.
@@ -500,6 +534,27 @@ mod tests {
             |_| true,
         );
         assert_eq!(r, Ok(3));
+    }
+
+    #[test]
+    fn a_page_skips_and_names_malformed_items_and_unescapes_the_token() {
+        let body =
+            br#"{"kind":"PersistentVolumeList","metadata":{"continue":"eyJ2\u003d\/x"},"items":[
+            {"metadata":{"name":"good"},"spec":{"csi":{"driver":"d","volumeHandle":"h"}}},
+            {"metadata":{"name":"bad","annotations":"not a map"}},
+            [1,2,3]]}"#;
+        let page = decode_page::<crate::kube::PvSummary>(body).unwrap();
+        assert_eq!(page.items.len(), 1);
+        assert_eq!(page.skipped, ["bad", "<unnamed>"]);
+        assert_eq!(page.next.as_deref(), Some("eyJ2=/x"));
+        assert!(matches!(
+            decode_page::<crate::kube::PvSummary>(b"[]"),
+            Err(Error::Decode(_))
+        ));
+        let last =
+            decode_page::<crate::kube::PvSummary>(br#"{"metadata":{"continue":""},"items":[]}"#)
+                .unwrap();
+        assert_eq!(last.next, None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod error;
 mod objects;
 mod ratelimit;
 
-pub use client::{retry_on_conflict, Client, ClientOptions, Listed};
+pub use client::{decode_page, retry_on_conflict, Client, ClientOptions, Listed, Page};
 pub use config::{ClientIdentity, Config, Credential, SERVICE_ACCOUNT_DIR};
 pub use error::{Error, Status};
 pub use objects::{PvSummary, VolumeAttachmentSummary};
