@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-deps.sh
-cargo test --workspace --locked "$@"
+cargo test --workspace --exclude rds-bench --locked "$@"
