@@ -121,6 +121,8 @@ fn sigterm_exits_zero_and_removes_the_socket() {
     let status = c.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "exit {status}:\n{}", c.logs());
     assert!(!c.socket.exists());
+    let logs = c.logs();
+    assert!(logs.contains("server stopped") && !logs.contains("WARN"), "clean shutdown expected:\n{logs}");
 }
 
 #[test]

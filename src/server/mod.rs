@@ -78,24 +78,32 @@ impl Server {
 
     /// Stops taking calls, lets calls in flight finish within `grace`,
     /// cancels what is left, and removes the socket file.
-    pub fn shutdown(mut self, grace: Duration) {
+    pub fn shutdown(self, grace: Duration) {
+        let Server { mut grpc, pool, endpoint } = self;
         let started = Instant::now();
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-        let finished = self.grpc.shutdown();
+        let finished = grpc.shutdown();
         std::thread::spawn(move || {
             let _ = futures_executor::block_on(finished);
             let _ = done_tx.send(());
         });
         if done_rx.recv_timeout(grace).is_err() {
             log::warn!("calls still in flight after {grace:?}; cancelling them");
-            self.grpc.cancel_all_calls();
+            grpc.cancel_all_calls();
             let _ = done_rx.recv_timeout(Duration::from_secs(1));
         }
-        let left = grace.saturating_sub(started.elapsed());
-        if let Ok(pool) = Arc::try_unwrap(self.pool) {
-            pool.shutdown(left.max(Duration::from_millis(100)));
+        // The service's handlers hold the other references to the pool.
+        drop(grpc);
+        let left = grace.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+        match Arc::try_unwrap(pool) {
+            Ok(pool) => {
+                if !pool.shutdown(left) {
+                    log::warn!("workers still busy after the grace period");
+                }
+            }
+            Err(_) => log::warn!("worker pool still referenced at shutdown"),
         }
-        if let Endpoint::Unix(path) = &self.endpoint {
+        if let Endpoint::Unix(path) = &endpoint {
             if let Err(e) = std::fs::remove_file(path) {
                 log::warn!("removing {}: {e}", path.display());
             }
