@@ -122,7 +122,10 @@ fn sigterm_exits_zero_and_removes_the_socket() {
     assert!(status.success(), "exit {status}:\n{}", c.logs());
     assert!(!c.socket.exists());
     let logs = c.logs();
-    assert!(logs.contains("server stopped") && !logs.contains("still"), "clean shutdown expected:\n{logs}");
+    assert!(
+        logs.contains("server stopped") && !logs.contains("still"),
+        "clean shutdown expected:\n{logs}"
+    );
 }
 
 #[test]

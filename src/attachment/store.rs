@@ -255,21 +255,43 @@ fn annotations_mut(pv: &mut Value) -> &mut Map<String, Value> {
     if !pv.is_object() {
         *pv = Value::Object(Map::new());
     }
-    let meta = pv
-        .as_object_mut()
-        .expect("object")
-        .entry("metadata")
+    let metadata = child_object(pv.as_object_mut().expect("object"), "metadata");
+    child_object(metadata, "annotations")
+}
+
+/// `parent[key]` as an object, replacing whatever else is there.
+fn child_object<'a>(parent: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let child = parent
+        .entry(key)
         .or_insert_with(|| Value::Object(Map::new()));
-    if !meta.is_object() {
-        *meta = Value::Object(Map::new());
+    if !child.is_object() {
+        *child = Value::Object(Map::new());
     }
-    let ann = meta
-        .as_object_mut()
-        .expect("object")
-        .entry("annotations")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !ann.is_object() {
-        *ann = Value::Object(Map::new());
+    child.as_object_mut().expect("object")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn annotations_are_made_writable_whatever_the_object_holds() {
+        for mut pv in [
+            json!({}),
+            json!({"metadata": 7}),
+            json!({"metadata": {"annotations": [1]}}),
+            json!(null),
+        ] {
+            annotations_mut(&mut pv).insert(ATTACHED_NODE.into(), json!("n1"));
+            assert_eq!(pv["metadata"]["annotations"][ATTACHED_NODE], "n1");
+        }
+        let mut pv =
+            json!({"metadata": {"name": "x", "annotations": {"keep": "me"}}, "spec": {"a": 1}});
+        annotations_mut(&mut pv).insert(ATTACHED_AT.into(), json!("t"));
+        assert_eq!(
+            pv,
+            json!({"metadata": {"name": "x", "annotations": {"keep": "me", ATTACHED_AT: "t"}}, "spec": {"a": 1}})
+        );
     }
-    ann.as_object_mut().expect("object")
 }

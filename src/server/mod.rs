@@ -79,7 +79,11 @@ impl Server {
     /// Stops taking calls, lets calls in flight finish within `grace`,
     /// cancels what is left, and removes the socket file.
     pub fn shutdown(self, grace: Duration) {
-        let Server { mut grpc, pool, endpoint } = self;
+        let Server {
+            mut grpc,
+            pool,
+            endpoint,
+        } = self;
         let started = Instant::now();
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
         let finished = grpc.shutdown();
@@ -94,7 +98,9 @@ impl Server {
         }
         // The service's handlers hold the other references to the pool.
         drop(grpc);
-        let left = grace.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+        let left = grace
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(100));
         match Arc::try_unwrap(pool) {
             Ok(pool) => {
                 if !pool.shutdown(left) {
