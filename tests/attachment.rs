@@ -588,7 +588,10 @@ fn rebuild_keeps_only_our_annotated_pvs_and_survives_hostile_ones() {
         "{logs}"
     );
     assert!(logs.contains("skipping \"typo\""), "{logs}");
-    assert!(logs.contains("share volume handle ours-1"), "{logs}");
+    assert!(
+        logs.contains("ours-1 repeats volume handle ours-1"),
+        "{logs}"
+    );
     let k = c.csi();
     emu.create("nodes", node("node-2")).unwrap();
     for held in ["ours-1", "ours-2", "ours-3", "big"] {

@@ -1,7 +1,10 @@
 //! Startup recovery: the attachment map and the handle → PV name index,
 //! read back from every PV's annotations.
 
-use std::{collections::HashMap, time::SystemTime};
+use std::{
+    collections::{HashMap, HashSet},
+    time::SystemTime,
+};
 
 use crate::kube;
 
@@ -26,49 +29,75 @@ pub struct RebuildReport {
 /// (volume handle, node, attached at)
 pub(crate) type Found = Vec<(String, String, SystemTime)>;
 
-/// Lists every PV (paginated) and keeps those of `driver`: each one's
-/// handle goes into the index, and each one whose `attached-node` is set
-/// becomes an attachment. `attached-at` missing or unparseable → now, with a
-/// warning. A handle claimed by two PVs keeps the first PV listed.
+/// Lists every PV (paginated, one page in memory at a time) and keeps
+/// those of `driver`: each one whose `attached-node` is set becomes an
+/// attachment, and each one whose name differs from its handle goes into
+/// the index. `attached-at` missing or unparseable → now, with a warning.
+/// A handle claimed by two PVs keeps the first PV listed.
 pub(crate) fn scan(
     client: &kube::Client,
     driver: &str,
 ) -> Result<(Found, HashMap<String, String>, RebuildReport), kube::Error> {
     log::info!("Rebuilding attachment state from PersistentVolumes");
-    let listed = client.list_pvs()?;
-    let mut report = RebuildReport {
-        scanned: listed.items.len() + listed.skipped.len(),
-        ..Default::default()
-    };
-    report.skipped = listed.skipped;
-    let mut index: HashMap<String, String> = HashMap::new();
-    let mut found = Found::new();
+    let mut scan = Scan::default();
     let now = SystemTime::now();
-    for pv in listed.items {
-        if pv.driver != driver {
-            continue;
+    client.visit_pvs(|visit| match visit {
+        kube::Visit::Restart => scan = Scan::default(),
+        kube::Visit::Skipped(name) => {
+            scan.report.scanned += 1;
+            scan.report.skipped.push(name);
         }
-        report.ours += 1;
+        kube::Visit::Item(pv) => scan.take(pv, driver, now),
+    })?;
+    scan.report.recovered = scan.found.len();
+    Ok((scan.found, scan.index, scan.report))
+}
+
+#[derive(Default)]
+struct Scan {
+    found: Found,
+    index: HashMap<String, String>,
+    /// Hashes of the handles seen, to spot duplicates without keeping
+    /// every handle (a 64-bit collision would cost a spurious skip).
+    handles: HashSet<u64>,
+    report: RebuildReport,
+}
+
+impl Scan {
+    fn take(&mut self, pv: kube::PvSummary, driver: &str, now: SystemTime) {
+        self.report.scanned += 1;
+        if pv.driver != driver {
+            return;
+        }
+        self.report.ours += 1;
         if pv.volume_handle.is_empty() {
             log::warn!(
                 "PersistentVolume {} of {driver} has no volume handle; ignored",
                 pv.name
             );
-            report.skipped.push(pv.name);
-            continue;
+            self.report.skipped.push(pv.name);
+            return;
         }
-        if let Some(first) = index.get(&pv.volume_handle) {
+        let key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            pv.volume_handle.hash(&mut h);
+            h.finish()
+        };
+        if !self.handles.insert(key) {
             log::warn!(
-                "PersistentVolumes {first} and {} share volume handle {}; keeping {first}",
+                "PersistentVolume {} repeats volume handle {} of a PV listed before it; ignored",
                 pv.name,
                 pv.volume_handle
             );
-            report.skipped.push(pv.name);
-            continue;
+            self.report.skipped.push(pv.name);
+            return;
         }
-        index.insert(pv.volume_handle.clone(), pv.name.clone());
+        if pv.name != pv.volume_handle {
+            self.index.insert(pv.volume_handle.clone(), pv.name.clone());
+        }
         let Some(node) = pv.annotations.get(ATTACHED_NODE).filter(|n| !n.is_empty()) else {
-            continue;
+            return;
         };
         let at = match pv
             .annotations
@@ -95,8 +124,6 @@ pub(crate) fn scan(
             "Rebuilt attachment: volume={}, node={node}",
             pv.volume_handle
         );
-        found.push((pv.volume_handle, node.clone(), at));
+        self.found.push((pv.volume_handle, node.clone(), at));
     }
-    report.recovered = found.len();
-    Ok((found, index, report))
 }

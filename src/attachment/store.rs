@@ -1,10 +1,11 @@
 //! Where attachments are written: the annotations of the volume's
 //! PersistentVolume, updated with a compare-and-set PUT.
 //!
-//! A PV is found by volume handle through an index built by rebuild (a
-//! statically provisioned PV's name may differ from its handle). A handle
-//! the index does not know is tried as a PV name, and when that finds no PV
-//! of ours, one rate-limited re-list refreshes the index.
+//! A PV is found by volume handle. Most PVs are named after their handle
+//! (dynamic provisioning), so the handle is tried as a PV name; the index
+//! built by rebuild holds only the PVs whose name differs (static
+//! provisioning). When neither finds a PV of ours, one rate-limited re-list
+//! refreshes the index before the volume is declared unknown.
 
 use std::{
     collections::HashMap,
@@ -39,7 +40,7 @@ pub(crate) enum Claim {
         node: String,
         at: Option<SystemTime>,
     },
-    /// The PV the index knew disappeared: nothing written.
+    /// The PV disappeared between our read and our write: nothing written.
     Vanished,
 }
 
@@ -60,7 +61,8 @@ impl From<kube::Error> for StoreError {
 pub(crate) struct PvStore {
     client: kube::Client,
     driver: String,
-    /// Scope: lookups and inserts of handle → PV name; never held across a call.
+    /// Handle → PV name, for PVs whose name differs from their handle.
+    /// Scope: lookups and inserts; never held across a call.
     index: Mutex<HashMap<String, String>>,
     /// Scope: reading and stamping the last re-list time.
     last_relist: Mutex<Option<Instant>>,
@@ -84,28 +86,34 @@ impl PvStore {
         &self.driver
     }
 
-    /// Replaces the handle → PV name index (rebuild does this).
+    /// Replaces the index (rebuild does this).
     pub(crate) fn set_index(&self, index: HashMap<String, String>) {
         *self.index.lock().expect("pv index lock poisoned") = index;
     }
 
     /// Writes `node` and `at` onto the PV of `volume`, unless its annotations
     /// already name a node. Conflicts re-read and retry (client-go
-    /// DefaultRetry); exhausted → `Api(Conflict)`, nothing written.
+    /// DefaultRetry); exhausted → `Api(Conflict)`, nothing written. No PV of
+    /// ours for the handle → `UnknownVolume`.
     pub(crate) fn claim(
         &self,
         volume: &str,
         node: &str,
         at: SystemTime,
     ) -> Result<Claim, StoreError> {
-        let (name, indexed) = self.resolve(volume)?;
         let stamp = timestamp::format_micros(at);
-        let r = retry_on_conflict(
-            || -> Result<Claim, kube::Error> {
-                let mut pv = match self.client.get_pv(&name) {
-                    Err(e) if e.is_not_found() => return Ok(Claim::Vanished),
-                    other => other?,
+        let mut first = true;
+        retry_on_conflict(
+            || -> Result<Claim, StoreError> {
+                let Some((name, mut pv)) = self.fetch(volume)? else {
+                    // Gone after a conflict: it vanished during this call.
+                    return if std::mem::take(&mut first) {
+                        Err(StoreError::UnknownVolume)
+                    } else {
+                        Ok(Claim::Vanished)
+                    };
                 };
+                first = false;
                 let annotations = annotations_mut(&mut pv);
                 let holder = annotations
                     .get(ATTACHED_NODE)
@@ -129,35 +137,25 @@ impl PvStore {
                 match self.client.replace_pv(&name, &pv) {
                     Ok(_) => Ok(Claim::Written),
                     Err(e) if e.is_not_found() => Ok(Claim::Vanished),
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.into()),
                 }
             },
-            kube::Error::is_conflict,
-        )?;
-        if r == Claim::Vanished && !indexed {
-            return Err(StoreError::UnknownVolume);
-        }
-        Ok(r)
+            |e| matches!(e, StoreError::Api(k) if k.is_conflict()),
+        )
     }
 
-    /// Removes both annotations from the PV of `volume` if they name one of
-    /// `nodes` (`None`: any node). Returns the node that was cleared, if any.
-    /// A missing PV or a volume not ours is nothing to clear.
+    /// Removes both annotations from the PV of `volume` if they name `node`
+    /// (`None`: any node). Returns the node that was cleared, if any. A
+    /// missing PV, or a volume not ours, is nothing to clear.
     pub(crate) fn release(
         &self,
         volume: &str,
-        nodes: Option<&str>,
+        node: Option<&str>,
     ) -> Result<Option<String>, kube::Error> {
-        let name = match self.resolve(volume) {
-            Ok((name, _)) => name,
-            Err(StoreError::UnknownVolume) => return Ok(None),
-            Err(StoreError::Api(e)) => return Err(e),
-        };
-        retry_on_conflict(
-            || {
-                let mut pv = match self.client.get_pv(&name) {
-                    Err(e) if e.is_not_found() => return Ok(None),
-                    other => other?,
+        let r = retry_on_conflict(
+            || -> Result<Option<String>, StoreError> {
+                let Some((name, mut pv)) = self.fetch(volume)? else {
+                    return Ok(None);
                 };
                 let annotations = annotations_mut(&mut pv);
                 let holder = annotations
@@ -165,7 +163,7 @@ impl PvStore {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
-                let ours = !holder.is_empty() && nodes.is_none_or(|n| n == holder);
+                let ours = !holder.is_empty() && node.is_none_or(|n| n == holder);
                 // An `attached-at` without `attached-node` is our debris too.
                 let debris = holder.is_empty() && annotations.contains_key(ATTACHED_AT);
                 if !ours && !debris {
@@ -176,44 +174,68 @@ impl PvStore {
                 match self.client.replace_pv(&name, &pv) {
                     Ok(_) => Ok(Some(holder)),
                     Err(e) if e.is_not_found() => Ok(None),
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.into()),
                 }
             },
-            kube::Error::is_conflict,
-        )
+            |e| matches!(e, StoreError::Api(k) if k.is_conflict()),
+        );
+        match r {
+            Ok(cleared) => Ok(cleared),
+            Err(StoreError::UnknownVolume) => Ok(None),
+            Err(StoreError::Api(e)) => Err(e),
+        }
     }
 
-    /// The PV name for a handle, and whether it came from the index. A
-    /// handle the index does not know is looked up by name (the common
-    /// dynamically provisioned case, where name and handle agree); if no PV
-    /// of ours answers to it, the index is refreshed by one re-list.
-    fn resolve(&self, volume: &str) -> Result<(String, bool), StoreError> {
-        if let Some(name) = self.lookup(volume) {
-            return Ok((name, true));
+    /// GETs the PV of `volume`: by the index's name, else by the handle as
+    /// a name. When that finds no PV of ours, a re-list (at most one per
+    /// [`RELIST_EVERY`]) refreshes the index and the lookup is tried once
+    /// more. `None`: no PV of this driver carries the handle.
+    fn fetch(&self, volume: &str) -> Result<Option<(String, Value)>, kube::Error> {
+        let indexed = self.lookup(volume);
+        if let Some(found) = self.get_ours(volume, indexed.as_deref().unwrap_or(volume))? {
+            return Ok(Some(found));
         }
-        match self.client.get_pv(volume) {
-            Ok(pv) if self.is_ours(&pv, volume) => {
-                self.learn(volume, volume);
-                return Ok((volume.to_string(), true));
+        if !self.relist_allowed() {
+            return Ok(None);
+        }
+        self.refresh_index()?;
+        match self.lookup(volume) {
+            Some(name) if Some(&name) != indexed.as_ref() => self.get_ours(volume, &name),
+            _ => Ok(None),
+        }
+    }
+
+    fn get_ours(&self, volume: &str, name: &str) -> Result<Option<(String, Value)>, kube::Error> {
+        if !kube::is_valid_name(name) {
+            return Ok(None);
+        }
+        match self.client.get_pv(name) {
+            Ok(pv) if self.is_ours(&pv, volume) => Ok(Some((name.to_string(), pv))),
+            Ok(_) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn refresh_index(&self) -> Result<(), kube::Error> {
+        let mut found = Vec::new();
+        self.client.visit_pvs(|visit| match visit {
+            kube::Visit::Restart => found.clear(),
+            kube::Visit::Item(pv) => {
+                if pv.driver == self.driver
+                    && !pv.volume_handle.is_empty()
+                    && pv.name != pv.volume_handle
+                {
+                    found.push((pv.volume_handle, pv.name));
+                }
             }
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
+            kube::Visit::Skipped(_) => {}
+        })?;
+        let mut index = self.index.lock().expect("pv index lock poisoned");
+        for (handle, name) in found {
+            index.entry(handle).or_insert(name);
         }
-        if self.relist_allowed() {
-            let listed = self.client.list_pvs()?;
-            let mut index = self.index.lock().expect("pv index lock poisoned");
-            for pv in listed
-                .items
-                .into_iter()
-                .filter(|p| p.driver == self.driver && !p.volume_handle.is_empty())
-            {
-                index.entry(pv.volume_handle).or_insert(pv.name);
-            }
-        }
-        self.lookup(volume)
-            .map(|n| (n, true))
-            .ok_or(StoreError::UnknownVolume)
+        Ok(())
     }
 
     fn lookup(&self, volume: &str) -> Option<String> {
@@ -222,13 +244,6 @@ impl PvStore {
             .expect("pv index lock poisoned")
             .get(volume)
             .cloned()
-    }
-
-    fn learn(&self, volume: &str, name: &str) {
-        self.index
-            .lock()
-            .expect("pv index lock poisoned")
-            .insert(volume.to_string(), name.to_string());
     }
 
     fn relist_allowed(&self) -> bool {

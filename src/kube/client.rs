@@ -163,14 +163,21 @@ impl Client {
     /// continue token (410) restarts the list from the beginning, so the
     /// result is one consistent snapshot without duplicates or gaps. Items
     /// that do not decode (hostile or corrupt objects) are skipped with a
-    /// warning and counted in the result.
+    /// warning and named in the result.
     pub fn list_pvs(&self) -> Result<Listed<PvSummary>, Error> {
-        self.list("/api/v1/persistentvolumes")
+        self.collect("/api/v1/persistentvolumes")
+    }
+
+    /// Like [`Client::list_pvs`], one item at a time, so that only what the
+    /// caller keeps stays in memory. On [`Visit::Restart`] the caller drops
+    /// what it gathered: the list starts over.
+    pub fn visit_pvs(&self, visit: impl FnMut(Visit<PvSummary>)) -> Result<u32, Error> {
+        self.visit("/api/v1/persistentvolumes", visit)
     }
 
     /// Every VolumeAttachment, as summaries; paging as [`Client::list_pvs`].
     pub fn list_volume_attachments(&self) -> Result<Listed<VolumeAttachmentSummary>, Error> {
-        self.list("/apis/storage.k8s.io/v1/volumeattachments")
+        self.collect("/apis/storage.k8s.io/v1/volumeattachments")
     }
 
     /// Whether the Node exists: 404 → `Ok(false)`.
@@ -205,15 +212,34 @@ impl Client {
             .map(|v| v.git_version)
     }
 
-    fn list<T: DeserializeOwned>(&self, path: &str) -> Result<Listed<T>, Error> {
+    fn collect<T: DeserializeOwned>(&self, path: &str) -> Result<Listed<T>, Error> {
+        let mut out = Listed {
+            items: Vec::new(),
+            skipped: Vec::new(),
+            pages: 0,
+        };
+        out.pages = self.visit(path, |v| match v {
+            Visit::Restart => {
+                out.items.clear();
+                out.skipped.clear();
+            }
+            Visit::Item(item) => out.items.push(item),
+            Visit::Skipped(name) => out.skipped.push(name),
+        })?;
+        Ok(out)
+    }
+
+    /// Pages through `path`, handing each item to `visit`; returns the
+    /// number of pages read in the pass that completed.
+    fn visit<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        mut visit: impl FnMut(Visit<T>),
+    ) -> Result<u32, Error> {
         let limit = self.inner.opts.page_size.max(1);
         let mut restarts = 0u32;
         'restart: loop {
-            let mut out = Listed {
-                items: Vec::new(),
-                skipped: Vec::new(),
-                pages: 0,
-            };
+            let mut pages = 0;
             let mut cont = String::new();
             loop {
                 let mut url = format!("{path}?limit={limit}");
@@ -230,6 +256,7 @@ impl Client {
                             "list {path}: continue token expired ({}); restarting the list",
                             s.message
                         );
+                        visit(Visit::Restart);
                         continue 'restart;
                     }
                     Err(e) => return Err(e),
@@ -238,15 +265,18 @@ impl Client {
                     Error::Decode(m) => Error::Decode(format!("list {path}: {m}")),
                     other => other,
                 })?;
-                out.pages += 1;
-                for name in &page.skipped {
+                drop(bytes);
+                pages += 1;
+                for name in page.skipped {
                     log::warn!("list {path}: skipping {name:?}: not a well-formed object");
+                    visit(Visit::Skipped(name));
                 }
-                out.items.extend(page.items);
-                out.skipped.extend(page.skipped);
+                page.items
+                    .into_iter()
+                    .for_each(|item| visit(Visit::Item(item)));
                 match page.next {
                     Some(next) => cont = next,
-                    None => return Ok(out),
+                    None => return Ok(pages),
                 }
             }
         }
@@ -410,6 +440,17 @@ pub fn decode_page<T: DeserializeOwned>(bytes: &[u8]) -> Result<Page<T>, Error> 
     Ok(page)
 }
 
+/// What a paged LIST hands its visitor.
+#[derive(Debug)]
+pub enum Visit<T> {
+    /// The list starts over (its continue token expired): forget what
+    /// was visited so far.
+    Restart,
+    Item(T),
+    /// An item that did not decode, by name (or `<unnamed>`).
+    Skipped(String),
+}
+
 /// A LIST result: the items that decoded, and the names of those that did not.
 #[derive(Debug)]
 pub struct Listed<T> {
@@ -475,17 +516,20 @@ fn pem_certs(pem: &[u8], field: &str) -> Result<Vec<Certificate<'static>>, Error
     Ok(certs)
 }
 
-/// Object names go into URL paths: refuse what could not be a Kubernetes
-/// name rather than escape it into a different request.
-fn segment(name: &str) -> Result<&str, Error> {
-    let ok = !name.is_empty()
+/// Whether `name` can be an object name in a URL path: what could not be
+/// one is refused rather than escaped into a different request.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 253
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'))
         && name != "."
-        && name != "..";
-    if ok {
+        && name != ".."
+}
+
+fn segment(name: &str) -> Result<&str, Error> {
+    if is_valid_name(name) {
         Ok(name)
     } else {
         Err(Error::Config(format!(

@@ -14,7 +14,9 @@ mod error;
 mod objects;
 mod ratelimit;
 
-pub use client::{decode_page, retry_on_conflict, Client, ClientOptions, Listed, Page};
+pub use client::{
+    decode_page, is_valid_name, retry_on_conflict, Client, ClientOptions, Listed, Page, Visit,
+};
 pub use config::{ClientIdentity, Config, Credential, SERVICE_ACCOUNT_DIR};
 pub use error::{Error, Status};
 pub use objects::{PvSummary, VolumeAttachmentSummary};
