@@ -236,7 +236,7 @@ fn kubectl() -> Option<Command> {
 fn stock_kubectl_gets_annotates_edits_and_deletes() {
     let Some(_) = kubectl() else { return };
     let dir = TempDir::new("kubectl");
-    let (emu, kc) = emulator(dir.path());
+    let (emu, kc) = emulator_unrestricted(dir.path());
     emu.create("persistentvolumes", pv("pv-1", "pv-1", DRIVER))
         .unwrap();
     let run = |args: &[&str]| {

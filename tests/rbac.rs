@@ -6,26 +6,15 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use kube_emulator::{Emulator, RequestRecord, Rule};
+use kube_emulator::{RequestRecord, Rule};
 use support::*;
-
-const ROLE: &str = "rds-csi-controller";
-
-fn deploy_rules() -> Vec<Rule> {
-    let yaml = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/kubernetes/rbac.yaml"
-    ))
-    .unwrap();
-    Emulator::rules_from_cluster_role(&yaml, ROLE).unwrap()
-}
 
 /// Everything the binary does against the API: rebuild, publish (incl. a
 /// PV created after startup and an unknown volume), unpublish, and a
 /// restart. Returns the requests the emulator saw.
 fn workload(rules: Vec<Rule>) -> Vec<RequestRecord> {
     let dir = TempDir::new("rbac");
-    let (emu, kc) = emulator(dir.path());
+    let (emu, kc) = emulator_unrestricted(dir.path());
     emu.create("persistentvolumes", pv("vol-1", "vol-1", DRIVER))
         .unwrap();
     emu.create("nodes", node("node-1")).unwrap();

@@ -260,8 +260,17 @@ pub fn node(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
 }
 
-/// An emulator (TLS, token auth) with a kubeconfig for it in `dir`.
+/// An emulator (TLS, token auth) with a kubeconfig for it in `dir`,
+/// enforcing the controller's ClusterRole from `deploy/`: every
+/// integration test through the binary also proves that role sufficient.
 pub fn emulator(dir: &Path) -> (kube_emulator::Emulator, PathBuf) {
+    let (emu, kc) = emulator_unrestricted(dir);
+    emu.set_rbac(Some(deploy_rules()));
+    (emu, kc)
+}
+
+/// An emulator that allows every request (for kubectl).
+pub fn emulator_unrestricted(dir: &Path) -> (kube_emulator::Emulator, PathBuf) {
     let emu = kube_emulator::Emulator::start(kube_emulator::Options {
         port: 0,
         tls: true,
@@ -270,6 +279,16 @@ pub fn emulator(dir: &Path) -> (kube_emulator::Emulator, PathBuf) {
     .unwrap();
     let kc = emu.write_kubeconfig(dir).unwrap();
     (emu, kc)
+}
+
+/// The rules of `ClusterRole/rds-csi-controller` in deploy/kubernetes/rbac.yaml.
+pub fn deploy_rules() -> Vec<kube_emulator::Rule> {
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes/rbac.yaml"
+    ))
+    .unwrap();
+    kube_emulator::Emulator::rules_from_cluster_role(&yaml, "rds-csi-controller").unwrap()
 }
 
 pub fn annotation(emu: &kube_emulator::Emulator, pv: &str, key: &str) -> Option<String> {
