@@ -324,3 +324,73 @@ fn stock_kubectl_gets_annotates_edits_and_deletes() {
     let (ok, out, _) = run(&["get", "pv", "pv-1"]);
     assert!(!ok && out.is_empty());
 }
+
+#[test]
+fn watch_streams_events_after_a_resource_version() {
+    use std::io::{BufRead, BufReader};
+    let emu = plain();
+    emu.create("persistentvolumes", pv("pv-old", "h", DRIVER))
+        .unwrap();
+    let rv = emu.resource_version();
+    let url = format!(
+        "{}/api/v1/persistentvolumes?watch=true&resourceVersion={rv}&timeoutSeconds=5",
+        emu.url()
+    );
+    let reader = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let resp = agent.get(&url).call().unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let mut events = Vec::new();
+        for line in BufReader::new(resp.into_body().into_reader()).lines() {
+            let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            events.push((
+                v["type"].as_str().unwrap().to_string(),
+                v["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            ));
+            if events.len() == 3 {
+                break;
+            }
+        }
+        events
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    emu.create("persistentvolumes", pv("pv-new", "h", DRIVER))
+        .unwrap();
+    emu.modify("persistentvolumes", "pv-new", |p| {
+        p["metadata"]["labels"] = json!({"a": "b"})
+    });
+    emu.create("nodes", node("not-a-pv")).unwrap();
+    emu.modify("persistentvolumes", "pv-old", |p| {
+        p["metadata"]["labels"] = json!({"a": "c"})
+    });
+    let events = reader.join().unwrap();
+    assert_eq!(
+        events,
+        vec![
+            ("ADDED".to_string(), "pv-new".to_string()),
+            ("MODIFIED".to_string(), "pv-new".to_string()),
+            ("MODIFIED".to_string(), "pv-old".to_string()),
+        ]
+    );
+    // A resourceVersion older than the kept history: an ERROR event with a 410 Status.
+    let url = format!(
+        "{}/api/v1/persistentvolumes?watch=1&resourceVersion=1&timeoutSeconds=1",
+        emu.url()
+    );
+    let body = ureq::get(&url)
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    let event: Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+    assert_eq!(event["type"], "ERROR");
+    assert_eq!(event["object"]["code"], 410);
+    assert_eq!(event["object"]["reason"], "Expired");
+}
