@@ -66,17 +66,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn burst_passes_then_calls_are_spaced_by_qps() {
+    fn calls_beyond_the_burst_wait_for_tokens() {
         let rl = RateLimiter::new(100.0, 3);
         let start = Instant::now();
-        for _ in 0..3 {
+        for _ in 0..8 {
             rl.acquire();
         }
-        assert!(start.elapsed() < Duration::from_millis(5));
-        for _ in 0..5 {
+        // Three from the burst, five refilled at 100/s: at least ~50 ms.
+        assert!(
+            start.elapsed() >= Duration::from_millis(45),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn zero_qps_never_waits() {
+        let rl = RateLimiter::new(0.0, 1);
+        for _ in 0..10_000 {
             rl.acquire();
         }
-        // Five tokens beyond the burst at 100/s need at least ~50 ms.
-        assert!(start.elapsed() >= Duration::from_millis(45));
+        assert!(
+            rl.bucket.lock().unwrap().tokens >= 1.0,
+            "the bucket is not even touched"
+        );
     }
 }
