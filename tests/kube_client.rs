@@ -566,3 +566,36 @@ fn no_log_line_carries_a_token_at_trace_level() {
         );
     }
 }
+
+#[test]
+fn volume_attachments_are_listed_as_summaries() {
+    let emu = tls_emulator();
+    for i in 0..5 {
+        emu.create(
+            "volumeattachments",
+            json!({"metadata": {"name": format!("csi-{i}")},
+                   "spec": {"attacher": DRIVER, "nodeName": format!("node-{i}"), "source": {"persistentVolumeName": format!("pv-{i}")}},
+                   "status": {"attached": i % 2 == 0}}),
+        )
+        .unwrap();
+    }
+    let opts = ClientOptions {
+        page_size: 2,
+        ..Default::default()
+    };
+    let c = Client::new(&config(&emu, Credential::Token(TOKEN.into())), opts).unwrap();
+    let listed = c.list_volume_attachments().unwrap();
+    assert_eq!(listed.pages, 3);
+    assert_eq!(listed.items.len(), 5);
+    let third = &listed.items[2];
+    assert_eq!(
+        (
+            third.name.as_str(),
+            third.node_name.as_str(),
+            third.pv_name.as_str()
+        ),
+        ("csi-2", "node-2", "pv-2")
+    );
+    assert!(third.attached && !listed.items[1].attached);
+    assert_eq!(third.attacher, DRIVER);
+}
