@@ -433,9 +433,15 @@ fn publish_path(dir: &Path, bin: &Path) {
     let n = 2 * (samples + threads * per_thread + 10);
     let (emu, kc) = seeded(dir, n, false);
     let (c, _) = start_controller(bin, dir, Some(&kc), "publish");
-    let (_, ctl) = clients(&c.socket);
+    let (id, ctl) = clients(&c.socket);
     let opt = || CallOption::default().timeout(Duration::from_secs(10));
     let vol = |i: usize| format!("pvc-{:07}", 2 * i);
+    let mut probe = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t = Instant::now();
+        id.probe_opt(&csi::ProbeRequest::new(), opt()).unwrap();
+        probe.push(t.elapsed());
+    }
     ctl.controller_publish_volume_opt(&publish_request(&vol(0), "node-1"), opt())
         .unwrap();
 
@@ -502,6 +508,7 @@ fn publish_path(dir: &Path, bin: &Path) {
     let (p50, p99) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
     let (put50, put99) = (percentile(&mut put, 0.5), percentile(&mut put, 0.99));
     let get50 = percentile(&mut get, 0.5);
+    let probe50 = percentile(&mut probe, 0.5);
     println!("| measure | value |\n|---|---|");
     println!("| API requests per uncontended Publish | {per_publish} |");
     println!(
@@ -526,6 +533,8 @@ fn publish_path(dir: &Path, bin: &Path) {
     println!("| throughput, {threads} clients on distinct volumes | {rate:.0} Publish/s |");
 }
 
+/// Measured on the shipped binary (`--binary`) when given: its allocator
+/// and linking are what an edge node pays for.
 fn footprint(dir: &Path, o: &BenchOpts) {
     let bin = o.binary.clone().unwrap_or_else(|| o.controller.clone());
     let size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
@@ -537,7 +546,7 @@ fn footprint(dir: &Path, o: &BenchOpts) {
     );
 
     let (emu, kc) = seeded(dir, 0, false);
-    let (c, _) = start_controller(&o.controller, dir, Some(&kc), "idle");
+    let (c, _) = start_controller(&bin, dir, Some(&kc), "idle");
     std::thread::sleep(Duration::from_millis(300));
     println!(
         "| idle RSS (0 PVs) | {:.1} MiB |",
@@ -563,7 +572,7 @@ fn footprint(dir: &Path, o: &BenchOpts) {
     let kc = emu
         .write_kubeconfig(&dir.join("kc-100k-held").tap_mkdir())
         .unwrap();
-    let (c, _) = start_controller(&o.controller, dir, Some(&kc), "held");
+    let (c, _) = start_controller(&bin, dir, Some(&kc), "held");
     std::thread::sleep(Duration::from_millis(300));
     println!(
         "| RSS holding {} attachments | {:.1} MiB |",
@@ -576,7 +585,7 @@ fn footprint(dir: &Path, o: &BenchOpts) {
     let (emu, kc) = seeded(dir, o.exec_pvs, true);
     let mut times: Vec<f64> = (0..o.runs.max(3))
         .map(|i| {
-            let (_c, t) = start_controller(&o.controller, dir, Some(&kc), &format!("exec{i}"));
+            let (_c, t) = start_controller(&bin, dir, Some(&kc), &format!("exec{i}"));
             t.as_secs_f64() * 1000.0
         })
         .collect();

@@ -258,21 +258,28 @@ impl AttachmentManager {
         let Some(store) = &self.store else {
             return Ok(RebuildReport::default());
         };
-        let (found, index, report) = rebuild::scan(store.client(), store.driver())?;
+        // Built aside and swapped in whole: the lock is not held while listing.
+        let mut rebuilt = State::default();
+        let (index, report) =
+            rebuild::scan(store.client(), store.driver(), |restart| match restart {
+                rebuild::Found::Restart => rebuilt = State::default(),
+                rebuild::Found::Attachment { volume, node, at } => {
+                    let node = rebuilt.intern(node);
+                    rebuilt.attachments.insert(
+                        volume,
+                        AttachmentState {
+                            node,
+                            attached_at: at,
+                        },
+                    );
+                }
+            })?;
         store.set_index(index);
-        let mut state = self.lock();
-        state.attachments.clear();
-        for (volume, node, at) in found {
-            let node = state.intern(&node);
-            state.attachments.insert(
-                volume,
-                AttachmentState {
-                    node,
-                    attached_at: at,
-                },
-            );
+        {
+            let mut state = self.lock();
+            state.attachments = rebuilt.attachments;
+            state.nodes = rebuilt.nodes;
         }
-        drop(state);
         log::info!(
             "State rebuild complete: {} attachments recovered",
             report.recovered

@@ -26,8 +26,16 @@ pub struct RebuildReport {
     pub skipped: Vec<String>,
 }
 
-/// (volume handle, node, attached at)
-pub(crate) type Found = Vec<(String, String, SystemTime)>;
+/// What a scan hands its caller, as it goes.
+pub(crate) enum Found<'a> {
+    /// The list starts over: forget the attachments found so far.
+    Restart,
+    Attachment {
+        volume: String,
+        node: &'a str,
+        at: SystemTime,
+    },
+}
 
 /// Lists every PV (paginated, one page in memory at a time) and keeps
 /// those of `driver`: each one whose `attached-node` is set becomes an
@@ -37,25 +45,27 @@ pub(crate) type Found = Vec<(String, String, SystemTime)>;
 pub(crate) fn scan(
     client: &kube::Client,
     driver: &str,
-) -> Result<(Found, HashMap<String, String>, RebuildReport), kube::Error> {
+    mut found: impl FnMut(Found<'_>),
+) -> Result<(HashMap<String, String>, RebuildReport), kube::Error> {
     log::info!("Rebuilding attachment state from PersistentVolumes");
     let mut scan = Scan::default();
     let now = SystemTime::now();
     client.visit_pvs(|visit| match visit {
-        kube::Visit::Restart => scan = Scan::default(),
+        kube::Visit::Restart => {
+            scan = Scan::default();
+            found(Found::Restart);
+        }
         kube::Visit::Skipped(name) => {
             scan.report.scanned += 1;
             scan.report.skipped.push(name);
         }
-        kube::Visit::Item(pv) => scan.take(pv, driver, now),
+        kube::Visit::Item(pv) => scan.take(pv, driver, now, &mut found),
     })?;
-    scan.report.recovered = scan.found.len();
-    Ok((scan.found, scan.index, scan.report))
+    Ok((scan.index, scan.report))
 }
 
 #[derive(Default)]
 struct Scan {
-    found: Found,
     index: HashMap<String, String>,
     /// Hashes of the handles seen, to spot duplicates without keeping
     /// every handle (a 64-bit collision would cost a spurious skip).
@@ -64,7 +74,13 @@ struct Scan {
 }
 
 impl Scan {
-    fn take(&mut self, pv: kube::PvSummary, driver: &str, now: SystemTime) {
+    fn take(
+        &mut self,
+        pv: kube::PvSummary,
+        driver: &str,
+        now: SystemTime,
+        found: &mut impl FnMut(Found<'_>),
+    ) {
         self.report.scanned += 1;
         if pv.driver != driver {
             return;
@@ -124,6 +140,11 @@ impl Scan {
             "Rebuilt attachment: volume={}, node={node}",
             pv.volume_handle
         );
-        self.found.push((pv.volume_handle, node.clone(), at));
+        self.report.recovered += 1;
+        found(Found::Attachment {
+            volume: pv.volume_handle,
+            node,
+            at,
+        });
     }
 }
