@@ -530,6 +530,10 @@ fn publish_path(dir: &Path, bin: &Path) {
         "| Publish p50 − (GET p50 + PUT p50) | {} µs |",
         p50.as_micros() as i128 - (get50 + put50).as_micros() as i128
     );
+    println!(
+        "| Probe p50 (gRPC round trip and worker hand-off alone) | {} µs |",
+        probe50.as_micros()
+    );
     println!("| throughput, {threads} clients on distinct volumes | {rate:.0} Publish/s |");
 }
 
