@@ -77,9 +77,8 @@ const VOLUME_WAIT: Duration = Duration::from_secs(30);
 /// Calls on one volume run one at a time, so a second call sees the first
 /// one's final outcome; calls on different volumes run in parallel. The map
 /// changes only after the PV write succeeded, so no caller ever observes an
-/// attachment that is then rolled back (the seed's "roll back on persist
-/// failure", without the window). Without a Kubernetes client the map
-/// lives in memory only.
+/// attachment that is then rolled back: a failed write leaves the map as it
+/// was. Without a Kubernetes client the map lives in memory only.
 pub struct AttachmentManager {
     /// Scope: map reads and writes and the busy set; released before any
     /// Kubernetes call.
