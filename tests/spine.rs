@@ -182,6 +182,7 @@ fn invalid_flags_exit_2_with_usage() {
         &["--driver-name", "has_underscore.example"],
         &["--driver-name", &"a".repeat(64)],
         &["--endpoint", "tcp://nowhere"],
+        &["--endpoint", "tcp://0.0.0.0:9000"],
     ] {
         let out = command(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -202,4 +203,34 @@ fn version_and_help_exit_zero() {
     let out = command(&["--help"]).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--queue-depth"));
+}
+
+#[test]
+fn serves_on_loopback_tcp_for_debugging() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = command(&["--endpoint", &format!("tcp://127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let env = std::sync::Arc::new(grpcio::EnvBuilder::new().cq_count(1).build());
+    let ch = grpcio::ChannelBuilder::new(env).connect(&format!("127.0.0.1:{port}"));
+    let identity = rds_csi_controller::proto::csi_grpc::IdentityClient::new(ch);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        let opt = grpcio::CallOption::default().timeout(Duration::from_secs(2));
+        match identity.probe_opt(&csi::ProbeRequest::new(), opt) {
+            Ok(r) => break r.get_ready().get_value(),
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready);
 }

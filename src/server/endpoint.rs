@@ -23,10 +23,16 @@ impl Endpoint {
     /// or `tcp://127.0.0.1:PORT`.
     pub fn parse(s: &str) -> Result<Endpoint, String> {
         if let Some(addr) = s.strip_prefix("tcp://") {
-            return addr
+            let addr = addr
                 .parse::<SocketAddr>()
-                .map(Endpoint::Tcp)
-                .map_err(|_| format!("{s:?}: expected tcp://IP:PORT"));
+                .map_err(|_| format!("{s:?}: expected tcp://IP:PORT"))?;
+            // Plaintext gRPC: never on a network, only for local debugging.
+            if !addr.ip().is_loopback() {
+                return Err(format!(
+                    "{s:?}: tcp endpoints are for local debugging and must be loopback"
+                ));
+            }
+            return Ok(Endpoint::Tcp(addr));
         }
         let path = s
             .strip_prefix("unix://")
@@ -115,6 +121,10 @@ mod tests {
             Endpoint::Tcp("127.0.0.1:9000".parse().unwrap())
         );
         assert!(Endpoint::parse("tcp://localhost").is_err());
+        assert!(Endpoint::parse("tcp://0.0.0.0:9000")
+            .unwrap_err()
+            .contains("loopback"));
+        assert!(Endpoint::parse("tcp://[::1]:9000").is_ok());
         assert!(Endpoint::parse("").is_err());
         assert!(Endpoint::parse("http://x").is_err());
     }
