@@ -350,6 +350,8 @@ fn raw_de(mut reader: MessageReader) -> grpcio::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+// The signature is grpcio's `SerializeFn<Vec<u8>>`.
+#[allow(clippy::ptr_arg)]
 fn raw_ser(bytes: &Vec<u8>, buf: &mut GrpcSlice) -> grpcio::Result<()> {
     *buf = GrpcSlice::from(bytes.clone());
     Ok(())
