@@ -34,15 +34,10 @@ fn main() {
             .get_plugin_info_opt(&csi::GetPluginInfoRequest::new(), opt())
             .map(|r| format!("{} {}", r.get_name(), r.get_vendor_version())),
         ["publish", volume, node] => {
-            let mut mode = csi::VolumeCapability_AccessMode::new();
-            mode.set_mode(csi::VolumeCapability_AccessMode_Mode::SINGLE_NODE_WRITER);
-            let mut cap = csi::VolumeCapability::new();
-            cap.set_block(csi::VolumeCapability_BlockVolume::new());
-            cap.set_access_mode(mode);
-            let mut req = csi::ControllerPublishVolumeRequest::new();
-            req.set_volume_id(volume.to_string());
-            req.set_node_id(node.to_string());
-            req.set_volume_capability(cap);
+            // The controller fences raw block and mounted volumes alike.
+            let mut req = csi::ControllerPublishVolumeRequest::single_node_writer(volume, node);
+            req.mut_volume_capability()
+                .set_block(csi::VolumeCapability_BlockVolume::new());
             controller
                 .controller_publish_volume_opt(&req, opt())
                 .map(|_| format!("published {volume} to {node}"))

@@ -25,3 +25,20 @@ pub mod csi {
 pub mod csi_grpc {
     include!(concat!(env!("OUT_DIR"), "/csi_grpc.rs"));
 }
+
+impl csi::ControllerPublishVolumeRequest {
+    /// Attach `volume` to `node` as a mounted single-node-writer volume:
+    /// what csi-attacher sends for a ReadWriteOnce PV.
+    pub fn single_node_writer(volume: &str, node: &str) -> Self {
+        let mut mode = csi::VolumeCapability_AccessMode::new();
+        mode.set_mode(csi::VolumeCapability_AccessMode_Mode::SINGLE_NODE_WRITER);
+        let mut cap = csi::VolumeCapability::new();
+        cap.set_mount(csi::VolumeCapability_MountVolume::new());
+        cap.set_access_mode(mode);
+        let mut r = Self::new();
+        r.set_volume_id(volume.into());
+        r.set_node_id(node.into());
+        r.set_volume_capability(cap);
+        r
+    }
+}

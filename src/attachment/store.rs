@@ -107,7 +107,7 @@ impl PvStore {
             || -> Result<Claim, StoreError> {
                 let Some((name, mut pv)) = self.fetch(volume)? else {
                     // Gone after a conflict: it vanished during this call.
-                    return if std::mem::take(&mut first) {
+                    return if first {
                         Err(StoreError::UnknownVolume)
                     } else {
                         Ok(Claim::Vanished)

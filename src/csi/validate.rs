@@ -106,19 +106,9 @@ fn map(field: &'static str, m: &HashMap<String, String>) -> Result<(), CsiError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::csi::{VolumeCapability_AccessMode, VolumeCapability_MountVolume};
 
     fn good() -> ControllerPublishVolumeRequest {
-        let mut mode = VolumeCapability_AccessMode::new();
-        mode.set_mode(Mode::SINGLE_NODE_WRITER);
-        let mut cap = VolumeCapability::new();
-        cap.set_mount(VolumeCapability_MountVolume::new());
-        cap.set_access_mode(mode);
-        let mut r = ControllerPublishVolumeRequest::new();
-        r.set_volume_id("vol-1".into());
-        r.set_node_id("node-1".into());
-        r.set_volume_capability(cap);
-        r
+        ControllerPublishVolumeRequest::single_node_writer("vol-1", "node-1")
     }
 
     fn field_of(r: Result<Publish<'_>, CsiError>) -> &'static str {

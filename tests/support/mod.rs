@@ -233,16 +233,7 @@ pub fn code_of(e: grpcio::Error) -> (RpcStatusCode, String) {
 }
 
 pub fn publish_request(volume: &str, node: &str) -> csi::ControllerPublishVolumeRequest {
-    let mut mode = csi::VolumeCapability_AccessMode::new();
-    mode.set_mode(csi::VolumeCapability_AccessMode_Mode::SINGLE_NODE_WRITER);
-    let mut cap = csi::VolumeCapability::new();
-    cap.set_mount(csi::VolumeCapability_MountVolume::new());
-    cap.set_access_mode(mode);
-    let mut r = csi::ControllerPublishVolumeRequest::new();
-    r.set_volume_id(volume.into());
-    r.set_node_id(node.into());
-    r.set_volume_capability(cap);
-    r
+    csi::ControllerPublishVolumeRequest::single_node_writer(volume, node)
 }
 
 /// A PV of `driver` named `name` with volume handle `handle`.
