@@ -26,6 +26,17 @@ Options:
   --kube-api-qps N           client-side rate limit, requests/s (0: off) [default: 50]
   --kube-api-burst N         requests allowed at once above the rate [default: 100]
   --kube-api-timeout DURATION  limit for one Kubernetes API request [default: 15s]
+  --rds-url URL              RouterOS REST API of the RDS: https://HOST[:PORT]
+                             (http:// only for loopback addresses). Without it
+                             the controller only fences attachments; with it
+                             it also creates, deletes and grows volumes
+  --rds-credentials-dir DIR  files username, password and optionally ca.crt
+                             (PEM), re-read after a 401 and every 60s
+                             [default: /etc/rds-csi]
+  --rds-insecure-skip-verify do not verify RDS's TLS certificate
+  --rds-volume-path PATH     where volume files go unless a StorageClass says
+                             volumePath [default: /storage-pool/metal-csi]
+  --rds-timeout DURATION     limit for one RDS request [default: 10s]
   --log-level LEVEL          error, warn, info, debug or trace [env RUST_LOG]
                              [default: info]
   -v, --verbose              same as --log-level debug
@@ -52,12 +63,27 @@ pub struct Args {
     pub kube_api_timeout: Duration,
     /// `None`: take `RUST_LOG`, else info.
     pub log_level: Option<String>,
+    /// `None`: attach-only (no `--rds-url`).
+    pub rds: Option<RdsArgs>,
+}
+
+/// Where RDS is and how to talk to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RdsArgs {
+    /// `scheme://host[:port]`, without a path.
+    pub url: String,
+    /// The host part: the default NVMe/TCP and RDS address of volumes.
+    pub host: String,
+    pub credentials_dir: PathBuf,
+    pub insecure_skip_verify: bool,
+    pub volume_path: String,
+    pub timeout: Duration,
 }
 
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Command {
-    Run(Args),
+    Run(Box<Args>),
     Help,
     Version,
 }
@@ -83,6 +109,16 @@ pub fn parse(
         kube_api_burst: crate::kube::DEFAULT_BURST,
         kube_api_timeout: Duration::from_secs(15),
         log_level: None,
+        rds: None,
+    };
+    let mut rds_url: Option<String> = None;
+    let mut rds = RdsArgs {
+        url: String::new(),
+        host: String::new(),
+        credentials_dir: PathBuf::from("/etc/rds-csi"),
+        insecure_skip_verify: false,
+        volume_path: crate::volume::DEFAULT_VOLUME_PATH.into(),
+        timeout: Duration::from_secs(10),
     };
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
@@ -117,6 +153,15 @@ pub fn parse(
             }
             "--kube-api-burst" => a.kube_api_burst = positive(&flag, &value(&flag)?)? as u32,
             "--kube-api-timeout" => a.kube_api_timeout = duration(&flag, &value(&flag)?)?,
+            "--rds-url" => rds_url = Some(value(&flag)?),
+            "--rds-credentials-dir" => rds.credentials_dir = PathBuf::from(value(&flag)?),
+            "--rds-insecure-skip-verify" => rds.insecure_skip_verify = true,
+            "--rds-volume-path" => {
+                let v = value(&flag)?;
+                crate::volume::check_volume_path(&v).map_err(|e| format!("{flag}: {e}"))?;
+                rds.volume_path = v.trim_end_matches('/').to_string();
+            }
+            "--rds-timeout" => rds.timeout = duration(&flag, &value(&flag)?)?,
             "--log-level" => {
                 let v = value(&flag)?.to_ascii_lowercase();
                 if !["error", "warn", "info", "debug", "trace", "off"].contains(&v.as_str()) {
@@ -135,7 +180,14 @@ pub fn parse(
     if a.kube_api_timeout.is_zero() {
         return Err("--kube-api-timeout must be more than zero".into());
     }
-    Ok(Command::Run(a))
+    if rds.timeout.is_zero() {
+        return Err("--rds-timeout must be more than zero".into());
+    }
+    if let Some(url) = rds_url.filter(|u| !u.is_empty()) {
+        (rds.url, rds.host) = rds_url_parts(&url).map_err(|e| format!("--rds-url {url:?}: {e}"))?;
+        a.rds = Some(rds);
+    }
+    Ok(Command::Run(Box::new(a)))
 }
 
 /// The CSI rule for plugin names: at most 63 characters, alphanumeric at
@@ -158,6 +210,56 @@ pub fn check_driver_name(name: &str) -> Result<(), &'static str> {
         return Err("may contain only letters, digits, '-' and '.'");
     }
     Ok(())
+}
+
+/// Splits `scheme://host[:port][/]` into the URL to use and its host.
+/// `http` only for loopback hosts: the password would travel in clear.
+fn rds_url_parts(url: &str) -> Result<(String, String), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or("must start with https:// (or http:// on loopback)")?;
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        return Err("must be scheme://HOST[:PORT] without a path or user".into());
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (host, rest) = v6.split_once(']').ok_or("has an unclosed '['")?;
+            match rest {
+                "" => (host, None),
+                _ => (
+                    host,
+                    Some(rest.strip_prefix(':').ok_or("has an invalid port")?),
+                ),
+            }
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    if let Some(p) = port {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or("has an invalid port")?;
+    }
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match scheme {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err("plain http is allowed only for loopback addresses; use https".into())
+        }
+        _ => return Err("scheme must be https (or http on loopback)".into()),
+    }
+    Ok((format!("{scheme}://{authority}"), host.to_string()))
 }
 
 fn positive(flag: &str, v: &str) -> Result<usize, String> {
@@ -189,7 +291,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Args, String> {
         match parse(args.iter().map(|s| s.to_string()), |_| None)? {
-            Command::Run(a) => Ok(a),
+            Command::Run(a) => Ok(*a),
             other => panic!("{other:?}"),
         }
     }
@@ -236,6 +338,44 @@ mod tests {
             (&["--driver-name"], "--driver-name needs a value"),
             (&["--log-level", "loud"], "--log-level"),
             (&["--bogus"], "unknown argument"),
+        ] {
+            let e = run(args).unwrap_err();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn rds_flags_parse_and_plain_http_is_loopback_only() {
+        assert_eq!(run(&[]).unwrap().rds, None);
+        let a = run(&["--rds-url", "https://10.0.0.5/", "--rds-timeout", "3s"]).unwrap();
+        let rds = a.rds.unwrap();
+        assert_eq!(
+            (rds.url.as_str(), rds.host.as_str()),
+            ("https://10.0.0.5", "10.0.0.5")
+        );
+        assert_eq!(rds.timeout, Duration::from_secs(3));
+        assert_eq!(rds.credentials_dir, PathBuf::from("/etc/rds-csi"));
+        let rds = run(&[
+            "--rds-url=https://[fd00::5]:8443",
+            "--rds-volume-path=/pool2/k8s/",
+        ])
+        .unwrap()
+        .rds
+        .unwrap();
+        assert_eq!(
+            (rds.host.as_str(), rds.volume_path.as_str()),
+            ("fd00::5", "/pool2/k8s")
+        );
+        assert!(run(&["--rds-url", "http://127.0.0.1:8080"]).is_ok());
+        for (args, needle) in [
+            (&["--rds-url", "http://10.0.0.5"][..], "loopback"),
+            (&["--rds-url", "ftp://10.0.0.5"], "scheme"),
+            (&["--rds-url", "10.0.0.5"], "https://"),
+            (&["--rds-url", "https://10.0.0.5/rest"], "without a path"),
+            (&["--rds-url", "https://10.0.0.5:99999"], "port"),
+            (&["--rds-url", "https://u:p@10.0.0.5"], "user"),
+            (&["--rds-volume-path", "pool"], "--rds-volume-path"),
+            (&["--rds-timeout", "0"], "--rds-timeout"),
         ] {
             let e = run(args).unwrap_err();
             assert!(e.contains(needle), "{args:?}: {e}");

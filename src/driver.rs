@@ -1,18 +1,21 @@
-//! The driver: its identity, its Kubernetes client and its attachment
-//! manager, and the startup work that must finish before it serves.
+//! The driver: its identity, its Kubernetes and RDS clients, its
+//! attachment and volume managers, and the startup work that must finish
+//! before it serves.
 
 use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Mutex,
+        Arc, Mutex,
     },
     time::{Duration, Instant},
 };
 
 use crate::{
     attachment::{AttachmentManager, RebuildReport},
-    kube,
+    kube, rds,
+    turns::Turns,
+    volume::{Defaults, VolumeManager},
 };
 
 /// How long a node seen to exist is taken to exist without asking again.
@@ -24,7 +27,9 @@ pub struct Driver {
     name: String,
     client: Option<kube::Client>,
     /// Present in controller mode with a Kubernetes client only.
-    attachments: Option<AttachmentManager>,
+    attachments: Option<Arc<AttachmentManager>>,
+    /// Present when RDS is configured (`--rds-url`).
+    volumes: Option<VolumeManager>,
     /// Scope: node name → time it was last seen; lookups only, no I/O.
     nodes_seen: Mutex<HashMap<String, Instant>>,
     ready: AtomicBool,
@@ -33,14 +38,28 @@ pub struct Driver {
 impl Driver {
     /// A driver named `name`; with a client it tracks attachments on PVs,
     /// without one (standalone mode) it refuses Publish and Unpublish.
-    pub fn new(name: &str, client: Option<kube::Client>) -> Driver {
-        let attachments = client
-            .as_ref()
-            .map(|c| AttachmentManager::new(Some(c.clone()), name));
+    /// With an RDS client it also manages volumes.
+    pub fn new(
+        name: &str,
+        client: Option<kube::Client>,
+        rds: Option<(rds::Client, Defaults)>,
+    ) -> Driver {
+        let turns = Arc::new(Turns::default());
+        let attachments = client.as_ref().map(|c| {
+            Arc::new(AttachmentManager::with_turns(
+                Some(c.clone()),
+                name,
+                turns.clone(),
+            ))
+        });
+        let volumes = rds.map(|(rds, defaults)| {
+            VolumeManager::new(rds, defaults, turns.clone(), attachments.clone())
+        });
         Driver {
             name: name.to_string(),
             client,
             attachments,
+            volumes,
             nodes_seen: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
         }
@@ -52,7 +71,12 @@ impl Driver {
 
     /// The attachment manager, absent in standalone mode.
     pub fn attachment_manager(&self) -> Option<&AttachmentManager> {
-        self.attachments.as_ref()
+        self.attachments.as_deref()
+    }
+
+    /// The volume manager, absent without `--rds-url`.
+    pub fn volume_manager(&self) -> Option<&VolumeManager> {
+        self.volumes.as_ref()
     }
 
     /// Rebuilds the attachment map from the PVs. Retries with backoff (API

@@ -6,18 +6,26 @@
 //! nodes, and what is attached survives restarts, persisted on each
 //! PersistentVolume's annotations and rebuilt before the socket exists.
 //!
-//! Modules: [`cli`] (flags), [`kube`] (Kubernetes REST client),
-//! [`attachment`] (the volume → node map), [`csi`] (the calls),
-//! [`server`] (grpcio and the worker pool), [`driver`] (ties them), and
-//! [`run`], the process life cycle.
+//! With `--rds-url` it also provisions: volumes are file-backed NVMe/TCP
+//! disks on RDS, managed through the RouterOS REST API.
+//!
+//! Modules: [`cli`] (flags), [`kube`] (Kubernetes REST client), [`rds`]
+//! (RouterOS REST client), [`attachment`] (the volume → node map),
+//! [`volume`] (the volume lifecycle on RDS), [`turns`] (per-volume
+//! exclusion), [`csi`] (the calls), [`server`] (grpcio and the worker
+//! pool), [`driver`] (ties them), and [`run`], the process life cycle.
 
 pub mod attachment;
 pub mod cli;
 pub mod csi;
 pub mod driver;
 pub mod kube;
+mod pem;
 pub mod proto;
+pub mod rds;
 pub mod server;
+pub mod turns;
+pub mod volume;
 
 use std::sync::Arc;
 
@@ -67,7 +75,41 @@ pub fn run(args: cli::Args) -> i32 {
         }
     };
 
-    let driver = Arc::new(driver::Driver::new(&args.driver_name, client));
+    let rds = match &args.rds {
+        Some(r) => {
+            let opts = rds::ClientOptions {
+                url: r.url.clone(),
+                credentials_dir: r.credentials_dir.clone(),
+                insecure_skip_verify: r.insecure_skip_verify,
+                timeout: r.timeout,
+            };
+            match rds::Client::new(&opts) {
+                Ok(c) => {
+                    log::info!(
+                        "RDS REST API {} as user {} (volumes under {})",
+                        r.url,
+                        c.username(),
+                        r.volume_path
+                    );
+                    let defaults = volume::Defaults {
+                        volume_path: r.volume_path.clone(),
+                        address: r.host.clone(),
+                    };
+                    Some((c, defaults))
+                }
+                Err(e) => {
+                    log::error!("{e}");
+                    return EXIT_FAILURE;
+                }
+            }
+        }
+        None => {
+            log::info!("no --rds-url: attach-only (volumes are neither created nor deleted)");
+            None
+        }
+    };
+
+    let driver = Arc::new(driver::Driver::new(&args.driver_name, client, rds));
     if let Err(e) = driver.initialize(args.startup_timeout) {
         log::error!(
             "attachment state could not be rebuilt within {:?}: {e}; not serving",

@@ -23,5 +23,5 @@ fn main() {
         logger.parse_filters(level);
     }
     logger.init();
-    std::process::exit(run(args));
+    std::process::exit(run(*args));
 }

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use rustls::ServerConfig;
 use serde_json::{json, Value};
 
 use crate::{
@@ -21,18 +21,9 @@ pub(crate) fn connection(shared: Arc<Shared>, tcp: TcpStream, config: Option<Arc
     let (stream, cert_user): (Box<dyn http::Stream>, bool) = match config {
         None => (Box::new(tcp), false),
         Some(cfg) => {
-            let Ok(conn) = ServerConnection::new(cfg) else {
+            let Some((tls, cert)) = crate::tls::accept(cfg, tcp) else {
                 return;
             };
-            let mut tls = StreamOwned::new(conn, tcp);
-            // Finish the handshake before reading anything: a client that
-            // refuses our certificate never gets a request processed.
-            while tls.conn.is_handshaking() {
-                if tls.conn.complete_io(&mut tls.sock).is_err() {
-                    return;
-                }
-            }
-            let cert = tls.conn.peer_certificates().is_some_and(|c| !c.is_empty());
             (Box::new(tls), cert)
         }
     };

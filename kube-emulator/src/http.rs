@@ -135,6 +135,7 @@ pub fn reason(code: u16) -> &'static str {
     match code {
         200 => "OK",
         201 => "Created",
+        204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",

@@ -17,7 +17,7 @@ mod api;
 pub mod http;
 pub mod model;
 mod rbac;
-mod tls;
+pub mod tls;
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},

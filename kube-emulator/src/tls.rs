@@ -10,8 +10,25 @@ use rcgen::{
 use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
     server::WebPkiClientVerifier,
-    RootCertStore, ServerConfig,
+    RootCertStore, ServerConfig, ServerConnection, StreamOwned,
 };
+
+/// Completes a TLS handshake on `tcp` before anything is read, so a client
+/// that refuses our certificate never gets a request processed. Returns the
+/// stream and whether the client sent a (verified) certificate; `None` when
+/// the handshake failed.
+pub fn accept(
+    config: Arc<ServerConfig>,
+    tcp: std::net::TcpStream,
+) -> Option<(StreamOwned<ServerConnection, std::net::TcpStream>, bool)> {
+    let conn = ServerConnection::new(config).ok()?;
+    let mut tls = StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).ok()?;
+    }
+    let cert = tls.conn.peer_certificates().is_some_and(|c| !c.is_empty());
+    Some((tls, cert))
+}
 
 pub struct Pki {
     pub ca_pem: String,
@@ -73,8 +90,14 @@ impl Pki {
     /// Server TLS: our certificate; client certificates optional but, when
     /// sent, verified against this CA.
     pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.server_config_named("kube-emulator")
+    }
+
+    /// [`server_config`](Self::server_config) with the certificate's common
+    /// name `cn`.
+    pub fn server_config_named(&self, cn: &str) -> Arc<ServerConfig> {
         let (cert, key) = self.leaf(
-            "kube-emulator",
+            cn,
             vec!["localhost".into(), "127.0.0.1".into()],
             ExtendedKeyUsagePurpose::ServerAuth,
         );

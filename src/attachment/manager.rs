@@ -2,11 +2,14 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Condvar, Mutex, MutexGuard},
-    time::{Duration, Instant, SystemTime},
+    sync::{Arc, Mutex, MutexGuard},
+    time::SystemTime,
 };
 
-use crate::kube;
+use crate::{
+    kube,
+    turns::{Busy, Turn, Turns},
+};
 
 use super::{
     rebuild::{self, RebuildReport},
@@ -69,9 +72,6 @@ impl std::fmt::Display for AttachError {
 
 impl std::error::Error for AttachError {}
 
-/// How long a call waits for an earlier call on the same volume.
-const VOLUME_WAIT: Duration = Duration::from_secs(30);
-
 /// The volume → node map, persisted onto PV annotations.
 ///
 /// Calls on one volume run one at a time, so a second call sees the first
@@ -80,19 +80,16 @@ const VOLUME_WAIT: Duration = Duration::from_secs(30);
 /// attachment that is then rolled back: a failed write leaves the map as it
 /// was. Without a Kubernetes client the map lives in memory only.
 pub struct AttachmentManager {
-    /// Scope: map reads and writes and the busy set; released before any
-    /// Kubernetes call.
+    /// Scope: map reads and writes; released before any Kubernetes call.
     state: Mutex<State>,
-    /// Signalled when a volume leaves the busy set.
-    idle: Condvar,
+    /// Per-volume exclusion, shared with the volume lifecycle.
+    turns: Arc<Turns>,
     store: Option<PvStore>,
 }
 
 #[derive(Default)]
 struct State {
     attachments: HashMap<String, AttachmentState>,
-    /// Volumes with a call in progress.
-    busy: HashSet<String>,
     /// Node names are shared by many volumes: one allocation per node.
     nodes: HashSet<Arc<str>>,
 }
@@ -108,28 +105,53 @@ impl State {
     }
 }
 
-/// Holds a volume's turn; released (and waiters woken) on drop.
-struct VolumeTurn<'a> {
-    manager: &'a AttachmentManager,
-    volume: &'a str,
-}
-
-impl Drop for VolumeTurn<'_> {
-    fn drop(&mut self) {
-        self.manager.lock().busy.remove(self.volume);
-        self.manager.idle.notify_all();
-    }
+/// What the PV of a volume says, for callers deciding whether the volume
+/// may go away.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PvView {
+    /// The node its annotations name, if any.
+    pub holder: Option<String>,
+    /// `spec.csi.volumeAttributes`.
+    pub attributes: HashMap<String, String>,
 }
 
 impl AttachmentManager {
     /// A manager persisting to PVs of `driver` through `client`, or, with
     /// `None`, keeping state in memory only.
     pub fn new(client: Option<kube::Client>, driver: &str) -> AttachmentManager {
+        AttachmentManager::with_turns(client, driver, Arc::default())
+    }
+
+    /// Like [`new`](Self::new), serialising calls per volume through
+    /// `turns`, which other components share.
+    pub fn with_turns(
+        client: Option<kube::Client>,
+        driver: &str,
+        turns: Arc<Turns>,
+    ) -> AttachmentManager {
         AttachmentManager {
             state: Mutex::new(State::default()),
-            idle: Condvar::new(),
+            turns,
             store: client.map(|c| PvStore::new(c, driver)),
         }
+    }
+
+    /// What the PV of `volume` says now (its annotations are the truth).
+    /// The caller holds the volume's turn. Without a client the map
+    /// decides. No PV of ours → `Ok(None)`; API failure → `Persist`.
+    pub fn inspect(&self, volume: &str) -> Result<Option<PvView>, AttachError> {
+        let Some(store) = &self.store else {
+            return Ok(self.get(volume).map(|a| PvView {
+                holder: Some(a.node.to_string()),
+                attributes: HashMap::new(),
+            }));
+        };
+        store
+            .inspect(volume)
+            .map_err(|source| AttachError::Persist {
+                volume: volume.into(),
+                source,
+            })
     }
 
     /// Records that `volume` is attached to `node`.
@@ -299,27 +321,10 @@ impl AttachmentManager {
         node
     }
 
-    fn take_turn<'a>(&'a self, volume: &'a str) -> Result<VolumeTurn<'a>, AttachError> {
-        let deadline = Instant::now() + VOLUME_WAIT;
-        let mut state = self.lock();
-        while state.busy.contains(volume) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(AttachError::Busy {
-                    volume: volume.into(),
-                });
-            }
-            state = self
-                .idle
-                .wait_timeout(state, left)
-                .expect("attachment lock poisoned")
-                .0;
-        }
-        state.busy.insert(volume.to_string());
-        Ok(VolumeTurn {
-            manager: self,
-            volume,
-        })
+    fn take_turn(&self, volume: &str) -> Result<Turn<'_>, AttachError> {
+        self.turns
+            .take(volume)
+            .map_err(|Busy { volume }| AttachError::Busy { volume })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -6,7 +6,7 @@ mod rebuild;
 mod store;
 mod timestamp;
 
-pub use manager::{AttachError, AttachmentManager, AttachmentState, Tracked};
+pub use manager::{AttachError, AttachmentManager, AttachmentState, PvView, Tracked};
 pub use rebuild::RebuildReport;
 pub use store::{ATTACHED_AT, ATTACHED_NODE};
 pub use timestamp::{format_micros, parse as parse_time};

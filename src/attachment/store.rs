@@ -186,6 +186,27 @@ impl PvStore {
         }
     }
 
+    /// The holder and volume attributes on the PV of `volume`; no PV of
+    /// ours → `None`.
+    pub(crate) fn inspect(&self, volume: &str) -> Result<Option<super::PvView>, kube::Error> {
+        let Some((_, pv)) = self.fetch(volume)? else {
+            return Ok(None);
+        };
+        let holder = pv["metadata"]["annotations"][ATTACHED_NODE]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        let attributes = pv["spec"]["csi"]["volumeAttributes"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(super::PvView { holder, attributes }))
+    }
+
     /// GETs the PV of `volume`: by the index's name, else by the handle as
     /// a name. When that finds no PV of ours, a re-list (at most one per
     /// [`RELIST_EVERY`]) refreshes the index and the lookup is tried once

@@ -2,7 +2,11 @@
 
 use grpcio::{RpcStatus, RpcStatusCode};
 
-use crate::{attachment::AttachError, kube};
+use crate::{
+    attachment::AttachError,
+    kube, rds,
+    volume::{ParamError, VolumeError},
+};
 
 /// Everything a CSI call can fail with, from any layer.
 #[derive(Debug)]
@@ -12,14 +16,19 @@ pub enum CsiError {
         field: &'static str,
         why: String,
     },
+    /// A StorageClass parameter is unknown or has a bad value.
+    InvalidParameter(ParamError),
     /// The request asks for something this driver does not support.
     Unsupported(String),
+    /// A volume lifecycle call without `--rds-url`.
+    NoRds(&'static str),
     /// The node named in the request does not exist.
     NodeNotFound(String),
     /// Publish/Unpublish without a Kubernetes API: attachments cannot be
     /// fenced or remembered, so they are refused.
     Standalone,
     Attach(AttachError),
+    Volume(VolumeError),
     Kube(kube::Error),
 }
 
@@ -39,7 +48,14 @@ impl CsiError {
             CsiError::InvalidArgument { field, why } => {
                 (C::INVALID_ARGUMENT, format!("{field}: {why}"))
             }
+            CsiError::InvalidParameter(ParamError { key, why }) => {
+                (C::INVALID_ARGUMENT, format!("parameters.{key}: {why}"))
+            }
             CsiError::Unsupported(m) => (C::INVALID_ARGUMENT, m.clone()),
+            CsiError::NoRds(rpc) => (
+                C::UNIMPLEMENTED,
+                format!("{rpc} needs RDS: start the controller with --rds-url"),
+            ),
             CsiError::NodeNotFound(n) => (C::NOT_FOUND, format!("node {n:?} not found")),
             CsiError::Standalone => (
                 C::FAILED_PRECONDITION,
@@ -47,6 +63,7 @@ impl CsiError {
                     .into(),
             ),
             CsiError::Attach(e) => (attach_code(e), e.to_string()),
+            CsiError::Volume(e) => (volume_code(e), e.to_string()),
             CsiError::Kube(e) => (kube_code(e), e.to_string()),
         };
         RpcStatus::with_message(code, message)
@@ -59,6 +76,41 @@ fn attach_code(e: &AttachError) -> RpcStatusCode {
         AttachError::UnknownVolume { .. } => RpcStatusCode::NOT_FOUND,
         AttachError::Busy { .. } => RpcStatusCode::ABORTED,
         AttachError::Persist { source, .. } => kube_code(source),
+    }
+}
+
+fn volume_code(e: &VolumeError) -> RpcStatusCode {
+    use RpcStatusCode as C;
+    match e {
+        VolumeError::OutOfRange(_) => C::OUT_OF_RANGE,
+        VolumeError::AlreadyExists(_) => C::ALREADY_EXISTS,
+        VolumeError::NotFound(_) => C::NOT_FOUND,
+        VolumeError::InUse { .. } | VolumeError::Foreign { .. } | VolumeError::NoPool { .. } => {
+            C::FAILED_PRECONDITION
+        }
+        VolumeError::BadToken(_) | VolumeError::Busy(_) => C::ABORTED,
+        VolumeError::Attach(e) => attach_code(e),
+        VolumeError::Rds(e) => rds_code(e),
+    }
+}
+
+/// RDS failures: a full pool is RESOURCE_EXHAUSTED, a refused request
+/// (RouterOS said `failure: ...`) FAILED_PRECONDITION, a missing item
+/// NOT_FOUND; anything that may pass (unreachable, timed out, 5xx,
+/// credentials or policy being fixed) UNAVAILABLE, which callers retry.
+fn rds_code(e: &rds::Error) -> RpcStatusCode {
+    use RpcStatusCode as C;
+    match e {
+        rds::Error::NotEnoughSpace(_) => C::RESOURCE_EXHAUSTED,
+        rds::Error::NotFound(_) => C::NOT_FOUND,
+        rds::Error::Rejected(_) => C::FAILED_PRECONDITION,
+        rds::Error::Unauthorized(_)
+        | rds::Error::NotAllowed(_)
+        | rds::Error::Server(_)
+        | rds::Error::Timeout(_)
+        | rds::Error::Unreachable(_)
+        | rds::Error::Decode(_)
+        | rds::Error::Config(_) => C::UNAVAILABLE,
     }
 }
 
@@ -86,6 +138,18 @@ fn kube_code(e: &kube::Error) -> RpcStatusCode {
 impl From<AttachError> for CsiError {
     fn from(e: AttachError) -> Self {
         CsiError::Attach(e)
+    }
+}
+
+impl From<VolumeError> for CsiError {
+    fn from(e: VolumeError) -> Self {
+        CsiError::Volume(e)
+    }
+}
+
+impl From<ParamError> for CsiError {
+    fn from(e: ParamError) -> Self {
+        CsiError::InvalidParameter(e)
     }
 }
 

@@ -6,23 +6,52 @@ pub mod validate;
 
 pub use error::CsiError;
 
-use protobuf::well_known_types::BoolValue;
+use std::collections::HashMap;
+
+use protobuf::{
+    well_known_types::{BoolValue, Int64Value},
+    RepeatedField,
+};
 
 use crate::{
     attachment::Tracked,
     driver::Driver,
     proto::csi::{
-        ControllerGetCapabilitiesResponse, ControllerPublishVolumeRequest,
+        ControllerExpandVolumeRequest, ControllerExpandVolumeResponse,
+        ControllerGetCapabilitiesResponse, ControllerGetVolumeRequest, ControllerGetVolumeResponse,
+        ControllerGetVolumeResponse_VolumeStatus, ControllerPublishVolumeRequest,
         ControllerPublishVolumeResponse, ControllerServiceCapability,
         ControllerServiceCapability_RPC, ControllerServiceCapability_RPC_Type as Rpc,
-        ControllerUnpublishVolumeRequest, ControllerUnpublishVolumeResponse,
-        GetPluginCapabilitiesResponse, GetPluginInfoResponse, PluginCapability,
-        PluginCapability_Service, PluginCapability_Service_Type as Service, ProbeResponse,
+        ControllerUnpublishVolumeRequest, ControllerUnpublishVolumeResponse, CreateVolumeRequest,
+        CreateVolumeResponse, DeleteVolumeRequest, DeleteVolumeResponse, GetCapacityRequest,
+        GetCapacityResponse, GetPluginCapabilitiesResponse, GetPluginInfoResponse,
+        ListVolumesRequest, ListVolumesResponse, ListVolumesResponse_Entry,
+        ListVolumesResponse_VolumeStatus, PluginCapability, PluginCapability_Service,
+        PluginCapability_Service_Type as Service, PluginCapability_VolumeExpansion,
+        PluginCapability_VolumeExpansion_Type as Expansion, ProbeResponse,
+        ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse,
+        ValidateVolumeCapabilitiesResponse_Confirmed, Volume, VolumeCondition,
     },
+    volume::{self, CreateRequest, Params, VolumeManager, MAX_BYTES},
 };
 
-/// The controller RPCs this driver implements and advertises.
-pub const CONTROLLER_CAPABILITIES: &[Rpc] = &[Rpc::PUBLISH_UNPUBLISH_VOLUME];
+/// The controller RPCs advertised without RDS: attachment fencing only.
+pub const ATTACH_CAPABILITIES: &[Rpc] = &[Rpc::PUBLISH_UNPUBLISH_VOLUME];
+
+/// The controller RPCs advertised with RDS (`--rds-url`).
+pub const VOLUME_CAPABILITIES: &[Rpc] = &[
+    Rpc::CREATE_DELETE_VOLUME,
+    Rpc::PUBLISH_UNPUBLISH_VOLUME,
+    Rpc::LIST_VOLUMES,
+    Rpc::GET_CAPACITY,
+    Rpc::EXPAND_VOLUME,
+    Rpc::LIST_VOLUMES_PUBLISHED_NODES,
+    Rpc::VOLUME_CONDITION,
+    Rpc::GET_VOLUME,
+];
+
+/// `fs_type` in the publish context when the capability names none.
+const DEFAULT_FS_TYPE: &str = "ext4";
 
 pub fn get_plugin_info(d: &Driver) -> Result<GetPluginInfoResponse, CsiError> {
     let mut r = GetPluginInfoResponse::new();
@@ -31,13 +60,21 @@ pub fn get_plugin_info(d: &Driver) -> Result<GetPluginInfoResponse, CsiError> {
     Ok(r)
 }
 
-pub fn get_plugin_capabilities() -> Result<GetPluginCapabilitiesResponse, CsiError> {
+/// The controller service; with RDS also online volume expansion.
+pub fn get_plugin_capabilities(d: &Driver) -> Result<GetPluginCapabilitiesResponse, CsiError> {
     let mut service = PluginCapability_Service::new();
     service.set_field_type(Service::CONTROLLER_SERVICE);
     let mut cap = PluginCapability::new();
     cap.set_service(service);
     let mut r = GetPluginCapabilitiesResponse::new();
     r.mut_capabilities().push(cap);
+    if d.volume_manager().is_some() {
+        let mut expansion = PluginCapability_VolumeExpansion::new();
+        expansion.set_field_type(Expansion::ONLINE);
+        let mut cap = PluginCapability::new();
+        cap.set_volume_expansion(expansion);
+        r.mut_capabilities().push(cap);
+    }
     Ok(r)
 }
 
@@ -49,9 +86,15 @@ pub fn probe(d: &Driver) -> Result<ProbeResponse, CsiError> {
     Ok(r)
 }
 
-pub fn controller_get_capabilities() -> Result<ControllerGetCapabilitiesResponse, CsiError> {
+pub fn controller_get_capabilities(
+    d: &Driver,
+) -> Result<ControllerGetCapabilitiesResponse, CsiError> {
+    let rpcs = match d.volume_manager() {
+        Some(_) => VOLUME_CAPABILITIES,
+        None => ATTACH_CAPABILITIES,
+    };
     let mut r = ControllerGetCapabilitiesResponse::new();
-    for &rpc in CONTROLLER_CAPABILITIES {
+    for &rpc in rpcs {
         let mut inner = ControllerServiceCapability_RPC::new();
         inner.set_field_type(rpc);
         let mut cap = ControllerServiceCapability::new();
@@ -64,7 +107,8 @@ pub fn controller_get_capabilities() -> Result<ControllerGetCapabilitiesResponse
 /// Attaches a volume to a node: validates (no API call on bad input),
 /// checks that the node exists, then records the attachment on the PV.
 /// Same node again → OK; another node holding it → FAILED_PRECONDITION
-/// naming the holder.
+/// naming the holder. The publish context tells the node plugin where the
+/// NVMe/TCP target is, from the volume context.
 pub fn controller_publish_volume(
     d: &Driver,
     req: &ControllerPublishVolumeRequest,
@@ -84,7 +128,36 @@ pub fn controller_publish_volume(
         Tracked::Attached => log::info!("attached volume {} to node {}", p.volume, p.node),
         Tracked::AlreadyAttached | Tracked::InMemoryOnly => {}
     }
-    Ok(ControllerPublishVolumeResponse::new())
+    let mut r = ControllerPublishVolumeResponse::new();
+    r.set_publish_context(publish_context(req));
+    Ok(r)
+}
+
+/// The Go driver's publish context: `nvme_address`, `nvme_port`,
+/// `nvme_nqn` from the volume context (when it carries them) and `fs_type`.
+fn publish_context(req: &ControllerPublishVolumeRequest) -> HashMap<String, String> {
+    let context = req.get_volume_context();
+    let mut out = HashMap::new();
+    for (from, to) in [
+        ("nvmeAddress", "nvme_address"),
+        ("nvmePort", "nvme_port"),
+        ("nqn", "nvme_nqn"),
+    ] {
+        if let Some(v) = context.get(from) {
+            out.insert(to.to_string(), v.clone());
+        }
+    }
+    if !out.is_empty() {
+        let cap = req.get_volume_capability();
+        let fs = cap.get_mount().get_fs_type();
+        let fs = if cap.has_mount() && !fs.is_empty() {
+            fs
+        } else {
+            DEFAULT_FS_TYPE
+        };
+        out.insert("fs_type".into(), fs.to_string());
+    }
+    out
 }
 
 /// Detaches a volume from a node (empty node: from every node). Not
@@ -97,4 +170,188 @@ pub fn controller_unpublish_volume(
     let manager = d.attachment_manager().ok_or(CsiError::Standalone)?;
     manager.untrack(volume, node)?;
     Ok(ControllerUnpublishVolumeResponse::new())
+}
+
+fn volumes<'a>(d: &'a Driver, rpc: &'static str) -> Result<&'a VolumeManager, CsiError> {
+    d.volume_manager().ok_or(CsiError::NoRds(rpc))
+}
+
+fn params(d: &VolumeManager, parameters: &HashMap<String, String>) -> Result<Params, CsiError> {
+    Ok(Params::parse(parameters, d.defaults())?)
+}
+
+fn to_volume(v: volume::Volume) -> Volume {
+    let mut out = Volume::new();
+    out.set_volume_id(v.id);
+    out.set_capacity_bytes(i64::try_from(v.capacity_bytes).unwrap_or(i64::MAX));
+    out.set_volume_context(v.context);
+    out
+}
+
+fn condition(abnormal: &Option<String>) -> VolumeCondition {
+    let mut c = VolumeCondition::new();
+    c.set_abnormal(abnormal.is_some());
+    c.set_message(
+        abnormal
+            .clone()
+            .unwrap_or_else(|| "volume is healthy".into()),
+    );
+    c
+}
+
+/// Creates a volume on RDS (see [`VolumeManager::create`]); bad requests
+/// and parameters are refused before any RDS call.
+pub fn create_volume(
+    d: &Driver,
+    req: &CreateVolumeRequest,
+) -> Result<CreateVolumeResponse, CsiError> {
+    let c = validate::create(req)?;
+    let manager = volumes(d, "CreateVolume")?;
+    let params = params(manager, req.get_parameters())?;
+    let created = manager.create(&CreateRequest {
+        name: c.name.to_string(),
+        required_bytes: c.required_bytes,
+        limit_bytes: c.limit_bytes,
+        params,
+    })?;
+    let mut r = CreateVolumeResponse::new();
+    r.set_volume(to_volume(created));
+    Ok(r)
+}
+
+/// Deletes a volume. An ID that cannot name a volume of ours is unknown,
+/// and unknown volumes are deleted already: OK, nothing sent to RDS.
+pub fn delete_volume(
+    d: &Driver,
+    req: &DeleteVolumeRequest,
+) -> Result<DeleteVolumeResponse, CsiError> {
+    let id = validate::volume_id(req.get_volume_id())?;
+    let manager = volumes(d, "DeleteVolume")?;
+    if volume::check_volume_id(id).is_err() {
+        log::debug!("DeleteVolume {id:?}: not a volume ID of this driver; nothing to delete");
+        return Ok(DeleteVolumeResponse::new());
+    }
+    manager.delete(id)?;
+    Ok(DeleteVolumeResponse::new())
+}
+
+/// Grows a volume; never shrinks. The node must grow a file system, not a
+/// raw block device.
+pub fn controller_expand_volume(
+    d: &Driver,
+    req: &ControllerExpandVolumeRequest,
+) -> Result<ControllerExpandVolumeResponse, CsiError> {
+    let id = validate::volume_id(req.get_volume_id())?;
+    if !req.has_capacity_range() {
+        return Err(CsiError::invalid("capacity_range", "is required"));
+    }
+    let (required, limit) = validate::capacity(req.get_capacity_range())?;
+    let manager = volumes(d, "ControllerExpandVolume")?;
+    if volume::check_volume_id(id).is_err() {
+        return Err(volume::VolumeError::NotFound(id.into()).into());
+    }
+    let capacity = manager.expand(id, required, limit)?;
+    let mut r = ControllerExpandVolumeResponse::new();
+    r.set_capacity_bytes(i64::try_from(capacity).unwrap_or(i64::MAX));
+    r.set_node_expansion_required(!req.get_volume_capability().has_block());
+    Ok(r)
+}
+
+/// Free bytes of the pool the parameters' volume path lives in.
+pub fn get_capacity(d: &Driver, req: &GetCapacityRequest) -> Result<GetCapacityResponse, CsiError> {
+    for cap in req.get_volume_capabilities() {
+        if let Some(why) = validate::unsupported(cap) {
+            log::debug!("GetCapacity for an unsupported capability: {why}; answering 0");
+            return Ok(GetCapacityResponse::new());
+        }
+    }
+    let manager = volumes(d, "GetCapacity")?;
+    let params = params(manager, req.get_parameters())?;
+    let free = manager.available(&params)?;
+    let mut r = GetCapacityResponse::new();
+    r.set_available_capacity(i64::try_from(free).unwrap_or(i64::MAX));
+    let mut max = Int64Value::new();
+    max.set_value(i64::try_from(free.min(MAX_BYTES)).unwrap_or(i64::MAX));
+    r.set_maximum_volume_size(max);
+    Ok(r)
+}
+
+/// This driver's volumes, a page at a time, with their published nodes.
+pub fn list_volumes(d: &Driver, req: &ListVolumesRequest) -> Result<ListVolumesResponse, CsiError> {
+    let max = usize::try_from(req.get_max_entries())
+        .map_err(|_| CsiError::invalid("max_entries", "must not be negative"))?;
+    let manager = volumes(d, "ListVolumes")?;
+    let (page, next) = manager.list(max, req.get_starting_token())?;
+    let mut r = ListVolumesResponse::new();
+    for v in page {
+        let mut status = ListVolumesResponse_VolumeStatus::new();
+        status.set_published_node_ids(RepeatedField::from_vec(v.published_nodes.clone()));
+        status.set_volume_condition(condition(&v.abnormal));
+        let mut entry = ListVolumesResponse_Entry::new();
+        entry.set_volume(to_volume(v));
+        entry.set_status(status);
+        r.mut_entries().push(entry);
+    }
+    r.set_next_token(next.unwrap_or_default());
+    Ok(r)
+}
+
+/// One volume with its published nodes and its condition.
+pub fn controller_get_volume(
+    d: &Driver,
+    req: &ControllerGetVolumeRequest,
+) -> Result<ControllerGetVolumeResponse, CsiError> {
+    let id = validate::volume_id(req.get_volume_id())?;
+    let manager = volumes(d, "ControllerGetVolume")?;
+    if volume::check_volume_id(id).is_err() {
+        return Err(volume::VolumeError::NotFound(id.into()).into());
+    }
+    let v = manager.get(id)?;
+    let mut status = ControllerGetVolumeResponse_VolumeStatus::new();
+    status.set_published_node_ids(RepeatedField::from_vec(v.published_nodes.clone()));
+    status.set_volume_condition(condition(&v.abnormal));
+    let mut r = ControllerGetVolumeResponse::new();
+    r.set_volume(to_volume(v));
+    r.set_status(status);
+    Ok(r)
+}
+
+/// Confirms the capabilities when every one is supported; otherwise says
+/// which is not (no `confirmed`). The volume must exist: on RDS when it is
+/// configured, else as a PV of this driver.
+pub fn validate_volume_capabilities(
+    d: &Driver,
+    req: &ValidateVolumeCapabilitiesRequest,
+) -> Result<ValidateVolumeCapabilitiesResponse, CsiError> {
+    let id = validate::volume_id(req.get_volume_id())?;
+    let caps = req.get_volume_capabilities();
+    if caps.is_empty() {
+        return Err(CsiError::invalid(
+            "volume_capabilities",
+            "at least one capability is required",
+        ));
+    }
+    for cap in caps {
+        validate::capability_shape(cap)?;
+    }
+    let exists = match (d.volume_manager(), d.attachment_manager()) {
+        (Some(m), _) => volume::check_volume_id(id).is_ok() && m.exists(id)?,
+        (None, Some(a)) => a.inspect(id)?.is_some(),
+        (None, None) => true,
+    };
+    if !exists {
+        return Err(volume::VolumeError::NotFound(id.into()).into());
+    }
+    let mut r = ValidateVolumeCapabilitiesResponse::new();
+    match caps.iter().find_map(validate::unsupported) {
+        Some(why) => r.set_message(why),
+        None => {
+            let mut confirmed = ValidateVolumeCapabilitiesResponse_Confirmed::new();
+            confirmed.set_volume_capabilities(RepeatedField::from_slice(caps));
+            confirmed.set_volume_context(req.get_volume_context().clone());
+            confirmed.set_parameters(req.get_parameters().clone());
+            r.set_confirmed(confirmed);
+        }
+    }
+    Ok(r)
 }

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use crate::proto::csi::{
-    ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest, VolumeCapability,
-    VolumeCapability_AccessMode_Mode as Mode,
+    CapacityRange, ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest,
+    CreateVolumeRequest, VolumeCapability, VolumeCapability_AccessMode_Mode as Mode,
 };
 
 use super::CsiError;
@@ -49,6 +49,88 @@ pub fn unpublish(req: &ControllerUnpublishVolumeRequest) -> Result<(&str, Option
     Ok((req.get_volume_id(), Some(node).filter(|n| !n.is_empty())))
 }
 
+/// A validated CreateVolume request (parameters are checked by the
+/// volume layer, which knows their defaults).
+pub struct Create<'a> {
+    pub name: &'a str,
+    pub required_bytes: u64,
+    pub limit_bytes: u64,
+}
+
+pub fn create(req: &CreateVolumeRequest) -> Result<Create<'_>, CsiError> {
+    id("name", req.get_name(), MAX_ID_BYTES)?;
+    crate::volume::check_volume_id(req.get_name()).map_err(|why| CsiError::invalid("name", why))?;
+    capabilities("volume_capabilities", req.get_volume_capabilities())?;
+    map("parameters", req.get_parameters())?;
+    map("secrets", req.get_secrets())?;
+    if req.has_volume_content_source() {
+        return Err(CsiError::invalid(
+            "volume_content_source",
+            "creating a volume from a snapshot or another volume is not supported",
+        ));
+    }
+    let (required_bytes, limit_bytes) = capacity(req.get_capacity_range())?;
+    Ok(Create {
+        name: req.get_name(),
+        required_bytes,
+        limit_bytes,
+    })
+}
+
+/// `(required, limit)` in bytes, 0 meaning unset; negative → invalid.
+pub fn capacity(range: &CapacityRange) -> Result<(u64, u64), CsiError> {
+    let non_negative = |field: &'static str, v: i64| {
+        u64::try_from(v).map_err(|_| CsiError::invalid(field, format!("{v} is negative")))
+    };
+    Ok((
+        non_negative("capacity_range.required_bytes", range.get_required_bytes())?,
+        non_negative("capacity_range.limit_bytes", range.get_limit_bytes())?,
+    ))
+}
+
+/// A volume ID from a request: present, within the spec's limits.
+pub fn volume_id(value: &str) -> Result<&str, CsiError> {
+    id("volume_id", value, MAX_ID_BYTES)?;
+    Ok(value)
+}
+
+/// A non-empty list of well-formed capabilities.
+pub fn capabilities(field: &'static str, caps: &[VolumeCapability]) -> Result<(), CsiError> {
+    if caps.is_empty() {
+        return Err(CsiError::invalid(
+            field,
+            "at least one capability is required",
+        ));
+    }
+    for cap in caps {
+        capability(cap)?;
+        if let Some(why) = unsupported(cap) {
+            return Err(CsiError::invalid(field, why));
+        }
+    }
+    Ok(())
+}
+
+/// Why this driver cannot serve `cap`, if it cannot: a single-node access
+/// mode on a block device or a file system the node plugin formats.
+pub fn unsupported(cap: &VolumeCapability) -> Option<String> {
+    let mode = cap.get_access_mode().get_mode();
+    if !is_single_node(mode) {
+        return Some(format!(
+            "access mode {mode:?} is not supported; only single-node access modes are"
+        ));
+    }
+    if cap.has_mount() {
+        let fs = cap.get_mount().get_fs_type();
+        if !matches!(fs, "" | "ext4" | "ext3" | "xfs") {
+            return Some(format!(
+                "file system {fs:?} is not supported (ext4, ext3, xfs)"
+            ));
+        }
+    }
+    None
+}
+
 /// Whether only one node may hold the volume at a time.
 pub fn is_single_node(mode: Mode) -> bool {
     matches!(
@@ -74,6 +156,12 @@ fn id(field: &'static str, value: &str, max: usize) -> Result<(), CsiError> {
         return Err(CsiError::invalid(field, "contains control characters"));
     }
     Ok(())
+}
+
+/// A capability that names an access type and a known mode, supported or
+/// not.
+pub fn capability_shape(cap: &VolumeCapability) -> Result<(), CsiError> {
+    capability(cap).map(|_| ())
 }
 
 fn capability(cap: &VolumeCapability) -> Result<Mode, CsiError> {
@@ -146,6 +234,51 @@ mod tests {
         let mut r = good();
         r.mut_volume_context().insert("k".into(), "x".repeat(4096));
         assert_eq!(field_of(publish(&r)), "volume_context");
+    }
+
+    fn create_request() -> CreateVolumeRequest {
+        let mut r = CreateVolumeRequest::new();
+        r.set_name("pvc-1".into());
+        r.mut_volume_capabilities()
+            .push(good().get_volume_capability().clone());
+        r
+    }
+
+    fn create_field(r: &CreateVolumeRequest) -> &'static str {
+        match create(r) {
+            Err(CsiError::InvalidArgument { field, .. }) => field,
+            Err(e) => panic!("unexpected {e:?}"),
+            Ok(_) => "ok",
+        }
+    }
+
+    #[test]
+    fn create_names_each_bad_field() {
+        assert_eq!(create_field(&create_request()), "ok");
+        let mut r = create_request();
+        r.set_name("PVC_1".into());
+        assert_eq!(create_field(&r), "name");
+        let mut r = create_request();
+        r.clear_volume_capabilities();
+        assert_eq!(create_field(&r), "volume_capabilities");
+        let mut r = create_request();
+        r.mut_volume_capabilities()[0]
+            .mut_access_mode()
+            .set_mode(Mode::MULTI_NODE_MULTI_WRITER);
+        assert_eq!(create_field(&r), "volume_capabilities");
+        let mut r = create_request();
+        r.mut_volume_capabilities()[0]
+            .mut_mount()
+            .set_fs_type("zfs".into());
+        assert_eq!(create_field(&r), "volume_capabilities");
+        let mut r = create_request();
+        r.mut_capacity_range().set_required_bytes(-1);
+        assert_eq!(create_field(&r), "capacity_range.required_bytes");
+        let mut r = create_request();
+        r.mut_volume_content_source()
+            .mut_snapshot()
+            .set_snapshot_id("s".into());
+        assert_eq!(create_field(&r), "volume_content_source");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::{value::RawValue, Value};
 use ureq::{
     http,
-    tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig},
+    tls::{ClientCert, PrivateKey, RootCerts, TlsConfig},
     Agent,
 };
 
@@ -100,11 +100,13 @@ impl Client {
     pub fn new(config: &Config, opts: ClientOptions) -> Result<Client, Error> {
         let mut tls = TlsConfig::builder().disable_verification(config.insecure_skip_tls_verify);
         if let Some(ca) = &config.ca_pem {
-            let certs = pem_certs(ca, "certificate-authority")?;
+            let certs =
+                crate::pem::certificates(ca, "certificate-authority").map_err(Error::Config)?;
             tls = tls.root_certs(RootCerts::new_with_certs(&certs));
         }
         if let Some(id) = &config.identity {
-            let chain = pem_certs(&id.cert_pem, "client-certificate")?;
+            let chain = crate::pem::certificates(&id.cert_pem, "client-certificate")
+                .map_err(Error::Config)?;
             let key = PrivateKey::from_pem(&id.key_pem)
                 .map_err(|_| Error::Config("client-key holds no usable private key".into()))?;
             tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
@@ -501,19 +503,6 @@ fn transport_error(e: ureq::Error) -> Error {
         }
         other => Error::Transport(other.to_string()),
     }
-}
-
-fn pem_certs(pem: &[u8], field: &str) -> Result<Vec<Certificate<'static>>, Error> {
-    let certs: Vec<_> = ureq::tls::parse_pem(pem)
-        .filter_map(|item| match item {
-            Ok(PemItem::Certificate(c)) => Some(c),
-            _ => None,
-        })
-        .collect();
-    if certs.is_empty() {
-        return Err(Error::Config(format!("{field} holds no PEM certificate")));
-    }
-    Ok(certs)
 }
 
 /// Whether `name` can be an object name in a URL path: what could not be

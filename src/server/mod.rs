@@ -145,6 +145,30 @@ impl CallSubject for pb::ControllerUnpublishVolumeRequest {
         (self.get_volume_id(), self.get_node_id())
     }
 }
+impl CallSubject for pb::CreateVolumeRequest {
+    fn subject(&self) -> (&str, &str) {
+        (self.get_name(), "")
+    }
+}
+impl CallSubject for pb::GetCapacityRequest {}
+impl CallSubject for pb::ListVolumesRequest {}
+
+/// Requests that name only a volume.
+macro_rules! volume_subject {
+    ($($t:ty),*) => {$(
+        impl CallSubject for $t {
+            fn subject(&self) -> (&str, &str) {
+                (self.get_volume_id(), "")
+            }
+        }
+    )*};
+}
+volume_subject!(
+    pb::DeleteVolumeRequest,
+    pb::ControllerExpandVolumeRequest,
+    pb::ControllerGetVolumeRequest,
+    pb::ValidateVolumeCapabilitiesRequest
+);
 
 /// One unary call on its way through the pool.
 struct UnaryJob<Req, Resp> {
@@ -265,7 +289,7 @@ impl Handlers {
             b,
             "/csi.v1.Identity/GetPluginCapabilities",
             "GetPluginCapabilities",
-            |_, _: &pb::GetPluginCapabilitiesRequest| csi::get_plugin_capabilities(),
+            |d, _: &pb::GetPluginCapabilitiesRequest| csi::get_plugin_capabilities(d),
         );
         let b = self.route(
             b,
@@ -277,7 +301,7 @@ impl Handlers {
             b,
             "/csi.v1.Controller/ControllerGetCapabilities",
             "ControllerGetCapabilities",
-            |_, _: &pb::ControllerGetCapabilitiesRequest| csi::controller_get_capabilities(),
+            |d, _: &pb::ControllerGetCapabilitiesRequest| csi::controller_get_capabilities(d),
         );
         let b = self.route(
             b,
@@ -290,6 +314,48 @@ impl Handlers {
             "/csi.v1.Controller/ControllerUnpublishVolume",
             "ControllerUnpublishVolume",
             csi::controller_unpublish_volume,
+        );
+        let b = self.route(
+            b,
+            "/csi.v1.Controller/CreateVolume",
+            "CreateVolume",
+            csi::create_volume,
+        );
+        let b = self.route(
+            b,
+            "/csi.v1.Controller/DeleteVolume",
+            "DeleteVolume",
+            csi::delete_volume,
+        );
+        let b = self.route(
+            b,
+            "/csi.v1.Controller/ControllerExpandVolume",
+            "ControllerExpandVolume",
+            csi::controller_expand_volume,
+        );
+        let b = self.route(
+            b,
+            "/csi.v1.Controller/GetCapacity",
+            "GetCapacity",
+            csi::get_capacity,
+        );
+        let b = self.route(
+            b,
+            "/csi.v1.Controller/ListVolumes",
+            "ListVolumes",
+            csi::list_volumes,
+        );
+        let b = self.route(
+            b,
+            "/csi.v1.Controller/ControllerGetVolume",
+            "ControllerGetVolume",
+            csi::controller_get_volume,
+        );
+        let b = self.route(
+            b,
+            "/csi.v1.Controller/ValidateVolumeCapabilities",
+            "ValidateVolumeCapabilities",
+            csi::validate_volume_capabilities,
         );
         b.build()
     }

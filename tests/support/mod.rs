@@ -327,3 +327,160 @@ pub fn raw_call(
         )
         .map_err(code_of)
 }
+
+/// An RDS emulator (HTTPS, its own CA) and a credentials directory for it
+/// in `dir/rds`: what `--rds-credentials-dir` reads.
+pub fn rds(dir: &Path) -> (rds_emulator::Emulator, PathBuf) {
+    rds_with(dir, rds_emulator::Options::default())
+}
+
+pub fn rds_with(dir: &Path, opts: rds_emulator::Options) -> (rds_emulator::Emulator, PathBuf) {
+    let emu = rds_emulator::Emulator::start(opts).unwrap();
+    let creds = emu.write_credentials(&dir.join("rds")).unwrap();
+    (emu, creds)
+}
+
+/// The controller flags that point it at `emu`.
+pub fn rds_flags(emu: &rds_emulator::Emulator, creds: &Path) -> Vec<String> {
+    vec![
+        "--rds-url".into(),
+        emu.url(),
+        "--rds-credentials-dir".into(),
+        creds.display().to_string(),
+        "--rds-timeout".into(),
+        "2s".into(),
+    ]
+}
+
+pub fn mount_capability() -> csi::VolumeCapability {
+    publish_request("v", "n").take_volume_capability()
+}
+
+pub fn block_capability() -> csi::VolumeCapability {
+    let mut cap = mount_capability();
+    cap.set_block(csi::VolumeCapability_BlockVolume::new());
+    cap
+}
+
+pub type CsiResult<T> = Result<T, (RpcStatusCode, String)>;
+
+/// A CreateVolume as the provisioner sends it for a ReadWriteOnce PVC.
+pub fn create_request(name: &str, bytes: i64, params: &[(&str, &str)]) -> csi::CreateVolumeRequest {
+    let mut r = csi::CreateVolumeRequest::new();
+    r.set_name(name.into());
+    r.mut_capacity_range().set_required_bytes(bytes);
+    r.mut_volume_capabilities().push(mount_capability());
+    for (k, v) in params {
+        r.mut_parameters().insert(k.to_string(), v.to_string());
+    }
+    r
+}
+
+impl Csi {
+    pub fn create(
+        &self,
+        name: &str,
+        bytes: i64,
+        params: &[(&str, &str)],
+    ) -> CsiResult<csi::Volume> {
+        self.create_with(&create_request(name, bytes, params))
+    }
+
+    pub fn create_with(&self, r: &csi::CreateVolumeRequest) -> CsiResult<csi::Volume> {
+        self.controller
+            .create_volume_opt(r, self.opt())
+            .map(|mut r| r.take_volume())
+            .map_err(code_of)
+    }
+
+    pub fn delete(&self, volume: &str) -> CsiResult<()> {
+        let mut r = csi::DeleteVolumeRequest::new();
+        r.set_volume_id(volume.into());
+        self.controller
+            .delete_volume_opt(&r, self.opt())
+            .map(|_| ())
+            .map_err(code_of)
+    }
+
+    pub fn expand(
+        &self,
+        volume: &str,
+        bytes: i64,
+        block: bool,
+    ) -> CsiResult<csi::ControllerExpandVolumeResponse> {
+        let mut r = csi::ControllerExpandVolumeRequest::new();
+        r.set_volume_id(volume.into());
+        r.mut_capacity_range().set_required_bytes(bytes);
+        r.set_volume_capability(if block {
+            block_capability()
+        } else {
+            mount_capability()
+        });
+        self.controller
+            .controller_expand_volume_opt(&r, self.opt())
+            .map_err(code_of)
+    }
+
+    pub fn get_volume(&self, volume: &str) -> CsiResult<csi::ControllerGetVolumeResponse> {
+        let mut r = csi::ControllerGetVolumeRequest::new();
+        r.set_volume_id(volume.into());
+        self.controller
+            .controller_get_volume_opt(&r, self.opt())
+            .map_err(code_of)
+    }
+
+    pub fn list_volumes(&self, max: i32, token: &str) -> CsiResult<csi::ListVolumesResponse> {
+        let mut r = csi::ListVolumesRequest::new();
+        r.set_max_entries(max);
+        r.set_starting_token(token.into());
+        self.controller
+            .list_volumes_opt(&r, self.opt())
+            .map_err(code_of)
+    }
+
+    pub fn capacity(&self, params: &[(&str, &str)]) -> CsiResult<csi::GetCapacityResponse> {
+        let mut r = csi::GetCapacityRequest::new();
+        r.mut_volume_capabilities().push(mount_capability());
+        for (k, v) in params {
+            r.mut_parameters().insert(k.to_string(), v.to_string());
+        }
+        self.controller
+            .get_capacity_opt(&r, self.opt())
+            .map_err(code_of)
+    }
+
+    pub fn validate(
+        &self,
+        volume: &str,
+        caps: Vec<csi::VolumeCapability>,
+    ) -> CsiResult<csi::ValidateVolumeCapabilitiesResponse> {
+        let mut r = csi::ValidateVolumeCapabilitiesRequest::new();
+        r.set_volume_id(volume.into());
+        r.set_volume_capabilities(caps.into());
+        self.controller
+            .validate_volume_capabilities_opt(&r, self.opt())
+            .map_err(code_of)
+    }
+
+    pub fn controller_capabilities(&self) -> Vec<csi::ControllerServiceCapability_RPC_Type> {
+        self.controller
+            .controller_get_capabilities_opt(
+                &csi::ControllerGetCapabilitiesRequest::new(),
+                self.opt(),
+            )
+            .unwrap()
+            .get_capabilities()
+            .iter()
+            .map(|c| c.get_rpc().get_field_type())
+            .collect()
+    }
+}
+
+/// The PV the provisioner makes for a created volume: named after it,
+/// carrying its volume context.
+pub fn provisioned_pv(volume: &csi::Volume) -> Value {
+    let mut pv = pv(volume.get_volume_id(), volume.get_volume_id(), DRIVER);
+    pv["spec"]["csi"]["volumeAttributes"] =
+        serde_json::to_value(volume.get_volume_context()).unwrap();
+    pv
+}

@@ -1,0 +1,407 @@
+//! The blocking RouterOS REST client: HTTPS + HTTP Basic over one shared
+//! `ureq::Agent`, credentials read from files that may be rotated.
+//!
+//! Failure model: every non-2xx answer is an [`Error`] carrying RouterOS's
+//! own detail. Nothing is retried here except once after a 401 with fresh
+//! credentials: a timed-out write may still have been carried out, so the
+//! caller looks before it writes again.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use base64::Engine as _;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use ureq::{
+    http,
+    tls::{RootCerts, TlsConfig},
+    Agent,
+};
+
+use super::{
+    model::{Disk, File, NewFileDisk},
+    Error, Reply,
+};
+
+/// How old credentials may get before the next request re-reads the files.
+pub const CREDENTIALS_REREAD: Duration = Duration::from_secs(60);
+
+/// Largest answer accepted: a `/disk` listing of some 10 000 volumes.
+const MAX_BODY: u64 = 64 << 20;
+
+/// How to reach RDS.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `https://HOST[:PORT]` (or `http://` on loopback), no path.
+    pub url: String,
+    /// Holds `username`, `password` and optionally `ca.crt` (PEM).
+    pub credentials_dir: PathBuf,
+    pub insecure_skip_verify: bool,
+    /// Limit for one request, connect included.
+    pub timeout: Duration,
+}
+
+/// A cheap-to-clone handle on one RouterOS REST API.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    dir: PathBuf,
+    insecure: bool,
+    timeout: Duration,
+    /// Scope: swapping the current session in and out; files are read and
+    /// requests sent outside the lock.
+    session: Mutex<Arc<Session>>,
+}
+
+/// What one reading of the credentials directory yields. Deliberately not
+/// `Debug`: it holds the password.
+struct Session {
+    agent: Agent,
+    authorization: String,
+    username: String,
+    ca: Option<Vec<u8>>,
+    read_at: Instant,
+}
+
+impl Client {
+    /// Reads the credentials and builds the client; nothing is sent yet.
+    /// Unreadable or empty credential files, or a `ca.crt` without a
+    /// certificate → [`Error::Config`].
+    pub fn new(opts: &ClientOptions) -> Result<Client, Error> {
+        let session = Session::read(
+            &opts.credentials_dir,
+            opts.insecure_skip_verify,
+            opts.timeout,
+            None,
+        )?;
+        if opts.insecure_skip_verify {
+            log::warn!(
+                "TLS verification of RDS at {} is disabled (--rds-insecure-skip-verify)",
+                opts.url
+            );
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                url: opts.url.trim_end_matches('/').to_string(),
+                dir: opts.credentials_dir.clone(),
+                insecure: opts.insecure_skip_verify,
+                timeout: opts.timeout,
+                session: Mutex::new(Arc::new(session)),
+            }),
+        })
+    }
+
+    /// The RouterOS user the client authenticates as.
+    pub fn username(&self) -> String {
+        self.inner.current().username.clone()
+    }
+
+    /// The `/disk` item whose `slot` is `slot`, if any.
+    pub fn disk_by_slot(&self, slot: &str) -> Result<Option<Disk>, Error> {
+        self.first(&format!("/rest/disk?slot={}", encode(slot)))
+    }
+
+    /// The `/disk` item mounted at `mount_point` (a storage pool), if any.
+    pub fn disk_by_mount_point(&self, mount_point: &str) -> Result<Option<Disk>, Error> {
+        self.first(&format!("/rest/disk?mount-point={}", encode(mount_point)))
+    }
+
+    /// Every `/disk` item.
+    pub fn disks(&self) -> Result<Vec<Disk>, Error> {
+        self.json(http::Method::GET, "/rest/disk", None)
+    }
+
+    /// Adds a disk; returns it as RouterOS stored it.
+    pub fn add_disk(&self, disk: &NewFileDisk) -> Result<Disk, Error> {
+        let body = serde_json::to_vec(disk).map_err(|e| Error::Decode(e.to_string()))?;
+        self.json(http::Method::PUT, "/rest/disk", Some(body))
+    }
+
+    /// Sets `properties` on the disk `id`; returns the updated item.
+    pub fn set_disk(&self, id: &str, properties: &Map<String, Value>) -> Result<Disk, Error> {
+        let body = serde_json::to_vec(properties).map_err(|e| Error::Decode(e.to_string()))?;
+        self.json(
+            http::Method::PATCH,
+            &format!("/rest/disk/{}", encode(id)),
+            Some(body),
+        )
+    }
+
+    /// Removes the disk `id` (its file stays). Already gone → `Ok(false)`.
+    pub fn remove_disk(&self, id: &str) -> Result<bool, Error> {
+        self.remove(&format!("/rest/disk/{}", encode(id)))
+    }
+
+    /// The `/file` item named `name` (RouterOS names have no leading `/`).
+    pub fn file_by_name(&self, name: &str) -> Result<Option<File>, Error> {
+        let name = name.trim_start_matches('/');
+        self.first(&format!("/rest/file?name={}", encode(name)))
+    }
+
+    /// Removes the file `id`. Already gone → `Ok(false)`.
+    pub fn remove_file(&self, id: &str) -> Result<bool, Error> {
+        self.remove(&format!("/rest/file/{}", encode(id)))
+    }
+
+    fn first<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, Error> {
+        let items: Vec<T> = self.json(http::Method::GET, path, None)?;
+        Ok(items.into_iter().next())
+    }
+
+    fn remove(&self, path: &str) -> Result<bool, Error> {
+        match self.send(http::Method::DELETE, path, None) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn json<T: DeserializeOwned>(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, Error> {
+        let bytes = self.send(method.clone(), path, body)?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Decode(format!("{method} {path}: {e}")))
+    }
+
+    /// One request; after a 401 the credentials are re-read and, when they
+    /// changed, the request is sent once more.
+    fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, Error> {
+        let session = self.inner.session();
+        match self.send_once(&session, &method, path, body.as_deref()) {
+            Err(Error::Unauthorized(reply)) => match self.inner.reload(Some(&session)) {
+                Some(fresh) => {
+                    log::info!("{method} {path}: 401 from RDS; retrying with re-read credentials");
+                    self.send_once(&fresh, &method, path, body.as_deref())
+                }
+                None => Err(Error::Unauthorized(reply)),
+            },
+            other => other,
+        }
+    }
+
+    fn send_once(
+        &self,
+        session: &Session,
+        method: &http::Method,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Vec<u8>, Error> {
+        let request = format!("{method} {}", path.split('?').next().unwrap_or(path));
+        let mut req = http::Request::builder()
+            .method(method.clone())
+            .uri(format!("{}{}", self.inner.url, path))
+            .header(http::header::AUTHORIZATION, &session.authorization);
+        if body.is_some() {
+            req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let started = Instant::now();
+        let sent = match body {
+            Some(b) => req.body(b.to_vec()).map(|r| session.agent.run(r)),
+            None => req.body(()).map(|r| session.agent.run(r)),
+        };
+        let response = sent
+            .map_err(|e| Error::Config(format!("{request}: {e}")))?
+            .map_err(|e| transport_error(&request, e))?;
+        let code = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()
+            .map_err(|e| transport_error(&request, e))?;
+        log::trace!(
+            "RDS {request} -> {code} ({} bytes, {:?})",
+            bytes.len(),
+            started.elapsed()
+        );
+        if (200..300).contains(&code) {
+            Ok(bytes)
+        } else {
+            Err(Error::from_reply(Reply::from_response(
+                request, code, &bytes,
+            )))
+        }
+    }
+}
+
+impl Inner {
+    fn current(&self) -> Arc<Session> {
+        self.session
+            .lock()
+            .expect("rds session lock poisoned")
+            .clone()
+    }
+
+    /// The current session, re-reading the files first when it is older
+    /// than [`CREDENTIALS_REREAD`].
+    fn session(&self) -> Arc<Session> {
+        let current = self.current();
+        if current.read_at.elapsed() < CREDENTIALS_REREAD {
+            return current;
+        }
+        self.reload(None).unwrap_or_else(|| self.current())
+    }
+
+    /// Re-reads the credentials. Returns the new session when it differs
+    /// from `compared_to` (or always, without one); a failed read keeps
+    /// the last good session, with a warning, and returns `None`.
+    fn reload(&self, compared_to: Option<&Session>) -> Option<Arc<Session>> {
+        let previous = self.current();
+        let fresh = match Session::read(&self.dir, self.insecure, self.timeout, Some(&previous)) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!(
+                    "re-reading RDS credentials from {}: {e}; keeping the last good ones",
+                    self.dir.display()
+                );
+                // Try again only after another full period.
+                let mut kept = self.session.lock().expect("rds session lock poisoned");
+                *kept = Arc::new(Session {
+                    agent: previous.agent.clone(),
+                    authorization: previous.authorization.clone(),
+                    username: previous.username.clone(),
+                    ca: previous.ca.clone(),
+                    read_at: Instant::now(),
+                });
+                return None;
+            }
+        };
+        let changed = compared_to
+            .is_none_or(|old| old.authorization != fresh.authorization || old.ca != fresh.ca);
+        let fresh = Arc::new(fresh);
+        *self.session.lock().expect("rds session lock poisoned") = fresh.clone();
+        changed.then_some(fresh)
+    }
+}
+
+impl Session {
+    /// Reads `username`, `password` and `ca.crt` from `dir`. The agent of
+    /// `previous` is kept when the CA did not change (its connections stay
+    /// pooled).
+    fn read(
+        dir: &Path,
+        insecure: bool,
+        timeout: Duration,
+        previous: Option<&Session>,
+    ) -> Result<Session, Error> {
+        let read = |name: &str| {
+            std::fs::read(dir.join(name))
+                .map_err(|e| Error::Config(format!("{}: {e}", dir.join(name).display())))
+        };
+        let username = String::from_utf8(read("username")?)
+            .map_err(|_| Error::Config("username is not UTF-8".into()))?
+            .trim()
+            .to_string();
+        if username.is_empty() {
+            return Err(Error::Config(format!(
+                "{} is empty",
+                dir.join("username").display()
+            )));
+        }
+        let mut password = read("password")?;
+        // Secrets written by hand often end in a newline; a password never does.
+        while matches!(password.last(), Some(b'\n' | b'\r')) {
+            password.pop();
+        }
+        let ca = match std::fs::read(dir.join("ca.crt")) {
+            Ok(pem) => Some(pem),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(Error::Config(format!(
+                    "{}: {e}",
+                    dir.join("ca.crt").display()
+                )))
+            }
+        };
+        let agent = match previous {
+            Some(p) if p.ca == ca => p.agent.clone(),
+            _ => agent(ca.as_deref(), insecure, timeout)?,
+        };
+        let mut credentials = username.clone().into_bytes();
+        credentials.push(b':');
+        credentials.extend_from_slice(&password);
+        let authorization = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(&credentials)
+        );
+        Ok(Session {
+            agent,
+            authorization,
+            username,
+            ca,
+            read_at: Instant::now(),
+        })
+    }
+}
+
+fn agent(ca: Option<&[u8]>, insecure: bool, timeout: Duration) -> Result<Agent, Error> {
+    let mut tls = TlsConfig::builder().disable_verification(insecure);
+    if let Some(pem) = ca {
+        let certs = crate::pem::certificates(pem, "ca.crt").map_err(Error::Config)?;
+        tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+    }
+    Ok(Agent::config_builder()
+        // Non-2xx answers are decoded here, not by ureq.
+        .http_status_as_error(false)
+        .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
+        .timeout_global(Some(timeout))
+        .user_agent(concat!("rds-csi-controller/", env!("CARGO_PKG_VERSION")))
+        .accept("application/json")
+        .max_redirects(0)
+        .tls_config(tls.build())
+        .build()
+        .into())
+}
+
+fn transport_error(request: &str, e: ureq::Error) -> Error {
+    match e {
+        ureq::Error::Timeout(t) => Error::Timeout(format!("{request}: {t}")),
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            Error::Timeout(format!("{request}: {io}"))
+        }
+        other => Error::Unreachable(format!("{request}: {other}")),
+    }
+}
+
+/// Escapes a query value or `.id` path segment (`*1A` → `%2A1A`).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_values_are_escaped_but_paths_stay_readable() {
+        assert_eq!(encode("*1A"), "%2A1A");
+        assert_eq!(
+            encode("storage-pool/metal-csi/pvc-1.img"),
+            "storage-pool/metal-csi/pvc-1.img"
+        );
+        assert_eq!(encode("a b&c=d"), "a%20b%26c%3Dd");
+    }
+}

@@ -1,0 +1,16 @@
+//! A small blocking client for the RouterOS v7 REST API of a ROSE Data
+//! Server: exactly the `/disk` and `/file` calls the volume lifecycle
+//! makes, over `ureq` with rustls and HTTP Basic authentication.
+//!
+//! Credentials come from files (`username`, `password`, optional `ca.crt`)
+//! re-read at most every minute and after a 401, so a rotated Secret takes
+//! effect without a restart. The password never reaches a log line or an
+//! error message.
+
+mod client;
+mod error;
+mod model;
+
+pub use client::{Client, ClientOptions, CREDENTIALS_REREAD};
+pub use error::{Error, Reply};
+pub use model::{bytes, flag, Disk, File, NewFileDisk};

@@ -1,0 +1,126 @@
+//! The `/disk` and `/file` items we read and write, as RouterOS's REST API
+//! spells them: every value a string, names kebab-case.
+
+use serde::{Deserialize, Serialize};
+
+/// One `/disk` item. Only the properties this controller reads; the rest
+/// of what RouterOS sends is ignored. Missing properties read as empty.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Disk {
+    #[serde(rename = ".id")]
+    pub id: String,
+    pub slot: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Path of the backing file, as RouterOS writes it (no leading `/`).
+    #[serde(rename = "file-path")]
+    pub file_path: String,
+    #[serde(rename = "file-size")]
+    pub file_size: String,
+    #[serde(rename = "nvme-tcp-export")]
+    pub nvme_tcp_export: String,
+    #[serde(rename = "nvme-tcp-server-port")]
+    pub nvme_tcp_server_port: String,
+    #[serde(rename = "nvme-tcp-server-nqn")]
+    pub nvme_tcp_server_nqn: String,
+    #[serde(rename = "mount-point")]
+    pub mount_point: String,
+    pub size: String,
+    pub free: String,
+}
+
+impl Disk {
+    /// The size of the backing file in bytes (`file-size`, else `size`).
+    pub fn file_bytes(&self) -> Option<u64> {
+        bytes(&self.file_size).or_else(|| bytes(&self.size))
+    }
+
+    /// Free bytes of a mounted disk.
+    pub fn free_bytes(&self) -> Option<u64> {
+        bytes(&self.free)
+    }
+
+    pub fn exported(&self) -> bool {
+        flag(&self.nvme_tcp_export)
+    }
+
+    /// `file-path` with a leading `/`, as volume contexts carry it.
+    pub fn absolute_file_path(&self) -> String {
+        format!("/{}", self.file_path.trim_start_matches('/'))
+    }
+}
+
+/// One `/file` item.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct File {
+    #[serde(rename = ".id")]
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub size: String,
+}
+
+/// The body of a `PUT /rest/disk` adding a file-backed disk exported over
+/// NVMe/TCP: one request carries every property, so no disk ever exists
+/// half-configured because of us.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NewFileDisk {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub slot: String,
+    #[serde(rename = "file-path")]
+    pub file_path: String,
+    #[serde(rename = "file-size")]
+    pub file_size: String,
+    #[serde(rename = "nvme-tcp-export")]
+    pub nvme_tcp_export: &'static str,
+    #[serde(rename = "nvme-tcp-server-port")]
+    pub nvme_tcp_server_port: String,
+    #[serde(rename = "nvme-tcp-server-nqn")]
+    pub nvme_tcp_server_nqn: String,
+}
+
+/// A byte count as RouterOS prints it: decimal digits, possibly grouped
+/// with spaces. Anything else → `None`.
+pub fn bytes(s: &str) -> Option<u64> {
+    let digits: String = s.chars().filter(|c| *c != ' ').collect();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A RouterOS boolean: `true`/`yes` (REST answers `true`).
+pub fn flag(s: &str) -> bool {
+    matches!(s, "true" | "yes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_disk_decodes_from_routeros_strings() {
+        let d: Disk = serde_json::from_str(
+            r#"{".id":"*1A","slot":"pvc-1","type":"file","file-path":"storage-pool/metal-csi/pvc-1.img",
+                "file-size":"1073741824","nvme-tcp-export":"true","nvme-tcp-server-port":"4420",
+                "nvme-tcp-server-nqn":"nqn.2000-02.com.mikrotik:pvc-1","extra":"ignored"}"#,
+        )
+        .unwrap();
+        assert_eq!(d.id, "*1A");
+        assert_eq!(d.file_bytes(), Some(1 << 30));
+        assert!(d.exported());
+        assert_eq!(d.absolute_file_path(), "/storage-pool/metal-csi/pvc-1.img");
+    }
+
+    #[test]
+    fn byte_counts_accept_digit_groups_only() {
+        assert_eq!(bytes("7 681 574 174 720"), Some(7_681_574_174_720));
+        assert_eq!(bytes("10G"), None);
+        assert_eq!(bytes(""), None);
+        assert_eq!(bytes("-1"), None);
+    }
+}

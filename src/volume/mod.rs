@@ -1,0 +1,424 @@
+//! The volume lifecycle on RDS: create, delete, grow, look up and list the
+//! file-backed NVMe/TCP disks that are this driver's volumes.
+//!
+//! Every change runs in the volume's turn (shared with Publish and
+//! Unpublish), looks before it writes, and writes nothing on a guess: when
+//! RDS cannot be read, the call fails and the caller retries.
+
+mod params;
+
+pub use params::{
+    check_volume_id, check_volume_path, file_path, is_backing_file_of, mount_point, nqn, size_for,
+    Defaults, ParamError, Params, DEFAULT_NVME_PORT, DEFAULT_VOLUME_PATH, MAX_BYTES, MIN_BYTES,
+    NQN_PREFIX,
+};
+
+use std::{collections::HashMap, fmt, sync::Arc};
+
+use serde_json::{Map, Value};
+
+use crate::{
+    attachment::{AttachError, AttachmentManager},
+    rds::{self, Disk, NewFileDisk},
+    turns::{Busy, Turns},
+};
+
+/// A volume as RDS reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub id: String,
+    /// What RDS reports, not what was asked for.
+    pub capacity_bytes: u64,
+    pub context: HashMap<String, String>,
+    /// Why the volume is abnormal, if it is.
+    pub abnormal: Option<String>,
+    /// Nodes the attachment map holds it on.
+    pub published_nodes: Vec<String>,
+}
+
+/// Why a lifecycle call failed.
+#[derive(Debug)]
+pub enum VolumeError {
+    /// The capacity range cannot be met.
+    OutOfRange(String),
+    /// A volume of that name exists and does not fit the request.
+    AlreadyExists(String),
+    NotFound(String),
+    /// The volume's PV still names an attached node.
+    InUse {
+        volume: String,
+        node: String,
+    },
+    /// A disk holds the slot but is not one this driver made (not a file
+    /// disk, or its file is not `<dir>/<id>.img`): never touched.
+    Foreign {
+        volume: String,
+        why: String,
+    },
+    /// No disk is mounted at the pool a volume path names.
+    NoPool {
+        mount_point: String,
+    },
+    /// A ListVolumes token this controller did not hand out.
+    BadToken(String),
+    Busy(Busy),
+    Attach(AttachError),
+    Rds(rds::Error),
+}
+
+impl fmt::Display for VolumeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VolumeError::OutOfRange(m) | VolumeError::AlreadyExists(m) => f.write_str(m),
+            VolumeError::NotFound(v) => write!(f, "volume {v:?} does not exist on RDS"),
+            VolumeError::InUse { volume, node } => write!(
+                f,
+                "volume {volume:?} is still attached to node {node:?}; detach it first"
+            ),
+            VolumeError::Foreign { volume, why } => {
+                write!(
+                    f,
+                    "slot {volume:?} on RDS is not a volume of this driver: {why}; left untouched"
+                )
+            }
+            VolumeError::NoPool { mount_point } => {
+                write!(f, "no disk on RDS is mounted at {mount_point:?} (the first segment of the volume path)")
+            }
+            VolumeError::BadToken(t) => {
+                write!(f, "starting_token {t:?} was not issued by this driver")
+            }
+            VolumeError::Busy(b) => b.fmt(f),
+            VolumeError::Attach(e) => e.fmt(f),
+            VolumeError::Rds(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for VolumeError {}
+
+impl From<rds::Error> for VolumeError {
+    fn from(e: rds::Error) -> Self {
+        VolumeError::Rds(e)
+    }
+}
+
+impl From<Busy> for VolumeError {
+    fn from(e: Busy) -> Self {
+        VolumeError::Busy(e)
+    }
+}
+
+impl From<AttachError> for VolumeError {
+    fn from(e: AttachError) -> Self {
+        VolumeError::Attach(e)
+    }
+}
+
+/// A validated CreateVolume.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    pub name: String,
+    /// 0: unset.
+    pub required_bytes: u64,
+    /// 0: unset.
+    pub limit_bytes: u64,
+    pub params: Params,
+}
+
+/// Volumes on one RDS.
+pub struct VolumeManager {
+    rds: rds::Client,
+    defaults: Defaults,
+    turns: Arc<Turns>,
+    /// Decides whether a volume may be deleted, and who it is published to.
+    attachments: Option<Arc<AttachmentManager>>,
+}
+
+impl VolumeManager {
+    pub fn new(
+        rds: rds::Client,
+        defaults: Defaults,
+        turns: Arc<Turns>,
+        attachments: Option<Arc<AttachmentManager>>,
+    ) -> VolumeManager {
+        VolumeManager {
+            rds,
+            defaults,
+            turns,
+            attachments,
+        }
+    }
+
+    pub fn defaults(&self) -> &Defaults {
+        &self.defaults
+    }
+
+    /// Creates the volume, or returns it when it already exists and fits.
+    ///
+    /// One look-up, then one add carrying every export property. A disk
+    /// left not exported (or exported under another NQN port) by an earlier
+    /// attempt is completed; a file left without its disk is taken over by
+    /// the add. RDS unreadable → the error, nothing added. A disk of that
+    /// slot that does not fit the request → `AlreadyExists`.
+    pub fn create(&self, req: &CreateRequest) -> Result<Volume, VolumeError> {
+        let size =
+            size_for(req.required_bytes, req.limit_bytes).map_err(VolumeError::OutOfRange)?;
+        let id = req.name.as_str();
+        let _turn = self.turns.take(id)?;
+        let file = file_path(&req.params.volume_path, id);
+        let nqn = nqn(id);
+        let port = req.params.nvme_port.to_string();
+        let disk = match self.rds.disk_by_slot(id)? {
+            None => {
+                let disk = self.rds.add_disk(&NewFileDisk {
+                    kind: "file",
+                    slot: id.to_string(),
+                    file_path: file.trim_start_matches('/').to_string(),
+                    file_size: size.to_string(),
+                    nvme_tcp_export: "yes",
+                    nvme_tcp_server_port: port.clone(),
+                    nvme_tcp_server_nqn: nqn.clone(),
+                })?;
+                log::info!(
+                    "created volume {id}: {} bytes at {file}, exported as {nqn}",
+                    disk.file_bytes().unwrap_or(size)
+                );
+                disk
+            }
+            Some(disk) => self.existing_for_create(disk, req, &file, &nqn, &port)?,
+        };
+        let capacity_bytes = disk.file_bytes().unwrap_or(size);
+        Ok(Volume {
+            id: id.to_string(),
+            capacity_bytes,
+            context: req
+                .params
+                .volume_context(&disk.nvme_tcp_server_port, &nqn, &file),
+            abnormal: None,
+            published_nodes: Vec::new(),
+        })
+    }
+
+    /// The disk already there for a create: it must be the same file and
+    /// size range; a missing export is completed.
+    fn existing_for_create(
+        &self,
+        disk: Disk,
+        req: &CreateRequest,
+        file: &str,
+        nqn: &str,
+        port: &str,
+    ) -> Result<Disk, VolumeError> {
+        let id = req.name.as_str();
+        if disk.kind != "file" || disk.absolute_file_path() != file {
+            return Err(VolumeError::AlreadyExists(format!(
+                "volume {id:?} already exists with backing file {:?}, not {file:?}",
+                disk.absolute_file_path()
+            )));
+        }
+        let have = disk.file_bytes().unwrap_or(0);
+        if have < req.required_bytes || (req.limit_bytes > 0 && have > req.limit_bytes) {
+            return Err(VolumeError::AlreadyExists(format!(
+                "volume {id:?} already exists with {have} bytes, outside the requested range \
+                 (required {}, limit {})",
+                req.required_bytes, req.limit_bytes
+            )));
+        }
+        if !disk.nvme_tcp_server_nqn.is_empty() && disk.nvme_tcp_server_nqn != nqn {
+            return Err(VolumeError::AlreadyExists(format!(
+                "volume {id:?} already exists exported as {:?}, not {nqn:?}",
+                disk.nvme_tcp_server_nqn
+            )));
+        }
+        if disk.exported() && disk.nvme_tcp_server_port == port {
+            return Ok(disk);
+        }
+        if disk.exported() && !disk.nvme_tcp_server_port.is_empty() {
+            return Err(VolumeError::AlreadyExists(format!(
+                "volume {id:?} already exists exported on port {}, not {port}",
+                disk.nvme_tcp_server_port
+            )));
+        }
+        let mut export = Map::new();
+        export.insert("nvme-tcp-export".into(), Value::from("yes"));
+        export.insert("nvme-tcp-server-port".into(), Value::from(port));
+        export.insert("nvme-tcp-server-nqn".into(), Value::from(nqn));
+        let disk = self.rds.set_disk(&disk.id, &export)?;
+        log::info!("completed volume {id}: export as {nqn} on port {port} was missing");
+        Ok(disk)
+    }
+
+    /// Deletes the volume: its disk entry, then its file. Unknown volume →
+    /// Ok. Its PV naming an attached node → `InUse`, nothing removed. A
+    /// slot whose disk is not ours → `Foreign`, nothing removed. A file
+    /// left by a crash between the two removals goes on the retry.
+    pub fn delete(&self, id: &str) -> Result<(), VolumeError> {
+        let _turn = self.turns.take(id)?;
+        let view = match &self.attachments {
+            Some(a) => a.inspect(id)?,
+            None => None,
+        };
+        if let Some(node) = view.as_ref().and_then(|v| v.holder.clone()) {
+            return Err(VolumeError::InUse {
+                volume: id.into(),
+                node,
+            });
+        }
+        // Where the file is when the disk is already gone: the PV's
+        // volume_context knows its StorageClass's volumePath.
+        let mut file = view
+            .and_then(|v| v.attributes.get("volumePath").cloned())
+            .filter(|p| is_backing_file_of(p, id))
+            .unwrap_or_else(|| file_path(&self.defaults.volume_path, id));
+        if let Some(disk) = self.rds.disk_by_slot(id)? {
+            if disk.kind != "file" || !is_backing_file_of(&disk.file_path, id) {
+                return Err(VolumeError::Foreign {
+                    volume: id.into(),
+                    why: format!("type {:?}, file {:?}", disk.kind, disk.file_path),
+                });
+            }
+            file = disk.absolute_file_path();
+            self.rds.remove_disk(&disk.id)?;
+            log::info!("deleted disk of volume {id}");
+        }
+        if let Some(f) = self.rds.file_by_name(&file)? {
+            self.rds.remove_file(&f.id)?;
+            log::info!("deleted backing file {file} of volume {id}");
+        }
+        Ok(())
+    }
+
+    /// Grows the volume to at least `required` bytes; never shrinks.
+    /// Returns the size RDS reports. Missing → `NotFound`.
+    pub fn expand(&self, id: &str, required: u64, limit: u64) -> Result<u64, VolumeError> {
+        if limit > 0 && required > limit {
+            return Err(VolumeError::OutOfRange(format!(
+                "capacity_range: required_bytes {required} exceeds limit_bytes {limit}"
+            )));
+        }
+        if required > MAX_BYTES {
+            return Err(VolumeError::OutOfRange(format!(
+                "capacity_range: {required} bytes exceeds the largest volume, {MAX_BYTES} bytes (16 TiB)"
+            )));
+        }
+        let _turn = self.turns.take(id)?;
+        let disk = self
+            .ours(id)?
+            .ok_or_else(|| VolumeError::NotFound(id.into()))?;
+        let current = disk.file_bytes().unwrap_or(0);
+        if required <= current {
+            return Ok(current);
+        }
+        let mut size = Map::new();
+        size.insert("file-size".into(), Value::from(required.to_string()));
+        let grown = self.rds.set_disk(&disk.id, &size)?;
+        let now = grown.file_bytes().unwrap_or(required);
+        log::info!("expanded volume {id} from {current} to {now} bytes");
+        Ok(now)
+    }
+
+    /// Free bytes in the pool holding `params.volume_path`.
+    pub fn available(&self, params: &Params) -> Result<u64, VolumeError> {
+        let mount_point = mount_point(&params.volume_path);
+        let pool =
+            self.rds
+                .disk_by_mount_point(mount_point)?
+                .ok_or_else(|| VolumeError::NoPool {
+                    mount_point: mount_point.into(),
+                })?;
+        pool.free_bytes().ok_or_else(|| {
+            VolumeError::Rds(rds::Error::Decode(format!(
+                "disk mounted at {mount_point:?} reports free {:?}",
+                pool.free
+            )))
+        })
+    }
+
+    /// The volume with its condition: abnormal when its disk is not
+    /// exported or its file is missing. Missing → `NotFound`.
+    pub fn get(&self, id: &str) -> Result<Volume, VolumeError> {
+        let disk = self
+            .ours(id)?
+            .ok_or_else(|| VolumeError::NotFound(id.into()))?;
+        let mut volume = self.describe(&disk);
+        if volume.abnormal.is_none() && self.rds.file_by_name(&disk.file_path)?.is_none() {
+            volume.abnormal = Some(format!(
+                "backing file {} is missing on RDS",
+                disk.absolute_file_path()
+            ));
+        }
+        Ok(volume)
+    }
+
+    /// Whether the volume exists on RDS.
+    pub fn exists(&self, id: &str) -> Result<bool, VolumeError> {
+        Ok(self.ours(id)?.is_some())
+    }
+
+    /// Up to `max` of this driver's volumes (0: all), in slot order,
+    /// starting at `token` (empty: the first); the token of the next page,
+    /// if any. Tokens are volume IDs, so a page survives volumes created or
+    /// deleted meanwhile.
+    pub fn list(
+        &self,
+        max: usize,
+        token: &str,
+    ) -> Result<(Vec<Volume>, Option<String>), VolumeError> {
+        if !token.is_empty() && check_volume_id(token).is_err() {
+            return Err(VolumeError::BadToken(token.into()));
+        }
+        let mut disks: Vec<Disk> = self
+            .rds
+            .disks()?
+            .into_iter()
+            .filter(|d| is_ours(d) && d.slot.as_str() >= token)
+            .collect();
+        disks.sort_by(|a, b| a.slot.cmp(&b.slot));
+        let max = if max == 0 { usize::MAX } else { max };
+        let next = disks.get(max).map(|d| d.slot.clone());
+        Ok((
+            disks.iter().take(max).map(|d| self.describe(d)).collect(),
+            next,
+        ))
+    }
+
+    /// The disk of `id` when it is one of ours.
+    fn ours(&self, id: &str) -> Result<Option<Disk>, VolumeError> {
+        Ok(self.rds.disk_by_slot(id)?.filter(is_ours))
+    }
+
+    fn describe(&self, disk: &Disk) -> Volume {
+        let mut context: HashMap<String, String> = [
+            ("rdsAddress", self.defaults.address.clone()),
+            ("nvmeAddress", self.defaults.address.clone()),
+            ("nvmePort", disk.nvme_tcp_server_port.clone()),
+            ("nqn", disk.nvme_tcp_server_nqn.clone()),
+            ("volumePath", disk.absolute_file_path()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        context.retain(|_, v| !v.is_empty());
+        let published_nodes = self
+            .attachments
+            .as_ref()
+            .and_then(|a| a.get(&disk.slot))
+            .map(|a| vec![a.node.to_string()])
+            .unwrap_or_default();
+        Volume {
+            id: disk.slot.clone(),
+            capacity_bytes: disk.file_bytes().unwrap_or(0),
+            context,
+            abnormal: (!disk.exported()).then(|| "disk is not exported over NVMe/TCP".to_string()),
+            published_nodes,
+        }
+    }
+}
+
+/// A disk this driver made: a file disk whose slot is a volume ID and
+/// whose file is `<dir>/<slot>.img`.
+fn is_ours(d: &Disk) -> bool {
+    d.kind == "file"
+        && check_volume_id(&d.slot).is_ok()
+        && is_backing_file_of(&d.file_path, &d.slot)
+}
