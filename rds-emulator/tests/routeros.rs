@@ -1,0 +1,298 @@
+//! The emulator answers as RouterOS's REST API does: status codes, error
+//! bodies, string values, `.id`s, filters, and the disk/file/pool rules
+//! the controller depends on.
+
+use base64::Engine as _;
+use rds_emulator::{Emulator, Fault, FaultAction, Match, Options, User};
+use serde_json::{json, Value};
+
+struct Client {
+    agent: ureq::Agent,
+    url: String,
+    auth: String,
+}
+
+impl Client {
+    fn new(emu: &Emulator, user: &str, password: &str) -> Client {
+        let certs: Vec<_> = ureq::tls::parse_pem(emu.ca_pem().unwrap().as_bytes())
+            .filter_map(|i| match i {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+            .build();
+        Client {
+            agent: ureq::Agent::config_builder()
+                .tls_config(tls)
+                .http_status_as_error(false)
+                .build()
+                .into(),
+            url: emu.url(),
+            auth: format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            ),
+        }
+    }
+
+    /// Status and body (JSON, or Null when empty).
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.url, path))
+            .header("Authorization", &self.auth)
+            .header("Content-Type", "application/json");
+        let resp = match body {
+            Some(b) => self.agent.run(req.body(b.to_string()).unwrap()),
+            None => self.agent.run(req.body(()).unwrap()),
+        };
+        match resp {
+            Ok(r) => {
+                let code = r.status().as_u16();
+                let text = r.into_body().read_to_string().unwrap();
+                (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+}
+
+fn start() -> (Emulator, Client) {
+    let emu = Emulator::start(Options {
+        pool_bytes: 10 << 30,
+        ..Default::default()
+    })
+    .unwrap();
+    let c = Client::new(&emu, "csi", "rds-test-password");
+    (emu, c)
+}
+
+fn file_disk(slot: &str, size: &str) -> Value {
+    json!({"type": "file", "slot": slot, "file-path": format!("storage-pool/metal-csi/{slot}.img"),
+           "file-size": size, "nvme-tcp-export": "yes", "nvme-tcp-server-port": "4420",
+           "nvme-tcp-server-nqn": format!("nqn.2000-02.com.mikrotik:{slot}")})
+}
+
+#[test]
+fn wrong_credentials_are_401_and_a_user_without_rest_api_is_not_allowed() {
+    let (emu, _) = start();
+    let (code, body) = Client::new(&emu, "csi", "wrong").call("GET", "/rest/disk", None);
+    assert_eq!(
+        (code, body),
+        (401, json!({"error": 401, "message": "Unauthorized"}))
+    );
+    emu.set_users(vec![User {
+        name: "ro".into(),
+        password: "p".into(),
+        rest_api: false,
+    }]);
+    let (code, body) = Client::new(&emu, "ro", "p").call("GET", "/rest/disk", None);
+    assert_eq!(code, 500);
+    assert_eq!(body["detail"], "not allowed");
+}
+
+#[test]
+fn add_answers_the_item_with_string_values_and_star_ids() {
+    let (emu, c) = start();
+    let (code, disk) = c.call("PUT", "/rest/disk", Some(file_disk("pvc-1", "1G")));
+    assert_eq!(code, 200, "{disk}");
+    let id = disk[".id"].as_str().unwrap();
+    assert!(
+        id.starts_with('*') && u64::from_str_radix(&id[1..], 16).is_ok(),
+        "{id}"
+    );
+    assert_eq!(disk["file-size"], "1073741824");
+    assert_eq!(disk["nvme-tcp-export"], "true");
+    assert_eq!(disk["nvme-tcp-server-port"], "4420");
+    assert!(
+        disk.as_object().unwrap().values().all(Value::is_string),
+        "{disk}"
+    );
+    // One item by .id, with the star escaped as clients send it.
+    let (code, one) = c.call(
+        "GET",
+        &format!("/rest/disk/{}", id.replace('*', "%2A")),
+        None,
+    );
+    assert_eq!((code, &one), (200, &disk));
+    // Numbers are accepted too, answered as strings.
+    let mut numeric = file_disk("pvc-2", "0");
+    numeric["file-size"] = json!(1 << 20);
+    numeric["nvme-tcp-server-port"] = json!(4421);
+    let (code, d2) = c.call("PUT", "/rest/disk", Some(numeric));
+    assert_eq!(
+        (code, d2["nvme-tcp-server-port"].as_str()),
+        (200, Some("4421"))
+    );
+    let _ = emu;
+}
+
+#[test]
+fn equality_filters_and_proplist_select() {
+    let (_emu, c) = start();
+    c.call("PUT", "/rest/disk", Some(file_disk("pvc-a", "1M")));
+    c.call("PUT", "/rest/disk", Some(file_disk("pvc-b", "1M")));
+    let (_, all) = c.call("GET", "/rest/disk", None);
+    assert_eq!(all.as_array().unwrap().len(), 3, "two volumes and the pool");
+    let (_, one) = c.call("GET", "/rest/disk?slot=pvc-b", None);
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    assert_eq!(one[0]["slot"], "pvc-b");
+    let (_, none) = c.call("GET", "/rest/disk?slot=pvc", None);
+    assert_eq!(none, json!([]), "no prefix matching");
+    let (_, slim) = c.call("GET", "/rest/disk?slot=pvc-a&.proplist=slot", None);
+    let keys: Vec<_> = slim[0].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys, [".id", "slot"]);
+}
+
+#[test]
+fn removing_a_disk_keeps_its_file_and_a_repeat_is_404() {
+    let (emu, c) = start();
+    let (_, d) = c.call("PUT", "/rest/disk", Some(file_disk("pvc-1", "1G")));
+    let path = format!("/rest/disk/{}", d[".id"].as_str().unwrap());
+    let (code, body) = c.call("DELETE", &path, None);
+    assert_eq!((code, body), (204, Value::Null));
+    let (code, body) = c.call("DELETE", &path, None);
+    assert_eq!(
+        (code, body),
+        (404, json!({"error": 404, "message": "Not Found"}))
+    );
+    let file = emu
+        .file("storage-pool/metal-csi/pvc-1.img")
+        .expect("file stays");
+    let (_, files) = c.call(
+        "GET",
+        "/rest/file?name=storage-pool/metal-csi/pvc-1.img",
+        None,
+    );
+    assert_eq!(files[0][".id"], file.id);
+    assert_eq!(files[0]["size"], "1073741824");
+    let (code, _) = c.call("DELETE", &format!("/rest/file/{}", file.id), None);
+    assert_eq!(code, 204);
+    assert!(emu.file("storage-pool/metal-csi/pvc-1.img").is_none());
+}
+
+#[test]
+fn pool_free_follows_the_files_and_a_full_pool_says_not_enough_space() {
+    let (emu, c) = start();
+    let free = |c: &Client| -> u64 {
+        let (_, pool) = c.call("GET", "/rest/disk?mount-point=storage-pool", None);
+        pool[0]["free"].as_str().unwrap().parse().unwrap()
+    };
+    assert_eq!(free(&c), 10 << 30);
+    let (_, d) = c.call("PUT", "/rest/disk", Some(file_disk("pvc-1", "4G")));
+    assert_eq!(free(&c), 6 << 30);
+    let (code, body) = c.call("PUT", "/rest/disk", Some(file_disk("pvc-2", "7G")));
+    assert_eq!(
+        (code, body),
+        (
+            400,
+            json!({"error": 400, "message": "Bad Request", "detail": "failure: not enough space"})
+        )
+    );
+    assert!(emu.disk("pvc-2").is_none() && emu.file("storage-pool/metal-csi/pvc-2.img").is_none());
+    // Growing takes the difference; shrinking is refused.
+    let path = format!("/rest/disk/{}", d[".id"].as_str().unwrap());
+    let (code, grown) = c.call("PATCH", &path, Some(json!({"file-size": "5G"})));
+    assert_eq!(
+        (code, grown["file-size"].as_str()),
+        (200, Some("5368709120"))
+    );
+    assert_eq!(free(&c), 5 << 30);
+    assert_eq!(
+        c.call("PATCH", &path, Some(json!({"file-size": "1G"}))).0,
+        400
+    );
+    // A file in use cannot be removed under its disk.
+    let file = emu.file("storage-pool/metal-csi/pvc-1.img").unwrap();
+    let (code, body) = c.call("DELETE", &format!("/rest/file/{}", file.id), None);
+    assert_eq!(
+        (code, body["detail"].as_str()),
+        (400, Some("failure: file is in use"))
+    );
+}
+
+#[test]
+fn bad_adds_are_400_with_routeros_details() {
+    let (_emu, c) = start();
+    let mut unknown = file_disk("pvc-1", "1G");
+    unknown["colour"] = json!("blue");
+    assert_eq!(
+        c.call("PUT", "/rest/disk", Some(unknown)).1["detail"],
+        "unknown parameter colour"
+    );
+    let mut elsewhere = file_disk("pvc-1", "1G");
+    elsewhere["file-path"] = json!("nopool/x.img");
+    assert_eq!(
+        c.call("PUT", "/rest/disk", Some(elsewhere)).1["detail"],
+        "failure: no such directory"
+    );
+    c.call("PUT", "/rest/disk", Some(file_disk("pvc-1", "1G")));
+    let (code, body) = c.call("PUT", "/rest/disk", Some(file_disk("pvc-1", "1G")));
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(c.call("GET", "/rest/nothing", None).0, 400);
+}
+
+#[test]
+fn faults_apply_to_the_nth_matching_request_and_over_http() {
+    let (emu, c) = start();
+    emu.inject(Fault {
+        matches: Match {
+            method: Some("GET".into()),
+            path: Some("/rest/disk".into()),
+        },
+        skip: 1,
+        times: 1,
+        action: FaultAction::Status {
+            code: 503,
+            detail: "busy".into(),
+        },
+    });
+    assert_eq!(c.call("GET", "/rest/disk", None).0, 200);
+    assert_eq!(
+        c.call("GET", "/rest/disk", None),
+        (
+            503,
+            json!({"error": 503, "message": "Service Unavailable", "detail": "busy"})
+        )
+    );
+    assert_eq!(c.call("GET", "/rest/disk", None).0, 200);
+    // The same through /emulator/faults, for out-of-process tests.
+    let admin = ureq::Agent::config_builder()
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .disable_verification(true)
+                .build(),
+        )
+        .build();
+    let admin: ureq::Agent = admin.into();
+    admin
+        .post(format!("{}/emulator/faults", emu.url()))
+        .header("Content-Type", "application/json")
+        .send(
+            json!({"match": {"method": "PUT"}, "times": 1, "action": {"kind": "not_enough_space"}})
+                .to_string(),
+        )
+        .unwrap();
+    assert_eq!(
+        c.call("PUT", "/rest/disk", Some(file_disk("pvc-9", "1M")))
+            .0,
+        400
+    );
+    assert!(emu.disk("pvc-9").is_none());
+    // A dropped connection: no answer at all.
+    emu.inject(Fault {
+        matches: Match::default(),
+        skip: 0,
+        times: 1,
+        action: FaultAction::Drop,
+    });
+    assert_eq!(c.call("GET", "/rest/disk", None).0, 0);
+    // Refusing cuts new and kept-alive connections alike.
+    emu.set_refusing(true);
+    assert_eq!(c.call("GET", "/rest/disk", None).0, 0);
+    emu.set_refusing(false);
+    assert_eq!(c.call("GET", "/rest/disk", None).0, 200);
+    assert!(emu.requests().iter().any(|r| r.code == 503));
+}
