@@ -49,13 +49,21 @@ fn kustomization_renders_every_object() {
         "ClusterRole/rds-csi-controller",
         "ClusterRole/rds-csi-attacher",
         "ClusterRoleBinding/rds-csi-controller",
+        "ClusterRole/rds-csi-provisioner",
+        "ClusterRole/rds-csi-resizer",
         "CSIDriver/rds.csi.srvlab.io",
         "Deployment/rds-csi-controller",
+        "StorageClass/rds-nvme",
     ] {
         assert!(k.iter().any(|x| x == want), "{want} missing from {k:?}");
     }
     let driver = objs.iter().find(|o| o["kind"] == "CSIDriver").unwrap();
     assert_eq!(driver["spec"]["attachRequired"], Value::Bool(true));
+    let class = objs.iter().find(|o| o["kind"] == "StorageClass").unwrap();
+    assert_eq!(class["provisioner"], "rds.csi.srvlab.io");
+    assert_eq!(class["allowVolumeExpansion"], Value::Bool(true));
+    // No credentials are shipped: the Secret is the operator's.
+    assert!(!objs.iter().any(|o| o["kind"] == "Secret"));
 }
 
 #[test]
@@ -71,7 +79,13 @@ fn controller_pod_is_hardened_and_images_are_pinned() {
         .collect();
     assert_eq!(
         names,
-        ["rds-csi-controller", "csi-attacher", "livenessprobe"]
+        [
+            "rds-csi-controller",
+            "csi-attacher",
+            "csi-provisioner",
+            "csi-resizer",
+            "livenessprobe"
+        ]
     );
     for c in containers {
         let name = c["name"].as_str().unwrap();
@@ -108,6 +122,27 @@ fn controller_pod_is_hardened_and_images_are_pinned() {
     assert!(args(1).contains(&"--csi-address=/csi/csi.sock".to_string()));
     assert!(args(1).contains(&"--leader-election".to_string()));
     assert!(args(1).iter().any(|a| a.starts_with("--timeout=")));
+    assert!(args(2).contains(&"--extra-create-metadata".to_string()));
+    for i in [2, 3] {
+        assert!(args(i).contains(&"--leader-election".to_string()));
+    }
+    // RDS: the URL flag and the credentials Secret, mounted read-only.
+    assert!(args(0).iter().any(|a| a.starts_with("--rds-url=https://")));
+    assert!(args(0).contains(&"--rds-credentials-dir=/etc/rds-csi".to_string()));
+    let creds = containers[0]["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/etc/rds-csi")
+        .expect("credentials mounted");
+    assert_eq!(creds["readOnly"], Value::Bool(true));
+    let secret = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == creds["name"])
+        .unwrap();
+    assert_eq!(secret["secret"]["secretName"], "rds-csi-credentials");
     assert!(containers[0]["livenessProbe"]["httpGet"]["port"]
         .as_str()
         .is_some());
@@ -157,6 +192,7 @@ fn apply_dry_run_against_the_emulator_renders_every_object() {
         "RoleBinding",
         "CSIDriver",
         "Deployment",
+        "StorageClass",
     ] {
         assert!(
             text.contains(&format!("kind: {kind}\n")),

@@ -1,7 +1,7 @@
 //! A kube-apiserver emulator for tests.
 //!
 //! It serves PersistentVolumes, Nodes, VolumeAttachments, CSINodes,
-//! CSIDrivers, Namespaces, ServiceAccounts and Events over HTTP/1.1
+//! CSIDrivers, StorageClasses, Namespaces, ServiceAccounts and Events over HTTP/1.1
 //! (plaintext or TLS with a CA made at start) with the API server's
 //! semantics where clients can tell: Status bodies, 404/409/410/422,
 //! resourceVersion preconditions, consistent paginated lists with expiring

@@ -66,6 +66,7 @@ pub const KINDS: &[Kind] = &[
     kind("volumeattachments", "VolumeAttachment", "storage.k8s.io", false, true, &[]),
     kind("csinodes", "CSINode", "storage.k8s.io", false, false, &[]),
     kind("csidrivers", "CSIDriver", "storage.k8s.io", false, false, &[]),
+    kind("storageclasses", "StorageClass", "storage.k8s.io", false, false, &["sc"]),
     kind("leases", "Lease", "coordination.k8s.io", true, false, &[]),
     kind("deployments", "Deployment", "apps", true, true, &["deploy"]),
     kind("clusterroles", "ClusterRole", "rbac.authorization.k8s.io", false, false, &[]),

@@ -205,8 +205,8 @@ pub fn create_volume(
     d: &Driver,
     req: &CreateVolumeRequest,
 ) -> Result<CreateVolumeResponse, CsiError> {
-    let c = validate::create(req)?;
     let manager = volumes(d, "CreateVolume")?;
+    let c = validate::create(req)?;
     let params = params(manager, req.get_parameters())?;
     let created = manager.create(&CreateRequest {
         name: c.name.to_string(),
@@ -225,8 +225,8 @@ pub fn delete_volume(
     d: &Driver,
     req: &DeleteVolumeRequest,
 ) -> Result<DeleteVolumeResponse, CsiError> {
-    let id = validate::volume_id(req.get_volume_id())?;
     let manager = volumes(d, "DeleteVolume")?;
+    let id = validate::volume_id(req.get_volume_id())?;
     if volume::check_volume_id(id).is_err() {
         log::debug!("DeleteVolume {id:?}: not a volume ID of this driver; nothing to delete");
         return Ok(DeleteVolumeResponse::new());
@@ -241,12 +241,12 @@ pub fn controller_expand_volume(
     d: &Driver,
     req: &ControllerExpandVolumeRequest,
 ) -> Result<ControllerExpandVolumeResponse, CsiError> {
+    let manager = volumes(d, "ControllerExpandVolume")?;
     let id = validate::volume_id(req.get_volume_id())?;
     if !req.has_capacity_range() {
         return Err(CsiError::invalid("capacity_range", "is required"));
     }
     let (required, limit) = validate::capacity(req.get_capacity_range())?;
-    let manager = volumes(d, "ControllerExpandVolume")?;
     if volume::check_volume_id(id).is_err() {
         return Err(volume::VolumeError::NotFound(id.into()).into());
     }
@@ -259,13 +259,13 @@ pub fn controller_expand_volume(
 
 /// Free bytes of the pool the parameters' volume path lives in.
 pub fn get_capacity(d: &Driver, req: &GetCapacityRequest) -> Result<GetCapacityResponse, CsiError> {
+    let manager = volumes(d, "GetCapacity")?;
     for cap in req.get_volume_capabilities() {
         if let Some(why) = validate::unsupported(cap) {
             log::debug!("GetCapacity for an unsupported capability: {why}; answering 0");
             return Ok(GetCapacityResponse::new());
         }
     }
-    let manager = volumes(d, "GetCapacity")?;
     let params = params(manager, req.get_parameters())?;
     let free = manager.available(&params)?;
     let mut r = GetCapacityResponse::new();
@@ -278,9 +278,9 @@ pub fn get_capacity(d: &Driver, req: &GetCapacityRequest) -> Result<GetCapacityR
 
 /// This driver's volumes, a page at a time, with their published nodes.
 pub fn list_volumes(d: &Driver, req: &ListVolumesRequest) -> Result<ListVolumesResponse, CsiError> {
+    let manager = volumes(d, "ListVolumes")?;
     let max = usize::try_from(req.get_max_entries())
         .map_err(|_| CsiError::invalid("max_entries", "must not be negative"))?;
-    let manager = volumes(d, "ListVolumes")?;
     let (page, next) = manager.list(max, req.get_starting_token())?;
     let mut r = ListVolumesResponse::new();
     for v in page {
@@ -301,8 +301,8 @@ pub fn controller_get_volume(
     d: &Driver,
     req: &ControllerGetVolumeRequest,
 ) -> Result<ControllerGetVolumeResponse, CsiError> {
-    let id = validate::volume_id(req.get_volume_id())?;
     let manager = volumes(d, "ControllerGetVolume")?;
+    let id = validate::volume_id(req.get_volume_id())?;
     if volume::check_volume_id(id).is_err() {
         return Err(volume::VolumeError::NotFound(id.into()).into());
     }
