@@ -2,7 +2,10 @@
 //! the startup rebuild: the call ends in success or a retryable gRPC code,
 //! a retry converges so that state and annotations agree, the controller
 //! does not panic, and it ends with as many threads as it started with.
-//! The test prints the class × RPC × outcome table kept in
+//! The same for every RDS fault class during CreateVolume, ControllerExpand
+//! and DeleteVolume: a retryable (or the documented) code, nothing created
+//! blindly, and a clean retry that converges.
+//! The tests print the class × RPC × outcome tables kept in
 //! docs/reliability.md.
 
 mod support;
@@ -295,5 +298,176 @@ fn fault_matrix() {
     println!("\n| fault | Publish | Unpublish | Rebuild |\n|---|---|---|---|");
     for ((label, p, u), r) in rows.iter().zip(&rebuild) {
         println!("| {label} | {p} | {u} | {r} |");
+    }
+}
+
+/// A fault RouterOS (or the path to it) can show.
+#[derive(Clone, Copy, Debug)]
+enum RdsClass {
+    Refused,
+    Http500,
+    Http503,
+    ConnectionDrop,
+    AnswerLost,
+    SlowBeyondTimeout,
+    NotEnoughSpace,
+    PasswordRotated401,
+}
+
+impl RdsClass {
+    const ALL: &'static [RdsClass] = &[
+        RdsClass::Refused,
+        RdsClass::Http500,
+        RdsClass::Http503,
+        RdsClass::ConnectionDrop,
+        RdsClass::AnswerLost,
+        RdsClass::SlowBeyondTimeout,
+        RdsClass::NotEnoughSpace,
+        RdsClass::PasswordRotated401,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            RdsClass::Refused => "connections refused",
+            RdsClass::Http500 => "500",
+            RdsClass::Http503 => "503",
+            RdsClass::ConnectionDrop => "connection dropped",
+            RdsClass::AnswerLost => "answer lost after write",
+            RdsClass::SlowBeyondTimeout => "slower than --rds-timeout",
+            RdsClass::NotEnoughSpace => "400 not enough space",
+            RdsClass::PasswordRotated401 => "401, password rotated",
+        }
+    }
+
+    /// Arms the fault for the next `method` request under `path`.
+    fn arm(self, rds: &rds_emulator::Emulator, method: &str, path: &str) {
+        use rds_emulator::{Fault, FaultAction as A, Match};
+        let action = match self {
+            RdsClass::Refused => return rds.set_refusing(true),
+            RdsClass::PasswordRotated401 => {
+                return rds.set_users(vec![rds_emulator::User::admin("csi", "rotated-pw")])
+            }
+            RdsClass::Http500 => A::Status {
+                code: 500,
+                detail: String::new(),
+            },
+            RdsClass::Http503 => A::Status {
+                code: 503,
+                detail: String::new(),
+            },
+            RdsClass::ConnectionDrop => A::Drop,
+            RdsClass::AnswerLost => A::DropAfter,
+            RdsClass::SlowBeyondTimeout => A::Delay { millis: 1500 },
+            RdsClass::NotEnoughSpace => A::NotEnoughSpace,
+        };
+        rds.inject(Fault {
+            matches: Match {
+                method: Some(method.into()),
+                path: Some(path.into()),
+            },
+            skip: 0,
+            times: 1,
+            action,
+        });
+    }
+
+    fn disarm(self, rds: &rds_emulator::Emulator, creds: &std::path::Path) {
+        rds.clear_faults();
+        rds.set_refusing(false);
+        if let RdsClass::PasswordRotated401 = self {
+            // The Secret follows the device: the next 401 re-reads it.
+            std::fs::write(creds.join("password"), "rotated-pw").unwrap();
+        }
+        // A write slower than the time limit lands after the call failed.
+        std::thread::sleep(std::time::Duration::from_millis(700));
+    }
+
+    /// The code a first attempt may end in: retryable, or the one the
+    /// class means (a full pool is RESOURCE_EXHAUSTED).
+    fn acceptable(self, r: &Result<(), (RpcStatusCode, String)>) -> bool {
+        retryable(r)
+            || matches!(
+                (self, r),
+                (
+                    RdsClass::NotEnoughSpace,
+                    Err((RpcStatusCode::RESOURCE_EXHAUSTED, _))
+                )
+            )
+    }
+}
+
+#[test]
+fn rds_fault_matrix() {
+    const GIB: i64 = 1 << 30;
+    let dir = TempDir::new("rdsfaults");
+    let (rds, creds) = rds(dir.path());
+    let mut flags = rds_flags(&rds, &creds);
+    flags.extend(["--rds-timeout".into(), "1s".into()]); // the last one counts
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let c = Controller::start(dir.path(), None, &flags);
+    let k = c.csi();
+    k.create("pvc-warmup", GIB, &[]).unwrap();
+    let threads_before = threads(c.child.id());
+    let disks = |rds: &rds_emulator::Emulator| {
+        rds.disks()
+            .into_iter()
+            .filter(|d| d["type"] == "file")
+            .count()
+    };
+
+    let mut rows = Vec::new();
+    for (i, class) in RdsClass::ALL.iter().enumerate() {
+        let label = class.label();
+        let done = |r: &Result<(), (RpcStatusCode, String)>| match r {
+            Ok(()) => "OK".to_string(),
+            Err(_) => format!("{} → retry OK", outcome(r)),
+        };
+        // CreateVolume: at most one disk, whatever the fault.
+        let v = format!("pvc-create-{i}");
+        let before = disks(&rds);
+        class.arm(&rds, "PUT", "/rest/disk");
+        let first = k.create(&v, GIB, &[]).map(|_| ());
+        class.disarm(&rds, &creds);
+        assert!(class.acceptable(&first), "{label}: create gave {first:?}");
+        k.create(&v, GIB, &[])
+            .unwrap_or_else(|e| panic!("{label}: create retry {e:?}"));
+        assert_eq!(disks(&rds), before + 1, "{label}: one disk");
+        let create = done(&first);
+
+        // ControllerExpandVolume: grown once, to the size asked.
+        class.arm(&rds, "PATCH", "/rest/disk");
+        let first = k.expand(&v, 2 * GIB, false).map(|_| ());
+        class.disarm(&rds, &creds);
+        assert!(class.acceptable(&first), "{label}: expand gave {first:?}");
+        let grown = k
+            .expand(&v, 2 * GIB, false)
+            .unwrap_or_else(|e| panic!("{label}: expand retry {e:?}"));
+        assert_eq!(grown.get_capacity_bytes(), 2 * GIB, "{label}");
+        let expand = done(&first);
+
+        // DeleteVolume: the disk and the file are gone after the retry.
+        class.arm(&rds, "DELETE", "/rest/disk");
+        let first = k.delete(&v);
+        class.disarm(&rds, &creds);
+        assert!(class.acceptable(&first), "{label}: delete gave {first:?}");
+        k.delete(&v)
+            .unwrap_or_else(|e| panic!("{label}: delete retry {e:?}"));
+        assert!(rds.disk(&v).is_none(), "{label}");
+        assert!(
+            rds.file(&format!("storage-pool/metal-csi/{v}.img"))
+                .is_none(),
+            "{label}"
+        );
+        let delete = done(&first);
+        rows.push(format!("| {label} | {create} | {expand} | {delete} |"));
+    }
+    assert_eq!(disks(&rds), 1, "only the warm-up volume is left");
+    let logs = c.logs();
+    assert!(!logs.contains("panicked"), "{logs}");
+    assert_eq!(threads(c.child.id()), threads_before, "threads leaked");
+    println!("| RDS fault | CreateVolume | ControllerExpandVolume | DeleteVolume |");
+    println!("|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
     }
 }
