@@ -4,6 +4,10 @@
 //! cargo run --example csi-client -- --endpoint /tmp/rds-csi/csi.sock probe
 //! cargo run --example csi-client -- publish pvc-0001 node-1
 //! cargo run --example csi-client -- unpublish pvc-0001 [node-1]
+//! cargo run --example csi-client -- create pvc-0003 2147483648
+//! cargo run --example csi-client -- expand pvc-0003 4294967296
+//! cargo run --example csi-client -- list
+//! cargo run --example csi-client -- delete pvc-0003
 //! ```
 
 use std::{sync::Arc, time::Duration};
@@ -50,8 +54,60 @@ fn main() {
                 .controller_unpublish_volume_opt(&req, opt())
                 .map(|_| format!("unpublished {volume}"))
         }
+        ["create", name, bytes] => {
+            let mut req = csi::CreateVolumeRequest::new();
+            req.set_name(name.to_string());
+            req.mut_capacity_range()
+                .set_required_bytes(bytes.parse().unwrap_or(0));
+            req.mut_volume_capabilities().push(
+                csi::ControllerPublishVolumeRequest::single_node_writer(name, "-")
+                    .take_volume_capability(),
+            );
+            controller.create_volume_opt(&req, opt()).map(|r| {
+                let v = r.get_volume();
+                let mut ctx: Vec<_> = v.get_volume_context().iter().collect();
+                ctx.sort();
+                format!(
+                    "created {} ({} bytes) {ctx:?}",
+                    v.get_volume_id(),
+                    v.get_capacity_bytes()
+                )
+            })
+        }
+        ["expand", name, bytes] => {
+            let mut req = csi::ControllerExpandVolumeRequest::new();
+            req.set_volume_id(name.to_string());
+            req.mut_capacity_range()
+                .set_required_bytes(bytes.parse().unwrap_or(0));
+            controller
+                .controller_expand_volume_opt(&req, opt())
+                .map(|r| format!("{name} is {} bytes", r.get_capacity_bytes()))
+        }
+        ["delete", name] => {
+            let mut req = csi::DeleteVolumeRequest::new();
+            req.set_volume_id(name.to_string());
+            controller
+                .delete_volume_opt(&req, opt())
+                .map(|_| format!("deleted {name}"))
+        }
+        ["list"] => controller
+            .list_volumes_opt(&csi::ListVolumesRequest::new(), opt())
+            .map(|r| {
+                r.get_entries()
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{} {} bytes, published on {:?}",
+                            e.get_volume().get_volume_id(),
+                            e.get_volume().get_capacity_bytes(),
+                            e.get_status().get_published_node_ids()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }),
         _ => {
-            eprintln!("usage: csi-client [--endpoint PATH] probe | info | publish VOLUME NODE | unpublish VOLUME [NODE]");
+            eprintln!("usage: csi-client [--endpoint PATH] probe | info | publish VOLUME NODE | unpublish VOLUME [NODE] | create NAME BYTES | expand NAME BYTES | delete NAME | list");
             std::process::exit(2);
         }
     };

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs the controller locally against a kube-apiserver emulator seeded with
-# a few PVs and nodes. The socket is /tmp/rds-csi/csi.sock; Ctrl-C stops both.
+# a few PVs and nodes, and an RDS (RouterOS REST) emulator. The socket is
+# /tmp/rds-csi/csi.sock; Ctrl-C stops all three.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-deps.sh
-cargo build --workspace --quiet
+cargo build --workspace --exclude rds-bench --bins --quiet
 dir=/tmp/rds-csi
 mkdir -p "$dir"
 cat > "$dir/seed.json" <<'JSON'
@@ -17,7 +18,11 @@ cat > "$dir/seed.json" <<'JSON'
 JSON
 target/debug/kube-emulator --tls --token local-dev --kubeconfig-dir "$dir" --seed "$dir/seed.json" >"$dir/emulator.url" &
 emulator=$!
-trap 'kill $emulator 2>/dev/null' EXIT
-for _ in $(seq 50); do [ -s "$dir/emulator.url" ] && break; sleep 0.1; done
+target/debug/rds-emulator --credentials-dir "$dir/rds" >"$dir/rds.url" &
+rds=$!
+trap 'kill $emulator $rds 2>/dev/null' EXIT
+for _ in $(seq 50); do [ -s "$dir/emulator.url" ] && [ -s "$dir/rds.url" ] && break; sleep 0.1; done
 echo "emulator: $(cat "$dir/emulator.url")   kubectl: KUBECONFIG=$dir/kubeconfig kubectl get pv" >&2
-KUBECONFIG="$dir/kubeconfig" target/debug/rds-csi-controller --endpoint "unix://$dir/csi.sock" "$@"
+echo "RDS: $(cat "$dir/rds.url")   curl -k -u csi:rds-test-password $(cat "$dir/rds.url")/rest/disk" >&2
+KUBECONFIG="$dir/kubeconfig" target/debug/rds-csi-controller --endpoint "unix://$dir/csi.sock" \
+  --rds-url "$(cat "$dir/rds.url")" --rds-credentials-dir "$dir/rds" "$@"
