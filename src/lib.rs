@@ -20,12 +20,12 @@ pub mod cli;
 pub mod csi;
 pub mod driver;
 pub mod kube;
-mod pem;
 pub mod proto;
 pub mod rds;
 pub mod server;
 pub mod turns;
 pub mod volume;
+mod wire;
 
 use std::sync::Arc;
 

@@ -36,6 +36,8 @@ fn main() {
         binary: None,
         held: 100_000,
         exec_pvs: 10_000,
+        volumes: 10_000,
+        only: None,
     };
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -53,6 +55,8 @@ fn main() {
             "--binary" => opts.binary = Some(PathBuf::from(it.next().unwrap())),
             "--held" => opts.held = it.next().unwrap().parse().unwrap(),
             "--exec-pvs" => opts.exec_pvs = it.next().unwrap().parse().unwrap(),
+            "--volumes" => opts.volumes = it.next().unwrap().parse().unwrap(),
+            "--only" => opts.only = it.next(),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -69,11 +73,21 @@ struct BenchOpts {
     held: usize,
     /// PVs to rebuild for the exec → Probe measure.
     exec_pvs: usize,
+    /// Volumes on RDS for the ListVolumes RSS measure.
+    volumes: usize,
+    /// Run one section only: `volumes`.
+    only: Option<String>,
 }
 
 fn run(o: &BenchOpts) {
     let dir = std::env::temp_dir().join(format!("rds-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    if o.only.as_deref() == Some("volumes") {
+        println!("## Volume lifecycle on RDS (--rds-url, RDS emulator over HTTPS)\n");
+        volume_path(&dir, &o.controller, o.volumes);
+        std::fs::remove_dir_all(&dir).ok();
+        return;
+    }
     println!("## Rebuild (median of {} runs; page size 500)\n", o.runs);
     println!("| PVs | contender | wall ms | peak RSS MiB | vs kube-rs wall | vs kube-rs RSS | vs floor wall |");
     println!("|---|---|---|---|---|---|---|");
@@ -119,6 +133,9 @@ fn run(o: &BenchOpts) {
 
     println!("\n## Publish path (1 node cached, --kube-api-qps 0)\n");
     publish_path(&dir, &o.controller);
+
+    println!("\n## Volume lifecycle on RDS (--rds-url, RDS emulator over HTTPS)\n");
+    volume_path(&dir, &o.controller, o.volumes);
 
     println!("\n## Footprint\n");
     footprint(&dir, o);
@@ -188,21 +205,23 @@ impl TapMkdir for PathBuf {
 }
 
 fn peak_rss_kb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap()
+    status_kb("/proc/self/status", "VmHWM:")
 }
 
 fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
+    status_kb(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+fn hwm_kb(pid: u32) -> u64 {
+    status_kb(&format!("/proc/{pid}/status"), "VmHWM:")
+}
+
+/// A `kB` field of a `/proc/…/status` file.
+fn status_kb(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap()
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .unwrap()
         .parse()
@@ -366,6 +385,16 @@ fn start_controller(
     kc: Option<&Path>,
     tag: &str,
 ) -> (Controller, Duration) {
+    start_controller_with(bin, dir, kc, tag, &[])
+}
+
+fn start_controller_with(
+    bin: &Path,
+    dir: &Path,
+    kc: Option<&Path>,
+    tag: &str,
+    extra: &[String],
+) -> (Controller, Duration) {
     let socket = dir.join(format!("{tag}.sock"));
     let _ = std::fs::remove_file(&socket);
     let mut cmd = Command::new(bin);
@@ -380,6 +409,7 @@ fn start_controller(
             "--log-level",
             "warn",
         ])
+        .args(extra)
         .env_remove("KUBECONFIG")
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stdout(Stdio::null())
@@ -590,4 +620,177 @@ fn footprint(dir: &Path, o: &BenchOpts) {
         median(&mut times)
     );
     drop(emu);
+}
+
+/// CreateVolume over the socket against the RDS emulator's own add, the
+/// RDS requests each lifecycle call makes, and the controller's RSS when
+/// it lists `volumes` volumes.
+fn volume_path(dir: &Path, bin: &Path, volumes: usize) {
+    let samples = 500;
+    let rds = rds_emulator::Emulator::start(rds_emulator::Options {
+        pool_bytes: 1 << 50,
+        ..Default::default()
+    })
+    .unwrap();
+    let creds = rds.write_credentials(&dir.join("rds-creds")).unwrap();
+    let extra = vec![
+        "--rds-url".to_string(),
+        rds.url(),
+        "--rds-credentials-dir".into(),
+        creds.display().to_string(),
+    ];
+    let (c, _) = start_controller_with(bin, dir, None, "volumes", &extra);
+    let (_, ctl) = clients(&c.socket);
+    let opt = || CallOption::default().timeout(Duration::from_secs(10));
+    let create = |name: &str| {
+        let mut r = csi::CreateVolumeRequest::new();
+        r.set_name(name.into());
+        r.mut_capacity_range().set_required_bytes(1 << 30);
+        r.mut_volume_capabilities().push(
+            csi::ControllerPublishVolumeRequest::single_node_writer(name, "-")
+                .take_volume_capability(),
+        );
+        r
+    };
+    ctl.create_volume_opt(&create("pvc-warm"), opt()).unwrap();
+
+    let count = |f: &dyn Fn()| {
+        rds.clear_requests();
+        f();
+        rds.requests().len()
+    };
+    let per_create = count(&|| {
+        ctl.create_volume_opt(&create("pvc-count"), opt()).unwrap();
+    });
+    let per_create_again = count(&|| {
+        ctl.create_volume_opt(&create("pvc-count"), opt()).unwrap();
+    });
+    let per_expand = count(&|| {
+        let mut r = csi::ControllerExpandVolumeRequest::new();
+        r.set_volume_id("pvc-count".into());
+        r.mut_capacity_range().set_required_bytes(2 << 30);
+        ctl.controller_expand_volume_opt(&r, opt()).unwrap();
+    });
+    let per_delete = count(&|| {
+        let mut r = csi::DeleteVolumeRequest::new();
+        r.set_volume_id("pvc-count".into());
+        ctl.delete_volume_opt(&r, opt()).unwrap();
+    });
+
+    let mut lat = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let t = Instant::now();
+        ctl.create_volume_opt(&create(&format!("pvc-lat-{i:05}")), opt())
+            .unwrap();
+        lat.push(t.elapsed());
+    }
+
+    // The emulator's own look-up and add, through the controller's RDS
+    // client on the same loopback TLS: the floor any CreateVolume stands on.
+    let client = rds_csi_controller::rds::Client::new(&rds_csi_controller::rds::ClientOptions {
+        url: rds.url(),
+        credentials_dir: creds.clone(),
+        insecure_skip_verify: false,
+        timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    let (mut get, mut add) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+    for i in 0..samples {
+        let slot = format!("pvc-raw-{i:05}");
+        let t = Instant::now();
+        assert!(client.disk_by_slot(&slot).unwrap().is_none());
+        get.push(t.elapsed());
+        let t = Instant::now();
+        client
+            .add_disk(&rds_csi_controller::rds::NewFileDisk {
+                kind: "file",
+                slot: slot.clone(),
+                file_path: format!("storage-pool/metal-csi/{slot}.img"),
+                file_size: (1u64 << 30).to_string(),
+                nvme_tcp_export: "yes",
+                nvme_tcp_server_port: "4420".into(),
+                nvme_tcp_server_nqn: format!("nqn.2000-02.com.mikrotik:{slot}"),
+            })
+            .unwrap();
+        add.push(t.elapsed());
+    }
+
+    // RSS with many volumes listed, in pages as the provisioner's capacity
+    // and health checks would, and all at once.
+    for i in 0..volumes {
+        let slot = format!("pvc-many-{i:06}");
+        let path = format!("storage-pool/metal-csi/{slot}.img");
+        rds.insert_file(&path, 1 << 30);
+        rds.insert_disk(&[
+            ("slot", &slot),
+            ("type", "file"),
+            ("file-path", &path),
+            ("nvme-tcp-export", "true"),
+            ("nvme-tcp-server-port", "4420"),
+        ]);
+    }
+    let pid = c.child.id();
+    let before = rss_kb(pid);
+    let mut listed = 0;
+    let mut token = String::new();
+    let t = Instant::now();
+    loop {
+        let mut r = csi::ListVolumesRequest::new();
+        r.set_max_entries(500);
+        r.set_starting_token(token.clone());
+        let page = ctl.list_volumes_opt(&r, opt()).unwrap();
+        listed += page.get_entries().len();
+        token = page.get_next_token().to_string();
+        if token.is_empty() {
+            break;
+        }
+    }
+    let paged = t.elapsed();
+    let t = Instant::now();
+    let all = ctl
+        .list_volumes_opt(&csi::ListVolumesRequest::new(), opt())
+        .unwrap()
+        .get_entries()
+        .len();
+    let whole = t.elapsed();
+    std::thread::sleep(Duration::from_millis(200));
+    let after = rss_kb(pid);
+    let hwm = hwm_kb(pid);
+    assert_eq!(listed, all);
+
+    let (p50, p99) = (percentile(&mut lat, 0.5), percentile(&mut lat, 0.99));
+    let (get50, add50) = (percentile(&mut get, 0.5), percentile(&mut add, 0.5));
+    let add99 = percentile(&mut add, 0.99);
+    println!("| measure | value |\n|---|---|");
+    println!(
+        "| RDS requests per CreateVolume (new / existing) | {per_create} / {per_create_again} |"
+    );
+    println!("| RDS requests per ControllerExpandVolume (growing) | {per_expand} |");
+    println!("| RDS requests per DeleteVolume (disk and file) | {per_delete} |");
+    println!(
+        "| CreateVolume p50 / p99 (over the socket) | {} / {} µs |",
+        p50.as_micros(),
+        p99.as_micros()
+    );
+    println!(
+        "| emulator look-up p50, add p50 / p99 (direct) | {} µs, {} / {} µs |",
+        get50.as_micros(),
+        add50.as_micros(),
+        add99.as_micros()
+    );
+    println!(
+        "| CreateVolume p50 − (look-up p50 + add p50) | {} µs |",
+        p50.as_micros() as i128 - (get50 + add50).as_micros() as i128
+    );
+    println!(
+        "| ListVolumes of {all} volumes: 500 a page / all at once | {} / {} ms |",
+        paged.as_millis(),
+        whole.as_millis()
+    );
+    println!(
+        "| controller RSS before / after listing {all} volumes (peak) | {:.1} / {:.1} MiB ({:.1}) |",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
 }

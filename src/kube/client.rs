@@ -101,11 +101,11 @@ impl Client {
         let mut tls = TlsConfig::builder().disable_verification(config.insecure_skip_tls_verify);
         if let Some(ca) = &config.ca_pem {
             let certs =
-                crate::pem::certificates(ca, "certificate-authority").map_err(Error::Config)?;
+                crate::wire::certificates(ca, "certificate-authority").map_err(Error::Config)?;
             tls = tls.root_certs(RootCerts::new_with_certs(&certs));
         }
         if let Some(id) = &config.identity {
-            let chain = crate::pem::certificates(&id.cert_pem, "client-certificate")
+            let chain = crate::wire::certificates(&id.cert_pem, "client-certificate")
                 .map_err(Error::Config)?;
             let key = PrivateKey::from_pem(&id.key_pem)
                 .map_err(|_| Error::Config("client-key holds no usable private key".into()))?;
@@ -528,15 +528,7 @@ fn segment(name: &str) -> Result<&str, Error> {
 }
 
 fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::wire::percent_encode(s, b"")
 }
 
 #[cfg(test)]

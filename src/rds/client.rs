@@ -352,7 +352,7 @@ impl Session {
 fn agent(ca: Option<&[u8]>, insecure: bool, timeout: Duration) -> Result<Agent, Error> {
     let mut tls = TlsConfig::builder().disable_verification(insecure);
     if let Some(pem) = ca {
-        let certs = crate::pem::certificates(pem, "ca.crt").map_err(Error::Config)?;
+        let certs = crate::wire::certificates(pem, "ca.crt").map_err(Error::Config)?;
         tls = tls.root_certs(RootCerts::new_with_certs(&certs));
     }
     Ok(Agent::config_builder()
@@ -378,17 +378,10 @@ fn transport_error(request: &str, e: ureq::Error) -> Error {
     }
 }
 
-/// Escapes a query value or `.id` path segment (`*1A` → `%2A1A`).
+/// Escapes a query value or `.id` path segment (`*1A` → `%2A1A`); `/`
+/// stays, file names keep their shape.
 fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::wire::percent_encode(s, b"/")
 }
 
 #[cfg(test)]

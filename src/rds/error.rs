@@ -65,25 +65,28 @@ impl Reply {
             Ok(w) if w.error.is_some() || !w.message.is_empty() => Reply {
                 request,
                 code,
-                message: w.message,
-                detail: w.detail,
+                message: printable(&w.message),
+                detail: printable(&w.detail),
             },
-            _ => {
-                let text = String::from_utf8_lossy(&body[..body.len().min(EXCERPT)]);
-                Reply {
-                    request,
-                    code,
-                    message: text
-                        .chars()
-                        .map(|c| if c.is_control() { ' ' } else { c })
-                        .collect::<String>()
-                        .trim()
-                        .to_string(),
-                    detail: String::new(),
-                }
-            }
+            _ => Reply {
+                request,
+                code,
+                message: printable(&String::from_utf8_lossy(&body[..body.len().min(EXCERPT)])),
+                detail: String::new(),
+            },
         }
     }
+}
+
+/// At most [`EXCERPT`] characters, control characters as spaces: what
+/// RouterOS says ends up in one log line and one gRPC message.
+fn printable(text: &str) -> String {
+    text.chars()
+        .take(EXCERPT)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 impl fmt::Display for Reply {
@@ -191,5 +194,10 @@ mod tests {
         let Error::Server(r) = e else { panic!() };
         assert!(r.message.starts_with("bad gateway"));
         assert!(r.message.len() <= EXCERPT);
+        let e = reply(
+            400,
+            r#"{"error":400,"message":"Bad Request","detail":"line1\nline2"}"#,
+        );
+        assert!(e.to_string().contains("line1 line2"), "{e}");
     }
 }
