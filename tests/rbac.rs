@@ -9,20 +9,29 @@ use std::collections::BTreeSet;
 use kube_emulator::{RequestRecord, Rule};
 use support::*;
 
-/// Everything the binary does against the API: rebuild, publish (incl. a
-/// PV created after startup and an unknown volume), unpublish, and a
-/// restart. Returns the requests the emulator saw.
+/// Everything the binary does against the API: rebuild, the volume
+/// lifecycle on RDS (create, a PV made for it, delete, which reads the PV),
+/// publish (incl. a PV created after startup and an unknown volume),
+/// unpublish, and a restart. Returns the requests the emulator saw.
 fn workload(rules: Vec<Rule>) -> Vec<RequestRecord> {
     let dir = TempDir::new("rbac");
     let (emu, kc) = emulator_unrestricted(dir.path());
+    let (rds_emu, creds) = rds(dir.path());
+    let mut flags: Vec<String> = vec!["--startup-timeout".into(), "2s".into()];
+    flags.extend(rds_flags(&rds_emu, &creds));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     emu.create("persistentvolumes", pv("vol-1", "vol-1", DRIVER))
         .unwrap();
     emu.create("nodes", node("node-1")).unwrap();
     emu.set_rbac(Some(rules));
 
-    let mut c = Controller::spawn(dir.path(), Some(&kc), &["--startup-timeout", "2s"]);
+    let mut c = Controller::spawn(dir.path(), Some(&kc), &flags);
     if ready_or_exited(&mut c) {
         let k = c.csi();
+        if let Ok(v) = k.create("pvc-rbac", 1 << 30, &[]) {
+            emu.create("persistentvolumes", provisioned_pv(&v)).unwrap();
+            let _ = k.delete("pvc-rbac");
+        }
         let _ = k.publish("vol-1", "node-1");
         emu.create("persistentvolumes", pv("static-2", "handle-2", DRIVER))
             .unwrap();
@@ -31,7 +40,7 @@ fn workload(rules: Vec<Rule>) -> Vec<RequestRecord> {
         let _ = k.unpublish("vol-1", "node-1");
         c.kill9();
         // A restart: the rebuild reads back what the workload wrote.
-        let mut again = Controller::spawn(dir.path(), Some(&kc), &["--startup-timeout", "2s"]);
+        let mut again = Controller::spawn(dir.path(), Some(&kc), &flags);
         ready_or_exited(&mut again);
     }
     emu.requests()
@@ -58,6 +67,11 @@ fn the_controller_runs_under_the_deployed_cluster_role_without_a_403() {
     let seen = workload(deploy_rules());
     let denied: Vec<_> = seen.iter().filter(|r| r.code == 403).collect();
     assert!(denied.is_empty(), "denied: {denied:?}");
+    assert!(
+        seen.iter()
+            .any(|r| r.verb == "get" && r.name == "pvc-rbac" && r.code == 200),
+        "DeleteVolume read the PV under the role: {seen:?}"
+    );
     assert!(
         seen.iter().any(|r| r.verb == "update" && r.code == 200),
         "the workload wrote a PV: {seen:?}"

@@ -677,16 +677,9 @@ fn volume_path(dir: &Path, bin: &Path, volumes: usize) {
         ctl.delete_volume_opt(&r, opt()).unwrap();
     });
 
-    let mut lat = Vec::with_capacity(samples);
-    for i in 0..samples {
-        let t = Instant::now();
-        ctl.create_volume_opt(&create(&format!("pvc-lat-{i:05}")), opt())
-            .unwrap();
-        lat.push(t.elapsed());
-    }
-
-    // The emulator's own look-up and add, through the controller's RDS
-    // client on the same loopback TLS: the floor any CreateVolume stands on.
+    // CreateVolume over the socket, and beside each one the emulator's own
+    // look-up and add through the controller's RDS client on the same
+    // loopback TLS, at the same number of disks: the floor it stands on.
     let client = rds_csi_controller::rds::Client::new(&rds_csi_controller::rds::ClientOptions {
         url: rds.url(),
         credentials_dir: creds.clone(),
@@ -694,8 +687,13 @@ fn volume_path(dir: &Path, bin: &Path, volumes: usize) {
         timeout: Duration::from_secs(10),
     })
     .unwrap();
+    let mut lat = Vec::with_capacity(samples);
     let (mut get, mut add) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
     for i in 0..samples {
+        let t = Instant::now();
+        ctl.create_volume_opt(&create(&format!("pvc-lat-{i:05}")), opt())
+            .unwrap();
+        lat.push(t.elapsed());
         let slot = format!("pvc-raw-{i:05}");
         let t = Instant::now();
         assert!(client.disk_by_slot(&slot).unwrap().is_none());

@@ -400,12 +400,12 @@ fn remove_file(st: &mut State, id: &str) -> Response {
     if st.files[&key].kind == "disk" {
         return error(400, "failure: cannot remove a disk");
     }
-    st.files.remove(&key);
+    st.remove_file(key);
     Response::json(204, Vec::new())
 }
 
 fn set_file_size(st: &mut State, name: &str, n: u64) {
-    if let Some(f) = st.files.values_mut().find(|f| f.name == name) {
+    if let Some(f) = st.file_named_mut(name) {
         f.size = n;
     }
 }

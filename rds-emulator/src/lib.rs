@@ -26,7 +26,7 @@
 mod api;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     sync::{
@@ -156,6 +156,8 @@ pub(crate) struct State {
     /// `.id` number → properties as stored (computed ones added on read).
     disks: BTreeMap<u64, Item>,
     files: BTreeMap<u64, FileEntry>,
+    /// File name → `files` key, so listings stay linear in their length.
+    file_index: HashMap<String, u64>,
     pool_id: u64,
     pool_bytes: u64,
     mount_point: String,
@@ -196,6 +198,7 @@ impl Emulator {
             next_id: 1,
             disks: BTreeMap::new(),
             files: BTreeMap::new(),
+            file_index: HashMap::new(),
             pool_id: 0,
             pool_bytes: opts.pool_bytes,
             mount_point: opts.mount_point.clone(),
@@ -411,16 +414,29 @@ impl State {
 
     pub(crate) fn insert_file(&mut self, name: &str, kind: &str, size: u64) -> String {
         let id = self.take_id();
+        let name = name.trim_start_matches('/').to_string();
+        self.file_index.insert(name.clone(), id);
         self.files.insert(
             id,
             FileEntry {
                 id: format_id(id),
-                name: name.trim_start_matches('/').to_string(),
+                name,
                 kind: kind.to_string(),
                 size,
             },
         );
         format_id(id)
+    }
+
+    pub(crate) fn remove_file(&mut self, key: u64) {
+        if let Some(f) = self.files.remove(&key) {
+            self.file_index.remove(&f.name);
+        }
+    }
+
+    pub(crate) fn file_named_mut(&mut self, name: &str) -> Option<&mut FileEntry> {
+        let key = self.file_index.get(name.trim_start_matches('/'))?;
+        self.files.get_mut(key)
     }
 
     pub(crate) fn used(&self) -> u64 {
@@ -457,8 +473,8 @@ impl State {
     }
 
     pub(crate) fn file_named(&self, name: &str) -> Option<&FileEntry> {
-        let name = name.trim_start_matches('/');
-        self.files.values().find(|f| f.name == name)
+        let key = self.file_index.get(name.trim_start_matches('/'))?;
+        self.files.get(key)
     }
 }
 

@@ -113,9 +113,15 @@ impl Client {
         self.first(&format!("/rest/disk?mount-point={}", encode(mount_point)))
     }
 
-    /// Every `/disk` item.
+    /// Every `/disk` item, with only the properties a volume listing
+    /// reads (`.proplist`): a real RDS sends dozens per disk.
     pub fn disks(&self) -> Result<Vec<Disk>, Error> {
-        self.json(http::Method::GET, "/rest/disk", None)
+        self.json(
+            http::Method::GET,
+            "/rest/disk?.proplist=.id,slot,type,file-path,file-size,size,\
+             nvme-tcp-export,nvme-tcp-server-port,nvme-tcp-server-nqn",
+            None,
+        )
     }
 
     /// Adds a disk; returns it as RouterOS stored it.
