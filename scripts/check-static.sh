@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks the static artifacts in dist/: each is a statically linked,
 # stripped ELF; the amd64 one prints its version and serves Probe on a unix
-# socket; the arm64 one prints its version under qemu-aarch64 (Debian's
+# socket against the kube-apiserver emulator (scripts/probe-binary.sh); the arm64 one prints its version under qemu-aarch64 (Debian's
 # qemu-user, installed when run as root and missing). Prints sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,19 +20,7 @@ done
 if [ -e dist/rds-csi-controller-amd64 ]; then
   version=$(dist/rds-csi-controller-amd64 --version)
   echo "amd64 --version: $version"
-  dir=$(mktemp -d /tmp/rds-static.XXXXXX)
-  dist/rds-csi-controller-amd64 --endpoint "unix://$dir/csi.sock" 2>"$dir/log" &
-  pid=$!
-  cargo build --quiet --example csi-client
-  ok=
-  for _ in $(seq 100); do
-    if out=$(target/debug/examples/csi-client --endpoint "$dir/csi.sock" probe 2>/dev/null); then ok=$out; break; fi
-    sleep 0.1
-  done
-  kill -TERM "$pid"; wait "$pid" || true
-  if [ "$ok" = "ready: true" ]; then echo "amd64 Probe over $dir/csi.sock: $ok"; else echo "FAIL: amd64 binary did not serve Probe" >&2; cat "$dir/log" >&2; status=1; fi
-  [ ! -e "$dir/csi.sock" ] || { echo "FAIL: socket left behind after SIGTERM" >&2; status=1; }
-  rm -rf "$dir"
+  scripts/probe-binary.sh dist/rds-csi-controller-amd64 || status=1
 fi
 
 if [ -e dist/rds-csi-controller-arm64 ]; then

@@ -200,3 +200,43 @@ fn apply_dry_run_against_the_emulator_renders_every_object() {
         );
     }
 }
+
+/// The image the Deployment runs is the one scripts/build-image.sh tags:
+/// same repository, and the crate's version as the tag.
+#[test]
+fn deployment_image_is_what_the_image_script_tags() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let want = format!(
+        "ghcr.io/srvlab/rds-csi-controller:v{}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let script = std::fs::read_to_string(format!("{root}/scripts/build-image.sh")).unwrap();
+    assert!(
+        script.contains("image=${IMAGE:-ghcr.io/srvlab/rds-csi-controller:v$version}"),
+        "build-image.sh no longer tags {want}"
+    );
+    let kustomization: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(format!("{root}/deploy/kubernetes/kustomization.yaml")).unwrap(),
+    )
+    .unwrap();
+    let entry = kustomization["images"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "rds-csi-controller")
+        .expect("kustomization rewrites the controller image");
+    assert_eq!(
+        format!(
+            "{}:{}",
+            entry["newName"].as_str().unwrap(),
+            entry["newTag"].as_str().unwrap()
+        ),
+        want
+    );
+    let Some(objs) = rendered() else { return };
+    let deploy = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let image = deploy["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap();
+    assert_eq!(image, want, "the rendered Deployment runs another image");
+}
