@@ -43,7 +43,7 @@ for arch in amd64 arm64; do
   [ -e "dist/rds-csi-controller-$arch" ] || continue
   b bud --quiet --isolation chroot --platform "linux/$arch" \
     --build-arg "TARGETARCH=$arch" --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
-    --timestamp "$SOURCE_DATE_EPOCH" --identity-label=false --omit-history \
+    --timestamp "$SOURCE_DATE_EPOCH" --identity-label=false --omit-history --unsetenv PATH \
     --manifest "$list" -f deploy/Containerfile . >/dev/null
   built+=("linux/$arch")
 done
