@@ -37,6 +37,15 @@ Options:
   --rds-volume-path PATH     where volume files go unless a StorageClass says
                              volumePath [default: /storage-pool/metal-csi]
   --rds-timeout DURATION     limit for one RDS request [default: 10s]
+  --rds-unhealthy-after DURATION  Probe answers not-ready while RDS has not
+                             answered for this long [default: 30s]
+  --health-interval DURATION how often the Kubernetes API and RDS are checked
+                             in the background [default: 10s]
+  --metrics-address ADDR     serve /metrics, /healthz and /readyz over HTTP on
+                             HOST:PORT (or :PORT for every address); empty: off
+                             [default: off]
+  --log-format FORMAT        text or json (one JSON object per line)
+                             [default: text]
   --log-level LEVEL          error, warn, info, debug or trace [env RUST_LOG]
                              [default: info]
   -v, --verbose              same as --log-level debug
@@ -65,6 +74,19 @@ pub struct Args {
     pub log_level: Option<String>,
     /// `None`: attach-only (no `--rds-url`).
     pub rds: Option<RdsArgs>,
+    pub rds_unhealthy_after: Duration,
+    pub health_interval: Duration,
+    /// `None`: no metrics endpoint.
+    pub metrics_address: Option<std::net::SocketAddr>,
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line: time, level, target, message, fields.
+    Json,
 }
 
 /// Where RDS is and how to talk to it.
@@ -110,6 +132,10 @@ pub fn parse(
         kube_api_timeout: Duration::from_secs(15),
         log_level: None,
         rds: None,
+        rds_unhealthy_after: Duration::from_secs(30),
+        health_interval: Duration::from_secs(10),
+        metrics_address: None,
+        log_format: LogFormat::Text,
     };
     let mut rds_url: Option<String> = None;
     let mut rds = RdsArgs {
@@ -162,6 +188,22 @@ pub fn parse(
                 rds.volume_path = v.trim_end_matches('/').to_string();
             }
             "--rds-timeout" => rds.timeout = duration(&flag, &value(&flag)?)?,
+            "--rds-unhealthy-after" => a.rds_unhealthy_after = duration(&flag, &value(&flag)?)?,
+            "--health-interval" => a.health_interval = duration(&flag, &value(&flag)?)?,
+            "--metrics-address" => {
+                let v = value(&flag)?;
+                a.metrics_address = match v.as_str() {
+                    "" => None,
+                    _ => Some(socket_address(&v).map_err(|e| format!("{flag} {v:?}: {e}"))?),
+                };
+            }
+            "--log-format" => {
+                a.log_format = match value(&flag)?.as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    other => return Err(format!("{flag}: {other:?} is not text or json")),
+                }
+            }
             "--log-level" => {
                 let v = value(&flag)?.to_ascii_lowercase();
                 if !["error", "warn", "info", "debug", "trace", "off"].contains(&v.as_str()) {
@@ -182,6 +224,9 @@ pub fn parse(
     }
     if rds.timeout.is_zero() {
         return Err("--rds-timeout must be more than zero".into());
+    }
+    if a.health_interval.is_zero() {
+        return Err("--health-interval must be more than zero".into());
     }
     if let Some(url) = rds_url.filter(|u| !u.is_empty()) {
         (rds.url, rds.host) = rds_url_parts(&url).map_err(|e| format!("--rds-url {url:?}: {e}"))?;
@@ -210,6 +255,16 @@ pub fn check_driver_name(name: &str) -> Result<(), &'static str> {
         return Err("may contain only letters, digits, '-' and '.'");
     }
     Ok(())
+}
+
+/// `HOST:PORT`, `[V6]:PORT`, or `:PORT` for every IPv4 address.
+fn socket_address(v: &str) -> Result<std::net::SocketAddr, String> {
+    let full = match v.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => v.to_string(),
+    };
+    full.parse()
+        .map_err(|_| "is not HOST:PORT with an IP address, or :PORT".to_string())
 }
 
 /// Splits `scheme://host[:port][/]` into the URL to use and its host.
@@ -376,6 +431,33 @@ mod tests {
             (&["--rds-url", "https://u:p@10.0.0.5"], "user"),
             (&["--rds-volume-path", "pool"], "--rds-volume-path"),
             (&["--rds-timeout", "0"], "--rds-timeout"),
+        ] {
+            let e = run(args).unwrap_err();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn operability_flags() {
+        let a = run(&[]).unwrap();
+        assert_eq!((a.metrics_address, a.log_format), (None, LogFormat::Text));
+        assert_eq!(a.rds_unhealthy_after, Duration::from_secs(30));
+        let a = run(&[
+            "--metrics-address",
+            ":9809",
+            "--log-format=json",
+            "--rds-unhealthy-after",
+            "5s",
+        ])
+        .unwrap();
+        assert_eq!(a.metrics_address, Some("0.0.0.0:9809".parse().unwrap()));
+        assert_eq!(a.log_format, LogFormat::Json);
+        assert_eq!(a.rds_unhealthy_after, Duration::from_secs(5));
+        assert_eq!(run(&["--metrics-address="]).unwrap().metrics_address, None);
+        for (args, needle) in [
+            (&["--metrics-address", "localhost"][..], "--metrics-address"),
+            (&["--log-format", "xml"], "--log-format"),
+            (&["--health-interval", "0"], "--health-interval"),
         ] {
             let e = run(args).unwrap_err();
             assert!(e.contains(needle), "{args:?}: {e}");

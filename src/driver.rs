@@ -4,16 +4,16 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use crate::{
     attachment::{AttachmentManager, RebuildReport},
-    kube, rds,
+    health::Health,
+    kube,
+    metrics::Metrics,
+    rds,
     turns::Turns,
     volume::{Defaults, VolumeManager},
 };
@@ -32,7 +32,8 @@ pub struct Driver {
     volumes: Option<VolumeManager>,
     /// Scope: node name → time it was last seen; lookups only, no I/O.
     nodes_seen: Mutex<HashMap<String, Instant>>,
-    ready: AtomicBool,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
 }
 
 impl Driver {
@@ -43,6 +44,8 @@ impl Driver {
         name: &str,
         client: Option<kube::Client>,
         rds: Option<(rds::Client, Defaults)>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
     ) -> Driver {
         let turns = Arc::new(Turns::default());
         let attachments = client.as_ref().map(|c| {
@@ -61,8 +64,13 @@ impl Driver {
             attachments,
             volumes,
             nodes_seen: Mutex::new(HashMap::new()),
-            ready: AtomicBool::new(false),
+            metrics,
+            health,
         }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn name(&self) -> &str {
@@ -107,13 +115,15 @@ impl Driver {
         }
     }
 
-    /// Marks startup finished: Probe answers ready from now on.
+    /// Marks startup finished: Probe answers ready from now on (while
+    /// RDS, once configured, answers; see [`Health`]).
     pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::SeqCst);
+        self.health.set_rebuilt();
     }
 
+    /// What Probe answers. Never waits on I/O.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.health.probe_ready()
     }
 
     /// Whether `node` exists; positive answers are cached for [`NODE_TTL`].

@@ -19,7 +19,9 @@ pub mod attachment;
 pub mod cli;
 pub mod csi;
 pub mod driver;
+pub mod health;
 pub mod kube;
+pub mod metrics;
 pub mod proto;
 pub mod rds;
 pub mod server;
@@ -27,7 +29,10 @@ pub mod turns;
 pub mod volume;
 mod wire;
 
-use std::sync::Arc;
+use std::{
+    sync::{Arc, OnceLock, Weak},
+    time::Instant,
+};
 
 use signal_hook::{
     consts::{SIGINT, SIGTERM},
@@ -43,12 +48,14 @@ pub const EXIT_USAGE: i32 = 2;
 /// the attachment map (fail closed: no socket without it), bind, serve
 /// until SIGTERM/SIGINT, drain, remove the socket. Returns the exit code.
 pub fn run(args: cli::Args) -> i32 {
+    let metrics = Arc::new(metrics::Metrics::new());
     let client = match kube::Config::discover(args.kubeconfig.as_deref()) {
         Ok(Some(config)) => {
             let opts = kube::ClientOptions {
                 qps: args.kube_api_qps,
                 burst: args.kube_api_burst,
                 request_timeout: args.kube_api_timeout,
+                metrics: Some(metrics.clone()),
                 ..Default::default()
             };
             match kube::Client::new(&config, opts) {
@@ -82,6 +89,7 @@ pub fn run(args: cli::Args) -> i32 {
                 credentials_dir: r.credentials_dir.clone(),
                 insecure_skip_verify: r.insecure_skip_verify,
                 timeout: r.timeout,
+                metrics: Some(metrics.clone()),
             };
             match rds::Client::new(&opts) {
                 Ok(c) => {
@@ -109,13 +117,55 @@ pub fn run(args: cli::Args) -> i32 {
         }
     };
 
-    let driver = Arc::new(driver::Driver::new(&args.driver_name, client, rds));
-    if let Err(e) = driver.initialize(args.startup_timeout) {
-        log::error!(
-            "attachment state could not be rebuilt within {:?}: {e}; not serving",
-            args.startup_timeout
-        );
-        return EXIT_FAILURE;
+    let targets = health::Targets {
+        kube: client.clone(),
+        rds: rds
+            .as_ref()
+            .map(|(c, d)| (c.clone(), d.volume_path.clone())),
+    };
+    let health = Arc::new(health::Health::new(
+        &targets,
+        args.health_interval,
+        args.rds_unhealthy_after,
+    ));
+    let driver = Arc::new(driver::Driver::new(
+        &args.driver_name,
+        client,
+        rds,
+        metrics.clone(),
+        health.clone(),
+    ));
+
+    // Up before the rebuild, so that /readyz tells a slow start from a hung one.
+    let pool: Arc<OnceLock<Weak<server::Pool>>> = Arc::default();
+    let _metrics_server = match args.metrics_address {
+        Some(address) => {
+            let opts = metrics::ServeOptions {
+                address,
+                max_connections: 4,
+                timeout: std::time::Duration::from_secs(5),
+            };
+            match metrics::serve(&opts, routes(driver.clone(), health.clone(), pool.clone())) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    log::error!("--metrics-address {address}: {e}");
+                    return EXIT_FAILURE;
+                }
+            }
+        }
+        None => None,
+    };
+
+    let started = Instant::now();
+    match driver.initialize(args.startup_timeout) {
+        Ok(report) => metrics.rebuild(started.elapsed(), report.scanned),
+        Err(e) => {
+            log::error!(
+                "attachment state could not be rebuilt within {:?}: {e}; not serving",
+                args.startup_timeout
+            );
+            return EXIT_FAILURE;
+        }
     }
 
     let mut signals = match Signals::new([SIGTERM, SIGINT]) {
@@ -137,7 +187,9 @@ pub fn run(args: cli::Args) -> i32 {
             return EXIT_FAILURE;
         }
     };
+    let _ = pool.set(Arc::downgrade(server.pool()));
     driver.set_ready();
+    let checker = health.start(targets, metrics);
 
     if let Some(sig) = signals.forever().next() {
         log::info!(
@@ -145,6 +197,44 @@ pub fn run(args: cli::Args) -> i32 {
             args.shutdown_grace
         );
     }
+    health.stop();
     server.shutdown(args.shutdown_grace);
+    let _ = checker.join();
     EXIT_OK
+}
+
+/// `/metrics`, `/healthz` (the process serves) and `/readyz` (see
+/// [`health::Health::ready`]).
+fn routes(
+    driver: Arc<driver::Driver>,
+    health: Arc<health::Health>,
+    pool: Arc<OnceLock<Weak<server::Pool>>>,
+) -> Arc<metrics::Route> {
+    Arc::new(move |path: &str| {
+        let text = |code, body: String| metrics::Answer {
+            code,
+            content_type: "text/plain; charset=utf-8",
+            body,
+        };
+        match path {
+            "/metrics" => {
+                let gauges = metrics::Gauges {
+                    attachments: driver.attachment_manager().map_or(0, |a| a.len()),
+                    migrations_active: 0,
+                    queue_depth: pool.get().and_then(Weak::upgrade).map_or(0, |p| p.queued()),
+                };
+                metrics::Answer {
+                    code: 200,
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                    body: driver.metrics().render(gauges),
+                }
+            }
+            "/healthz" => text(200, "ok\n".into()),
+            "/readyz" => match health.ready() {
+                Ok(()) => text(200, "ready\n".into()),
+                Err(why) => text(503, format!("not ready: {why}\n")),
+            },
+            _ => text(404, "not found\n".into()),
+        }
+    })
 }

@@ -1,3 +1,5 @@
+use std::io::Write as _;
+
 use rds_csi_controller::{cli, run, EXIT_OK, EXIT_USAGE};
 
 fn main() {
@@ -22,6 +24,36 @@ fn main() {
     if let Some(level) = &args.log_level {
         logger.parse_filters(level);
     }
+    if args.log_format == cli::LogFormat::Json {
+        logger.format(|buf, record| {
+            let line = serde_json::json!({
+                "time": buf.timestamp_micros().to_string(),
+                "level": record.level().as_str(),
+                "target": record.target(),
+                "message": record.args().to_string(),
+                "fields": fields(record),
+            });
+            writeln!(buf, "{line}")
+        });
+    }
     logger.init();
     std::process::exit(run(*args));
+}
+
+/// A record's key-value pairs as a JSON object of strings.
+fn fields(record: &log::Record<'_>) -> serde_json::Map<String, serde_json::Value> {
+    struct Collect(serde_json::Map<String, serde_json::Value>);
+    impl<'kvs> log::kv::VisitSource<'kvs> for Collect {
+        fn visit_pair(
+            &mut self,
+            key: log::kv::Key<'kvs>,
+            value: log::kv::Value<'kvs>,
+        ) -> Result<(), log::kv::Error> {
+            self.0.insert(key.to_string(), value.to_string().into());
+            Ok(())
+        }
+    }
+    let mut collect = Collect(serde_json::Map::new());
+    let _ = record.key_values().visit(&mut collect);
+    collect.0
 }

@@ -202,7 +202,10 @@ impl AttachmentManager {
                 Ok(Tracked::AlreadyAttached)
             }
             Claim::HeldBy { node: holder, at } => {
-                log::info!("volume {volume} is annotated as attached to {holder}; refusing {node}");
+                log::info!(
+                    volume = volume, node = node, holder = holder.as_str(), outcome = "FAILED_PRECONDITION";
+                    "attach refused: the volume is attached to another node"
+                );
                 Err(held_by_other(self.insert(
                     volume,
                     &holder,
@@ -231,7 +234,7 @@ impl AttachmentManager {
         if let Some(store) = &self.store {
             match store.release(volume, node) {
                 Ok(Some(holder)) => {
-                    log::debug!("Cleared attachment annotation: volume={volume}, node={holder}");
+                    log::info!(volume = volume, node = holder.as_str(), outcome = "OK"; "detached volume from node");
                     cleared = Some(holder);
                 }
                 Ok(None) => {}

@@ -124,8 +124,15 @@ pub fn controller_publish_volume(
     if !d.node_exists(p.node)? {
         return Err(CsiError::NodeNotFound(p.node.to_string()));
     }
-    match manager.track(p.volume, p.node)? {
-        Tracked::Attached => log::info!("attached volume {} to node {}", p.volume, p.node),
+    let tracked = manager.track(p.volume, p.node).inspect_err(|e| {
+        if matches!(e, crate::attachment::AttachError::HeldByOtherNode { .. }) {
+            d.metrics().attachment_conflict();
+        }
+    })?;
+    match tracked {
+        Tracked::Attached => {
+            log::info!(volume = p.volume, node = p.node, outcome = "OK"; "attached volume to node")
+        }
         Tracked::AlreadyAttached | Tracked::InMemoryOnly => {}
     }
     let mut r = ControllerPublishVolumeResponse::new();

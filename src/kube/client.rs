@@ -15,6 +15,8 @@ use ureq::{
     Agent,
 };
 
+use crate::metrics::Metrics;
+
 use super::{
     auth::Bearer,
     config::Config,
@@ -42,6 +44,8 @@ pub struct ClientOptions {
     /// Attempts for a request that meets a transient failure (see
     /// [`Error::is_transient`]); 1 disables retries. Default 4.
     pub attempts: u32,
+    /// Where requests, latencies and rate-limit waits are counted.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for ClientOptions {
@@ -54,6 +58,7 @@ impl Default for ClientOptions {
             page_size: 500,
             max_body_bytes: 256 << 20,
             attempts: 4,
+            metrics: None,
         }
     }
 }
@@ -334,7 +339,38 @@ impl Client {
 
     fn send_once(&self, verb: Verb, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>, Error> {
         let inner = &*self.inner;
+        let waited = Instant::now();
         inner.limiter.acquire();
+        let started = Instant::now();
+        let answer = self.exchange(verb, path, body);
+        if let Some(m) = &inner.opts.metrics {
+            // Waits under a millisecond are the limiter's own cost, not throttling.
+            m.kube_rate_limited((started - waited).saturating_sub(Duration::from_millis(1)));
+            let code = answer.as_ref().map_or(0, |a| a.code);
+            m.kube_request(verb.name(path), resource_of(path), code, started.elapsed());
+        }
+        let answer = answer?;
+        log::trace!(
+            "{verb:?} {path} -> {} ({} bytes, {:?})",
+            answer.code,
+            answer.body.len(),
+            started.elapsed()
+        );
+        if (200..300).contains(&answer.code) {
+            Ok(answer.body)
+        } else {
+            Err(Error::from_status(Status::from_response(
+                answer.code,
+                answer.retry_after.as_deref(),
+                &answer.body,
+            )))
+        }
+    }
+
+    /// One request and whatever answer it got; only a transport failure
+    /// (no answer read) is an error here.
+    fn exchange(&self, verb: Verb, path: &str, body: Option<&[u8]>) -> Result<Answer, Error> {
+        let inner = &*self.inner;
         let token = inner.bearer.token()?;
         let mut req = http::Request::builder()
             .method(verb.method())
@@ -345,7 +381,6 @@ impl Client {
         if body.is_some() {
             req = req.header(http::header::CONTENT_TYPE, "application/json");
         }
-        let started = Instant::now();
         let sent = match body {
             Some(b) => req.body(b.to_vec()).map(|r| inner.agent.run(r)),
             None => req.body(()).map(|r| inner.agent.run(r)),
@@ -359,26 +394,51 @@ impl Client {
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let bytes = response
+        let body = response
             .into_body()
             .with_config()
             .limit(inner.opts.max_body_bytes)
             .read_to_vec()
             .map_err(transport_error)?;
-        log::trace!(
-            "{verb:?} {path} -> {code} ({} bytes, {:?})",
-            bytes.len(),
-            started.elapsed()
-        );
-        if (200..300).contains(&code) {
-            Ok(bytes)
-        } else {
-            Err(Error::from_status(Status::from_response(
-                code,
-                retry_after.as_deref(),
-                &bytes,
-            )))
+        Ok(Answer {
+            code,
+            retry_after,
+            body,
+        })
+    }
+}
+
+/// An HTTP answer of any status.
+struct Answer {
+    code: u16,
+    retry_after: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Verb {
+    /// The Kubernetes verb of a request, for metrics.
+    fn name(self, path: &str) -> &'static str {
+        match self {
+            Verb::Get if path.contains("?limit=") => "list",
+            Verb::Get => "get",
+            Verb::Put => "update",
+            Verb::Post => "create",
         }
+    }
+}
+
+/// The resource a path names, from the fixed set this client uses.
+fn resource_of(path: &str) -> &'static str {
+    let path = path.split('?').next().unwrap_or(path);
+    for r in ["persistentvolumes", "nodes", "volumeattachments", "events"] {
+        if path.split('/').any(|s| s == r) {
+            return r;
+        }
+    }
+    if path == "/version" {
+        "version"
+    } else {
+        "other"
     }
 }
 

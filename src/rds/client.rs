@@ -21,6 +21,8 @@ use ureq::{
     Agent,
 };
 
+use crate::metrics::Metrics;
+
 use super::{
     model::{Disk, File, NewFileDisk},
     Error, Reply,
@@ -42,6 +44,8 @@ pub struct ClientOptions {
     pub insecure_skip_verify: bool,
     /// Limit for one request, connect included.
     pub timeout: Duration,
+    /// Where requests and latencies are counted.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// A cheap-to-clone handle on one RouterOS REST API.
@@ -55,6 +59,7 @@ struct Inner {
     dir: PathBuf,
     insecure: bool,
     timeout: Duration,
+    metrics: Option<Arc<Metrics>>,
     /// Scope: swapping the current session in and out; files are read and
     /// requests sent outside the lock.
     session: Mutex<Arc<Session>>,
@@ -93,6 +98,7 @@ impl Client {
                 dir: opts.credentials_dir.clone(),
                 insecure: opts.insecure_skip_verify,
                 timeout: opts.timeout,
+                metrics: opts.metrics.clone(),
                 session: Mutex::new(Arc::new(session)),
             }),
         })
@@ -220,16 +226,24 @@ impl Client {
             Some(b) => req.body(b.to_vec()).map(|r| session.agent.run(r)),
             None => req.body(()).map(|r| session.agent.run(r)),
         };
-        let response = sent
+        let answer = sent
             .map_err(|e| Error::Config(format!("{request}: {e}")))?
-            .map_err(|e| transport_error(&request, e))?;
-        let code = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .with_config()
-            .limit(MAX_BODY)
-            .read_to_vec()
-            .map_err(|e| transport_error(&request, e))?;
+            .map_err(|e| transport_error(&request, e))
+            .and_then(|response| {
+                let code = response.status().as_u16();
+                let bytes = response
+                    .into_body()
+                    .with_config()
+                    .limit(MAX_BODY)
+                    .read_to_vec()
+                    .map_err(|e| transport_error(&request, e))?;
+                Ok((code, bytes))
+            });
+        if let Some(m) = &self.inner.metrics {
+            let code = answer.as_ref().map_or(0, |(code, _)| *code);
+            m.rds_request(method_name(method), code, started.elapsed());
+        }
+        let (code, bytes) = answer?;
         log::trace!(
             "RDS {request} -> {code} ({} bytes, {:?})",
             bytes.len(),
@@ -372,6 +386,17 @@ fn agent(ca: Option<&[u8]>, insecure: bool, timeout: Duration) -> Result<Agent, 
         .tls_config(tls.build())
         .build()
         .into())
+}
+
+/// The method as a metrics label.
+fn method_name(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        _ => "OTHER",
+    }
 }
 
 fn transport_error(request: &str, e: ureq::Error) -> Error {

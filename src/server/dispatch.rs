@@ -74,6 +74,11 @@ impl Pool {
         }
     }
 
+    /// Jobs waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.tx.as_ref().map_or(0, |tx| tx.len())
+    }
+
     /// Stops taking jobs, lets the workers finish what is queued and in
     /// progress, and waits up to `grace` for them. Returns whether every
     /// worker finished in time (late ones are left to the process exit).

@@ -76,6 +76,11 @@ impl Server {
         })
     }
 
+    /// The worker pool (for its queue depth).
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
     /// Stops taking calls, lets calls in flight finish within `grace`,
     /// cancels what is left, and removes the socket file.
     pub fn shutdown(self, grace: Duration) {
@@ -110,8 +115,12 @@ impl Server {
             Err(_) => log::warn!("worker pool still referenced at shutdown"),
         }
         if let Endpoint::Unix(path) = &endpoint {
-            if let Err(e) = std::fs::remove_file(path) {
-                log::warn!("removing {}: {e}", path.display());
+            match std::fs::remove_file(path) {
+                // grpcio may have removed it already.
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    log::warn!("removing {}: {e}", path.display())
+                }
+                _ => {}
             }
         }
         log::info!("server stopped");
@@ -200,6 +209,7 @@ impl<Req: CallSubject + Send + 'static, Resp: Send + 'static> Job for UnaryJob<R
         let (volume, node) = req.subject();
         let answer = match result {
             Ok(resp) => {
+                driver.metrics().operation(method, "OK", received.elapsed());
                 log::debug!(
                     "{method} volume={volume:?} node={node:?} code=OK duration={:?}",
                     received.elapsed()
@@ -208,6 +218,9 @@ impl<Req: CallSubject + Send + 'static, Resp: Send + 'static> Job for UnaryJob<R
             }
             Err(e) => {
                 let status = e.to_status();
+                driver
+                    .metrics()
+                    .operation(method, code_name(status.code()), received.elapsed());
                 log::debug!(
                     "{method} volume={volume:?} node={node:?} code={:?} duration={:?}: {}",
                     status.code(),
@@ -224,6 +237,11 @@ impl<Req: CallSubject + Send + 'static, Resp: Send + 'static> Job for UnaryJob<R
     }
 
     fn reject(self: Box<Self>, why: Rejection) {
+        self.driver.metrics().rejected(match why {
+            Rejection::QueueFull => "queue_full",
+            Rejection::DeadlineExceeded => "deadline",
+            Rejection::ShuttingDown => "shutting_down",
+        });
         let (code, message) = match why {
             Rejection::QueueFull => (
                 RpcStatusCode::RESOURCE_EXHAUSTED,
@@ -238,6 +256,9 @@ impl<Req: CallSubject + Send + 'static, Resp: Send + 'static> Job for UnaryJob<R
                 "the controller is shutting down",
             ),
         };
+        self.driver
+            .metrics()
+            .operation(self.method, code_name(code), self.received.elapsed());
         let (volume, node) = self.req.subject();
         log::debug!(
             "{} volume={volume:?} node={node:?} code={code:?} duration={:?}: {message}",
@@ -404,6 +425,30 @@ impl Handlers {
                 }
             },
         )
+    }
+}
+
+/// A gRPC code as a metrics label.
+fn code_name(code: RpcStatusCode) -> &'static str {
+    use RpcStatusCode as C;
+    match code {
+        C::OK => "OK",
+        C::CANCELLED => "CANCELLED",
+        C::INVALID_ARGUMENT => "INVALID_ARGUMENT",
+        C::DEADLINE_EXCEEDED => "DEADLINE_EXCEEDED",
+        C::NOT_FOUND => "NOT_FOUND",
+        C::ALREADY_EXISTS => "ALREADY_EXISTS",
+        C::PERMISSION_DENIED => "PERMISSION_DENIED",
+        C::RESOURCE_EXHAUSTED => "RESOURCE_EXHAUSTED",
+        C::FAILED_PRECONDITION => "FAILED_PRECONDITION",
+        C::ABORTED => "ABORTED",
+        C::OUT_OF_RANGE => "OUT_OF_RANGE",
+        C::UNIMPLEMENTED => "UNIMPLEMENTED",
+        C::INTERNAL => "INTERNAL",
+        C::UNAVAILABLE => "UNAVAILABLE",
+        C::DATA_LOSS => "DATA_LOSS",
+        C::UNAUTHENTICATED => "UNAUTHENTICATED",
+        _ => "UNKNOWN",
     }
 }
 

@@ -180,8 +180,9 @@ impl VolumeManager {
                     nvme_tcp_server_nqn: nqn.clone(),
                 })?;
                 log::info!(
-                    "created volume {id}: {} bytes at {file}, exported as {nqn}",
-                    disk.file_bytes().unwrap_or(size)
+                    volume = id, bytes = disk.file_bytes().unwrap_or(size), file = file.as_str(),
+                    nqn = nqn.as_str(), outcome = "OK";
+                    "created volume"
                 );
                 disk
             }
@@ -244,7 +245,10 @@ impl VolumeManager {
         export.insert("nvme-tcp-server-port".into(), Value::from(port));
         export.insert("nvme-tcp-server-nqn".into(), Value::from(nqn));
         let disk = self.rds.set_disk(&disk.id, &export)?;
-        log::info!("completed volume {id}: export as {nqn} on port {port} was missing");
+        log::info!(
+            volume = id, nqn = nqn, port = port, outcome = "OK";
+            "completed volume: its NVMe/TCP export was missing"
+        );
         Ok(disk)
     }
 
@@ -279,11 +283,11 @@ impl VolumeManager {
             }
             file = disk.absolute_file_path();
             self.rds.remove_disk(&disk.id)?;
-            log::info!("deleted disk of volume {id}");
+            log::info!(volume = id, outcome = "OK"; "deleted volume's disk");
         }
         if let Some(f) = self.rds.file_by_name(&file)? {
             self.rds.remove_file(&f.id)?;
-            log::info!("deleted backing file {file} of volume {id}");
+            log::info!(volume = id, file = file.as_str(), outcome = "OK"; "deleted volume's backing file");
         }
         Ok(())
     }
@@ -313,7 +317,7 @@ impl VolumeManager {
         size.insert("file-size".into(), Value::from(required.to_string()));
         let grown = self.rds.set_disk(&disk.id, &size)?;
         let now = grown.file_bytes().unwrap_or(required);
-        log::info!("expanded volume {id} from {current} to {now} bytes");
+        log::info!(volume = id, from_bytes = current, bytes = now, outcome = "OK"; "expanded volume");
         Ok(now)
     }
 

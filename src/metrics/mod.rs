@@ -1,0 +1,557 @@
+//! Prometheus metrics: a fixed set of families with bounded label values
+//! (RPC names, gRPC codes, verbs, resources, methods; never volume IDs or
+//! node names), rendered in the text exposition format 0.0.4.
+//!
+//! Recording takes one short lock per family (a map update, no I/O), so
+//! it never slows a call noticeably; rendering copies the values out.
+
+mod serve;
+
+pub use serve::{
+    parse_request_line, serve, Answer, MetricsServer, RequestError, Route, ServeOptions,
+};
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+/// Upper bounds (seconds) of the duration histograms: from a cached call
+/// (sub-millisecond) to a request at its time limit.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A counter per combination of `N` label values.
+struct CounterVec<const N: usize> {
+    name: &'static str,
+    help: &'static str,
+    labels: [&'static str; N],
+    /// Scope: one increment or one copy for rendering.
+    values: Mutex<BTreeMap<[&'static str; N], u64>>,
+}
+
+impl<const N: usize> CounterVec<N> {
+    const fn new(name: &'static str, help: &'static str, labels: [&'static str; N]) -> Self {
+        CounterVec {
+            name,
+            help,
+            labels,
+            values: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn inc(&self, values: [&'static str; N]) {
+        *self
+            .values
+            .lock()
+            .expect("metrics lock poisoned")
+            .entry(values)
+            .or_default() += 1;
+    }
+
+    fn render(&self, out: &mut String) {
+        header(out, self.name, self.help, "counter");
+        let values = self.values.lock().expect("metrics lock poisoned").clone();
+        for (key, v) in values {
+            let _ = writeln!(
+                out,
+                "{}{} {v}",
+                self.name,
+                label_set(&self.labels, &key, None)
+            );
+        }
+    }
+}
+
+/// A histogram per combination of `N` label values.
+struct HistogramVec<const N: usize> {
+    name: &'static str,
+    help: &'static str,
+    labels: [&'static str; N],
+    /// Scope: one observation or one copy for rendering.
+    values: Mutex<BTreeMap<[&'static str; N], Histogram>>,
+}
+
+#[derive(Clone, Default)]
+struct Histogram {
+    /// Per bucket (not cumulative); the last one is +Inf.
+    counts: [u64; BUCKETS.len() + 1],
+    sum: f64,
+}
+
+impl<const N: usize> HistogramVec<N> {
+    const fn new(name: &'static str, help: &'static str, labels: [&'static str; N]) -> Self {
+        HistogramVec {
+            name,
+            help,
+            labels,
+            values: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn observe(&self, values: [&'static str; N], took: Duration) {
+        let secs = took.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        let mut map = self.values.lock().expect("metrics lock poisoned");
+        let h = map.entry(values).or_default();
+        h.counts[bucket] += 1;
+        h.sum += secs;
+    }
+
+    fn render(&self, out: &mut String) {
+        header(out, self.name, self.help, "histogram");
+        let values = self.values.lock().expect("metrics lock poisoned").clone();
+        for (key, h) in values {
+            let mut cumulative = 0;
+            for (i, count) in h.counts.iter().enumerate() {
+                cumulative += count;
+                let le = BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
+                let _ = writeln!(
+                    out,
+                    "{}_bucket{} {cumulative}",
+                    self.name,
+                    label_set(&self.labels, &key, Some(&le))
+                );
+            }
+            let labels = label_set(&self.labels, &key, None);
+            let _ = writeln!(out, "{}_sum{labels} {}", self.name, h.sum);
+            let _ = writeln!(out, "{}_count{labels} {cumulative}", self.name);
+        }
+    }
+}
+
+/// A single counter or gauge held in an atomic (`f64` bits for floats).
+struct Scalar {
+    name: &'static str,
+    help: &'static str,
+    kind: &'static str,
+    bits: AtomicU64,
+}
+
+impl Scalar {
+    const fn new(name: &'static str, help: &'static str, kind: &'static str) -> Self {
+        Scalar {
+            name,
+            help,
+            kind,
+            bits: AtomicU64::new(0),
+        }
+    }
+
+    fn get(&self) -> f64 {
+        f64::from_bits(self.bits.load(Ordering::Relaxed))
+    }
+
+    fn set(&self, v: f64) {
+        self.bits.store(v.to_bits(), Ordering::Relaxed);
+    }
+
+    fn add(&self, v: f64) {
+        let _ = self
+            .bits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some((f64::from_bits(b) + v).to_bits())
+            });
+    }
+
+    fn render(&self, out: &mut String) {
+        header(out, self.name, self.help, self.kind);
+        let _ = writeln!(out, "{} {}", self.name, self.get());
+    }
+}
+
+/// Values read from their owners at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    pub attachments: usize,
+    pub migrations_active: usize,
+    pub queue_depth: usize,
+}
+
+/// Every metric the controller exports.
+pub struct Metrics {
+    operations: CounterVec<2>,
+    operation_duration: HistogramVec<1>,
+    rejected: CounterVec<1>,
+    attachment_conflicts: Scalar,
+    stale_cleared: Scalar,
+    migrations: CounterVec<1>,
+    kube_requests: CounterVec<3>,
+    kube_duration: HistogramVec<1>,
+    kube_conflicts: Scalar,
+    kube_rate_limited: Scalar,
+    rds_requests: CounterVec<2>,
+    rds_duration: HistogramVec<1>,
+    rds_up: Scalar,
+    pool_free: Scalar,
+    rebuild_seconds: Scalar,
+    rebuild_pvs: Scalar,
+    events_dropped: Scalar,
+    start_time: f64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let start_time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        Metrics {
+            operations: CounterVec::new(
+                "rds_csi_operations_total",
+                "CSI calls answered, by RPC and gRPC code.",
+                ["rpc", "code"],
+            ),
+            operation_duration: HistogramVec::new(
+                "rds_csi_operation_duration_seconds",
+                "Time from receiving a CSI call to answering it.",
+                ["rpc"],
+            ),
+            rejected: CounterVec::new(
+                "rds_csi_rejected_total",
+                "CSI calls answered without running: queue full, deadline passed while queued, shutting down.",
+                ["reason"],
+            ),
+            attachment_conflicts: Scalar::new(
+                "rds_csi_attachment_conflicts_total",
+                "Publishes refused because another node holds the volume.",
+                "counter",
+            ),
+            stale_cleared: Scalar::new(
+                "rds_csi_attachment_stale_cleared_total",
+                "Attachments of deleted nodes cleared.",
+                "counter",
+            ),
+            migrations: CounterVec::new(
+                "rds_csi_migrations_total",
+                "Live migrations ended, by result.",
+                ["result"],
+            ),
+            kube_requests: CounterVec::new(
+                "rds_csi_kube_requests_total",
+                "Kubernetes API requests, by verb, resource and HTTP code (0: no answer).",
+                ["verb", "resource", "code"],
+            ),
+            kube_duration: HistogramVec::new(
+                "rds_csi_kube_request_duration_seconds",
+                "Kubernetes API request latency.",
+                ["verb"],
+            ),
+            kube_conflicts: Scalar::new(
+                "rds_csi_kube_conflicts_total",
+                "Compare-and-set writes of a PV that met a newer version (409).",
+                "counter",
+            ),
+            kube_rate_limited: Scalar::new(
+                "rds_csi_kube_rate_limited_seconds_total",
+                "Time spent waiting for the client-side rate limiter.",
+                "counter",
+            ),
+            rds_requests: CounterVec::new(
+                "rds_csi_rds_requests_total",
+                "RouterOS REST requests, by method and HTTP code (0: no answer).",
+                ["method", "code"],
+            ),
+            rds_duration: HistogramVec::new(
+                "rds_csi_rds_request_duration_seconds",
+                "RouterOS REST request latency.",
+                ["method"],
+            ),
+            rds_up: Scalar::new(
+                "rds_csi_rds_up",
+                "1 when RDS answered the last health check, else 0.",
+                "gauge",
+            ),
+            pool_free: Scalar::new(
+                "rds_csi_pool_free_bytes",
+                "Free bytes of the storage pool at the last health check.",
+                "gauge",
+            ),
+            rebuild_seconds: Scalar::new(
+                "rds_csi_rebuild_seconds",
+                "How long the startup rebuild of the attachment map took.",
+                "gauge",
+            ),
+            rebuild_pvs: Scalar::new(
+                "rds_csi_rebuild_pvs",
+                "PersistentVolumes read by the startup rebuild.",
+                "gauge",
+            ),
+            events_dropped: Scalar::new(
+                "rds_csi_events_dropped_total",
+                "Kubernetes Events not posted because their queue was full.",
+                "counter",
+            ),
+            start_time,
+        }
+    }
+
+    /// A CSI call answered with `code` (e.g. `OK`, `NOT_FOUND`).
+    pub fn operation(&self, rpc: &'static str, code: &'static str, took: Duration) {
+        self.operations.inc([rpc, code]);
+        self.operation_duration.observe([rpc], took);
+    }
+
+    /// A CSI call answered without running.
+    pub fn rejected(&self, reason: &'static str) {
+        self.rejected.inc([reason]);
+    }
+
+    pub fn attachment_conflict(&self) {
+        self.attachment_conflicts.add(1.0);
+    }
+
+    /// One Kubernetes request; `code` 0 when no answer was read.
+    pub fn kube_request(
+        &self,
+        verb: &'static str,
+        resource: &'static str,
+        code: u16,
+        took: Duration,
+    ) {
+        self.kube_requests.inc([verb, resource, code_label(code)]);
+        self.kube_duration.observe([verb], took);
+        if code == 409 {
+            self.kube_conflicts.add(1.0);
+        }
+    }
+
+    pub fn kube_rate_limited(&self, waited: Duration) {
+        if !waited.is_zero() {
+            self.kube_rate_limited.add(waited.as_secs_f64());
+        }
+    }
+
+    /// One RouterOS request; `code` 0 when no answer was read.
+    pub fn rds_request(&self, method: &'static str, code: u16, took: Duration) {
+        self.rds_requests.inc([method, code_label(code)]);
+        self.rds_duration.observe([method], took);
+    }
+
+    /// The result of an RDS health check, with the pool's free bytes when read.
+    pub fn rds_health(&self, up: bool, pool_free: Option<u64>) {
+        self.rds_up.set(if up { 1.0 } else { 0.0 });
+        if let Some(free) = pool_free {
+            self.pool_free.set(free as f64);
+        }
+    }
+
+    pub fn rebuild(&self, took: Duration, pvs: usize) {
+        self.rebuild_seconds.set(took.as_secs_f64());
+        self.rebuild_pvs.set(pvs as f64);
+    }
+
+    /// The exposition text, with `gauges` read from their owners just now.
+    pub fn render(&self, gauges: Gauges) -> String {
+        let mut out = String::with_capacity(16 << 10);
+        self.operations.render(&mut out);
+        self.operation_duration.render(&mut out);
+        self.rejected.render(&mut out);
+        gauge(
+            &mut out,
+            "rds_csi_worker_queue_depth",
+            "CSI calls waiting for a worker.",
+            gauges.queue_depth as f64,
+        );
+        gauge(
+            &mut out,
+            "rds_csi_attachments",
+            "Volumes attached, by the attachment map.",
+            gauges.attachments as f64,
+        );
+        self.attachment_conflicts.render(&mut out);
+        self.stale_cleared.render(&mut out);
+        gauge(
+            &mut out,
+            "rds_csi_migrations_active",
+            "Volumes attached to two nodes for a live migration.",
+            gauges.migrations_active as f64,
+        );
+        self.migrations.render(&mut out);
+        self.kube_requests.render(&mut out);
+        self.kube_duration.render(&mut out);
+        self.kube_conflicts.render(&mut out);
+        self.kube_rate_limited.render(&mut out);
+        self.rds_requests.render(&mut out);
+        self.rds_duration.render(&mut out);
+        self.rds_up.render(&mut out);
+        self.pool_free.render(&mut out);
+        self.rebuild_seconds.render(&mut out);
+        self.rebuild_pvs.render(&mut out);
+        self.events_dropped.render(&mut out);
+        process(&mut out, self.start_time);
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
+    header(out, name, help, "gauge");
+    let _ = writeln!(out, "{name} {v}");
+}
+
+/// `{a="x",b="y"}` (with `le` last for buckets); empty without labels.
+fn label_set(names: &[&str], values: &[&str], le: Option<&str>) -> String {
+    let mut pairs: Vec<String> = names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| format!("{n}=\"{}\"", escape_value(v)))
+        .collect();
+    if let Some(le) = le {
+        pairs.push(format!("le=\"{le}\""));
+    }
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", pairs.join(","))
+    }
+}
+
+/// Label values escape `\`, `"` and newlines.
+fn escape_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// HELP text escapes `\` and newlines.
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// HTTP codes as label values without allocating: the ones we meet, and
+/// their class otherwise.
+fn code_label(code: u16) -> &'static str {
+    match code {
+        0 => "0",
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        409 => "409",
+        410 => "410",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Process metrics from `/proc/self`: RSS, open fds, threads, start time.
+fn process(out: &mut String, start_time: f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    if let Some(kb) = field("VmRSS:") {
+        gauge(
+            out,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            kb * 1024.0,
+        );
+    }
+    if let Some(threads) = field("Threads:") {
+        gauge(
+            out,
+            "process_threads",
+            "OS threads of the process.",
+            threads,
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge(
+            out,
+            "process_open_fds",
+            "Open file descriptors.",
+            fds.count() as f64,
+        );
+    }
+    gauge(
+        out,
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch in seconds.",
+        start_time,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_with_sum_and_count() {
+        let m = Metrics::new();
+        m.operation("Probe", "OK", Duration::from_micros(300));
+        m.operation("Probe", "OK", Duration::from_millis(3));
+        m.operation(
+            "ControllerPublishVolume",
+            "NOT_FOUND",
+            Duration::from_secs(60),
+        );
+        let text = m.render(Gauges::default());
+        assert!(
+            text.contains("rds_csi_operations_total{rpc=\"Probe\",code=\"OK\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "rds_csi_operation_duration_seconds_bucket{rpc=\"Probe\",le=\"0.0005\"} 1\n"
+        ));
+        assert!(text
+            .contains("rds_csi_operation_duration_seconds_bucket{rpc=\"Probe\",le=\"0.005\"} 2\n"));
+        assert!(text
+            .contains("rds_csi_operation_duration_seconds_bucket{rpc=\"Probe\",le=\"+Inf\"} 2\n"));
+        assert!(text.contains("rds_csi_operation_duration_seconds_count{rpc=\"Probe\"} 2\n"));
+        assert!(text.contains(
+            "rds_csi_operation_duration_seconds_bucket{rpc=\"ControllerPublishVolume\",le=\"30\"} 0\n"
+        ));
+        assert!(text.contains("# TYPE rds_csi_operation_duration_seconds histogram\n"));
+    }
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        assert_eq!(
+            label_set(&["a"], &["x\"y\\z\nw"], None),
+            "{a=\"x\\\"y\\\\z\\nw\"}"
+        );
+        assert_eq!(escape_help("a\\b\nc"), "a\\\\b\\nc");
+        assert_eq!(code_label(418), "4xx");
+    }
+}
