@@ -64,6 +64,43 @@ fn kustomization_renders_every_object() {
     assert_eq!(class["allowVolumeExpansion"], Value::Bool(true));
     // No credentials are shipped: the Secret is the operator's.
     assert!(!objs.iter().any(|o| o["kind"] == "Secret"));
+    // The ServiceMonitor is an opt-in component.
+    assert!(!objs.iter().any(|o| o["kind"] == "ServiceMonitor"));
+}
+
+#[test]
+fn the_servicemonitor_component_scrapes_the_metrics_port() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/overlays/with-servicemonitor"
+    );
+    let out = match Command::new("kubectl").args(["kustomize", dir]).output() {
+        Ok(o) => o,
+        Err(_) => return eprintln!("kubectl not installed: skipping"),
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let objs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let monitor = objs
+        .iter()
+        .find(|o| o["kind"] == "ServiceMonitor")
+        .expect("ServiceMonitor");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    let service = objs
+        .iter()
+        .find(|o| o["kind"] == "Service")
+        .expect("Service");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
+    assert_eq!(
+        service["spec"]["selector"]["app.kubernetes.io/name"],
+        "rds-csi-controller"
+    );
 }
 
 #[test]
@@ -126,6 +163,20 @@ fn controller_pod_is_hardened_and_images_are_pinned() {
     for i in [2, 3] {
         assert!(args(i).contains(&"--leader-election".to_string()));
     }
+    // Metrics on a named port; readiness from /readyz on it.
+    assert!(args(0).contains(&"--metrics-address=:9809".to_string()));
+    let ports = containers[0]["ports"].as_sequence().unwrap();
+    assert!(ports
+        .iter()
+        .any(|p| p["name"] == "metrics" && p["containerPort"] == Value::from(9809)));
+    assert_eq!(
+        containers[0]["readinessProbe"]["httpGet"]["path"],
+        "/readyz"
+    );
+    assert_eq!(
+        containers[0]["readinessProbe"]["httpGet"]["port"],
+        "metrics"
+    );
     // RDS: the URL flag and the credentials Secret, mounted read-only.
     assert!(args(0).iter().any(|a| a.starts_with("--rds-url=https://")));
     assert!(args(0).contains(&"--rds-credentials-dir=/etc/rds-csi".to_string()));
