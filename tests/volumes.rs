@@ -398,7 +398,8 @@ fn rds_failures_create_nothing_blindly_and_a_retry_converges() {
         csi.create("pvc-slow", GIB, &[]).unwrap_err().0,
         Code::UNAVAILABLE
     );
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    // The write lands 2.5 s after it was sent, ~0.5 s after the time-out.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(
         csi.create("pvc-slow", GIB, &[]).unwrap().get_volume_id(),
         "pvc-slow"
