@@ -364,6 +364,7 @@ impl RdsClass {
             matches: Match {
                 method: Some(method.into()),
                 path: Some(path.into()),
+                query: None,
             },
             skip: 0,
             times: 1,

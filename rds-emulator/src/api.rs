@@ -48,10 +48,17 @@ fn handle(shared: &Shared, req: Request, _w: &mut dyn Write) -> Outcome {
         return Outcome::Drop;
     }
     let method = req.method.to_ascii_uppercase();
+    let query = req
+        .query
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
     let record = |code: u16| {
         shared.lock().requests.push(RequestRecord {
             method: method.clone(),
             path: req.path.clone(),
+            query: query.clone(),
             code,
         })
     };
@@ -61,7 +68,7 @@ fn handle(shared: &Shared, req: Request, _w: &mut dyn Write) -> Outcome {
     }
     let mut after = None;
     // Bound first: the state lock must not be held through the arms.
-    let fault = take_fault(&mut shared.lock(), &method, &req.path);
+    let fault = take_fault(&mut shared.lock(), &method, &req.path, &query);
     if let Some(action) = fault {
         match action {
             FaultAction::Status { code, detail } => {
@@ -113,7 +120,7 @@ fn authenticate(shared: &Shared, req: &Request) -> Result<(), Response> {
     Ok(())
 }
 
-fn take_fault(st: &mut State, method: &str, path: &str) -> Option<FaultAction> {
+fn take_fault(st: &mut State, method: &str, path: &str, query: &str) -> Option<FaultAction> {
     let i = st.faults.iter().position(|f| {
         f.times > 0
             && f.matches
@@ -124,6 +131,7 @@ fn take_fault(st: &mut State, method: &str, path: &str) -> Option<FaultAction> {
                 .path
                 .as_deref()
                 .is_none_or(|p| path.starts_with(p))
+            && f.matches.query.as_deref().is_none_or(|q| query.contains(q))
     })?;
     let fault = &mut st.faults[i];
     if fault.skip > 0 {

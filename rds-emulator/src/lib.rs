@@ -93,6 +93,10 @@ pub struct Match {
     /// A prefix of the path (without the query), e.g. `/rest/disk`.
     #[serde(default)]
     pub path: Option<String>,
+    /// Text the query must contain, e.g. `slot=` (a look-up by slot, not
+    /// a listing or a look-up by mount point).
+    #[serde(default)]
+    pub query: Option<String>,
 }
 
 /// What happens to a request a fault matches.
@@ -136,6 +140,8 @@ pub struct RequestRecord {
     pub method: String,
     /// Without the query.
     pub path: String,
+    /// `k=v&k=v`, decoded; empty without one.
+    pub query: String,
     pub code: u16,
 }
 

@@ -241,6 +241,7 @@ fn faults_apply_to_the_nth_matching_request_and_over_http() {
         matches: Match {
             method: Some("GET".into()),
             path: Some("/rest/disk".into()),
+            query: None,
         },
         skip: 1,
         times: 1,
@@ -258,6 +259,30 @@ fn faults_apply_to_the_nth_matching_request_and_over_http() {
         )
     );
     assert_eq!(c.call("GET", "/rest/disk", None).0, 200);
+    // A fault can single out a look-up by its query.
+    emu.inject(Fault {
+        matches: Match {
+            method: None,
+            path: None,
+            query: Some("slot=".into()),
+        },
+        skip: 0,
+        times: 1,
+        action: FaultAction::Status {
+            code: 500,
+            detail: String::new(),
+        },
+    });
+    assert_eq!(
+        c.call("GET", "/rest/disk?mount-point=storage-pool", None).0,
+        200
+    );
+    assert_eq!(c.call("GET", "/rest/disk?slot=x", None).0, 500);
+    let last = emu.requests().pop().unwrap();
+    assert_eq!(
+        (last.path.as_str(), last.query.as_str()),
+        ("/rest/disk", "slot=x")
+    );
     // The same through /emulator/faults, for out-of-process tests.
     let admin = ureq::Agent::config_builder()
         .tls_config(

@@ -420,6 +420,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_failed_reread_keeps_the_last_good_credentials() {
+        let dir = std::env::temp_dir().join(format!("rds-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("username"), "csi\n").unwrap();
+        std::fs::write(dir.join("password"), "first\n").unwrap();
+        let client = Client::new(&ClientOptions {
+            url: "https://127.0.0.1:1".into(),
+            credentials_dir: dir.clone(),
+            insecure_skip_verify: false,
+            timeout: Duration::from_secs(1),
+            metrics: None,
+        })
+        .unwrap();
+        let first = client.inner.current().authorization.clone();
+        assert_eq!(
+            first,
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode("csi:first")
+            ),
+            "trailing newlines are not part of the password"
+        );
+        std::fs::remove_file(dir.join("password")).unwrap();
+        assert!(client.inner.reload(None).is_none());
+        assert_eq!(client.inner.current().authorization, first);
+        std::fs::write(dir.join("password"), "second").unwrap();
+        assert!(client.inner.reload(None).is_some());
+        assert_ne!(client.inner.current().authorization, first);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn ids_and_values_are_escaped_but_paths_stay_readable() {
         assert_eq!(encode("*1A"), "%2A1A");
         assert_eq!(

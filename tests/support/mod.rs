@@ -340,6 +340,15 @@ pub fn rds_with(dir: &Path, opts: rds_emulator::Options) -> (rds_emulator::Emula
     (emu, creds)
 }
 
+/// The requests RDS saw, less the controller's background health checks
+/// (its look-ups of the pool by mount point).
+pub fn lifecycle_requests(emu: &rds_emulator::Emulator) -> Vec<rds_emulator::RequestRecord> {
+    emu.requests()
+        .into_iter()
+        .filter(|r| !r.query.contains("mount-point="))
+        .collect()
+}
+
 /// The controller flags that point it at `emu`.
 pub fn rds_flags(emu: &rds_emulator::Emulator, creds: &Path) -> Vec<String> {
     vec![
