@@ -594,11 +594,15 @@ fn rebuild_keeps_only_our_annotated_pvs_and_survives_hostile_ones() {
     );
     let k = c.csi();
     emu.create("nodes", node("node-2")).unwrap();
+    // ours-1 resolves to the PV listed first with its handle, held by
+    // node-9: a holder that exists stays fenced (one that did not would be
+    // replaced, see tests/heal.rs).
+    emu.create("nodes", node("node-9")).unwrap();
     for held in ["ours-1", "ours-2", "ours-3", "big"] {
-        assert_eq!(
-            k.publish(held, "node-2").unwrap_err().0,
-            RpcStatusCode::FAILED_PRECONDITION,
-            "{held}"
+        let r = k.publish(held, "node-2");
+        assert!(
+            matches!(&r, Err((RpcStatusCode::FAILED_PRECONDITION, _))),
+            "{held}: {r:?}"
         );
     }
     k.publish("ours-free", "node-2").unwrap();

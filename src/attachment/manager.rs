@@ -24,10 +24,13 @@ pub struct AttachmentState {
 }
 
 /// How a successful [`AttachmentManager::track`] came about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tracked {
     /// Newly attached and written to the PV.
     Attached,
+    /// Newly attached in place of `previous`, whose Node object is gone
+    /// (a confirmed 404): written to the PV in one compare-and-set.
+    StaleCleared { previous: String },
     /// Already attached to that node: nothing changed.
     AlreadyAttached,
     /// The PV vanished during the call: tracked in memory only.
@@ -115,6 +118,18 @@ pub struct PvView {
     pub attributes: HashMap<String, String>,
 }
 
+/// Whether `holder`'s Node object is confirmed gone: the API answered 404.
+/// Any error is not a confirmation.
+fn node_is_gone(store: &PvStore, holder: &str) -> bool {
+    match store.client().node_exists(holder) {
+        Ok(exists) => !exists,
+        Err(e) => {
+            log::debug!("node {holder}: existence not confirmed ({e}); the attachment stands");
+            false
+        }
+    }
+}
+
 impl AttachmentManager {
     /// A manager persisting to PVs of `driver` through `client`, or, with
     /// `None`, keeping state in memory only.
@@ -161,7 +176,11 @@ impl AttachmentManager {
     /// may have attached or detached the volume since this map last saw
     /// it). Annotations naming this node → `AlreadyAttached`, no write.
     /// Naming another node → `HeldByOtherNode`, and the map learns that
-    /// holder. Naming none → written with a compare-and-set PUT: failure
+    /// holder — unless that node's Node object is confirmed gone (404),
+    /// in which case it is replaced in the same compare-and-set
+    /// (`StaleCleared`). A holder whose Node exists, Ready or not, or whose
+    /// existence cannot be confirmed (API error), is never replaced.
+    /// Naming none → written with a compare-and-set PUT: failure
     /// (conflicts exhausted, API down) → `Persist`, nothing tracked.
     /// Without a client the map alone decides.
     pub fn track(&self, volume: &str, node: &str) -> Result<Tracked, AttachError> {
@@ -182,20 +201,51 @@ impl AttachmentManager {
                 }
             };
         };
-        let claim = store.claim(volume, node, now).map_err(|e| match e {
-            StoreError::UnknownVolume => AttachError::UnknownVolume {
-                volume: volume.into(),
-            },
-            StoreError::Api(source) => AttachError::Persist {
-                volume: volume.into(),
-                source,
-            },
-        })?;
+        let mut displace: Option<String> = None;
+        loop {
+            let claim = store
+                .claim(volume, node, now, displace.as_deref())
+                .map_err(|e| match e {
+                    StoreError::UnknownVolume => AttachError::UnknownVolume {
+                        volume: volume.into(),
+                    },
+                    StoreError::Api(source) => AttachError::Persist {
+                        volume: volume.into(),
+                        source,
+                    },
+                })?;
+            if let Claim::HeldBy { node: holder, .. } = &claim {
+                if displace.is_none() && node_is_gone(store, holder) {
+                    displace = Some(holder.clone());
+                    continue;
+                }
+            }
+            return self.tracked(volume, node, now, current, claim);
+        }
+    }
+
+    /// The outcome of a claim, recorded in the map.
+    fn tracked(
+        &self,
+        volume: &str,
+        node: &str,
+        now: SystemTime,
+        current: Option<Arc<str>>,
+        claim: Claim,
+    ) -> Result<Tracked, AttachError> {
+        let held_by_other = |holder: Arc<str>| AttachError::HeldByOtherNode {
+            volume: volume.into(),
+            holder,
+        };
         match claim {
             Claim::Written => {
                 self.insert(volume, node, now);
                 log::debug!("Persisted attachment: volume={volume}, node={node}");
                 Ok(Tracked::Attached)
+            }
+            Claim::Displaced { previous } => {
+                self.insert(volume, node, now);
+                Ok(Tracked::StaleCleared { previous })
             }
             Claim::AlreadyHeld { at } => {
                 self.insert(volume, node, at.unwrap_or(now));

@@ -32,6 +32,9 @@ const RELIST_EVERY: Duration = Duration::from_secs(5);
 pub(crate) enum Claim {
     /// The annotations now name the node.
     Written,
+    /// They named `previous`, which the caller allowed to be displaced (its
+    /// Node is gone), and now name the node.
+    Displaced { previous: String },
     /// They already did (an earlier answer was lost, or another replica
     /// published the same pair): nothing written.
     AlreadyHeld { at: Option<SystemTime> },
@@ -94,12 +97,14 @@ impl PvStore {
     /// Writes `node` and `at` onto the PV of `volume`, unless its annotations
     /// already name a node. Conflicts re-read and retry (client-go
     /// DefaultRetry); exhausted → `Api(Conflict)`, nothing written. No PV of
-    /// ours for the handle → `UnknownVolume`.
+    /// ours for the handle → `UnknownVolume`. A holder equal to `displace`
+    /// is overwritten in the same compare-and-set (any other holder is not).
     pub(crate) fn claim(
         &self,
         volume: &str,
         node: &str,
         at: SystemTime,
+        displace: Option<&str>,
     ) -> Result<Claim, StoreError> {
         let stamp = timestamp::format_micros(at);
         let mut first = true;
@@ -126,7 +131,8 @@ impl PvStore {
                 if holder == node {
                     return Ok(Claim::AlreadyHeld { at: held_at });
                 }
-                if !holder.is_empty() {
+                let displaced = (!holder.is_empty()).then(|| holder.to_string());
+                if displaced.is_some() && displace != Some(holder) {
                     return Ok(Claim::HeldBy {
                         node: holder.to_string(),
                         at: held_at,
@@ -135,7 +141,10 @@ impl PvStore {
                 annotations.insert(ATTACHED_NODE.into(), Value::String(node.into()));
                 annotations.insert(ATTACHED_AT.into(), Value::String(stamp.clone()));
                 match self.client.replace_pv(&name, &pv) {
-                    Ok(_) => Ok(Claim::Written),
+                    Ok(_) => Ok(match displaced {
+                        Some(previous) => Claim::Displaced { previous },
+                        None => Claim::Written,
+                    }),
                     Err(e) if e.is_not_found() => Ok(Claim::Vanished),
                     Err(e) => Err(e.into()),
                 }

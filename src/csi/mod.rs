@@ -133,6 +133,13 @@ pub fn controller_publish_volume(
         Tracked::Attached => {
             log::info!(volume = p.volume, node = p.node, outcome = "OK"; "attached volume to node")
         }
+        Tracked::StaleCleared { previous } => {
+            d.metrics().stale_cleared();
+            log::info!(
+                volume = p.volume, node = p.node, previous = previous.as_str(), outcome = "OK";
+                "attached volume to node in place of a deleted node"
+            )
+        }
         Tracked::AlreadyAttached | Tracked::InMemoryOnly => {}
     }
     let mut r = ControllerPublishVolumeResponse::new();

@@ -322,6 +322,11 @@ impl Metrics {
         self.attachment_conflicts.add(1.0);
     }
 
+    /// An attachment of a deleted node replaced.
+    pub fn stale_cleared(&self) {
+        self.stale_cleared.add(1.0);
+    }
+
     /// One Kubernetes request; `code` 0 when no answer was read.
     pub fn kube_request(
         &self,
