@@ -10,6 +10,7 @@ use std::{
 
 use crate::{
     attachment::{AttachmentManager, RebuildReport},
+    events::{EventType, ObjectRef, Recorder},
     health::Health,
     kube,
     metrics::Metrics,
@@ -34,6 +35,8 @@ pub struct Driver {
     nodes_seen: Mutex<HashMap<String, Instant>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    /// Present with a Kubernetes client.
+    events: Option<Recorder>,
 }
 
 impl Driver {
@@ -58,6 +61,15 @@ impl Driver {
         let volumes = rds.map(|(rds, defaults)| {
             VolumeManager::new(rds, defaults, turns.clone(), attachments.clone())
         });
+        let events = client.as_ref().zip(attachments.clone()).map(|(c, a)| {
+            // The thread ends with the process (the queue's sender lives in the driver).
+            let (recorder, _poster) = Recorder::start(
+                c.clone(),
+                Box::new(move |v| objects_of(&a, v)),
+                metrics.clone(),
+            );
+            recorder
+        });
         Driver {
             name: name.to_string(),
             client,
@@ -66,6 +78,15 @@ impl Driver {
             nodes_seen: Mutex::new(HashMap::new()),
             metrics,
             health,
+            events,
+        }
+    }
+
+    /// Records a Kubernetes Event about `volume`, best effort (see
+    /// [`Recorder`]); without a client, nothing.
+    pub fn event(&self, volume: &str, kind: EventType, reason: &'static str, message: String) {
+        if let Some(r) = &self.events {
+            r.record(volume, kind, reason, message);
         }
     }
 
@@ -151,4 +172,26 @@ impl Driver {
         }
         Ok(exists)
     }
+}
+
+/// The PV of `volume` and its claim, for Events.
+fn objects_of(attachments: &AttachmentManager, volume: &str) -> Vec<ObjectRef> {
+    let Ok(Some(pv)) = attachments.inspect(volume) else {
+        return Vec::new();
+    };
+    let mut objects = vec![ObjectRef {
+        kind: "PersistentVolume",
+        namespace: String::new(),
+        name: pv.name,
+        uid: pv.uid,
+    }];
+    if let Some((namespace, name, uid)) = pv.claim {
+        objects.push(ObjectRef {
+            kind: "PersistentVolumeClaim",
+            namespace,
+            name,
+            uid,
+        });
+    }
+    objects
 }

@@ -19,6 +19,7 @@ pub mod attachment;
 pub mod cli;
 pub mod csi;
 pub mod driver;
+pub mod events;
 pub mod health;
 pub mod kube;
 pub mod metrics;

@@ -106,3 +106,138 @@ fn a_holder_whose_existence_cannot_be_confirmed_is_never_cleared() {
         Some("node-b")
     );
 }
+
+/// Events of `reason` the emulator holds, waiting up to 5 s for `want`.
+fn events_of(emu: &kube_emulator::Emulator, reason: &str, want: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let found: Vec<_> = emu
+            .list("events")
+            .into_iter()
+            .filter(|e| e["reason"] == reason)
+            .collect();
+        if found.len() >= want || std::time::Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn refusals_and_replacements_are_events_on_the_pv_and_its_claim() {
+    let dir = TempDir::new("heal-events");
+    let (emu, kc) = emulator(dir.path());
+    let mut bound = pv("vol-1", "vol-1", DRIVER);
+    bound["spec"]["claimRef"] = json!({"namespace": "apps", "name": "data", "uid": "claim-uid-1"});
+    bound["spec"]["csi"]["volumeAttributes"]["csi.storage.k8s.io/pvc/name"] = json!("data");
+    bound["spec"]["csi"]["volumeAttributes"]["csi.storage.k8s.io/pvc/namespace"] = json!("apps");
+    emu.create("persistentvolumes", bound).unwrap();
+    for n in ["node-a", "node-b"] {
+        emu.create("nodes", node(n)).unwrap();
+    }
+    let c = Controller::start(dir.path(), Some(&kc), &[]);
+    let csi = c.csi();
+    csi.publish("vol-1", "node-a").unwrap();
+
+    // A refusal: a Warning on the PV (in `default`) and on the claim.
+    assert!(csi.publish("vol-1", "node-b").is_err());
+    let events = events_of(&emu, "AttachmentConflict", 2);
+    assert_eq!(events.len(), 2, "{events:?}");
+    let on = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e["involvedObject"]["kind"] == kind)
+            .unwrap_or_else(|| panic!("no event on the {kind}: {events:?}"))
+            .clone()
+    };
+    let pv_event = on("PersistentVolume");
+    assert_eq!(pv_event["metadata"]["namespace"], "default");
+    assert_eq!(pv_event["involvedObject"]["name"], "vol-1");
+    assert_eq!(pv_event["type"], "Warning");
+    assert!(pv_event["message"].as_str().unwrap().contains("node-a"));
+    let claim_event = on("PersistentVolumeClaim");
+    assert_eq!(claim_event["metadata"]["namespace"], "apps");
+    assert_eq!(claim_event["involvedObject"]["uid"], "claim-uid-1");
+
+    // The same refusal again: the same Events, counted, not new ones.
+    assert!(csi.publish("vol-1", "node-b").is_err());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while events_of(&emu, "AttachmentConflict", 2)
+        .iter()
+        .any(|e| e["count"] != 2)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not aggregated: {:?}",
+            emu.list("events")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(events_of(&emu, "AttachmentConflict", 2).len(), 2);
+
+    // node-a is deleted: node-b takes over, and says so.
+    emu.delete("nodes", "node-a");
+    csi.publish("vol-1", "node-b").unwrap();
+    let cleared = events_of(&emu, "StaleAttachmentCleared", 2);
+    assert_eq!(cleared.len(), 2, "{cleared:?}");
+    assert!(cleared
+        .iter()
+        .all(|e| e["type"] == "Normal" && e["message"].as_str().unwrap().contains("node-a")));
+}
+
+#[test]
+fn a_failing_events_api_never_fails_or_delays_the_call() {
+    let dir = TempDir::new("heal-evfail");
+    let (emu, kc) = emulator(dir.path());
+    emu.create("persistentvolumes", pv("vol-1", "vol-1", DRIVER))
+        .unwrap();
+    for n in ["node-a", "node-b"] {
+        emu.create("nodes", node(n)).unwrap();
+    }
+    let c = Controller::start(
+        dir.path(),
+        Some(&kc),
+        &["--metrics-address", "127.0.0.1:0", "--kube-api-qps", "0"],
+    );
+    let metrics = metrics_address(&c.logs());
+    let csi = c.csi();
+    csi.publish("vol-1", "node-a").unwrap();
+    // Creating and patching (aggregating) Events both take 3 s.
+    for verb in ["create", "patch"] {
+        emu.inject(Fault {
+            matches: Match {
+                verb: Some(verb.into()),
+                resource: Some("events".into()),
+                name: None,
+            },
+            times: 100,
+            action: FaultAction::Delay { millis: 3000 },
+        });
+    }
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        let (code, _) = csi.publish("vol-1", "node-b").unwrap_err();
+        assert_eq!(code, Code::FAILED_PRECONDITION);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "five refusals took {:?} with a slow Events API",
+        started.elapsed()
+    );
+    // More refusals than the queue holds while the poster is stuck: the
+    // rest are dropped and counted, and every call is still answered.
+    for _ in 0..300 {
+        assert_eq!(
+            csi.publish("vol-1", "node-b").unwrap_err().0,
+            Code::FAILED_PRECONDITION
+        );
+    }
+    let (_, text) = http_get(metrics, "/metrics");
+    let dropped: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("rds_csi_events_dropped_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(dropped >= 40.0, "{dropped} events dropped");
+}

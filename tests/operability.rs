@@ -47,31 +47,6 @@ fn setup(extra: &[&str]) -> Setup {
     }
 }
 
-/// The address the log line announces (the flag asked for port 0).
-fn metrics_address(logs: &str) -> SocketAddr {
-    let line = logs
-        .lines()
-        .find(|l| l.contains("serving metrics and health on http://"))
-        .unwrap_or_else(|| panic!("no metrics line in:\n{logs}"));
-    let rest = &line[line.find("http://").unwrap() + 7..];
-    rest.split(' ').next().unwrap().parse().unwrap()
-}
-
-/// `GET path` → (status, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let code = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
-
 /// A strict reading of the text exposition format 0.0.4: every sample
 /// belongs to a family announced by HELP and TYPE before it, counters end
 /// in `_total`, histograms have cumulative buckets ending in +Inf equal to
@@ -207,7 +182,7 @@ fn a_scrape_parses_strictly_and_counts_what_happened() {
     assert!(csi.publish("pvc-ops", "node-b").is_err());
     assert!(csi.create("BAD", GIB, &[]).is_err());
 
-    let (code, text) = get(s.metrics, "/metrics");
+    let (code, text) = http_get(s.metrics, "/metrics");
     assert_eq!(code, 200);
     let m = parse_exposition(&text);
     let at = |k: &str| {
@@ -258,8 +233,8 @@ fn a_scrape_parses_strictly_and_counts_what_happened() {
             "{unbounded} appears in the metrics"
         );
     }
-    assert_eq!(get(s.metrics, "/healthz").0, 200);
-    assert_eq!(get(s.metrics, "/nothing").0, 404);
+    assert_eq!(http_get(s.metrics, "/healthz").0, 200);
+    assert_eq!(http_get(s.metrics, "/nothing").0, 404);
 }
 
 #[test]
@@ -280,18 +255,22 @@ fn a_dead_rds_flips_probe_and_readyz_but_never_kills_the_process() {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    wait_for("readyz", &|| get(s.metrics, "/readyz").0 == 200);
+    wait_for("readyz", &|| http_get(s.metrics, "/readyz").0 == 200);
     assert!(ready());
-    let (_, text) = get(s.metrics, "/metrics");
+    let (_, text) = http_get(s.metrics, "/metrics");
     assert!(text.contains("\nrds_csi_rds_up 1\n"), "{text}");
 
     s.rds.set_refusing(true);
     wait_for("Probe not ready", &|| !ready());
-    let (code, body) = get(s.metrics, "/readyz");
+    let (code, body) = http_get(s.metrics, "/readyz");
     assert_eq!(code, 503);
     assert!(body.contains("RDS"), "{body}");
-    assert_eq!(get(s.metrics, "/healthz").0, 200, "liveness stays green");
-    assert!(get(s.metrics, "/metrics")
+    assert_eq!(
+        http_get(s.metrics, "/healthz").0,
+        200,
+        "liveness stays green"
+    );
+    assert!(http_get(s.metrics, "/metrics")
         .1
         .contains("\nrds_csi_rds_up 0\n"));
     let mut c = s.controller;
@@ -302,7 +281,7 @@ fn a_dead_rds_flips_probe_and_readyz_but_never_kills_the_process() {
 
     s.rds.set_refusing(false);
     wait_for("Probe ready again", &|| ready());
-    wait_for("readyz again", &|| get(s.metrics, "/readyz").0 == 200);
+    wait_for("readyz again", &|| http_get(s.metrics, "/readyz").0 == 200);
     c.kill9();
 }
 
@@ -365,7 +344,7 @@ fn slow_and_hostile_scrapers_do_not_slow_csi_calls() {
     // The hogs' time runs out (5 s), and scrapes are served again.
     std::thread::sleep(Duration::from_secs(6));
     drop(hogs);
-    assert_eq!(get(s.metrics, "/metrics").0, 200);
+    assert_eq!(http_get(s.metrics, "/metrics").0, 200);
 }
 
 #[test]

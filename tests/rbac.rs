@@ -23,6 +23,7 @@ fn workload(rules: Vec<Rule>) -> Vec<RequestRecord> {
     emu.create("persistentvolumes", pv("vol-1", "vol-1", DRIVER))
         .unwrap();
     emu.create("nodes", node("node-1")).unwrap();
+    emu.create("nodes", node("node-2")).unwrap();
     emu.set_rbac(Some(rules));
 
     let mut c = Controller::spawn(dir.path(), Some(&kc), &flags);
@@ -33,6 +34,13 @@ fn workload(rules: Vec<Rule>) -> Vec<RequestRecord> {
             let _ = k.delete("pvc-rbac");
         }
         let _ = k.publish("vol-1", "node-1");
+        // A refused attach, twice: an Event created, then patched.
+        let _ = k.publish("vol-1", "node-2");
+        if k.publish("vol-1", "node-2")
+            .is_err_and(|e| e.0 == grpcio::RpcStatusCode::FAILED_PRECONDITION)
+        {
+            wait_for_events(&emu);
+        }
         emu.create("persistentvolumes", pv("static-2", "handle-2", DRIVER))
             .unwrap();
         let _ = k.publish("handle-2", "node-1");
@@ -44,6 +52,22 @@ fn workload(rules: Vec<Rule>) -> Vec<RequestRecord> {
         ready_or_exited(&mut again);
     }
     emu.requests()
+}
+
+/// Waits (at most 5 s) until the Event of the second refusal was patched,
+/// or a post of Events was denied: Events are posted in the background.
+fn wait_for_events(emu: &kube_emulator::Emulator) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let done = emu
+            .requests()
+            .iter()
+            .any(|r| r.resource == "events" && (r.verb == "patch" || r.code == 403));
+        if done {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Waits until the controller serves (true) or has exited (false).

@@ -112,6 +112,11 @@ impl State {
 /// may go away.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PvView {
+    /// The PV's name and uid (empty without a client).
+    pub name: String,
+    pub uid: String,
+    /// Its claim (namespace, name, uid) when bound.
+    pub claim: Option<(String, String, String)>,
     /// The node its annotations name, if any.
     pub holder: Option<String>,
     /// `spec.csi.volumeAttributes`.
@@ -158,7 +163,7 @@ impl AttachmentManager {
         let Some(store) = &self.store else {
             return Ok(self.get(volume).map(|a| PvView {
                 holder: Some(a.node.to_string()),
-                attributes: HashMap::new(),
+                ..PvView::default()
             }));
         };
         store

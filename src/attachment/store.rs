@@ -205,7 +205,8 @@ impl PvStore {
             .as_str()
             .filter(|n| !n.is_empty())
             .map(str::to_string);
-        let attributes = pv["spec"]["csi"]["volumeAttributes"]
+        let attributes: std::collections::HashMap<String, String> = pv["spec"]["csi"]
+            ["volumeAttributes"]
             .as_object()
             .map(|m| {
                 m.iter()
@@ -213,7 +214,36 @@ impl PvStore {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(Some(super::PvView { holder, attributes }))
+        let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+        let claim_ref = &pv["spec"]["claimRef"];
+        // The claim the provisioner named in the volume context, with the
+        // claimRef's uid when they agree; else the claimRef alone.
+        let claim = match (
+            attributes.get("csi.storage.k8s.io/pvc/namespace"),
+            attributes.get("csi.storage.k8s.io/pvc/name"),
+        ) {
+            (Some(ns), Some(name)) => {
+                let uid = (claim_ref["namespace"] == ns.as_str()
+                    && claim_ref["name"] == name.as_str())
+                .then(|| text(&claim_ref["uid"]))
+                .unwrap_or_default();
+                Some((ns.clone(), name.clone(), uid))
+            }
+            _ => claim_ref["name"].as_str().map(|name| {
+                (
+                    text(&claim_ref["namespace"]),
+                    name.to_string(),
+                    text(&claim_ref["uid"]),
+                )
+            }),
+        };
+        Ok(Some(super::PvView {
+            name: text(&pv["metadata"]["name"]),
+            uid: text(&pv["metadata"]["uid"]),
+            claim,
+            holder,
+            attributes,
+        }))
     }
 
     /// GETs the PV of `volume`: by the index's name, else by the handle as

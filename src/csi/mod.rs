@@ -16,6 +16,7 @@ use protobuf::{
 use crate::{
     attachment::Tracked,
     driver::Driver,
+    events::EventType,
     proto::csi::{
         ControllerExpandVolumeRequest, ControllerExpandVolumeResponse,
         ControllerGetCapabilitiesResponse, ControllerGetVolumeRequest, ControllerGetVolumeResponse,
@@ -125,8 +126,17 @@ pub fn controller_publish_volume(
         return Err(CsiError::NodeNotFound(p.node.to_string()));
     }
     let tracked = manager.track(p.volume, p.node).inspect_err(|e| {
-        if matches!(e, crate::attachment::AttachError::HeldByOtherNode { .. }) {
+        if let crate::attachment::AttachError::HeldByOtherNode { holder, .. } = e {
             d.metrics().attachment_conflict();
+            d.event(
+                p.volume,
+                EventType::Warning,
+                "AttachmentConflict",
+                format!(
+                    "attach to node {} refused: the volume is attached to node {holder}",
+                    p.node
+                ),
+            );
         }
     })?;
     match tracked {
@@ -135,6 +145,15 @@ pub fn controller_publish_volume(
         }
         Tracked::StaleCleared { previous } => {
             d.metrics().stale_cleared();
+            d.event(
+                p.volume,
+                EventType::Normal,
+                "StaleAttachmentCleared",
+                format!(
+                    "node {previous} no longer exists; the volume is attached to node {} instead",
+                    p.node
+                ),
+            );
             log::info!(
                 volume = p.volume, node = p.node, previous = previous.as_str(), outcome = "OK";
                 "attached volume to node in place of a deleted node"

@@ -87,6 +87,8 @@ enum Verb {
     Get,
     Put,
     Post,
+    /// A JSON merge patch.
+    Patch,
 }
 
 impl Verb {
@@ -95,6 +97,14 @@ impl Verb {
             Verb::Get => http::Method::GET,
             Verb::Put => http::Method::PUT,
             Verb::Post => http::Method::POST,
+            Verb::Patch => http::Method::PATCH,
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Verb::Patch => "application/merge-patch+json",
+            Verb::Get | Verb::Put | Verb::Post => "application/json",
         }
     }
 }
@@ -205,6 +215,19 @@ impl Client {
         let body = serde_json::to_vec(event).map_err(|e| Error::Decode(e.to_string()))?;
         let path = format!("/api/v1/namespaces/{}/events", segment(namespace)?);
         self.json::<serde::de::IgnoredAny>(Verb::Post, &path, Some(&body))
+            .map(|_| ())
+    }
+
+    /// Merge-patches the Event `name` in `namespace` (an aggregated repeat).
+    /// A missing Event → [`Error::NotFound`].
+    pub fn patch_event(&self, namespace: &str, name: &str, patch: &Value) -> Result<(), Error> {
+        let body = serde_json::to_vec(patch).map_err(|e| Error::Decode(e.to_string()))?;
+        let path = format!(
+            "/api/v1/namespaces/{}/events/{}",
+            segment(namespace)?,
+            segment(name)?
+        );
+        self.json::<serde::de::IgnoredAny>(Verb::Patch, &path, Some(&body))
             .map(|_| ())
     }
 
@@ -321,7 +344,7 @@ impl Client {
             }
             let retryable = match verb {
                 Verb::Get => err.is_transient(),
-                Verb::Put | Verb::Post => matches!(err, Error::TooManyRequests(_)),
+                Verb::Put | Verb::Post | Verb::Patch => matches!(err, Error::TooManyRequests(_)),
             };
             if !retryable || attempt >= inner.opts.attempts {
                 return Err(err);
@@ -379,7 +402,7 @@ impl Client {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }
         if body.is_some() {
-            req = req.header(http::header::CONTENT_TYPE, "application/json");
+            req = req.header(http::header::CONTENT_TYPE, verb.content_type());
         }
         let sent = match body {
             Some(b) => req.body(b.to_vec()).map(|r| inner.agent.run(r)),
@@ -423,6 +446,7 @@ impl Verb {
             Verb::Get => "get",
             Verb::Put => "update",
             Verb::Post => "create",
+            Verb::Patch => "patch",
         }
     }
 }

@@ -322,6 +322,11 @@ impl Metrics {
         self.attachment_conflicts.add(1.0);
     }
 
+    /// An Event not posted: its queue was full.
+    pub fn event_dropped(&self) {
+        self.events_dropped.add(1.0);
+    }
+
     /// An attachment of a deleted node replaced.
     pub fn stale_cleared(&self) {
         self.stale_cleared.add(1.0);

@@ -493,3 +493,29 @@ pub fn provisioned_pv(volume: &csi::Volume) -> Value {
         serde_json::to_value(volume.get_volume_context()).unwrap();
     pv
 }
+
+/// The address the log line announces (the flag asked for port 0).
+pub fn metrics_address(logs: &str) -> std::net::SocketAddr {
+    let line = logs
+        .lines()
+        .find(|l| l.contains("serving metrics and health on http://"))
+        .unwrap_or_else(|| panic!("no metrics line in:\n{logs}"));
+    let rest = &line[line.find("http://").unwrap() + 7..];
+    rest.split(' ').next().unwrap().parse().unwrap()
+}
+
+/// `GET path` → (status, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
