@@ -37,6 +37,11 @@ Options:
   --rds-volume-path PATH     where volume files go unless a StorageClass says
                              volumePath [default: /storage-pool/metal-csi]
   --rds-timeout DURATION     limit for one RDS request [default: 10s]
+  --reconcile-interval DURATION  how often PV annotations are reconciled with
+                             VolumeAttachments, after a first pass at startup
+                             (0: never) [default: 5m]
+  --attachment-grace-period DURATION  an annotation without a VolumeAttachment
+                             is cleared once seen so for this long [default: 30s]
   --rds-unhealthy-after DURATION  Probe answers not-ready while RDS has not
                              answered for this long [default: 30s]
   --health-interval DURATION how often the Kubernetes API and RDS are checked
@@ -76,6 +81,9 @@ pub struct Args {
     pub rds: Option<RdsArgs>,
     pub rds_unhealthy_after: Duration,
     pub health_interval: Duration,
+    /// Zero: no reconciliation.
+    pub reconcile_interval: Duration,
+    pub attachment_grace_period: Duration,
     /// `None`: no metrics endpoint.
     pub metrics_address: Option<std::net::SocketAddr>,
     pub log_format: LogFormat,
@@ -134,6 +142,8 @@ pub fn parse(
         rds: None,
         rds_unhealthy_after: Duration::from_secs(30),
         health_interval: Duration::from_secs(10),
+        reconcile_interval: Duration::from_secs(300),
+        attachment_grace_period: Duration::from_secs(30),
         metrics_address: None,
         log_format: LogFormat::Text,
     };
@@ -190,6 +200,10 @@ pub fn parse(
             "--rds-timeout" => rds.timeout = duration(&flag, &value(&flag)?)?,
             "--rds-unhealthy-after" => a.rds_unhealthy_after = duration(&flag, &value(&flag)?)?,
             "--health-interval" => a.health_interval = duration(&flag, &value(&flag)?)?,
+            "--reconcile-interval" => a.reconcile_interval = duration(&flag, &value(&flag)?)?,
+            "--attachment-grace-period" => {
+                a.attachment_grace_period = duration(&flag, &value(&flag)?)?
+            }
             "--metrics-address" => {
                 let v = value(&flag)?;
                 a.metrics_address = match v.as_str() {

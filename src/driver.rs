@@ -82,6 +82,56 @@ impl Driver {
         }
     }
 
+    /// One reconciliation pass of the PV annotations with the
+    /// VolumeAttachments (see [`AttachmentManager::reconcile`]), with an
+    /// `AttachmentReconciled` Event per change. Errors are logged: nothing
+    /// changed, the next pass tries again.
+    pub fn reconcile(&self, grace: Duration) {
+        let Some(manager) = &self.attachments else {
+            return;
+        };
+        match manager.reconcile(grace) {
+            Ok(report) => {
+                for (volume, node) in &report.cleared {
+                    self.event(
+                        volume,
+                        EventType::Normal,
+                        "AttachmentReconciled",
+                        format!("no VolumeAttachment for node {node}: its attachment record was cleared"),
+                    );
+                }
+                self.adopted_events(&report.adopted);
+            }
+            Err(e) => log::warn!("reconciliation skipped, nothing changed: {e}"),
+        }
+    }
+
+    /// The startup half of reconciliation (see
+    /// [`AttachmentManager::adopt`]); errors are logged, nothing changed.
+    pub fn adopt(&self) {
+        let Some(manager) = &self.attachments else {
+            return;
+        };
+        match manager.adopt() {
+            Ok(adopted) => {
+                log::info!("reconciliation at startup: {} adopted", adopted.len());
+                self.adopted_events(&adopted);
+            }
+            Err(e) => log::warn!("reconciliation at startup skipped, nothing changed: {e}"),
+        }
+    }
+
+    fn adopted_events(&self, adopted: &[(String, String)]) {
+        for (volume, node) in adopted {
+            self.event(
+                volume,
+                EventType::Normal,
+                "AttachmentReconciled",
+                format!("attached to node {node} by its VolumeAttachment: recorded on the PV"),
+            );
+        }
+    }
+
     /// Records a Kubernetes Event about `volume`, best effort (see
     /// [`Recorder`]); without a client, nothing.
     pub fn event(&self, volume: &str, kind: EventType, reason: &'static str, message: String) {

@@ -31,7 +31,10 @@ pub mod volume;
 mod wire;
 
 use std::{
-    sync::{Arc, OnceLock, Weak},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, OnceLock, Weak,
+    },
     time::Instant,
 };
 
@@ -168,6 +171,12 @@ pub fn run(args: cli::Args) -> i32 {
             return EXIT_FAILURE;
         }
     }
+    // Before serving, what VolumeAttachments say is attached is recorded
+    // (so it is fenced); clearing waits for passes past the grace period.
+    let stop_reconciling = Arc::new(AtomicBool::new(false));
+    if !args.reconcile_interval.is_zero() {
+        driver.adopt();
+    }
 
     let mut signals = match Signals::new([SIGTERM, SIGINT]) {
         Ok(s) => s,
@@ -191,6 +200,22 @@ pub fn run(args: cli::Args) -> i32 {
     let _ = pool.set(Arc::downgrade(server.pool()));
     driver.set_ready();
     let checker = health.start(targets, metrics);
+    let reconciler = (!args.reconcile_interval.is_zero()).then(|| {
+        let (driver, interval, grace) = (
+            driver.clone(),
+            args.reconcile_interval,
+            args.attachment_grace_period,
+        );
+        let stop = stop_reconciling.clone();
+        std::thread::Builder::new()
+            .name("reconcile".into())
+            .spawn(move || {
+                while !sleep_unless(&stop, interval) {
+                    driver.reconcile(grace);
+                }
+            })
+            .expect("spawn reconcile thread")
+    });
 
     if let Some(sig) = signals.forever().next() {
         log::info!(
@@ -199,9 +224,25 @@ pub fn run(args: cli::Args) -> i32 {
         );
     }
     health.stop();
+    stop_reconciling.store(true, Ordering::SeqCst);
     server.shutdown(args.shutdown_grace);
     let _ = checker.join();
+    if let Some(r) = reconciler {
+        let _ = r.join();
+    }
     EXIT_OK
+}
+
+/// Sleeps `period` in short steps; true as soon as `stop` is set.
+fn sleep_unless(stop: &AtomicBool, period: std::time::Duration) -> bool {
+    let until = Instant::now() + period;
+    while Instant::now() < until {
+        if stop.load(Ordering::SeqCst) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50).min(period));
+    }
+    stop.load(Ordering::SeqCst)
 }
 
 /// `/metrics`, `/healthz` (the process serves) and `/readyz` (see

@@ -241,3 +241,140 @@ fn a_failing_events_api_never_fails_or_delays_the_call() {
         .unwrap();
     assert!(dropped >= 40.0, "{dropped} events dropped");
 }
+
+/// A VolumeAttachment of this driver, as the attach/detach controller makes
+/// it (and csi-attacher marks it attached).
+fn va(name: &str, pv: &str, node: &str, attached: bool) -> serde_json::Value {
+    json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
+        "metadata": {"name": name},
+        "spec": {"attacher": DRIVER, "nodeName": node, "source": {"persistentVolumeName": pv}},
+        "status": {"attached": attached}
+    })
+}
+
+#[test]
+fn an_attachment_whose_volumeattachment_was_force_deleted_is_cleared_after_the_grace_period() {
+    let dir = TempDir::new("heal-recon");
+    let (emu, kc) = emulator(dir.path());
+    for v in ["vol-1", "vol-2"] {
+        emu.create("persistentvolumes", pv(v, v, DRIVER)).unwrap();
+    }
+    emu.create("nodes", node("node-a")).unwrap();
+    let flags = [
+        "--reconcile-interval",
+        "300ms",
+        "--attachment-grace-period",
+        "1s",
+    ];
+    let c = Controller::start(dir.path(), Some(&kc), &flags);
+    let csi = c.csi();
+    for v in ["vol-1", "vol-2"] {
+        emu.create(
+            "volumeattachments",
+            va(&format!("csi-{v}"), v, "node-a", true),
+        )
+        .unwrap();
+        csi.publish(v, "node-a").unwrap();
+    }
+    // vol-1's VolumeAttachment is force-deleted; vol-2's stays.
+    assert!(emu.delete("volumeattachments", "csi-vol-1"));
+    let deleted = std::time::Instant::now();
+    let deadline = deleted + std::time::Duration::from_secs(10);
+    while annotation(&emu, "vol-1", ATTACHED_NODE).is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never cleared:\n{}",
+            c.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        deleted.elapsed() >= std::time::Duration::from_secs(1),
+        "cleared within the grace period"
+    );
+    assert_eq!(
+        annotation(&emu, "vol-2", ATTACHED_NODE).as_deref(),
+        Some("node-a")
+    );
+    assert_eq!(events_of(&emu, "AttachmentReconciled", 1).len(), 1);
+    assert!(
+        c.logs().contains("1 cleared"),
+        "counts at info:\n{}",
+        c.logs()
+    );
+    // Freed: another node may attach.
+    emu.create("nodes", node("node-b")).unwrap();
+    csi.publish("vol-1", "node-b").unwrap();
+}
+
+#[test]
+fn attachments_the_go_driver_kept_in_memory_are_adopted_at_startup() {
+    let dir = TempDir::new("heal-adopt");
+    let (emu, kc) = emulator(dir.path());
+    emu.create("persistentvolumes", pv("vol-1", "vol-1", DRIVER))
+        .unwrap();
+    emu.create("persistentvolumes", pv("vol-2", "vol-2", DRIVER))
+        .unwrap();
+    for n in ["node-a", "node-b"] {
+        emu.create("nodes", node(n)).unwrap();
+    }
+    // Attached by the Go controller: no annotation. vol-2's is still attaching.
+    emu.create("volumeattachments", va("csi-1", "vol-1", "node-a", true))
+        .unwrap();
+    emu.create("volumeattachments", va("csi-2", "vol-2", "node-a", false))
+        .unwrap();
+    let c = Controller::start(dir.path(), Some(&kc), &[]);
+    // Before serving, vol-1 is on its PV, and fenced.
+    assert_eq!(
+        annotation(&emu, "vol-1", ATTACHED_NODE).as_deref(),
+        Some("node-a")
+    );
+    assert_eq!(annotation(&emu, "vol-2", ATTACHED_NODE), None);
+    let csi = c.csi();
+    assert_eq!(
+        csi.publish("vol-1", "node-b").unwrap_err().0,
+        Code::FAILED_PRECONDITION
+    );
+    csi.publish("vol-1", "node-a").unwrap();
+}
+
+#[test]
+fn a_failing_list_changes_nothing() {
+    let dir = TempDir::new("heal-reconfail");
+    let (emu, kc) = emulator(dir.path());
+    emu.create("persistentvolumes", pv("vol-1", "vol-1", DRIVER))
+        .unwrap();
+    emu.create("nodes", node("node-a")).unwrap();
+    let flags = [
+        "--reconcile-interval",
+        "200ms",
+        "--attachment-grace-period",
+        "300ms",
+    ];
+    let c = Controller::start(dir.path(), Some(&kc), &flags);
+    c.csi().publish("vol-1", "node-a").unwrap();
+    // No VolumeAttachment exists, but every list of them fails.
+    emu.inject(Fault {
+        matches: Match {
+            verb: Some("list".into()),
+            resource: Some("volumeattachments".into()),
+            name: None,
+        },
+        times: 10_000,
+        action: FaultAction::Status {
+            code: 500,
+            retry_after: None,
+        },
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(
+        annotation(&emu, "vol-1", ATTACHED_NODE).as_deref(),
+        Some("node-a")
+    );
+    assert!(
+        c.logs().contains("reconciliation skipped, nothing changed"),
+        "{}",
+        c.logs()
+    );
+}

@@ -88,6 +88,8 @@ pub struct AttachmentManager {
     /// Per-volume exclusion, shared with the volume lifecycle.
     turns: Arc<Turns>,
     store: Option<PvStore>,
+    /// Annotations reconciliation saw without a VolumeAttachment.
+    missing: super::reconcile::Missing,
 }
 
 #[derive(Default)]
@@ -153,7 +155,37 @@ impl AttachmentManager {
             state: Mutex::new(State::default()),
             turns,
             store: client.map(|c| PvStore::new(c, driver)),
+            missing: Default::default(),
         }
+    }
+
+    pub(super) fn store(&self) -> Option<&PvStore> {
+        self.store.as_ref()
+    }
+
+    pub(super) fn turns(&self) -> &Turns {
+        &self.turns
+    }
+
+    pub(super) fn missing(&self) -> &super::reconcile::Missing {
+        &self.missing
+    }
+
+    /// Drops `volume` from the map if it names `node`.
+    pub(super) fn forget(&self, volume: &str, node: &str) {
+        let mut state = self.lock();
+        if state
+            .attachments
+            .get(volume)
+            .is_some_and(|a| &*a.node == node)
+        {
+            state.attachments.remove(volume);
+        }
+    }
+
+    /// Records `volume` on `node` in the map.
+    pub(super) fn remember(&self, volume: &str, node: &str) {
+        self.insert(volume, node, SystemTime::now());
     }
 
     /// What the PV of `volume` says now (its annotations are the truth).

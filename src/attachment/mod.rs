@@ -3,10 +3,12 @@
 
 mod manager;
 mod rebuild;
+mod reconcile;
 mod store;
 mod timestamp;
 
 pub use manager::{AttachError, AttachmentManager, AttachmentState, PvView, Tracked};
 pub use rebuild::RebuildReport;
+pub use reconcile::ReconcileReport;
 pub use store::{ATTACHED_AT, ATTACHED_NODE};
 pub use timestamp::{format_micros, parse as parse_time};
