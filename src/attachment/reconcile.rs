@@ -171,26 +171,8 @@ impl AttachmentManager {
             if !holder.is_empty() {
                 continue;
             }
-            let Ok(_turn) = self.turns().take(handle) else {
-                continue;
-            };
-            let handle = handle.as_str();
-            match store.claim(handle, &va.node_name, SystemTime::now(), None) {
-                Ok(Claim::Written) => {
-                    self.remember(handle, &va.node_name);
-                    log::info!(
-                        volume = handle, node = va.node_name.as_str();
-                        "reconciliation recorded an attached VolumeAttachment on its PV"
-                    );
-                    report.adopted.push((handle.to_string(), va.node_name.clone()));
-                }
-                Ok(Claim::HeldBy { node, .. }) => log::warn!(
-                    "reconciliation: VolumeAttachment {} says {handle} is attached to {}, its PV names {node}; left as is",
-                    va.name,
-                    va.node_name
-                ),
-                Ok(_) => {}
-                Err(e) => log::warn!("reconciliation: recording {handle} on {}: {e:?}", va.node_name),
+            if self.adopt_one(store, handle, va) {
+                report.adopted.push((handle.clone(), va.node_name.clone()));
             }
         }
         log::info!(
@@ -242,25 +224,50 @@ impl AttachmentManager {
             {
                 continue;
             }
-            let Ok(_turn) = self.turns().take(handle) else {
-                continue;
-            };
-            match store.claim(handle, &va.node_name, SystemTime::now(), None) {
-                Ok(Claim::Written) => {
-                    self.remember(handle, &va.node_name);
-                    log::info!(
-                        volume = handle, node = va.node_name.as_str();
-                        "reconciliation recorded an attached VolumeAttachment on its PV"
-                    );
-                    adopted.push((handle.to_string(), va.node_name.clone()));
-                }
-                Ok(_) => {}
-                Err(e) => log::warn!(
-                    "reconciliation: recording {handle} on {}: {e:?}",
-                    va.node_name
-                ),
+            if self.adopt_one(store, handle, va) {
+                adopted.push((handle.to_string(), va.node_name.clone()));
             }
         }
         Ok(adopted)
+    }
+
+    /// Writes the node of an attached VolumeAttachment onto the PV of
+    /// `handle` in the volume's turn, unless the PV names a node already.
+    /// Whether it was written.
+    fn adopt_one(
+        &self,
+        store: &super::store::PvStore,
+        handle: &str,
+        va: &kube::VolumeAttachmentSummary,
+    ) -> bool {
+        let Ok(_turn) = self.turns().take(handle) else {
+            return false;
+        };
+        match store.claim(handle, &va.node_name, SystemTime::now(), None) {
+            Ok(Claim::Written) => {
+                self.remember(handle, &va.node_name);
+                log::info!(
+                    volume = handle, node = va.node_name.as_str();
+                    "reconciliation recorded an attached VolumeAttachment on its PV"
+                );
+                true
+            }
+            Ok(Claim::HeldBy { node, .. }) if node != va.node_name => {
+                log::warn!(
+                    "reconciliation: VolumeAttachment {} says {handle} is attached to {}, its PV names {node}; left as is",
+                    va.name,
+                    va.node_name
+                );
+                false
+            }
+            Ok(_) => false,
+            Err(e) => {
+                log::warn!(
+                    "reconciliation: recording {handle} on {}: {e:?}",
+                    va.node_name
+                );
+                false
+            }
+        }
     }
 }
