@@ -6,8 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 status=0
-for bin in dist/rds-csi-controller-*; do
-  [ -e "$bin" ] || { echo "no artifacts in dist/: run scripts/build-static.sh" >&2; exit 1; }
+found=
+for bin in dist/rds-csi-controller-amd64 dist/rds-csi-controller-arm64; do
+  [ -e "$bin" ] || continue
+  found=1
   desc=$(file -b "$bin")
   echo "$bin: $(stat -c %s "$bin") bytes: $desc"
   case "$desc" in
@@ -16,6 +18,7 @@ for bin in dist/rds-csi-controller-*; do
   esac
   case "$desc" in *stripped*) ;; *) echo "FAIL: $bin is not stripped" >&2; status=1 ;; esac
 done
+[ -n "$found" ] || { echo "no artifacts in dist/: run scripts/build-static.sh" >&2; exit 1; }
 
 if [ -e dist/rds-csi-controller-amd64 ]; then
   version=$(dist/rds-csi-controller-amd64 --version)
