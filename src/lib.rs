@@ -12,8 +12,10 @@
 //! Modules: [`cli`] (flags), [`kube`] (Kubernetes REST client), [`rds`]
 //! (RouterOS REST client), [`attachment`] (the volume → node map),
 //! [`volume`] (the volume lifecycle on RDS), [`turns`] (per-volume
-//! exclusion), [`csi`] (the calls), [`server`] (grpcio and the worker
-//! pool), [`driver`] (ties them), and [`run`], the process life cycle.
+//! exclusion), [`events`] (Kubernetes Events), [`metrics`] (Prometheus
+//! metrics and the health endpoint), [`health`] (background checks behind
+//! Probe), [`csi`] (the calls), [`server`] (grpcio and the worker pool),
+//! [`driver`] (ties them), and [`run`], the process life cycle.
 
 pub mod attachment;
 pub mod cli;
