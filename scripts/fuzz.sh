@@ -14,7 +14,7 @@ status=0
 for t in $targets; do
   log=$(mktemp)
   if cargo fuzz run "$t" -- -max_total_time="$seconds" >"$log" 2>&1; then result=ok; else result=CRASH; status=1; fi
-  runs=$(grep -oE 'Done [0-9]+ runs' "$log" | grep -oE '[0-9]+' | tail -1)
+  runs=$(grep -oE 'Done [0-9]+ runs' "$log" | grep -oE '[0-9]+' | tail -1 || true)
   echo "$t: ${runs:-?} executions in ${seconds}s, $result"
   [ "$result" = ok ] || tail -40 "$log"
   rm -f "$log"

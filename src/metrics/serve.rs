@@ -196,13 +196,17 @@ pub fn parse_request_line(head: &[u8]) -> Result<(&str, &str), RequestError> {
         .position(|w| w == b"\r\n")
         .ok_or(RequestError::Malformed)?;
     let line = std::str::from_utf8(&head[..end]).map_err(|_| RequestError::Malformed)?;
+    // A request line holds no control characters (RFC 9112).
+    if line.bytes().any(|b| b.is_ascii_control()) {
+        return Err(RequestError::Malformed);
+    }
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(RequestError::Malformed);
     };
-    if !version.starts_with("HTTP/1.") || !target.starts_with('/') {
+    if !matches!(version, "HTTP/1.0" | "HTTP/1.1") || !target.starts_with('/') {
         return Err(RequestError::Malformed);
     }
     if method != "GET" && method != "HEAD" {
@@ -235,6 +239,9 @@ mod tests {
             b"GET  / HTTP/1.1\r\n",
             b"\xff / HTTP/1.1\r\n",
             b"GET / HTTP/1.1",
+            // Found by the fuzzer: control characters inside the target.
+            b"GET /--\x01\x00\r, HTTP/1.1\r\n",
+            b"GET / HTTP/1.\n\r\n",
         ] {
             assert_eq!(
                 parse_request_line(bad),
