@@ -137,13 +137,10 @@ impl Health {
         let health = self.clone();
         std::thread::Builder::new()
             .name("health-check".into())
-            .spawn(move || {
-                while !health.stopping.load(Ordering::SeqCst) {
-                    health.check(&targets, &metrics);
-                    let next = Instant::now() + health.interval;
-                    while Instant::now() < next && !health.stopping.load(Ordering::SeqCst) {
-                        std::thread::sleep(Duration::from_millis(50).min(health.interval));
-                    }
+            .spawn(move || loop {
+                health.check(&targets, &metrics);
+                if sleep_unless(&health.stopping, health.interval) {
+                    return;
                 }
             })
             .expect("spawn health thread")
@@ -152,4 +149,17 @@ impl Health {
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
     }
+}
+
+/// Sleeps `period` in short steps (a background loop's wait that a stop
+/// cuts short); true as soon as `stop` is set.
+pub fn sleep_unless(stop: &AtomicBool, period: Duration) -> bool {
+    let until = Instant::now() + period;
+    while Instant::now() < until {
+        if stop.load(Ordering::SeqCst) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50).min(period));
+    }
+    stop.load(Ordering::SeqCst)
 }

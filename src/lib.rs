@@ -175,7 +175,6 @@ pub fn run(args: cli::Args) -> i32 {
     }
     // Before serving, what VolumeAttachments say is attached is recorded
     // (so it is fenced); clearing waits for passes past the grace period.
-    let stop_reconciling = Arc::new(AtomicBool::new(false));
     if !args.reconcile_interval.is_zero() {
         driver.adopt();
     }
@@ -202,6 +201,7 @@ pub fn run(args: cli::Args) -> i32 {
     let _ = pool.set(Arc::downgrade(server.pool()));
     driver.set_ready();
     let checker = health.start(targets, metrics);
+    let stop_reconciling = Arc::new(AtomicBool::new(false));
     let reconciler = (!args.reconcile_interval.is_zero()).then(|| {
         let (driver, interval, grace) = (
             driver.clone(),
@@ -212,7 +212,7 @@ pub fn run(args: cli::Args) -> i32 {
         std::thread::Builder::new()
             .name("reconcile".into())
             .spawn(move || {
-                while !sleep_unless(&stop, interval) {
+                while !health::sleep_unless(&stop, interval) {
                     driver.reconcile(grace);
                 }
             })
@@ -233,18 +233,6 @@ pub fn run(args: cli::Args) -> i32 {
         let _ = r.join();
     }
     EXIT_OK
-}
-
-/// Sleeps `period` in short steps; true as soon as `stop` is set.
-fn sleep_unless(stop: &AtomicBool, period: std::time::Duration) -> bool {
-    let until = Instant::now() + period;
-    while Instant::now() < until {
-        if stop.load(Ordering::SeqCst) {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50).min(period));
-    }
-    stop.load(Ordering::SeqCst)
 }
 
 /// `/metrics`, `/healthz` (the process serves) and `/readyz` (see

@@ -441,14 +441,12 @@ fn half_done_creates_are_completed_never_duplicated() {
     let s = setup();
     let csi = s.controller.csi();
     // A disk added without its export (an operator, or an older controller).
-    s.rds
-        .insert_file("storage-pool/metal-csi/pvc-noexport.img", GIB as u64);
-    s.rds.insert_disk(&[
-        ("slot", "pvc-noexport"),
-        ("type", "file"),
-        ("file-path", "storage-pool/metal-csi/pvc-noexport.img"),
-        ("nvme-tcp-export", "false"),
-    ]);
+    s.rds.insert_file_disk(
+        "pvc-noexport",
+        "storage-pool/metal-csi/pvc-noexport.img",
+        Some(GIB as u64),
+        Some(false),
+    );
     let v = csi.create("pvc-noexport", GIB, &[]).unwrap();
     assert_eq!(
         v.get_volume_context()["nqn"],
@@ -520,13 +518,12 @@ fn delete_removes_a_file_left_by_a_crash_and_never_a_foreign_disk() {
     assert!(s.rds.file("storage-pool/fast/pvc-custom.img").is_none());
 
     // A disk in a volume's slot whose file is not <dir>/<id>.img is not ours.
-    s.rds
-        .insert_file("storage-pool/keep/important.img", GIB as u64);
-    s.rds.insert_disk(&[
-        ("slot", "pvc-foreign"),
-        ("type", "file"),
-        ("file-path", "storage-pool/keep/important.img"),
-    ]);
+    s.rds.insert_file_disk(
+        "pvc-foreign",
+        "storage-pool/keep/important.img",
+        Some(GIB as u64),
+        None,
+    );
     let (code, msg) = csi.delete("pvc-foreign").unwrap_err();
     assert_eq!(code, Code::FAILED_PRECONDITION, "{msg}");
     assert!(s.rds.disk("pvc-foreign").is_some());
@@ -550,12 +547,8 @@ fn list_get_validate_and_capacity_tell_the_truth() {
     }
     csi.publish("pvc-b", "node-b").unwrap();
     // Disks that are not volumes of ours stay out of the list.
-    s.rds.insert_file("storage-pool/other/x.img", 1 << 20);
-    s.rds.insert_disk(&[
-        ("slot", "scratch"),
-        ("type", "file"),
-        ("file-path", "storage-pool/other/x.img"),
-    ]);
+    s.rds
+        .insert_file_disk("scratch", "storage-pool/other/x.img", Some(1 << 20), None);
 
     let mut seen = Vec::new();
     let mut token = String::new();
@@ -594,14 +587,12 @@ fn list_get_validate_and_capacity_tell_the_truth() {
     // Condition: a missing export or file is abnormal, with a message.
     let healthy = csi.get_volume("pvc-a").unwrap();
     assert!(!healthy.get_status().get_volume_condition().get_abnormal());
-    s.rds
-        .insert_file("storage-pool/metal-csi/pvc-f.img", GIB as u64);
-    s.rds.insert_disk(&[
-        ("slot", "pvc-f"),
-        ("type", "file"),
-        ("file-path", "storage-pool/metal-csi/pvc-f.img"),
-        ("nvme-tcp-export", "false"),
-    ]);
+    s.rds.insert_file_disk(
+        "pvc-f",
+        "storage-pool/metal-csi/pvc-f.img",
+        Some(GIB as u64),
+        Some(false),
+    );
     let abnormal = csi.get_volume("pvc-f").unwrap();
     let cond = abnormal.get_status().get_volume_condition();
     assert!(cond.get_abnormal());
@@ -610,12 +601,13 @@ fn list_get_validate_and_capacity_tell_the_truth() {
         "{}",
         cond.get_message()
     );
-    s.rds.insert_disk(&[
-        ("slot", "pvc-g"),
-        ("type", "file"),
-        ("file-path", "storage-pool/metal-csi/pvc-g.img"),
-        ("nvme-tcp-export", "true"),
-    ]);
+    // Exported, but its file is gone.
+    s.rds.insert_file_disk(
+        "pvc-g",
+        "storage-pool/metal-csi/pvc-g.img",
+        None,
+        Some(true),
+    );
     let cond = csi
         .get_volume("pvc-g")
         .unwrap()

@@ -723,14 +723,7 @@ fn volume_path(dir: &Path, bin: &Path, volumes: usize) {
     for i in 0..volumes {
         let slot = format!("pvc-many-{i:06}");
         let path = format!("storage-pool/metal-csi/{slot}.img");
-        rds.insert_file(&path, 1 << 30);
-        rds.insert_disk(&[
-            ("slot", &slot),
-            ("type", "file"),
-            ("file-path", &path),
-            ("nvme-tcp-export", "true"),
-            ("nvme-tcp-server-port", "4420"),
-        ]);
+        rds.insert_file_disk(&slot, &path, Some(1 << 30), Some(true));
     }
     let pid = c.child.id();
     let before = rss_kb(pid);

@@ -344,6 +344,28 @@ impl Emulator {
         key.is_some_and(|k| st.disks.remove(&k).is_some())
     }
 
+    /// A file disk in `slot` backed by `file_path`, added without
+    /// validation as an operator or an older controller might have left it:
+    /// `file_size` also creates its file, `exported` sets
+    /// `nvme-tcp-export` (unset: the property is absent). Returns its `.id`.
+    pub fn insert_file_disk(
+        &self,
+        slot: &str,
+        file_path: &str,
+        file_size: Option<u64>,
+        exported: Option<bool>,
+    ) -> String {
+        if let Some(size) = file_size {
+            self.insert_file(file_path, size);
+        }
+        let export = exported.map(|e| e.to_string());
+        let mut properties = vec![("slot", slot), ("type", "file"), ("file-path", file_path)];
+        if let Some(e) = &export {
+            properties.push(("nvme-tcp-export", e));
+        }
+        self.insert_disk(&properties)
+    }
+
     /// Creates a file of `size` bytes as if left behind.
     pub fn insert_file(&self, name: &str, size: u64) -> String {
         self.shared.lock().insert_file(name, "file", size)

@@ -252,18 +252,14 @@ pub fn create_volume(
     Ok(r)
 }
 
-/// Deletes a volume. An ID that cannot name a volume of ours is unknown,
-/// and unknown volumes are deleted already: OK, nothing sent to RDS.
+/// Deletes a volume; an unknown one is deleted already (see
+/// [`VolumeManager::delete`]).
 pub fn delete_volume(
     d: &Driver,
     req: &DeleteVolumeRequest,
 ) -> Result<DeleteVolumeResponse, CsiError> {
     let manager = volumes(d, "DeleteVolume")?;
     let id = validate::volume_id(req.get_volume_id())?;
-    if volume::check_volume_id(id).is_err() {
-        log::debug!("DeleteVolume {id:?}: not a volume ID of this driver; nothing to delete");
-        return Ok(DeleteVolumeResponse::new());
-    }
     manager.delete(id)?;
     Ok(DeleteVolumeResponse::new())
 }
@@ -280,9 +276,6 @@ pub fn controller_expand_volume(
         return Err(CsiError::invalid("capacity_range", "is required"));
     }
     let (required, limit) = validate::capacity(req.get_capacity_range())?;
-    if volume::check_volume_id(id).is_err() {
-        return Err(volume::VolumeError::NotFound(id.into()).into());
-    }
     let capacity = manager.expand(id, required, limit)?;
     let mut r = ControllerExpandVolumeResponse::new();
     r.set_capacity_bytes(i64::try_from(capacity).unwrap_or(i64::MAX));
@@ -336,9 +329,6 @@ pub fn controller_get_volume(
 ) -> Result<ControllerGetVolumeResponse, CsiError> {
     let manager = volumes(d, "ControllerGetVolume")?;
     let id = validate::volume_id(req.get_volume_id())?;
-    if volume::check_volume_id(id).is_err() {
-        return Err(volume::VolumeError::NotFound(id.into()).into());
-    }
     let v = manager.get(id)?;
     let mut status = ControllerGetVolumeResponse_VolumeStatus::new();
     status.set_published_node_ids(RepeatedField::from_vec(v.published_nodes.clone()));
@@ -368,7 +358,7 @@ pub fn validate_volume_capabilities(
         validate::capability_shape(cap)?;
     }
     let exists = match (d.volume_manager(), d.attachment_manager()) {
-        (Some(m), _) => volume::check_volume_id(id).is_ok() && m.exists(id)?,
+        (Some(m), _) => m.exists(id)?,
         (None, Some(a)) => a.inspect(id)?.is_some(),
         (None, None) => true,
     };

@@ -29,9 +29,9 @@ const MAX_HEAD: usize = 8 << 10;
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub address: SocketAddr,
-    /// Connections served at once. Default 4.
+    /// Connections served at once (the binary uses 4).
     pub max_connections: usize,
-    /// Whole-connection limit: request in, answer out. Default 5 s.
+    /// Whole-connection limit: request in, answer out (the binary uses 5 s).
     pub timeout: Duration,
 }
 

@@ -60,9 +60,17 @@ struct Inner {
     insecure: bool,
     timeout: Duration,
     metrics: Option<Arc<Metrics>>,
-    /// Scope: swapping the current session in and out; files are read and
-    /// requests sent outside the lock.
-    session: Mutex<Arc<Session>>,
+    /// Scope: swapping the current session in and out and stamping when
+    /// the files were last read; files are read and requests sent outside
+    /// the lock.
+    current: Mutex<Current>,
+}
+
+struct Current {
+    session: Arc<Session>,
+    /// The last read of the files, good or failed: the next is due
+    /// [`CREDENTIALS_REREAD`] later.
+    read_at: Instant,
 }
 
 /// What one reading of the credentials directory yields. Deliberately not
@@ -72,7 +80,6 @@ struct Session {
     authorization: String,
     username: String,
     ca: Option<Vec<u8>>,
-    read_at: Instant,
 }
 
 impl Client {
@@ -99,7 +106,10 @@ impl Client {
                 insecure: opts.insecure_skip_verify,
                 timeout: opts.timeout,
                 metrics: opts.metrics.clone(),
-                session: Mutex::new(Arc::new(session)),
+                current: Mutex::new(Current {
+                    session: Arc::new(session),
+                    read_at: Instant::now(),
+                }),
             }),
         })
     }
@@ -260,19 +270,23 @@ impl Client {
 }
 
 impl Inner {
-    fn current(&self) -> Arc<Session> {
-        self.session
-            .lock()
-            .expect("rds session lock poisoned")
-            .clone()
+    fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
+        self.current.lock().expect("rds session lock poisoned")
     }
 
-    /// The current session, re-reading the files first when it is older
-    /// than [`CREDENTIALS_REREAD`].
+    fn current(&self) -> Arc<Session> {
+        self.lock().session.clone()
+    }
+
+    /// The current session, re-reading the files first when the last
+    /// read is older than [`CREDENTIALS_REREAD`].
     fn session(&self) -> Arc<Session> {
-        let current = self.current();
-        if current.read_at.elapsed() < CREDENTIALS_REREAD {
-            return current;
+        let (session, due) = {
+            let c = self.lock();
+            (c.session.clone(), c.read_at.elapsed() >= CREDENTIALS_REREAD)
+        };
+        if !due {
+            return session;
         }
         self.reload(None).unwrap_or_else(|| self.current())
     }
@@ -290,21 +304,17 @@ impl Inner {
                     self.dir.display()
                 );
                 // Try again only after another full period.
-                let mut kept = self.session.lock().expect("rds session lock poisoned");
-                *kept = Arc::new(Session {
-                    agent: previous.agent.clone(),
-                    authorization: previous.authorization.clone(),
-                    username: previous.username.clone(),
-                    ca: previous.ca.clone(),
-                    read_at: Instant::now(),
-                });
+                self.lock().read_at = Instant::now();
                 return None;
             }
         };
         let changed = compared_to
             .is_none_or(|old| old.authorization != fresh.authorization || old.ca != fresh.ca);
         let fresh = Arc::new(fresh);
-        *self.session.lock().expect("rds session lock poisoned") = fresh.clone();
+        *self.lock() = Current {
+            session: fresh.clone(),
+            read_at: Instant::now(),
+        };
         changed.then_some(fresh)
     }
 }
@@ -364,7 +374,6 @@ impl Session {
             authorization,
             username,
             ca,
-            read_at: Instant::now(),
         })
     }
 }

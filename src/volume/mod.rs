@@ -156,10 +156,10 @@ impl VolumeManager {
     /// Creates the volume, or returns it when it already exists and fits.
     ///
     /// One look-up, then one add carrying every export property. A disk
-    /// left not exported (or exported under another NQN port) by an earlier
-    /// attempt is completed; a file left without its disk is taken over by
-    /// the add. RDS unreadable → the error, nothing added. A disk of that
-    /// slot that does not fit the request → `AlreadyExists`.
+    /// left without its export by an earlier attempt is completed; a file
+    /// left without its disk is taken over by the add. RDS unreadable → the
+    /// error, nothing added. A disk of that slot that does not fit the
+    /// request (another file, size range, NQN or port) → `AlreadyExists`.
     pub fn create(&self, req: &CreateRequest) -> Result<Volume, VolumeError> {
         let size =
             size_for(req.required_bytes, req.limit_bytes).map_err(VolumeError::OutOfRange)?;
@@ -253,10 +253,15 @@ impl VolumeManager {
     }
 
     /// Deletes the volume: its disk entry, then its file. Unknown volume →
-    /// Ok. Its PV naming an attached node → `InUse`, nothing removed. A
-    /// slot whose disk is not ours → `Foreign`, nothing removed. A file
-    /// left by a crash between the two removals goes on the retry.
+    /// Ok (an ID that cannot be a slot without any request). Its PV naming
+    /// an attached node → `InUse`, nothing removed. A slot whose disk is
+    /// not ours → `Foreign`, nothing removed. A file left by a crash
+    /// between the two removals goes on the retry.
     pub fn delete(&self, id: &str) -> Result<(), VolumeError> {
+        if check_volume_id(id).is_err() {
+            log::debug!("DeleteVolume {id:?}: not a volume ID of this driver; nothing to delete");
+            return Ok(());
+        }
         let _turn = self.turns.take(id)?;
         let view = match &self.attachments {
             Some(a) => a.inspect(id)?,
@@ -295,6 +300,9 @@ impl VolumeManager {
     /// Grows the volume to at least `required` bytes; never shrinks.
     /// Returns the size RDS reports. Missing → `NotFound`.
     pub fn expand(&self, id: &str, required: u64, limit: u64) -> Result<u64, VolumeError> {
+        if check_volume_id(id).is_err() {
+            return Err(VolumeError::NotFound(id.into()));
+        }
         if limit > 0 && required > limit {
             return Err(VolumeError::OutOfRange(format!(
                 "capacity_range: required_bytes {required} exceeds limit_bytes {limit}"
@@ -387,7 +395,12 @@ impl VolumeManager {
     }
 
     /// The disk of `id` when it is one of ours.
+    /// An ID that cannot be a slot is no volume of ours: `None` without
+    /// asking RDS.
     fn ours(&self, id: &str) -> Result<Option<Disk>, VolumeError> {
+        if check_volume_id(id).is_err() {
+            return Ok(None);
+        }
         Ok(self.rds.disk_by_slot(id)?.filter(is_ours))
     }
 
