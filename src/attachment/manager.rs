@@ -189,8 +189,9 @@ impl AttachmentManager {
     }
 
     /// What the PV of `volume` says now (its annotations are the truth).
-    /// The caller holds the volume's turn. Without a client the map
-    /// decides. No PV of ours → `Ok(None)`; API failure → `Persist`.
+    /// Reads only: a caller that acts on the answer holds the volume's
+    /// turn. Without a client the map decides. No PV of ours → `Ok(None)`;
+    /// API failure → `Persist`.
     pub fn inspect(&self, volume: &str) -> Result<Option<PvView>, AttachError> {
         let Some(store) = &self.store else {
             return Ok(self.get(volume).map(|a| PvView {

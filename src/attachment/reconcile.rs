@@ -149,6 +149,8 @@ impl AttachmentManager {
             match store.release(&volume, Some(&node)) {
                 Ok(Some(_)) => {
                     self.forget(&volume, &node);
+                    // Its clock stops here: the same node attaching again
+                    // before the next pass must get a full grace period.
                     self.missing()
                         .0
                         .lock()
