@@ -344,8 +344,9 @@ impl RdsClass {
         use rds_emulator::{Fault, FaultAction as A, Match};
         let action = match self {
             RdsClass::Refused => return rds.set_refusing(true),
+            // Each call meets its own rotation: a password named after it.
             RdsClass::PasswordRotated401 => {
-                return rds.set_users(vec![rds_emulator::User::admin("csi", "rotated-pw")])
+                return rds.set_users(vec![rds_emulator::User::admin("csi", &rotated(method))])
             }
             RdsClass::Http500 => A::Status {
                 code: 500,
@@ -372,12 +373,12 @@ impl RdsClass {
         });
     }
 
-    fn disarm(self, rds: &rds_emulator::Emulator, creds: &std::path::Path) {
+    fn disarm(self, rds: &rds_emulator::Emulator, method: &str, creds: &std::path::Path) {
         rds.clear_faults();
         rds.set_refusing(false);
         if let RdsClass::PasswordRotated401 = self {
             // The Secret follows the device: the next 401 re-reads it.
-            std::fs::write(creds.join("password"), "rotated-pw").unwrap();
+            std::fs::write(creds.join("password"), rotated(method)).unwrap();
         }
         // A write slower than the time limit lands after the call failed
         // (1.5 s after it was sent, 0.5 s after the 1 s time-out).
@@ -398,6 +399,10 @@ impl RdsClass {
                 )
             )
     }
+}
+
+fn rotated(method: &str) -> String {
+    format!("rotated-for-{method}")
 }
 
 #[test]
@@ -431,7 +436,7 @@ fn rds_fault_matrix() {
         let before = disks(&rds);
         class.arm(&rds, "PUT", "/rest/disk");
         let first = k.create(&v, GIB, &[]).map(|_| ());
-        class.disarm(&rds, &creds);
+        class.disarm(&rds, "PUT", &creds);
         assert!(class.acceptable(&first), "{label}: create gave {first:?}");
         k.create(&v, GIB, &[])
             .unwrap_or_else(|e| panic!("{label}: create retry {e:?}"));
@@ -441,7 +446,7 @@ fn rds_fault_matrix() {
         // ControllerExpandVolume: grown once, to the size asked.
         class.arm(&rds, "PATCH", "/rest/disk");
         let first = k.expand(&v, 2 * GIB, false).map(|_| ());
-        class.disarm(&rds, &creds);
+        class.disarm(&rds, "PATCH", &creds);
         assert!(class.acceptable(&first), "{label}: expand gave {first:?}");
         let grown = k
             .expand(&v, 2 * GIB, false)
@@ -452,7 +457,7 @@ fn rds_fault_matrix() {
         // DeleteVolume: the disk and the file are gone after the retry.
         class.arm(&rds, "DELETE", "/rest/disk");
         let first = k.delete(&v);
-        class.disarm(&rds, &creds);
+        class.disarm(&rds, "DELETE", &creds);
         assert!(class.acceptable(&first), "{label}: delete gave {first:?}");
         k.delete(&v)
             .unwrap_or_else(|e| panic!("{label}: delete retry {e:?}"));
