@@ -252,7 +252,7 @@ fn routes(
             "/metrics" => {
                 let gauges = metrics::Gauges {
                     attachments: driver.attachment_manager().map_or(0, |a| a.len()),
-                    migrations_active: 0,
+                    migrations_active: driver.attachment_manager().map_or(0, |a| a.migrations()),
                     queue_depth: pool.get().and_then(Weak::upgrade).map_or(0, |p| p.queued()),
                 };
                 metrics::Answer {

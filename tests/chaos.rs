@@ -22,14 +22,25 @@ use kube_emulator::Emulator;
 use support::*;
 
 const VOLUMES: usize = 24;
+/// Volumes from this index on are shared block volumes (live migration).
+const SHARED_FROM: usize = 16;
+/// Shared volumes seeded with a migration whose window closed long ago.
+const EXPIRED: [usize; 2] = [22, 23];
 const NODES: usize = 4;
 const THREADS: usize = 6;
+/// The migration window of the shared volumes.
+const WINDOW: Duration = Duration::from_secs(30);
 
 /// What the clients were told about one volume.
 #[derive(Default, Debug)]
 struct Volume {
-    /// The node an acknowledged Publish put it on, not since unpublished.
-    acked: Option<String>,
+    /// The nodes acknowledged Publishes put it on, not since unpublished
+    /// (two at most, for a shared volume during a migration).
+    acked: Vec<String>,
+    /// When the second holder was first acknowledged: its window.
+    second_since: Option<Instant>,
+    /// A migration whose window had closed before the run: its target.
+    expired_target: Option<String>,
     /// Publishes cut off or failed since the last acknowledgement.
     uncertain: HashSet<String>,
     /// An Unpublish that has not been acknowledged yet (retried first).
@@ -40,9 +51,12 @@ struct Volume {
 struct Figures {
     calls: AtomicUsize,
     acknowledged: AtomicUsize,
+    migrations: AtomicUsize,
     refused: AtomicUsize,
     cut_off: AtomicUsize,
     double: AtomicUsize,
+    triple: AtomicUsize,
+    past_window: AtomicUsize,
     phantom: AtomicUsize,
     lost: AtomicUsize,
     completed_by_retry: AtomicUsize,
@@ -84,6 +98,47 @@ fn node_name(i: usize) -> String {
     format!("node-{i}")
 }
 
+fn shared(v: usize) -> bool {
+    v >= SHARED_FROM
+}
+
+/// Publish as csi-attacher does: single-node mount, or shared block with
+/// the StorageClass's migration window in the volume context.
+fn publish(csi: &Csi, v: usize, node: &str) -> Result<(), (RpcStatusCode, String)> {
+    let mut r = publish_request(&vol(v), node);
+    if shared(v) {
+        let mut cap = block_capability();
+        cap.mut_access_mode().set_mode(
+            rds_csi_controller::proto::csi::VolumeCapability_AccessMode_Mode::MULTI_NODE_MULTI_WRITER,
+        );
+        r.set_volume_capability(cap);
+        r.mut_volume_context().insert(
+            "migrationTimeoutSeconds".into(),
+            WINDOW.as_secs().to_string(),
+        );
+    }
+    csi.controller
+        .controller_publish_volume_opt(&r, csi.opt())
+        .map(|_| ())
+        .map_err(code_of)
+}
+
+/// The nodes a PV's annotations name: the holder, then a migration target.
+fn on_pv(emu: &Emulator, v: usize) -> Vec<String> {
+    let mut nodes: Vec<String> = [ATTACHED_NODE, MIGRATION_NODE]
+        .iter()
+        .filter_map(|k| annotation(emu, &vol(v), k))
+        .collect();
+    nodes.dedup();
+    nodes
+}
+
+const MIGRATION_NODE: &str = "rds.csi.srvlab.io/migration-node";
+
+fn va_name(v: usize, node: &str) -> String {
+    format!("va-{}-{node}", vol(v))
+}
+
 struct World {
     emu: Emulator,
     model: Vec<Mutex<Volume>>,
@@ -100,17 +155,69 @@ impl World {
         for n in 0..NODES {
             emu.create("nodes", node(&node_name(n))).unwrap();
         }
-        let model = (0..VOLUMES)
+        let model: Vec<Mutex<Volume>> = (0..VOLUMES)
             .map(|_| Mutex::new(Volume::default()))
             .collect();
-        (
-            World {
-                emu,
-                model,
-                figures: Figures::default(),
-            },
-            kc,
-        )
+        let world = World {
+            emu,
+            model,
+            figures: Figures::default(),
+        };
+        // A migration left running past its window, both nodes attached.
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for v in EXPIRED {
+            let (a, b) = (node_name(0), node_name(1));
+            world.emu.modify("persistentvolumes", &vol(v), |pv| {
+                pv["metadata"]["annotations"] = serde_json::json!({
+                    ATTACHED_NODE: a, ATTACHED_AT: "2024-01-02T03:04:05.000000Z",
+                    MIGRATION_NODE: b,
+                    "rds.csi.srvlab.io/migration-started-at":
+                        rds_csi_controller::attachment::format_micros(long_ago),
+                });
+            });
+            for n in [&a, &b] {
+                world.va_wanted(v, n);
+                world.va_attached(v, n);
+            }
+            let mut m = world.model[v].lock().unwrap();
+            m.acked = vec![a, b.clone()];
+            m.expired_target = Some(b);
+        }
+        (world, kc)
+    }
+
+    /// The attach/detach controller's part: a VolumeAttachment exists for
+    /// every node a pod wants the volume on, before the Publish.
+    fn va_wanted(&self, v: usize, node: &str) {
+        let _ = self.emu.create(
+            "volumeattachments",
+            serde_json::json!({
+                "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
+                "metadata": {"name": va_name(v, node)},
+                "spec": {"attacher": DRIVER, "nodeName": node, "source": {"persistentVolumeName": vol(v)}},
+                "status": {"attached": false}
+            }),
+        );
+    }
+
+    /// csi-attacher's part after an acknowledged Publish.
+    fn va_attached(&self, v: usize, node: &str) {
+        self.emu
+            .modify("volumeattachments", &va_name(v, node), |va| {
+                va["status"]["attached"] = serde_json::json!(true);
+            });
+    }
+
+    /// A detach starts with the VolumeAttachment being deleted.
+    fn va_detaching(&self, v: usize, node: &str) {
+        self.emu
+            .modify("volumeattachments", &va_name(v, node), |va| {
+                va["metadata"]["deletionTimestamp"] = serde_json::json!("2026-01-01T00:00:00Z");
+            });
+    }
+
+    fn va_gone(&self, v: usize, node: &str) {
+        self.emu.delete("volumeattachments", &va_name(v, node));
     }
 
     /// One client operation on a random volume. The volume's model lock is
@@ -124,25 +231,21 @@ impl World {
             f.calls.fetch_add(1, Ordering::Relaxed);
             if csi.unpublish(&vol(v), &n).is_ok() {
                 m.pending_unpublish = None;
-                if m.acked.as_deref() == Some(&n) {
-                    m.acked = None;
-                }
-                m.uncertain.remove(&n);
+                self.unpublished(&mut m, v, &n);
             }
             return;
         }
         let n = node_name(rng.below(NODES));
-        let unpublish = match &m.acked {
-            Some(holder) if rng.below(2) == 0 => Some(holder.clone()),
+        let unpublish = match m.acked.len() {
+            0 => None,
+            k if rng.below(2) == 0 => Some(m.acked[rng.below(k)].clone()),
             _ => None,
         };
         f.calls.fetch_add(1, Ordering::Relaxed);
         if let Some(holder) = unpublish {
+            self.va_detaching(v, &holder);
             match csi.unpublish(&vol(v), &holder) {
-                Ok(()) => {
-                    m.acked = None;
-                    m.uncertain.remove(&holder);
-                }
+                Ok(()) => self.unpublished(&mut m, v, &holder),
                 Err(_) => {
                     f.cut_off.fetch_add(1, Ordering::Relaxed);
                     m.pending_unpublish = Some(holder);
@@ -150,27 +253,53 @@ impl World {
             }
             return;
         }
-        match csi.publish(&vol(v), &n) {
+        self.va_wanted(v, &n);
+        match publish(csi, v, &n) {
             Ok(()) => {
                 f.acknowledged.fetch_add(1, Ordering::Relaxed);
-                if m.acked.as_ref().is_some_and(|h| *h != n) {
-                    f.double.fetch_add(1, Ordering::Relaxed);
-                    eprintln!(
-                        "DOUBLE: {} acknowledged to {n} while held by {:?}",
-                        vol(v),
-                        m.acked
-                    );
+                self.va_attached(v, &n);
+                if !m.acked.contains(&n) {
+                    let limit = if shared(v) { 2 } else { 1 };
+                    if m.acked.len() >= limit {
+                        let what = if shared(v) { &f.triple } else { &f.double };
+                        what.fetch_add(1, Ordering::Relaxed);
+                        eprintln!(
+                            "OVER: {} acknowledged to {n} while held by {:?}",
+                            vol(v),
+                            m.acked
+                        );
+                    }
+                    if !m.acked.is_empty() {
+                        f.migrations.fetch_add(1, Ordering::Relaxed);
+                        m.second_since = Some(Instant::now());
+                    }
+                    m.acked.push(n.clone());
+                } else if m.acked.len() == 2 && m.acked[1] == n {
+                    // The target again: only within its window.
+                    let late = m
+                        .second_since
+                        .is_none_or(|t| t.elapsed() > WINDOW + Duration::from_secs(1));
+                    if late || m.expired_target.as_deref() == Some(&n) {
+                        f.past_window.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("PAST WINDOW: {} acknowledged to target {n}", vol(v));
+                    }
                 }
-                m.acked = Some(n);
-                m.uncertain.clear();
+                // Once the holders are known in full, no cut-off Publish of
+                // another node can have landed.
+                if m.acked.len() == if shared(v) { 2 } else { 1 } {
+                    m.uncertain.clear();
+                }
             }
             Err((RpcStatusCode::FAILED_PRECONDITION, msg)) => {
                 f.refused.fetch_add(1, Ordering::Relaxed);
                 // Refused while the clients know of no holder: only a cut-off
                 // publish can explain it.
-                if m.acked.is_none() && m.uncertain.is_empty() {
+                if m.acked.is_empty() && m.uncertain.is_empty() {
                     f.phantom.fetch_add(1, Ordering::Relaxed);
                     eprintln!("PHANTOM: {} refused for {n}: {msg}", vol(v));
+                }
+                if !m.acked.contains(&n) && !m.uncertain.contains(&n) {
+                    self.va_gone(v, &n);
                 }
             }
             Err(_) => {
@@ -180,31 +309,48 @@ impl World {
         }
     }
 
+    /// An acknowledged Unpublish of `node`: the model and the
+    /// VolumeAttachment follow.
+    fn unpublished(&self, m: &mut Volume, v: usize, node: &str) {
+        m.acked.retain(|h| h != node);
+        m.uncertain.remove(node);
+        if m.acked.len() < 2 {
+            m.second_since = None;
+            m.expired_target = None;
+        }
+        self.va_gone(v, node);
+    }
+
     /// Every acknowledged attachment is on its PV; nothing else is, except
-    /// what a cut-off publish may have written. Returns the annotated count.
+    /// what a cut-off publish may have written; no single-node volume has
+    /// two holders. Returns the annotated count.
     fn check_persisted(&self) -> usize {
         let mut annotated = 0;
         for v in 0..VOLUMES {
             let m = self.model[v].lock().unwrap();
-            let on_pv = annotation(&self.emu, &vol(v), ATTACHED_NODE);
-            annotated += usize::from(on_pv.is_some());
-            match (&m.acked, &on_pv) {
-                (Some(a), Some(p)) if a == p => {}
-                (Some(_), _) if m.pending_unpublish.is_some() => {}
-                (Some(a), p) => {
+            let pv = on_pv(&self.emu, v);
+            annotated += usize::from(!pv.is_empty());
+            if !shared(v) && pv.len() > 1 {
+                self.figures.double.fetch_add(1, Ordering::Relaxed);
+                eprintln!("DOUBLE: {} names {pv:?}", vol(v));
+            }
+            for a in &m.acked {
+                if !pv.contains(a) && m.pending_unpublish.as_ref() != Some(a) {
                     self.figures.lost.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("LOST: {} acknowledged on {a}, PV says {p:?}", vol(v));
+                    eprintln!("LOST: {} acknowledged on {a}, PV says {pv:?}", vol(v));
                 }
-                (None, Some(p))
-                    if m.uncertain.contains(p) || m.pending_unpublish.as_deref() == Some(p) => {}
-                (None, Some(p)) => {
+            }
+            for p in &pv {
+                let explained = m.acked.contains(p)
+                    || m.uncertain.contains(p)
+                    || m.pending_unpublish.as_ref() == Some(p);
+                if !explained {
                     self.figures.phantom.fetch_add(1, Ordering::Relaxed);
                     eprintln!(
                         "PHANTOM: {} annotated {p} with nothing acknowledged or cut off",
                         vol(v)
                     );
                 }
-                (None, None) => {}
             }
         }
         annotated
@@ -218,18 +364,23 @@ impl World {
             if let Some(n) = m.pending_unpublish.take() {
                 csi.unpublish(&vol(v), &n)
                     .expect("retried unpublish completes");
-                if m.acked.as_deref() == Some(&n) {
-                    m.acked = None;
-                }
+                self.unpublished(&mut m, v, &n);
             }
-            if m.acked.is_none() {
-                if let Some(p) = annotation(&self.emu, &vol(v), ATTACHED_NODE) {
-                    assert!(m.uncertain.contains(&p), "{}: {p} not explained", vol(v));
-                    csi.publish(&vol(v), &p).expect("retried publish completes");
-                    self.figures
-                        .completed_by_retry
-                        .fetch_add(1, Ordering::Relaxed);
-                    m.acked = Some(p);
+            for p in on_pv(&self.emu, v) {
+                if m.acked.contains(&p) {
+                    continue;
+                }
+                assert!(m.uncertain.contains(&p), "{}: {p} not explained", vol(v));
+                publish(csi, v, &p).expect("retried publish completes");
+                self.va_attached(v, &p);
+                self.figures
+                    .completed_by_retry
+                    .fetch_add(1, Ordering::Relaxed);
+                m.acked.push(p);
+            }
+            for n in m.uncertain.clone() {
+                if !m.acked.contains(&n) {
+                    self.va_gone(v, &n);
                 }
             }
             m.uncertain.clear();
@@ -240,20 +391,38 @@ impl World {
         let f = &self.figures;
         let g = |a: &AtomicUsize| a.load(Ordering::Relaxed);
         println!(
-            "{what}: cycles={cycles} calls={} acknowledged={} refused={} cut_off={} completed_by_retry={} lost={} double={} phantom={}",
+            "{what}: cycles={cycles} calls={} acknowledged={} migrations={} refused={} cut_off={} completed_by_retry={} lost={} double={} triple={} past_window={} phantom={}",
             g(&f.calls),
             g(&f.acknowledged),
+            g(&f.migrations),
             g(&f.refused),
             g(&f.cut_off),
             g(&f.completed_by_retry),
             g(&f.lost),
             g(&f.double),
+            g(&f.triple),
+            g(&f.past_window),
             g(&f.phantom)
         );
         assert_eq!(g(&f.lost), 0, "acknowledged attachments lost");
-        assert_eq!(g(&f.double), 0, "volumes acknowledged to two nodes");
+        assert_eq!(
+            g(&f.double),
+            0,
+            "single-node volumes acknowledged to two nodes"
+        );
+        assert_eq!(
+            g(&f.triple),
+            0,
+            "shared volumes acknowledged to three nodes"
+        );
+        assert_eq!(
+            g(&f.past_window),
+            0,
+            "a second holder acknowledged past its window"
+        );
         assert_eq!(g(&f.phantom), 0, "attachments nobody asked for");
         assert!(g(&f.acknowledged) > 0, "the load did nothing");
+        assert!(g(&f.migrations) > 0, "no migration ran");
     }
 }
 
@@ -285,6 +454,15 @@ fn run_load(
         .collect()
 }
 
+/// Reconciliation runs all along: every attachment is backed by a
+/// VolumeAttachment, so it must never clear one a client was told of.
+const RECONCILE: [&str; 4] = [
+    "--reconcile-interval",
+    "200ms",
+    "--attachment-grace-period",
+    "1s",
+];
+
 #[test]
 fn crash_restart_chaos_loses_nothing_and_never_double_attaches() {
     let cycles: usize = std::env::var("CHAOS_CYCLES")
@@ -298,12 +476,10 @@ fn crash_restart_chaos_loses_nothing_and_never_double_attaches() {
     let world = Arc::new(world);
     let mut rng = Rng(seed);
     let started = Instant::now();
+    let mut flags = vec!["--workers", "4", "--kube-api-qps", "0"];
+    flags.extend(RECONCILE);
     for cycle in 0..cycles {
-        let mut c = Controller::start(
-            dir.path(),
-            Some(&kc),
-            &["--workers", "4", "--kube-api-qps", "0"],
-        );
+        let mut c = Controller::start(dir.path(), Some(&kc), &flags);
         let annotated = world.check_persisted();
         if cycle > 0 {
             let want = format!("State rebuild complete: {annotated} attachments recovered");
@@ -324,10 +500,14 @@ fn crash_restart_chaos_loses_nothing_and_never_double_attaches() {
             h.join().unwrap();
         }
     }
-    let c = Controller::start(dir.path(), Some(&kc), &[]);
+    let c = Controller::start(dir.path(), Some(&kc), &RECONCILE);
     world.check_persisted();
     world.settle(&c.csi());
     world.check_persisted();
+    // Some reconciliation passes over the settled state: nothing backed is cleared.
+    std::thread::sleep(Duration::from_millis(1500));
+    world.check_persisted();
+    assert!(c.logs().contains("reconciliation: "), "{}", c.logs());
     println!("chaos wall time {:?}", started.elapsed());
     world.report("chaos", cycles);
 }
@@ -339,8 +519,10 @@ fn two_processes_under_concurrent_load_keep_the_invariants() {
     let dir = TempDir::new("conc");
     let (world, kc) = World::new(dir.path());
     let world = Arc::new(world);
-    let a = Controller::start_named(dir.path(), "a.sock", Some(&kc), &["--kube-api-qps", "0"]);
-    let b = Controller::start_named(dir.path(), "b.sock", Some(&kc), &["--kube-api-qps", "0"]);
+    let mut flags = vec!["--kube-api-qps", "0"];
+    flags.extend(RECONCILE);
+    let a = Controller::start_named(dir.path(), "a.sock", Some(&kc), &flags);
+    let b = Controller::start_named(dir.path(), "b.sock", Some(&kc), &flags);
     let stop = Arc::new(AtomicBool::new(false));
     let load = run_load(&world, &[a.socket.clone(), b.socket.clone()], &stop, seed);
     std::thread::sleep(Duration::from_secs(3));
@@ -356,16 +538,17 @@ fn two_processes_under_concurrent_load_keep_the_invariants() {
     world.check_persisted();
     world.report("concurrency", 1);
     // Both processes agree with the PVs.
-    let holders: HashMap<usize, Option<String>> = (0..VOLUMES)
-        .map(|v| (v, annotation(&world.emu, &vol(v), ATTACHED_NODE)))
-        .collect();
+    let holders: HashMap<usize, Vec<String>> =
+        (0..VOLUMES).map(|v| (v, on_pv(&world.emu, v))).collect();
     for csi in [a.csi(), b.csi()] {
-        for (v, holder) in &holders {
-            if let Some(h) = holder {
-                csi.publish(&vol(*v), h).unwrap();
-                let other = (0..NODES).map(node_name).find(|n| n != h).unwrap();
+        for (v, on) in &holders {
+            let Some(h) = on.first() else { continue };
+            publish(&csi, *v, h).unwrap();
+            let full = if shared(*v) { 2 } else { 1 };
+            if on.len() == full {
+                let other = (0..NODES).map(node_name).find(|n| !on.contains(n)).unwrap();
                 assert_eq!(
-                    csi.publish(&vol(*v), &other).unwrap_err().0,
+                    publish(&csi, *v, &other).unwrap_err().0,
                     RpcStatusCode::FAILED_PRECONDITION
                 );
             }

@@ -69,11 +69,24 @@ impl Class {
         token_file: &std::path::Path,
         times: usize,
     ) {
+        self.arm_on(emu, "persistentvolumes", verb, name, token_file, times)
+    }
+
+    /// Arms the fault for the next `times` requests of `verb` on `resource`.
+    fn arm_on(
+        self,
+        emu: &Emulator,
+        resource: &str,
+        verb: &str,
+        name: &str,
+        token_file: &std::path::Path,
+        times: usize,
+    ) {
         let fault = |action| {
             emu.inject(Fault {
                 matches: Match {
                     verb: Some(verb.into()),
-                    resource: Some("persistentvolumes".into()),
+                    resource: Some(resource.into()),
                     name: None,
                 },
                 times,
@@ -295,9 +308,103 @@ fn fault_matrix() {
         assert_eq!(c.csi().publish(&v, "node-1"), Ok(()));
     }
 
-    println!("\n| fault | Publish | Unpublish | Rebuild |\n|---|---|---|---|");
-    for ((label, p, u), r) in rows.iter().zip(&rebuild) {
-        println!("| {label} | {p} | {u} | {r} |");
+    // Reconciliation under each fault: an annotation no VolumeAttachment
+    // backs is cleared only by a pass whose lists both succeeded; a fault
+    // on either list (or on the clearing write) changes nothing, and a
+    // later pass converges.
+    let mut reconcile = Vec::new();
+    let recon_args = [
+        &args[..],
+        &[
+            "--reconcile-interval",
+            "150ms",
+            "--attachment-grace-period",
+            "0s",
+        ],
+    ]
+    .concat();
+    let c = Controller::start(dir.path(), Some(&kc), &recon_args);
+    // The rebuild rows' annotations are backed, so passes leave them be.
+    for (i, _) in CLASSES.iter().enumerate() {
+        let va = serde_json::json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
+            "metadata": {"name": format!("va-rebuild-{i}")},
+            "spec": {"attacher": DRIVER, "nodeName": "node-1", "source": {"persistentVolumeName": format!("rebuild-{i}")}},
+            "status": {"attached": true}
+        });
+        emu.create("volumeattachments", va).unwrap();
+    }
+    let failed_passes = |logs: &str| logs.matches("reconciliation skipped").count();
+    for (i, class) in CLASSES.iter().enumerate() {
+        let v = format!("unpub-{i}");
+        let (resource, verb) = match class {
+            Class::ConflictStorm | Class::AnswerLost => ("persistentvolumes", "update"),
+            _ if i % 2 == 0 => ("volumeattachments", "list"),
+            _ => ("persistentvolumes", "list"),
+        };
+        // Armed before the annotation exists, so no pass can see it clean.
+        class.arm_on(&emu, resource, verb, &v, &token_file, 10_000);
+        emu.modify("persistentvolumes", &v, |p| {
+            p["metadata"]["annotations"] = serde_json::json!({ ATTACHED_NODE: "node-1", ATTACHED_AT: "2024-01-02T03:04:05.000000Z" })
+        });
+        let passes = failed_passes(&c.logs());
+        // Until a pass has met the fault (reads are retried within a pass).
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        while verb != "update"
+            && failed_passes(&c.logs()) == passes
+            && std::time::Instant::now() < until
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let held = annotation(&emu, &v, ATTACHED_NODE).is_some();
+        let ran = failed_passes(&c.logs()) - passes;
+        emu.clear_faults();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while annotation(&emu, &v, ATTACHED_NODE).is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: never cleared:\n{}",
+                class.label(),
+                c.logs()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let fault_on = format!("{verb} {resource}");
+        let row = match (held, class) {
+            // The token is re-read after a 401 and the same pass goes on.
+            (false, Class::TokenRotated401) => format!("{fault_on}: token re-read, cleared"),
+            (false, Class::ConflictStorm) => format!("{fault_on}: conflicts retried, cleared"),
+            (false, Class::AnswerLost) => format!("{fault_on}: the write landed, cleared"),
+            (false, _) => panic!(
+                "{}: cleared while {fault_on} failed:\n{}",
+                class.label(),
+                c.logs()
+            ),
+            (true, _) => {
+                assert!(
+                    verb == "update" || ran > 0,
+                    "{}: no pass met the fault",
+                    class.label()
+                );
+                format!("{fault_on} fails: nothing cleared ({ran} failed passes) → cleared after")
+            }
+        };
+        reconcile.push(row);
+        for r in 0..CLASSES.len() {
+            assert_eq!(
+                annotation(&emu, &format!("rebuild-{r}"), ATTACHED_NODE).as_deref(),
+                Some("node-1"),
+                "{}: a backed attachment was cleared",
+                class.label()
+            );
+        }
+    }
+    assert!(!c.logs().contains("panicked"), "{}", c.logs());
+
+    println!("\n| fault | Publish | Unpublish | Rebuild | Reconcile |\n|---|---|---|---|---|");
+    for (((label, p, u), r), rc) in rows.iter().zip(&rebuild).zip(&reconcile) {
+        println!("| {label} | {p} | {u} | {r} | {rc} |");
     }
 }
 

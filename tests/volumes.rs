@@ -630,14 +630,22 @@ fn list_get_validate_and_capacity_tell_the_truth() {
         .unwrap();
     assert!(ok.has_confirmed());
     assert_eq!(ok.get_confirmed().get_volume_capabilities().len(), 2);
-    let mut multi = block_capability();
-    multi.mut_access_mode().set_mode(
+    // Shared block (live migration) is served; a shared file system never.
+    let mut shared_block = block_capability();
+    shared_block.mut_access_mode().set_mode(
         rds_csi_controller::proto::csi::VolumeCapability_AccessMode_Mode::MULTI_NODE_MULTI_WRITER,
     );
-    let no = csi.validate("pvc-a", vec![multi]).unwrap();
+    assert!(csi
+        .validate("pvc-a", vec![shared_block.clone()])
+        .unwrap()
+        .has_confirmed());
+    let mut shared_fs = shared_block;
+    shared_fs.set_mount(rds_csi_controller::proto::csi::VolumeCapability_MountVolume::new());
+    let no = csi.validate("pvc-a", vec![shared_fs]).unwrap();
     assert!(!no.has_confirmed());
     assert!(
-        no.get_message().contains("MULTI_NODE_MULTI_WRITER"),
+        no.get_message().contains("MULTI_NODE_MULTI_WRITER")
+            && no.get_message().contains("file system"),
         "{}",
         no.get_message()
     );

@@ -3,7 +3,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex, MutexGuard},
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use crate::{
@@ -13,14 +13,49 @@ use crate::{
 
 use super::{
     rebuild::{self, RebuildReport},
-    store::{Claim, PvStore, StoreError},
+    store::{Allow, Claim, PvStore, Released, StoreError, DEFAULT_MIGRATION_WINDOW},
 };
+
+/// How a successful [`AttachmentManager::untrack`] came about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Untracked {
+    /// The node held nothing: nothing changed.
+    Nothing,
+    /// The node was the only holder and is gone from the record.
+    Detached,
+    /// The migration source let go: `to` is now the only holder.
+    MigrationCompleted { from: String, to: String },
+    /// The migration target let go first: `source` is the only holder.
+    MigrationAbandoned { source: String, target: String },
+}
 
 /// One volume's attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttachmentState {
     pub node: Arc<str>,
     pub attached_at: SystemTime,
+    /// The second node while a live migration runs.
+    pub migration: Option<Migration>,
+}
+
+/// The second holder of a volume during a live migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    pub node: Arc<str>,
+    /// When it attached: the migration window opened.
+    pub started_at: SystemTime,
+}
+
+impl AttachmentState {
+    /// Whether `node` holds the volume (as source or migration target).
+    pub fn is_held_by(&self, node: &str) -> bool {
+        &*self.node == node || self.migration.as_ref().is_some_and(|m| &*m.node == node)
+    }
+
+    /// Every node holding the volume, the source first.
+    pub fn nodes(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(&*self.node).chain(self.migration.as_ref().map(|m| &*m.node))
+    }
 }
 
 /// How a successful [`AttachmentManager::track`] came about.
@@ -31,6 +66,9 @@ pub enum Tracked {
     /// Newly attached in place of `previous`, whose Node object is gone
     /// (a confirmed 404): written to the PV in one compare-and-set.
     StaleCleared { previous: String },
+    /// Attached as the second node of a live migration from `source`: the
+    /// migration window is open.
+    MigrationStarted { source: String },
     /// Already attached to that node: nothing changed.
     AlreadyAttached,
     /// The PV vanished during the call: tracked in memory only.
@@ -42,6 +80,20 @@ pub enum Tracked {
 pub enum AttachError {
     /// The volume is attached to another node.
     HeldByOtherNode { volume: String, holder: Arc<str> },
+    /// The volume is attached to two other nodes (a live migration).
+    HeldByTwoNodes {
+        volume: String,
+        source: String,
+        target: String,
+    },
+    /// The node is the target of a live migration whose window has closed
+    /// while both nodes still hold the volume.
+    MigrationExpired {
+        volume: String,
+        source: String,
+        target: String,
+        window: Duration,
+    },
     /// No PersistentVolume of this driver has that volume handle.
     UnknownVolume { volume: String },
     /// Another call on the volume did not finish within the wait limit.
@@ -56,6 +108,24 @@ impl std::fmt::Display for AttachError {
             AttachError::HeldByOtherNode { volume, holder } => {
                 write!(f, "volume {volume:?} is attached to node {holder:?}")
             }
+            AttachError::HeldByTwoNodes {
+                volume,
+                source,
+                target,
+            } => write!(
+                f,
+                "volume {volume:?} is attached to nodes {source:?} and {target:?} (a live migration); a third node is refused"
+            ),
+            AttachError::MigrationExpired {
+                volume,
+                source,
+                target,
+                window,
+            } => write!(
+                f,
+                "volume {volume:?}: the migration from node {source:?} to node {target:?} did not finish within its {}s window; one of them must detach first",
+                window.as_secs()
+            ),
             AttachError::UnknownVolume { volume } => {
                 write!(f, "no PersistentVolume has volume handle {volume:?}")
             }
@@ -121,6 +191,8 @@ pub struct PvView {
     pub claim: Option<(String, String, String)>,
     /// The node its annotations name, if any.
     pub holder: Option<String>,
+    /// The second node during a live migration.
+    pub migration_target: Option<String>,
     /// `spec.csi.volumeAttributes`.
     pub attributes: HashMap<String, String>,
 }
@@ -134,6 +206,75 @@ fn node_is_gone(store: &PvStore, holder: &str) -> bool {
             log::debug!("node {holder}: existence not confirmed ({e}); the attachment stands");
             false
         }
+    }
+}
+
+/// The claim the map alone decides, without a client: the rules of
+/// [`PvStore::claim`] over the map's entry.
+fn in_memory_claim(
+    current: Option<&AttachmentState>,
+    node: &str,
+    now: SystemTime,
+    window: Option<Duration>,
+) -> Claim {
+    let Some(c) = current else {
+        return Claim::Written;
+    };
+    if &*c.node == node {
+        return Claim::AlreadyHeld {
+            at: Some(c.attached_at),
+            source: None,
+        };
+    }
+    match (&c.migration, window) {
+        (Some(m), _) if &*m.node == node => {
+            let end = m.started_at + window.unwrap_or(DEFAULT_MIGRATION_WINDOW);
+            if now < end {
+                Claim::AlreadyHeld {
+                    at: Some(m.started_at),
+                    source: Some(c.node.to_string()),
+                }
+            } else {
+                Claim::WindowExpired {
+                    source: c.node.to_string(),
+                    started: Some(m.started_at),
+                }
+            }
+        }
+        (Some(m), _) => Claim::HeldByTwo {
+            source: c.node.to_string(),
+            target: m.node.to_string(),
+        },
+        (None, Some(_)) => Claim::MigrationStarted {
+            source: c.node.to_string(),
+        },
+        (None, None) => Claim::HeldBy {
+            node: c.node.to_string(),
+            at: Some(c.attached_at),
+        },
+    }
+}
+
+/// The release the map alone decides, without a client (or when the PV
+/// could not be written).
+fn in_memory_release(current: Option<AttachmentState>, node: Option<&str>) -> Released {
+    let Some(c) = current else {
+        return Released::Nothing;
+    };
+    match (&c.migration, node) {
+        (Some(m), Some(n)) if &*c.node == n => Released::HandedOver {
+            from: n.into(),
+            to: m.node.to_string(),
+        },
+        (Some(m), Some(n)) if &*m.node == n => Released::TargetLeft {
+            source: c.node.to_string(),
+            target: n.into(),
+        },
+        (_, None) => Released::Cleared {
+            node: c.node.to_string(),
+        },
+        (None, Some(n)) if &*c.node == n => Released::Cleared { node: n.into() },
+        _ => Released::Nothing,
     }
 }
 
@@ -171,21 +312,36 @@ impl AttachmentManager {
         &self.missing
     }
 
-    /// Drops `volume` from the map if it names `node`.
-    pub(super) fn forget(&self, volume: &str, node: &str) {
+    /// Brings the map in line with a release of `node` from `volume`.
+    pub(super) fn forget(&self, volume: &str, released: &Released) {
         let mut state = self.lock();
-        if state
-            .attachments
-            .get(volume)
-            .is_some_and(|a| &*a.node == node)
-        {
-            state.attachments.remove(volume);
+        match released {
+            Released::Nothing => {}
+            Released::Cleared { .. } => {
+                state.attachments.remove(volume);
+            }
+            Released::HandedOver { to, .. } => {
+                let to = state.intern(to);
+                if let Some(c) = state.attachments.get_mut(volume) {
+                    let at = c
+                        .migration
+                        .take()
+                        .map_or_else(SystemTime::now, |m| m.started_at);
+                    c.node = to;
+                    c.attached_at = at;
+                }
+            }
+            Released::TargetLeft { .. } => {
+                if let Some(c) = state.attachments.get_mut(volume) {
+                    c.migration = None;
+                }
+            }
         }
     }
 
     /// Records `volume` on `node` in the map.
     pub(super) fn remember(&self, volume: &str, node: &str) {
-        self.insert(volume, node, SystemTime::now());
+        self.insert(volume, node, SystemTime::now(), None);
     }
 
     /// What the PV of `volume` says now (its annotations are the truth).
@@ -207,7 +363,8 @@ impl AttachmentManager {
             })
     }
 
-    /// Records that `volume` is attached to `node`.
+    /// Records that `volume` is attached to `node`, for a single-node
+    /// access mode.
     ///
     /// With a client the PV's annotations are the truth and this map a
     /// cache of them: every call reads the PV (another controller replica
@@ -222,44 +379,60 @@ impl AttachmentManager {
     /// (conflicts exhausted, API down) → `Persist`, nothing tracked.
     /// Without a client the map alone decides.
     pub fn track(&self, volume: &str, node: &str) -> Result<Tracked, AttachError> {
+        self.attach(volume, node, None)
+    }
+
+    /// Like [`track`](Self::track), for a block volume shared for live
+    /// migration: beside one other holder, `node` is recorded as the
+    /// migration target and `window` starts (`MigrationStarted`). The
+    /// target publishing again within the window → `AlreadyAttached`,
+    /// after it → `MigrationExpired`; a third node → `HeldByTwoNodes`.
+    /// Nothing is written in those cases.
+    pub fn track_for_migration(
+        &self,
+        volume: &str,
+        node: &str,
+        window: Duration,
+    ) -> Result<Tracked, AttachError> {
+        self.attach(volume, node, Some(window))
+    }
+
+    fn attach(
+        &self,
+        volume: &str,
+        node: &str,
+        window: Option<Duration>,
+    ) -> Result<Tracked, AttachError> {
         let _turn = self.take_turn(volume)?;
-        let current = self.lock().attachments.get(volume).map(|a| a.node.clone());
-        let held_by_other = |holder: Arc<str>| AttachError::HeldByOtherNode {
-            volume: volume.into(),
-            holder,
-        };
+        let current = self.get(volume);
         let now = SystemTime::now();
         let Some(store) = &self.store else {
-            return match current {
-                Some(holder) if &*holder == node => Ok(Tracked::AlreadyAttached),
-                Some(holder) => Err(held_by_other(holder)),
-                None => {
-                    self.insert(volume, node, now);
-                    Ok(Tracked::Attached)
-                }
-            };
+            let claim = in_memory_claim(current.as_ref(), node, now, window);
+            return self.tracked(volume, node, now, window, current, claim);
         };
-        let mut displace: Option<String> = None;
-        loop {
-            let claim = store
-                .claim(volume, node, now, displace.as_deref())
-                .map_err(|e| match e {
-                    StoreError::UnknownVolume => AttachError::UnknownVolume {
-                        volume: volume.into(),
-                    },
-                    StoreError::Api(source) => AttachError::Persist {
-                        volume: volume.into(),
-                        source,
-                    },
-                })?;
-            if let Claim::HeldBy { node: holder, .. } = &claim {
-                if displace.is_none() && node_is_gone(store, holder) {
-                    displace = Some(holder.clone());
-                    continue;
-                }
-            }
-            return self.tracked(volume, node, now, current, claim);
-        }
+        let claim = |allow| {
+            store.claim(volume, node, now, allow).map_err(|e| match e {
+                StoreError::UnknownVolume => AttachError::UnknownVolume {
+                    volume: volume.into(),
+                },
+                StoreError::Api(source) => AttachError::Persist {
+                    volume: volume.into(),
+                    source,
+                },
+            })
+        };
+        let first = claim(Allow {
+            displace: None,
+            migration: window,
+        })?;
+        let outcome = match first {
+            Claim::HeldBy { node: holder, .. } if node_is_gone(store, &holder) => claim(Allow {
+                displace: Some(&holder),
+                migration: window,
+            })?,
+            other => other,
+        };
+        self.tracked(volume, node, now, window, current, outcome)
     }
 
     /// The outcome of a claim, recorded in the map.
@@ -268,7 +441,8 @@ impl AttachmentManager {
         volume: &str,
         node: &str,
         now: SystemTime,
-        current: Option<Arc<str>>,
+        window: Option<Duration>,
+        current: Option<AttachmentState>,
         claim: Claim,
     ) -> Result<Tracked, AttachError> {
         let held_by_other = |holder: Arc<str>| AttachError::HeldByOtherNode {
@@ -277,16 +451,44 @@ impl AttachmentManager {
         };
         match claim {
             Claim::Written => {
-                self.insert(volume, node, now);
+                self.insert(volume, node, now, None);
                 log::debug!("Persisted attachment: volume={volume}, node={node}");
                 Ok(Tracked::Attached)
             }
             Claim::Displaced { previous } => {
-                self.insert(volume, node, now);
+                self.insert(volume, node, now, None);
                 Ok(Tracked::StaleCleared { previous })
             }
-            Claim::AlreadyHeld { at } => {
-                self.insert(volume, node, at.unwrap_or(now));
+            Claim::MigrationStarted { source } => {
+                let at = current
+                    .filter(|c| *c.node == *source)
+                    .map_or(now, |c| c.attached_at);
+                self.insert(volume, &source, at, Some((node, now)));
+                Ok(Tracked::MigrationStarted { source })
+            }
+            Claim::AlreadyHeld { at, source: None } => {
+                let at = at.unwrap_or(now);
+                // A migration the map knew of is kept.
+                let migration = current
+                    .filter(|c| &*c.node == node)
+                    .and_then(|c| c.migration)
+                    .map(|m| (m.node.to_string(), m.started_at));
+                self.insert(
+                    volume,
+                    node,
+                    at,
+                    migration.as_ref().map(|(n, t)| (n.as_str(), *t)),
+                );
+                Ok(Tracked::AlreadyAttached)
+            }
+            Claim::AlreadyHeld {
+                at,
+                source: Some(source),
+            } => {
+                let source_at = current
+                    .filter(|c| *c.node == *source)
+                    .map_or(now, |c| c.attached_at);
+                self.insert(volume, &source, source_at, Some((node, at.unwrap_or(now))));
                 Ok(Tracked::AlreadyAttached)
             }
             Claim::HeldBy { node: holder, at } => {
@@ -298,13 +500,37 @@ impl AttachmentManager {
                     volume,
                     &holder,
                     at.unwrap_or(now),
+                    None,
                 )))
             }
+            Claim::HeldByTwo { source, target } => {
+                log::info!(
+                    volume = volume, node = node, holder = source.as_str(), target = target.as_str(), outcome = "FAILED_PRECONDITION";
+                    "attach refused: the volume is attached to two nodes for a live migration"
+                );
+                Err(AttachError::HeldByTwoNodes {
+                    volume: volume.into(),
+                    source,
+                    target,
+                })
+            }
+            Claim::WindowExpired { source, .. } => {
+                log::warn!(
+                    volume = volume, node = node, holder = source.as_str(), outcome = "FAILED_PRECONDITION";
+                    "attach refused: the live migration window has closed with both nodes attached"
+                );
+                Err(AttachError::MigrationExpired {
+                    volume: volume.into(),
+                    source,
+                    target: node.into(),
+                    window: window.unwrap_or(DEFAULT_MIGRATION_WINDOW),
+                })
+            }
             Claim::Vanished => match current {
-                Some(holder) if &*holder != node => Err(held_by_other(holder)),
+                Some(c) if !c.is_held_by(node) => Err(held_by_other(c.node)),
                 _ => {
                     log::warn!("PersistentVolume of volume {volume} not found; tracking the attachment in memory only");
-                    self.insert(volume, node, now);
+                    self.insert(volume, node, now, None);
                     Ok(Tracked::InMemoryOnly)
                 }
             },
@@ -312,37 +538,81 @@ impl AttachmentManager {
     }
 
     /// Records that `volume` is no longer attached to `node` (`None`: to any
-    /// node). Not attached there → Ok, nothing changed. With a client the
-    /// PV decides, as in [`track`](Self::track): its annotations are cleared
-    /// only if they name that node (any node for `None`). Failing to clear
-    /// them is a warning, and the volume is untracked all the same.
-    pub fn untrack(&self, volume: &str, node: Option<&str>) -> Result<(), AttachError> {
+    /// node). Not attached there → `Nothing`. With a client the PV decides,
+    /// as in [`track`](Self::track): the migration source letting go hands
+    /// the volume to the target, the target letting go leaves the source,
+    /// a sole holder is cleared. Failing to write the PV is a warning, and
+    /// the map forgets the node all the same (the Unpublish succeeded; the
+    /// next Publish reads the PV again, and reconciliation clears what no
+    /// VolumeAttachment backs).
+    pub fn untrack(&self, volume: &str, node: Option<&str>) -> Result<Untracked, AttachError> {
         let _turn = self.take_turn(volume)?;
-        let mut cleared = None;
-        if let Some(store) = &self.store {
-            match store.release(volume, node) {
-                Ok(Some(holder)) => {
-                    log::info!(volume = volume, node = holder.as_str(), outcome = "OK"; "detached volume from node");
-                    cleared = Some(holder);
+        let released = match &self.store {
+            Some(store) => match store.release(volume, node) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    log::warn!(
+                        "volume {volume} detached, but its PV annotations were not cleared: {e}"
+                    );
+                    None
                 }
-                Ok(None) => {}
-                Err(e) => log::warn!(
-                    "volume {volume} detached, but its PV annotations were not cleared: {e}"
-                ),
-            }
-        }
-        let mut state = self.lock();
-        let forget = match (state.attachments.get(volume), node) {
-            // The PV named a node: whatever this map said is past.
-            _ if cleared.is_some() => true,
-            (Some(current), Some(n)) => &*current.node == n,
-            (Some(_), None) => true,
-            (None, _) => false,
+            },
+            None => None,
         };
-        if forget {
-            state.attachments.remove(volume);
-        }
-        Ok(())
+        let released = released.unwrap_or_else(|| in_memory_release(self.get(volume), node));
+        let mut state = self.lock();
+        let outcome = match released {
+            Released::Nothing => {
+                // The PV named none of it: whatever this map said is past.
+                if let Some(c) = state.attachments.get_mut(volume) {
+                    match node {
+                        None => {
+                            state.attachments.remove(volume);
+                        }
+                        Some(n) if &*c.node == n => {
+                            state.attachments.remove(volume);
+                        }
+                        Some(n) if c.migration.as_ref().is_some_and(|m| &*m.node == n) => {
+                            c.migration = None;
+                        }
+                        Some(_) => {}
+                    }
+                }
+                Untracked::Nothing
+            }
+            Released::Cleared { node: holder } => {
+                state.attachments.remove(volume);
+                log::info!(volume = volume, node = holder.as_str(), outcome = "OK"; "detached volume from node");
+                Untracked::Detached
+            }
+            Released::HandedOver { from, to } => {
+                let at = state
+                    .attachments
+                    .get(volume)
+                    .and_then(|c| c.migration.as_ref())
+                    .filter(|m| *m.node == *to)
+                    .map_or_else(SystemTime::now, |m| m.started_at);
+                let to_node = state.intern(&to);
+                state.attachments.insert(
+                    volume.to_string(),
+                    AttachmentState {
+                        node: to_node,
+                        attached_at: at,
+                        migration: None,
+                    },
+                );
+                log::info!(volume = volume, node = from.as_str(), target = to.as_str(), outcome = "OK"; "live migration completed: the source detached");
+                Untracked::MigrationCompleted { from, to }
+            }
+            Released::TargetLeft { source, target } => {
+                if let Some(c) = state.attachments.get_mut(volume) {
+                    c.migration = None;
+                }
+                log::info!(volume = volume, node = target.as_str(), holder = source.as_str(), outcome = "OK"; "live migration abandoned: the target detached");
+                Untracked::MigrationAbandoned { source, target }
+            }
+        };
+        Ok(outcome)
     }
 
     /// The attachment of `volume`, if any.
@@ -375,13 +645,23 @@ impl AttachmentManager {
         let (index, report) =
             rebuild::scan(store.client(), store.driver(), |restart| match restart {
                 rebuild::Found::Restart => rebuilt = State::default(),
-                rebuild::Found::Attachment { volume, node, at } => {
+                rebuild::Found::Attachment {
+                    volume,
+                    node,
+                    at,
+                    migration,
+                } => {
                     let node = rebuilt.intern(node);
+                    let migration = migration.map(|(n, started_at)| Migration {
+                        node: rebuilt.intern(n),
+                        started_at,
+                    });
                     rebuilt.attachments.insert(
                         volume,
                         AttachmentState {
                             node,
                             attached_at: at,
+                            migration,
                         },
                     );
                 }
@@ -399,17 +679,39 @@ impl AttachmentManager {
         Ok(report)
     }
 
-    fn insert(&self, volume: &str, node: &str, at: SystemTime) -> Arc<str> {
+    /// Records `volume` on `node` since `at`, with a migration target
+    /// and its window start when given; returns the shared node name.
+    fn insert(
+        &self,
+        volume: &str,
+        node: &str,
+        at: SystemTime,
+        migration: Option<(&str, SystemTime)>,
+    ) -> Arc<str> {
         let mut state = self.lock();
         let node = state.intern(node);
+        let migration = migration.map(|(n, started_at)| Migration {
+            node: state.intern(n),
+            started_at,
+        });
         state.attachments.insert(
             volume.to_string(),
             AttachmentState {
                 node: node.clone(),
                 attached_at: at,
+                migration,
             },
         );
         node
+    }
+
+    /// Volumes attached to two nodes for a live migration.
+    pub fn migrations(&self) -> usize {
+        self.lock()
+            .attachments
+            .values()
+            .filter(|a| a.migration.is_some())
+            .count()
     }
 
     fn take_turn(&self, volume: &str) -> Result<Turn<'_>, AttachError> {
@@ -470,6 +772,77 @@ mod tests {
             .sum();
         assert_eq!(wins, 1);
         assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn a_migration_takes_two_nodes_at_most_and_ends_with_either() {
+        let m = AttachmentManager::new(None, "d");
+        let w = Duration::from_secs(300);
+        assert_eq!(
+            m.track_for_migration("v", "a", w).unwrap(),
+            Tracked::Attached
+        );
+        assert_eq!(
+            m.track_for_migration("v", "b", w).unwrap(),
+            Tracked::MigrationStarted { source: "a".into() }
+        );
+        assert_eq!(m.migrations(), 1);
+        assert_eq!(
+            m.track_for_migration("v", "b", w).unwrap(),
+            Tracked::AlreadyAttached
+        );
+        assert!(matches!(
+            m.track_for_migration("v", "c", w),
+            Err(AttachError::HeldByTwoNodes { ref source, ref target, .. }) if source == "a" && target == "b"
+        ));
+        // A single-node Publish never joins, even beside one holder.
+        let m2 = AttachmentManager::new(None, "d");
+        m2.track("v", "a").unwrap();
+        assert!(matches!(
+            m2.track("v", "b"),
+            Err(AttachError::HeldByOtherNode { .. })
+        ));
+
+        assert_eq!(
+            m.untrack("v", Some("a")).unwrap(),
+            Untracked::MigrationCompleted {
+                from: "a".into(),
+                to: "b".into()
+            }
+        );
+        let now = m.get("v").unwrap();
+        assert_eq!((&*now.node, now.migration), ("b", None));
+        m.track_for_migration("v", "c", w).unwrap();
+        assert_eq!(
+            m.untrack("v", Some("c")).unwrap(),
+            Untracked::MigrationAbandoned {
+                source: "b".into(),
+                target: "c".into()
+            }
+        );
+        assert_eq!(&*m.get("v").unwrap().node, "b");
+        assert_eq!(m.migrations(), 0);
+    }
+
+    #[test]
+    fn the_target_is_refused_once_its_window_has_closed() {
+        let m = AttachmentManager::new(None, "d");
+        m.track("v", "a").unwrap();
+        m.insert(
+            "v",
+            "a",
+            SystemTime::now(),
+            Some(("b", SystemTime::now() - Duration::from_secs(31))),
+        );
+        assert!(matches!(
+            m.track_for_migration("v", "b", Duration::from_secs(30)),
+            Err(AttachError::MigrationExpired { .. })
+        ));
+        assert_eq!(
+            m.track_for_migration("v", "b", Duration::from_secs(60))
+                .unwrap(),
+            Tracked::AlreadyAttached
+        );
     }
 
     #[test]

@@ -7,8 +7,10 @@ mod reconcile;
 mod store;
 mod timestamp;
 
-pub use manager::{AttachError, AttachmentManager, AttachmentState, PvView, Tracked};
+pub use manager::{
+    AttachError, AttachmentManager, AttachmentState, Migration, PvView, Tracked, Untracked,
+};
 pub use rebuild::RebuildReport;
 pub use reconcile::ReconcileReport;
-pub use store::{ATTACHED_AT, ATTACHED_NODE};
+pub use store::{ATTACHED_AT, ATTACHED_NODE, MIGRATION_NODE, MIGRATION_STARTED_AT};
 pub use timestamp::{format_micros, parse as parse_time};

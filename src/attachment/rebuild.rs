@@ -9,7 +9,7 @@ use std::{
 use crate::kube;
 
 use super::{
-    store::{ATTACHED_AT, ATTACHED_NODE},
+    store::{ATTACHED_AT, ATTACHED_NODE, MIGRATION_NODE, MIGRATION_STARTED_AT},
     timestamp,
 };
 
@@ -34,13 +34,17 @@ pub(crate) enum Found<'a> {
         volume: String,
         node: &'a str,
         at: SystemTime,
+        /// The migration target and its window start.
+        migration: Option<(&'a str, SystemTime)>,
     },
 }
 
 /// Lists every PV (paginated, one page in memory at a time) and keeps
 /// those of `driver`: each one whose `attached-node` is set becomes an
-/// attachment, and each one whose name differs from its handle goes into
-/// the index. `attached-at` missing or unparseable → now, with a warning.
+/// attachment (with its migration target, when one is named), and each one
+/// whose name differs from its handle goes into the index. `attached-at`
+/// or `migration-started-at` missing or unparseable → now, with a warning
+/// (a window that starts now is the longest the record allows).
 /// A handle claimed by two PVs keeps the first PV listed.
 pub(crate) fn scan(
     client: &kube::Client,
@@ -112,30 +116,29 @@ impl Scan {
         if pv.name != pv.volume_handle {
             self.index.insert(pv.volume_handle.clone(), pv.name.clone());
         }
-        let Some(node) = pv.annotations.get(ATTACHED_NODE).filter(|n| !n.is_empty()) else {
-            return;
+        let named = |k: &str| pv.annotations.get(k).filter(|n| !n.is_empty());
+        // A target without a source (never written by us) is the holder.
+        let (node, at_key, target) = match (named(ATTACHED_NODE), named(MIGRATION_NODE)) {
+            (Some(n), t) => (n, ATTACHED_AT, t.filter(|t| *t != n)),
+            (None, Some(t)) => (t, MIGRATION_STARTED_AT, None),
+            (None, None) => return,
         };
-        let at = match pv
-            .annotations
-            .get(ATTACHED_AT)
-            .map(|s| (s, timestamp::parse(s)))
-        {
+        let time = |key: &str| match pv.annotations.get(key).map(|s| (s, timestamp::parse(s))) {
             Some((_, Some(at))) => at,
             Some((raw, None)) => {
                 log::warn!(
-                    "PersistentVolume {}: {ATTACHED_AT} {raw:?} is not an RFC 3339 time; using now",
+                    "PersistentVolume {}: {key} {raw:?} is not an RFC 3339 time; using now",
                     pv.name
                 );
                 now
             }
             None => {
-                log::warn!(
-                    "PersistentVolume {}: {ATTACHED_AT} missing; using now",
-                    pv.name
-                );
+                log::warn!("PersistentVolume {}: {key} missing; using now", pv.name);
                 now
             }
         };
+        let at = time(at_key);
+        let migration = target.map(|t| (t.as_str(), time(MIGRATION_STARTED_AT)));
         log::debug!(
             "Rebuilt attachment: volume={}, node={node}",
             pv.volume_handle
@@ -145,6 +148,7 @@ impl Scan {
             volume: pv.volume_handle,
             node,
             at,
+            migration,
         });
     }
 }

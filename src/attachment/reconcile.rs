@@ -7,8 +7,10 @@
 //!   exists for that PV, seen so on passes at least the grace period apart
 //!   (Kubernetes recreates a VolumeAttachment for any pod that still needs
 //!   the volume there), is cleared;
-//! - a VolumeAttachment with `status.attached` whose PV has no annotation
-//!   (state the Go driver kept in memory) is written onto the PV.
+//! - a VolumeAttachment with `status.attached`, not being deleted, whose PV
+//!   has no annotation (state the Go driver kept in memory) is written onto
+//!   the PV — after listing again inside the volume's turn, since an
+//!   Unpublish may have run since the first list.
 //!
 //! Changes take the volume's turn, so they never race a Publish or
 //! Unpublish of this process, and are compare-and-set writes like theirs.
@@ -23,7 +25,7 @@ use crate::kube;
 
 use super::{
     manager::AttachmentManager,
-    store::{Claim, ATTACHED_NODE},
+    store::{Allow, Claim, Released, ATTACHED_NODE, MIGRATION_NODE},
 };
 
 /// What one pass found and did.
@@ -66,8 +68,8 @@ impl AttachmentManager {
             .filter(|va| va.attacher == driver && !va.pv_name.is_empty())
             .collect();
         let named: HashSet<&str> = ours_vas.iter().map(|va| va.pv_name.as_str()).collect();
-        // PV name → (handle, holder).
-        let mut ours: HashMap<String, (String, String)> = HashMap::new();
+        // PV name → (handle, holders: the source, then a migration target).
+        let mut ours: HashMap<String, (String, Vec<String>)> = HashMap::new();
         client.visit_pvs(|visit| match visit {
             kube::Visit::Restart => ours.clear(),
             kube::Visit::Skipped(_) => {}
@@ -75,13 +77,15 @@ impl AttachmentManager {
                 if pv.driver != driver || pv.volume_handle.is_empty() {
                     return;
                 }
-                let holder = pv
-                    .annotations
-                    .get(ATTACHED_NODE)
+                let mut holders: Vec<String> = [ATTACHED_NODE, MIGRATION_NODE]
+                    .iter()
+                    .filter_map(|k| pv.annotations.get(*k))
+                    .filter(|n| !n.is_empty())
                     .cloned()
-                    .unwrap_or_default();
-                if !holder.is_empty() || named.contains(pv.name.as_str()) {
-                    ours.insert(pv.name, (pv.volume_handle, holder));
+                    .collect();
+                holders.dedup();
+                if !holders.is_empty() || named.contains(pv.name.as_str()) {
+                    ours.insert(pv.name, (pv.volume_handle, holders));
                 }
             }
         })?;
@@ -103,21 +107,23 @@ impl AttachmentManager {
         {
             let mut missing = self.missing().0.lock().expect("reconcile lock poisoned");
             let mut still_missing = HashSet::new();
-            for (pv_name, (handle, holder)) in &ours {
-                if holder.is_empty() {
+            for (pv_name, (handle, holders)) in &ours {
+                if holders.is_empty() {
                     continue;
                 }
                 report.annotated += 1;
-                if wanted.contains(&(pv_name.as_str(), holder.as_str())) {
-                    continue;
-                }
-                let key = (handle.to_string(), holder.to_string());
-                let since = *missing.entry(key.clone()).or_insert(now);
-                still_missing.insert(key.clone());
-                if now.duration_since(since) >= grace {
-                    to_clear.push((key.0, key.1, pv_name.clone()));
-                } else {
-                    report.waiting += 1;
+                for holder in holders {
+                    if wanted.contains(&(pv_name.as_str(), holder.as_str())) {
+                        continue;
+                    }
+                    let key = (handle.to_string(), holder.to_string());
+                    let since = *missing.entry(key.clone()).or_insert(now);
+                    still_missing.insert(key.clone());
+                    if now.duration_since(since) >= grace {
+                        to_clear.push((key.0, key.1, pv_name.clone()));
+                    } else {
+                        report.waiting += 1;
+                    }
                 }
             }
             // Seen with a VolumeAttachment (or no longer annotated): forgotten.
@@ -147,8 +153,9 @@ impl AttachmentManager {
                 continue;
             }
             match store.release(&volume, Some(&node)) {
-                Ok(Some(_)) => {
-                    self.forget(&volume, &node);
+                Ok(Released::Nothing) => {}
+                Ok(released) => {
+                    self.forget(&volume, &released);
                     // Its clock stops here: the same node attaching again
                     // before the next pass must get a full grace period.
                     self.missing()
@@ -162,18 +169,17 @@ impl AttachmentManager {
                     );
                     report.cleared.push((volume, node));
                 }
-                Ok(None) => {}
                 Err(e) => log::warn!("reconciliation: clearing {volume} on {node}: {e}"),
             }
         }
-        for va in ours_vas.iter().filter(|va| va.attached) {
-            let Some((handle, holder)) = ours.get(va.pv_name.as_str()) else {
+        for va in ours_vas.iter().filter(|va| va.attached && !va.deleting) {
+            let Some((handle, holders)) = ours.get(va.pv_name.as_str()) else {
                 continue;
             };
-            if !holder.is_empty() {
+            if !holders.is_empty() {
                 continue;
             }
-            if self.adopt_one(store, handle, va) {
+            if self.adopt_one(store, handle, va, true) {
                 report.adopted.push((handle.clone(), va.node_name.clone()));
             }
         }
@@ -204,11 +210,9 @@ impl AttachmentManager {
         let driver = store.driver();
         let mut adopted = Vec::new();
         let vas = client.list_volume_attachments()?;
-        for va in vas
-            .items
-            .iter()
-            .filter(|va| va.attacher == driver && va.attached && !va.pv_name.is_empty())
-        {
+        for va in vas.items.iter().filter(|va| {
+            va.attacher == driver && va.attached && !va.deleting && !va.pv_name.is_empty()
+        }) {
             // Dynamic PVs are named after their handle: known, nothing to do.
             if self.get(&va.pv_name).is_some() {
                 continue;
@@ -226,7 +230,7 @@ impl AttachmentManager {
             {
                 continue;
             }
-            if self.adopt_one(store, handle, va) {
+            if self.adopt_one(store, handle, va, false) {
                 adopted.push((handle.to_string(), va.node_name.clone()));
             }
         }
@@ -241,11 +245,34 @@ impl AttachmentManager {
         store: &super::store::PvStore,
         handle: &str,
         va: &kube::VolumeAttachmentSummary,
+        recheck: bool,
     ) -> bool {
         let Ok(_turn) = self.turns().take(handle) else {
             return false;
         };
-        match store.claim(handle, &va.node_name, SystemTime::now(), None) {
+        // An Unpublish may have run between the list and this turn (it
+        // clears the PV, then the attacher deletes the VolumeAttachment):
+        // only a VolumeAttachment still attached now is adopted. Before
+        // serving (startup) no Unpublish of ours can have run.
+        match recheck.then(|| store.client().list_volume_attachments()) {
+            None => {}
+            Some(Ok(now))
+                if now.items.iter().any(|v| {
+                    v.name == va.name
+                        && v.attached
+                        && !v.deleting
+                        && v.node_name == va.node_name
+                        && v.pv_name == va.pv_name
+                }) => {}
+            Some(Ok(_)) => return false,
+            Some(Err(e)) => {
+                log::warn!(
+                    "reconciliation: re-listing VolumeAttachments: {e}; {handle} not recorded"
+                );
+                return false;
+            }
+        }
+        match store.claim(handle, &va.node_name, SystemTime::now(), Allow::default()) {
             Ok(Claim::Written) => {
                 self.remember(handle, &va.node_name);
                 log::info!(

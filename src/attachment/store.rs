@@ -23,6 +23,15 @@ use super::timestamp;
 pub const ATTACHED_NODE: &str = "rds.csi.srvlab.io/attached-node";
 /// Annotation recording when it was attached (RFC3339Micro, UTC).
 pub const ATTACHED_AT: &str = "rds.csi.srvlab.io/attached-at";
+/// During a live migration only: the second node (the migration target).
+pub const MIGRATION_NODE: &str = "rds.csi.srvlab.io/migration-node";
+/// During a live migration only: when the target attached, which starts
+/// the migration window (RFC3339Micro, UTC).
+pub const MIGRATION_STARTED_AT: &str = "rds.csi.srvlab.io/migration-started-at";
+
+/// The migration window when the volume context names none.
+pub(crate) const DEFAULT_MIGRATION_WINDOW: std::time::Duration =
+    std::time::Duration::from_secs(300);
 
 /// Least time between two index-refreshing re-lists.
 const RELIST_EVERY: Duration = Duration::from_secs(5);
@@ -37,14 +46,115 @@ pub(crate) enum Claim {
     Displaced { previous: String },
     /// They already did (an earlier answer was lost, or another replica
     /// published the same pair): nothing written.
-    AlreadyHeld { at: Option<SystemTime> },
+    /// `source`: the migration source, when the node is its target.
+    AlreadyHeld {
+        at: Option<SystemTime>,
+        source: Option<String>,
+    },
     /// Another node holds the PV: nothing written.
     HeldBy {
         node: String,
         at: Option<SystemTime>,
     },
+    /// The node was written as the migration target beside `source`.
+    MigrationStarted { source: String },
+    /// Two nodes hold the PV (a migration) and the caller is neither:
+    /// nothing written.
+    HeldByTwo { source: String, target: String },
+    /// The caller is the migration target, but the window opened at
+    /// `started` has passed: nothing written.
+    WindowExpired {
+        source: String,
+        started: Option<SystemTime>,
+    },
     /// The PV disappeared between our read and our write: nothing written.
     Vanished,
+}
+
+/// What a claim may do beyond taking a free PV.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Allow<'a> {
+    /// A holder that may be overwritten (its Node is gone).
+    pub displace: Option<&'a str>,
+    /// A second node may join for a migration of this length.
+    pub migration: Option<std::time::Duration>,
+}
+
+/// How a release changed the PV.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Released {
+    /// Nothing named that node: nothing written.
+    Nothing,
+    /// The only holder, `node`, was removed (with a migration target too,
+    /// for a release from every node).
+    Cleared { node: String },
+    /// The migration source let go: the target is now the only holder.
+    HandedOver { from: String, to: String },
+    /// The migration target let go: the source is the only holder again.
+    TargetLeft { source: String, target: String },
+}
+
+/// The holders a PV's annotations name.
+#[derive(Debug, Default)]
+struct Holders {
+    /// Empty: none.
+    node: String,
+    at: Option<SystemTime>,
+    /// The migration target and its window start.
+    target: Option<(String, Option<SystemTime>)>,
+}
+
+impl Holders {
+    /// Reads the holders, first mending what no write of ours leaves: a
+    /// migration target without a source becomes the holder, one equal to
+    /// the source goes (the mended form is written with the next change).
+    fn read(annotations: &mut Map<String, Value>) -> Holders {
+        let named = |k: &str| {
+            annotations
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let (node, target) = (named(ATTACHED_NODE), named(MIGRATION_NODE));
+        if !target.is_empty() && (node.is_empty() || node == target) {
+            if node.is_empty() {
+                let started = annotations.remove(MIGRATION_STARTED_AT);
+                annotations.insert(ATTACHED_NODE.into(), Value::String(target));
+                match started {
+                    Some(v) => annotations.insert(ATTACHED_AT.into(), v),
+                    None => annotations.remove(ATTACHED_AT),
+                };
+            }
+            annotations.remove(MIGRATION_NODE);
+            annotations.remove(MIGRATION_STARTED_AT);
+        }
+        Holders::parse(annotations)
+    }
+
+    fn parse(annotations: &Map<String, Value>) -> Holders {
+        let text = |k: &str| {
+            annotations
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let time = |k: &str| {
+            annotations
+                .get(k)
+                .and_then(Value::as_str)
+                .and_then(timestamp::parse)
+        };
+        let (node, target) = (text(ATTACHED_NODE), text(MIGRATION_NODE));
+        let target = (!target.is_empty() && target != node && !node.is_empty())
+            .then(|| (target, time(MIGRATION_STARTED_AT)));
+        Holders {
+            node,
+            at: time(ATTACHED_AT),
+            target,
+        }
+    }
 }
 
 /// Why a claim or release could not run.
@@ -97,14 +207,21 @@ impl PvStore {
     /// Writes `node` and `at` onto the PV of `volume`, unless its annotations
     /// already name a node. Conflicts re-read and retry (client-go
     /// DefaultRetry); exhausted → `Api(Conflict)`, nothing written. No PV of
-    /// ours for the handle → `UnknownVolume`. A holder equal to `displace`
-    /// is overwritten in the same compare-and-set (any other holder is not).
+    /// ours for the handle → `UnknownVolume`.
+    ///
+    /// `allow.displace`: a single holder equal to it is overwritten in the
+    /// same compare-and-set (any other holder is not). `allow.migration`:
+    /// beside a single holder, the node is written as the migration target
+    /// with `at` as the window start; the target publishing again is
+    /// `AlreadyHeld` within the window and `WindowExpired` after it.
+    /// Single-node annotations are only ever added or removed whole, so
+    /// they stay byte for byte what they were.
     pub(crate) fn claim(
         &self,
         volume: &str,
         node: &str,
         at: SystemTime,
-        displace: Option<&str>,
+        allow: Allow<'_>,
     ) -> Result<Claim, StoreError> {
         let stamp = timestamp::format_micros(at);
         let mut first = true;
@@ -120,31 +237,61 @@ impl PvStore {
                 };
                 first = false;
                 let annotations = annotations_mut(&mut pv);
-                let holder = annotations
-                    .get(ATTACHED_NODE)
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let held_at = annotations
-                    .get(ATTACHED_AT)
-                    .and_then(Value::as_str)
-                    .and_then(timestamp::parse);
-                if holder == node {
-                    return Ok(Claim::AlreadyHeld { at: held_at });
-                }
-                let displaced = (!holder.is_empty()).then(|| holder.to_string());
-                if displaced.is_some() && displace != Some(holder) {
-                    return Ok(Claim::HeldBy {
-                        node: holder.to_string(),
-                        at: held_at,
+                let held = Holders::read(annotations);
+                if held.node == node {
+                    return Ok(Claim::AlreadyHeld {
+                        at: held.at,
+                        source: None,
                     });
                 }
-                annotations.insert(ATTACHED_NODE.into(), Value::String(node.into()));
-                annotations.insert(ATTACHED_AT.into(), Value::String(stamp.clone()));
+                let outcome = match (&held.target, held.node.is_empty()) {
+                    (_, true) => Claim::Written,
+                    (Some((target, started)), false) if target == node => {
+                        let window = allow.migration.unwrap_or(DEFAULT_MIGRATION_WINDOW);
+                        let open = started
+                            .and_then(|s| s.checked_add(window))
+                            .is_some_and(|end| SystemTime::now() < end);
+                        return Ok(if open {
+                            Claim::AlreadyHeld {
+                                at: *started,
+                                source: Some(held.node),
+                            }
+                        } else {
+                            Claim::WindowExpired {
+                                source: held.node,
+                                started: *started,
+                            }
+                        });
+                    }
+                    (Some((target, _)), false) => {
+                        return Ok(Claim::HeldByTwo {
+                            source: held.node.clone(),
+                            target: target.clone(),
+                        })
+                    }
+                    (None, false) if allow.displace == Some(held.node.as_str()) => {
+                        Claim::Displaced {
+                            previous: held.node.clone(),
+                        }
+                    }
+                    (None, false) if allow.migration.is_some() => Claim::MigrationStarted {
+                        source: held.node.clone(),
+                    },
+                    (None, false) => {
+                        return Ok(Claim::HeldBy {
+                            node: held.node,
+                            at: held.at,
+                        })
+                    }
+                };
+                let (node_key, at_key) = match outcome {
+                    Claim::MigrationStarted { .. } => (MIGRATION_NODE, MIGRATION_STARTED_AT),
+                    _ => (ATTACHED_NODE, ATTACHED_AT),
+                };
+                annotations.insert(node_key.into(), Value::String(node.into()));
+                annotations.insert(at_key.into(), Value::String(stamp.clone()));
                 match self.client.replace_pv(&name, &pv) {
-                    Ok(_) => Ok(match displaced {
-                        Some(previous) => Claim::Displaced { previous },
-                        None => Claim::Written,
-                    }),
+                    Ok(_) => Ok(outcome),
                     Err(e) if e.is_not_found() => Ok(Claim::Vanished),
                     Err(e) => Err(e.into()),
                 }
@@ -153,44 +300,83 @@ impl PvStore {
         )
     }
 
-    /// Removes both annotations from the PV of `volume` if they name `node`
-    /// (`None`: any node). Returns the node that was cleared, if any. A
-    /// missing PV, or a volume not ours, is nothing to clear.
+    /// Removes `node` (`None`: every node) from the holders on the PV of
+    /// `volume`. The migration source letting go hands the volume to the
+    /// target (its window start becomes its `attached-at`); the target
+    /// letting go leaves the source as it was. A missing PV, a volume not
+    /// ours, or a node not named is nothing to release.
     pub(crate) fn release(
         &self,
         volume: &str,
         node: Option<&str>,
-    ) -> Result<Option<String>, kube::Error> {
+    ) -> Result<Released, kube::Error> {
         let r = retry_on_conflict(
-            || -> Result<Option<String>, StoreError> {
+            || -> Result<Released, StoreError> {
                 let Some((name, mut pv)) = self.fetch(volume)? else {
-                    return Ok(None);
+                    return Ok(Released::Nothing);
                 };
                 let annotations = annotations_mut(&mut pv);
-                let holder = annotations
-                    .get(ATTACHED_NODE)
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let ours = !holder.is_empty() && node.is_none_or(|n| n == holder);
-                // An `attached-at` without `attached-node` is our debris too.
-                let debris = holder.is_empty() && annotations.contains_key(ATTACHED_AT);
-                if !ours && !debris {
-                    return Ok(None);
-                }
-                annotations.remove(ATTACHED_NODE);
-                annotations.remove(ATTACHED_AT);
+                let held = Holders::read(annotations);
+                let outcome = match (&held.target, node) {
+                    (Some((target, _)), Some(n)) if n == held.node => {
+                        let started = annotations.get(MIGRATION_STARTED_AT).cloned();
+                        annotations.insert(ATTACHED_NODE.into(), Value::String(target.clone()));
+                        match started {
+                            Some(v) => annotations.insert(ATTACHED_AT.into(), v),
+                            None => annotations.remove(ATTACHED_AT),
+                        };
+                        annotations.remove(MIGRATION_NODE);
+                        annotations.remove(MIGRATION_STARTED_AT);
+                        Released::HandedOver {
+                            from: held.node.clone(),
+                            to: target.clone(),
+                        }
+                    }
+                    (Some((target, _)), Some(n)) if n == target => {
+                        annotations.remove(MIGRATION_NODE);
+                        annotations.remove(MIGRATION_STARTED_AT);
+                        Released::TargetLeft {
+                            source: held.node.clone(),
+                            target: target.clone(),
+                        }
+                    }
+                    _ => {
+                        let ours = !held.node.is_empty() && node.is_none_or(|n| n == held.node);
+                        // An `attached-at` without `attached-node` is our debris too.
+                        let debris = held.node.is_empty()
+                            && (annotations.contains_key(ATTACHED_AT)
+                                || annotations.contains_key(MIGRATION_STARTED_AT));
+                        if !ours && !debris {
+                            return Ok(Released::Nothing);
+                        }
+                        for k in [
+                            ATTACHED_NODE,
+                            ATTACHED_AT,
+                            MIGRATION_NODE,
+                            MIGRATION_STARTED_AT,
+                        ] {
+                            annotations.remove(k);
+                        }
+                        if ours {
+                            Released::Cleared {
+                                node: held.node.clone(),
+                            }
+                        } else {
+                            Released::Nothing
+                        }
+                    }
+                };
                 match self.client.replace_pv(&name, &pv) {
-                    Ok(_) => Ok(Some(holder)),
-                    Err(e) if e.is_not_found() => Ok(None),
+                    Ok(_) => Ok(outcome),
+                    Err(e) if e.is_not_found() => Ok(Released::Nothing),
                     Err(e) => Err(e.into()),
                 }
             },
             |e| matches!(e, StoreError::Api(k) if k.is_conflict()),
         );
         match r {
-            Ok(cleared) => Ok(cleared),
-            Err(StoreError::UnknownVolume) => Ok(None),
+            Ok(released) => Ok(released),
+            Err(StoreError::UnknownVolume) => Ok(Released::Nothing),
             Err(StoreError::Api(e)) => Err(e),
         }
     }
@@ -198,13 +384,12 @@ impl PvStore {
     /// The holder and volume attributes on the PV of `volume`; no PV of
     /// ours → `None`.
     pub(crate) fn inspect(&self, volume: &str) -> Result<Option<super::PvView>, kube::Error> {
-        let Some((_, pv)) = self.fetch(volume)? else {
+        let Some((_, mut pv)) = self.fetch(volume)? else {
             return Ok(None);
         };
-        let holder = pv["metadata"]["annotations"][ATTACHED_NODE]
-            .as_str()
-            .filter(|n| !n.is_empty())
-            .map(str::to_string);
+        let held = Holders::read(annotations_mut(&mut pv));
+        let holder = (!held.node.is_empty()).then_some(held.node);
+        let migration_target = held.target.map(|(node, _)| node);
         let attributes: std::collections::HashMap<String, String> = pv["spec"]["csi"]
             ["volumeAttributes"]
             .as_object()
@@ -242,6 +427,7 @@ impl PvStore {
             uid: text(&pv["metadata"]["uid"]),
             claim,
             holder,
+            migration_target,
             attributes,
         }))
     }

@@ -72,7 +72,9 @@ impl CsiError {
 
 fn attach_code(e: &AttachError) -> RpcStatusCode {
     match e {
-        AttachError::HeldByOtherNode { .. } => RpcStatusCode::FAILED_PRECONDITION,
+        AttachError::HeldByOtherNode { .. }
+        | AttachError::HeldByTwoNodes { .. }
+        | AttachError::MigrationExpired { .. } => RpcStatusCode::FAILED_PRECONDITION,
         AttachError::UnknownVolume { .. } => RpcStatusCode::NOT_FOUND,
         AttachError::Busy { .. } => RpcStatusCode::ABORTED,
         AttachError::Persist { source, .. } => kube_code(source),

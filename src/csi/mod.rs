@@ -14,7 +14,7 @@ use protobuf::{
 };
 
 use crate::{
-    attachment::Tracked,
+    attachment::{Tracked, Untracked},
     driver::Driver,
     events::EventType,
     proto::csi::{
@@ -108,37 +108,33 @@ pub fn controller_get_capabilities(
 /// Attaches a volume to a node: validates (no API call on bad input),
 /// checks that the node exists, then records the attachment on the PV.
 /// Same node again → OK; another node holding it → FAILED_PRECONDITION
-/// naming the holder. The publish context tells the node plugin where the
+/// naming the holder. A shared block volume (`MULTI_NODE_MULTI_WRITER`)
+/// may take a second node for a live migration: the migration window
+/// opens, a third node or the target after the window → FAILED_PRECONDITION
+/// naming both holders. The publish context tells the node plugin where the
 /// NVMe/TCP target is, from the volume context.
 pub fn controller_publish_volume(
     d: &Driver,
     req: &ControllerPublishVolumeRequest,
 ) -> Result<ControllerPublishVolumeResponse, CsiError> {
     let p = validate::publish(req)?;
-    if !validate::is_single_node(p.mode) {
-        return Err(CsiError::Unsupported(format!(
-            "volume_capability.access_mode: {:?} is not supported; only single-node access modes are",
-            p.mode
-        )));
+    if let Some(why) = validate::unsupported(req.get_volume_capability()) {
+        return Err(CsiError::Unsupported(format!("volume_capability: {why}")));
     }
+    let window = if validate::is_single_node(p.mode) {
+        None
+    } else {
+        Some(validate::migration_window(req.get_volume_context())?)
+    };
     let manager = d.attachment_manager().ok_or(CsiError::Standalone)?;
     if !d.node_exists(p.node)? {
         return Err(CsiError::NodeNotFound(p.node.to_string()));
     }
-    let tracked = manager.track(p.volume, p.node).inspect_err(|e| {
-        if let crate::attachment::AttachError::HeldByOtherNode { holder, .. } = e {
-            d.metrics().attachment_conflict();
-            d.event(
-                p.volume,
-                EventType::Warning,
-                "AttachmentConflict",
-                format!(
-                    "attach to node {} refused: the volume is attached to node {holder}",
-                    p.node
-                ),
-            );
-        }
-    })?;
+    let tracked = match window {
+        None => manager.track(p.volume, p.node),
+        Some(w) => manager.track_for_migration(p.volume, p.node, w),
+    };
+    let tracked = tracked.inspect_err(|e| refused(d, p.node, e))?;
     match tracked {
         Tracked::Attached => {
             log::info!(volume = p.volume, node = p.node, outcome = "OK"; "attached volume to node")
@@ -159,11 +155,68 @@ pub fn controller_publish_volume(
                 "attached volume to node in place of a deleted node"
             )
         }
+        Tracked::MigrationStarted { source } => {
+            d.metrics().migration_started();
+            d.event(
+                p.volume,
+                EventType::Normal,
+                "MigrationStarted",
+                format!(
+                    "attached to node {} beside node {source} for a live migration; window {}s",
+                    p.node,
+                    window.unwrap_or_default().as_secs()
+                ),
+            );
+            log::info!(
+                volume = p.volume, node = p.node, holder = source.as_str(), outcome = "OK";
+                "live migration started: volume attached to a second node"
+            )
+        }
         Tracked::AlreadyAttached | Tracked::InMemoryOnly => {}
     }
     let mut r = ControllerPublishVolumeResponse::new();
     r.set_publish_context(publish_context(req));
     Ok(r)
+}
+
+/// Metrics and an Event for a Publish refused because others hold the
+/// volume.
+fn refused(d: &Driver, node: &str, e: &crate::attachment::AttachError) {
+    use crate::attachment::AttachError as E;
+    let (volume, reason, message) = match e {
+        E::HeldByOtherNode { volume, holder } => (
+            volume,
+            "AttachmentConflict",
+            format!("attach to node {node} refused: the volume is attached to node {holder}"),
+        ),
+        E::HeldByTwoNodes {
+            volume,
+            source,
+            target,
+        } => (
+            volume,
+            "AttachmentConflict",
+            format!(
+                "attach to node {node} refused: the volume is attached to nodes {source} and {target} for a live migration"
+            ),
+        ),
+        E::MigrationExpired {
+            volume,
+            source,
+            window,
+            ..
+        } => (
+            volume,
+            "MigrationFailed",
+            format!(
+                "attach to node {node} refused: the live migration from node {source} did not finish within {}s and both nodes still hold the volume",
+                window.as_secs()
+            ),
+        ),
+        _ => return,
+    };
+    d.metrics().attachment_conflict();
+    d.event(volume, EventType::Warning, reason, message);
 }
 
 /// The Go driver's publish context: `nvme_address`, `nvme_port`,
@@ -194,14 +247,35 @@ fn publish_context(req: &ControllerPublishVolumeRequest) -> HashMap<String, Stri
 }
 
 /// Detaches a volume from a node (empty node: from every node). Not
-/// attached there → OK, nothing changed.
+/// attached there → OK, nothing changed. The source of a live migration
+/// detaching completes it; the target detaching first abandons it.
 pub fn controller_unpublish_volume(
     d: &Driver,
     req: &ControllerUnpublishVolumeRequest,
 ) -> Result<ControllerUnpublishVolumeResponse, CsiError> {
     let (volume, node) = validate::unpublish(req)?;
     let manager = d.attachment_manager().ok_or(CsiError::Standalone)?;
-    manager.untrack(volume, node)?;
+    match manager.untrack(volume, node)? {
+        Untracked::MigrationCompleted { from, to } => {
+            d.metrics().migration_ended("completed");
+            d.event(
+                volume,
+                EventType::Normal,
+                "MigrationCompleted",
+                format!("node {from} detached: the volume is attached to node {to} alone"),
+            );
+        }
+        Untracked::MigrationAbandoned { source, target } => {
+            d.metrics().migration_ended("failed");
+            d.event(
+                volume,
+                EventType::Warning,
+                "MigrationFailed",
+                format!("migration target {target} detached first: the volume stays attached to node {source} alone"),
+            );
+        }
+        Untracked::Detached | Untracked::Nothing => {}
+    }
     Ok(ControllerUnpublishVolumeResponse::new())
 }
 

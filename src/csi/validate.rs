@@ -1,7 +1,7 @@
 //! Request validation: every rule the spec sets for the fields we read,
 //! checked before any work or API call. Failures name the field.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use crate::proto::csi::{
     CapacityRange, ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest,
@@ -111,14 +111,24 @@ pub fn capabilities(field: &'static str, caps: &[VolumeCapability]) -> Result<()
     Ok(())
 }
 
-/// Why this driver cannot serve `cap`, if it cannot: a single-node access
-/// mode on a block device or a file system the node plugin formats.
+/// Why this driver cannot serve `cap`, if it cannot. Served: a
+/// single-node access mode on a block device or a file system the node
+/// plugin formats, and `MULTI_NODE_MULTI_WRITER` on a block device (live
+/// migration: two nodes at most, see [`migration_window`]). A file system
+/// is never shared: mounted on two nodes it is corrupted.
 pub fn unsupported(cap: &VolumeCapability) -> Option<String> {
     let mode = cap.get_access_mode().get_mode();
     if !is_single_node(mode) {
-        return Some(format!(
-            "access mode {mode:?} is not supported; only single-node access modes are"
-        ));
+        if cap.has_mount() {
+            return Some(format!(
+                "access mode {mode:?} on a file system is not supported: a file system mounted on two nodes is corrupted; use a block volume"
+            ));
+        }
+        if mode != Mode::MULTI_NODE_MULTI_WRITER {
+            return Some(format!(
+                "access mode {mode:?} is not supported; single-node modes are, and MULTI_NODE_MULTI_WRITER on a block volume (live migration)"
+            ));
+        }
     }
     if cap.has_mount() {
         let fs = cap.get_mount().get_fs_type();
@@ -129,6 +139,26 @@ pub fn unsupported(cap: &VolumeCapability) -> Option<String> {
         }
     }
     None
+}
+
+/// The live-migration window a Publish of a shared block volume opens:
+/// `migrationTimeoutSeconds` from the volume context (30–3600, the
+/// StorageClass parameter's range), 300 s when absent.
+pub fn migration_window(context: &HashMap<String, String>) -> Result<Duration, CsiError> {
+    let Some(raw) = context.get("migrationTimeoutSeconds") else {
+        return Ok(Duration::from_secs(300));
+    };
+    raw.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|s| (30..=3600).contains(s))
+        .map(Duration::from_secs)
+        .ok_or_else(|| {
+            CsiError::invalid(
+                "volume_context.migrationTimeoutSeconds",
+                format!("{raw:?} is not a whole number from 30 to 3600"),
+            )
+        })
 }
 
 /// Whether only one node may hold the volume at a time.
@@ -265,6 +295,14 @@ mod tests {
         r.mut_volume_capabilities()[0]
             .mut_access_mode()
             .set_mode(Mode::MULTI_NODE_MULTI_WRITER);
+        assert_eq!(create_field(&r), "volume_capabilities");
+        // The same mode on a block volume is live migration's: accepted.
+        r.mut_volume_capabilities()[0]
+            .set_block(crate::proto::csi::VolumeCapability_BlockVolume::new());
+        assert_eq!(create_field(&r), "ok");
+        r.mut_volume_capabilities()[0]
+            .mut_access_mode()
+            .set_mode(Mode::MULTI_NODE_READER_ONLY);
         assert_eq!(create_field(&r), "volume_capabilities");
         let mut r = create_request();
         r.mut_volume_capabilities()[0]

@@ -80,6 +80,8 @@ pub struct VolumeAttachmentSummary {
     /// `spec.source.persistentVolumeName`, empty for inline volumes.
     pub pv_name: String,
     pub attached: bool,
+    /// Being deleted: the volume is detaching.
+    pub deleting: bool,
 }
 
 impl<'de> Deserialize<'de> for VolumeAttachmentSummary {
@@ -92,8 +94,11 @@ impl<'de> Deserialize<'de> for VolumeAttachmentSummary {
             status: Option<VaStatus>,
         }
         #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
         struct Meta {
             name: String,
+            #[serde(default)]
+            deletion_timestamp: Option<serde::de::IgnoredAny>,
         }
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -121,6 +126,7 @@ impl<'de> Deserialize<'de> for VolumeAttachmentSummary {
             node_name: w.spec.node_name,
             pv_name: w.spec.source.persistent_volume_name.unwrap_or_default(),
             attached: w.status.is_some_and(|s| s.attached),
+            deleting: w.metadata.deletion_timestamp.is_some(),
         })
     }
 }

@@ -185,6 +185,7 @@ pub struct Metrics {
     attachment_conflicts: Scalar,
     stale_cleared: Scalar,
     migrations: CounterVec<1>,
+    migrations_started: Scalar,
     kube_requests: CounterVec<3>,
     kube_duration: HistogramVec<1>,
     kube_conflicts: Scalar,
@@ -245,8 +246,13 @@ impl Metrics {
             ),
             migrations: CounterVec::new(
                 "rds_csi_migrations_total",
-                "Live migrations ended, by result.",
+                "Live migrations ended, by result (completed: the source detached; failed: the target detached first).",
                 ["result"],
+            ),
+            migrations_started: Scalar::new(
+                "rds_csi_migrations_started_total",
+                "Live migrations started: a shared block volume attached to a second node.",
+                "counter",
             ),
             kube_requests: CounterVec::new(
                 "rds_csi_kube_requests_total",
@@ -327,6 +333,16 @@ impl Metrics {
         self.events_dropped.add(1.0);
     }
 
+    /// A live migration began.
+    pub fn migration_started(&self) {
+        self.migrations_started.add(1.0);
+    }
+
+    /// A live migration ended: `completed` or `failed`.
+    pub fn migration_ended(&self, result: &'static str) {
+        self.migrations.inc([result]);
+    }
+
     /// An attachment of a deleted node replaced.
     pub fn stale_cleared(&self) {
         self.stale_cleared.add(1.0);
@@ -399,6 +415,7 @@ impl Metrics {
             gauges.migrations_active as f64,
         );
         self.migrations.render(&mut out);
+        self.migrations_started.render(&mut out);
         self.kube_requests.render(&mut out);
         self.kube_duration.render(&mut out);
         self.kube_conflicts.render(&mut out);

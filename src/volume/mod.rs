@@ -420,7 +420,7 @@ impl VolumeManager {
             .attachments
             .as_ref()
             .and_then(|a| a.get(&disk.slot))
-            .map(|a| vec![a.node.to_string()])
+            .map(|a| a.nodes().map(str::to_string).collect())
             .unwrap_or_default();
         Volume {
             id: disk.slot.clone(),
