@@ -221,7 +221,6 @@ fn apply_dry_run_against_the_emulator_renders_every_object() {
             "-k",
             concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes"),
             "--dry-run=client",
-            "--validate=false",
             "-o",
             "yaml",
         ])

@@ -284,7 +284,7 @@ fn stock_kubectl_gets_annotates_edits_and_deletes() {
     let out = Command::new("kubectl")
         .env("KUBECONFIG", &kc)
         .env("KUBE_EDITOR", "sed -i s/storage:\\ 1Gi/storage:\\ 5Gi/")
-        .args(["edit", "--validate=false", "pv", "pv-1"])
+        .args(["edit", "pv", "pv-1"])
         .output()
         .unwrap();
     assert!(
@@ -299,14 +299,16 @@ fn stock_kubectl_gets_annotates_edits_and_deletes() {
 
     let manifest = dir.path().join("pv-2.yaml");
     std::fs::write(&manifest, "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: pv-2\nspec:\n  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  csi: {driver: rds.csi.srvlab.io, volumeHandle: vol-2}\n").unwrap();
-    let (ok, _, err) = run(&[
-        "apply",
-        "--validate=false",
-        "-f",
-        manifest.to_str().unwrap(),
-    ]);
+    // Validated by the server (kubectl finds `fieldValidation` in the
+    // OpenAPI v3 document): no --validate=false needed.
+    let (ok, _, err) = run(&["apply", "-f", manifest.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(emu.get("persistentvolumes", "pv-2").is_some());
+    let typo = dir.path().join("pv-3.yaml");
+    std::fs::write(&typo, "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: pv-3\nspecc:\n  capacity: {storage: 1Gi}\n").unwrap();
+    let (ok, _, err) = run(&["apply", "-f", typo.to_str().unwrap()]);
+    assert!(!ok && err.contains("unknown field \"specc\""), "{err}");
+    assert!(emu.get("persistentvolumes", "pv-3").is_none());
 
     // The finalizer keeps the PV until it is removed, as on a cluster.
     let (ok, _, err) = run(&[

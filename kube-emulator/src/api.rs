@@ -11,7 +11,7 @@ use rustls::ServerConfig;
 use serde_json::{json, Value};
 
 use crate::{
-    admin,
+    admin, convert,
     http::{self, Outcome, Request, Response},
     model::{self, Kind, KINDS},
     Event, FaultAction, RequestRecord, Shared, Snapshot, State, EVENT_HISTORY, SNAPSHOTS,
@@ -218,6 +218,10 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
         }
     }
 
+    if let ("watch" | "list", Some(resp)) = (verb, invalid_list_options(&req, verb == "watch")) {
+        shared.lock().requests.push(record(resp.code));
+        return Outcome::Respond(resp);
+    }
     if verb == "watch" {
         shared.lock().requests.push(record(200));
         watch(shared, &target, &req, w);
@@ -225,21 +229,26 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
     }
     let result = {
         let mut st = shared.lock();
+        let kind = target.kind;
+        let wire = |code: u16, v: Value| Response::json(code, to_vec(&convert::to_wire(kind, v)));
+        let validation = req.query("fieldValidation").unwrap_or("").to_string();
+        let checked = |b: Value| field_validation(kind, &validation, b);
         let r = match verb {
-            "get" => st.get(&target).map(|v| Response::json(200, to_vec(&v))),
+            "get" => st.get(&target).map(|v| wire(200, v)),
             "list" => st.list(&target, &req),
             "create" => parse_body(&req)
-                .and_then(|b| st.create(target.kind, &target.namespace, b))
-                .map(|v| Response::json(201, to_vec(&v))),
+                .and_then(checked)
+                .map(|b| status_on_create(kind, b))
+                .and_then(|b| st.create(kind, &target.namespace, convert::to_storage(kind, b)))
+                .map(|v| wire(201, v)),
             "update" => parse_body(&req)
-                .and_then(|b| st.update(&target, b))
-                .map(|v| Response::json(200, to_vec(&v))),
-            "patch" => st
-                .patch(&target, &req)
-                .map(|v| Response::json(200, to_vec(&v))),
+                .and_then(checked)
+                .and_then(|b| st.update(&target, convert::to_storage(kind, b)))
+                .map(|v| wire(200, v)),
+            "patch" => st.patch(&target, &req, &validation).map(|v| wire(200, v)),
             "delete" => st
-                .delete(target.kind, &target.namespace, &target.name)
-                .map(|v| Response::json(200, to_vec(&v))),
+                .delete(kind, &target.namespace, &target.name)
+                .map(|v| wire(200, v)),
             _ => unreachable!("verbs are matched above"),
         };
         let resp = r.unwrap_or_else(|e| e);
@@ -253,11 +262,157 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
     Outcome::Respond(result)
 }
 
+/// kube-apiserver's validation of list and watch options, as a 422 naming
+/// each forbidden combination: `sendInitialEvents` only on a watch, with
+/// `resourceVersionMatch=NotOlderThan` and `allowWatchBookmarks=true`;
+/// `resourceVersionMatch` on a watch only with `sendInitialEvents`, on a
+/// list only with a `resourceVersion`.
+fn invalid_list_options(req: &Request, watch: bool) -> Option<Response> {
+    let mut errs: Vec<(String, String)> = Vec::new();
+    let rv_match = req.query("resourceVersionMatch").unwrap_or("");
+    let bookmarks = matches!(req.query("allowWatchBookmarks"), Some("true" | "1"));
+    let send_initial = req.query("sendInitialEvents");
+    if let Some(v) = send_initial {
+        if !matches!(v, "true" | "false" | "1" | "0") {
+            return Some(model::bad_request(&format!(
+                "invalid boolean value for sendInitialEvents: {v:?}"
+            )));
+        }
+        if !watch {
+            errs.push((
+                "sendInitialEvents".into(),
+                "sendInitialEvents is forbidden for list".into(),
+            ));
+        }
+        if rv_match != "NotOlderThan" {
+            errs.push((
+                "resourceVersionMatch".into(),
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan".into(),
+            ));
+        }
+        if !bookmarks {
+            errs.push((
+                "allowWatchBookmarks".into(),
+                "sendInitialEvents requires setting allowWatchBookmarks to true".into(),
+            ));
+        }
+    } else if !rv_match.is_empty() {
+        if watch {
+            errs.push((
+                "resourceVersionMatch".into(),
+                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"
+                    .into(),
+            ));
+        } else if req.query("resourceVersion").unwrap_or("").is_empty() {
+            errs.push((
+                "resourceVersionMatch".into(),
+                "resourceVersionMatch is forbidden unless resourceVersion is provided".into(),
+            ));
+        }
+    }
+    if !rv_match.is_empty() && !matches!(rv_match, "NotOlderThan" | "Exact") {
+        errs.push((
+            "resourceVersionMatch".into(),
+            format!("Unsupported value: \"{rv_match}\": supported values: \"Exact\", \"NotOlderThan\", \"\""),
+        ));
+    }
+    if errs.is_empty() {
+        return None;
+    }
+    let message = errs
+        .iter()
+        .map(|(f, d)| {
+            if d.starts_with("Unsupported") {
+                format!("{f}: {d}")
+            } else {
+                format!("{f}: Forbidden: {d}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let causes: Vec<Value> = errs
+        .iter()
+        .map(|(f, d)| json!({"reason": if d.starts_with("Unsupported") { "FieldValueNotSupported" } else { "FieldValueForbidden" }, "message": d, "field": f}))
+        .collect();
+    Some(model::status(
+        422,
+        "Invalid",
+        &format!("ListOptions.meta.k8s.io \"\" is invalid: [{message}]"),
+        Some(json!({"group": "meta.k8s.io", "kind": "ListOptions", "causes": causes})),
+    ))
+}
+
+/// What kube-apiserver keeps of `status` in a create: nothing (status is
+/// written through its subresource), except the phase PVs and claims
+/// start in.
+fn status_on_create(kind: &Kind, mut body: Value) -> Value {
+    if kind.has_status {
+        if let Some(o) = body.as_object_mut() {
+            match kind.kind {
+                "PersistentVolume" | "PersistentVolumeClaim" => {
+                    o.insert("status".into(), json!({"phase": "Pending"}));
+                }
+                _ => {
+                    o.remove("status");
+                }
+            }
+        }
+    }
+    body
+}
+
+/// `fieldValidation=Strict`: a top-level field the kind does not have is a
+/// 400, as kube-apiserver's strict decoding answers it. Deeper fields are
+/// not checked (no schemas); `Warn` and `Ignore` accept.
+fn field_validation(kind: &Kind, mode: &str, body: Value) -> Result<Value, Response> {
+    if !mode.eq_ignore_ascii_case("strict") {
+        return Ok(body);
+    }
+    let known = model::top_level_fields(kind);
+    let unknown: Vec<String> = body
+        .as_object()
+        .map(|o| {
+            o.keys()
+                .filter(|k| !known.contains(&k.as_str()))
+                .map(|k| format!("unknown field \"{k}\""))
+                .collect()
+        })
+        .unwrap_or_default();
+    if unknown.is_empty() {
+        return Ok(body);
+    }
+    Err(model::bad_request(&format!(
+        "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+        kind.kind,
+        kind.version,
+        kind.kind,
+        unknown.join(", ")
+    )))
+}
+
 fn to_vec(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).expect("serialise object")
 }
 
 fn parse_body(req: &Request) -> Result<Value, Response> {
+    let media = req
+        .header("content-type")
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media == crate::protobuf::CONTENT_TYPE {
+        return crate::protobuf::decode(&req.body).map_err(|e| {
+            model::status(
+                415,
+                "UnsupportedMediaType",
+                &format!("the body of the request could not be decoded: {e}"),
+                None,
+            )
+        });
+    }
     serde_json::from_slice::<Value>(&req.body)
         .map_err(|e| {
             model::bad_request(&format!(
@@ -381,7 +536,19 @@ fn discovery(req: &Request) -> Option<Response> {
         "/apis" => ok(
             json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": named.iter().map(|g| group_json(g)).collect::<Vec<_>>()}),
         ),
-        // No OpenAPI schemas are served: kubectl apply/edit need --validate=false.
+        "/openapi/v3" => ok(crate::openapi::root()),
+        p if p.starts_with("/openapi/v3/") => {
+            match crate::openapi::group_version(&p["/openapi/v3/".len()..]) {
+                Some(doc) => ok(doc),
+                None => Some(model::status(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                    None,
+                )),
+            }
+        }
+        // OpenAPI v2 (protobuf) is not served: kubectl uses v3.
         p if p.starts_with("/openapi") => Some(model::status(
             404,
             "NotFound",
@@ -567,7 +734,10 @@ impl State {
         let uid = format!("00000000-0000-4000-8000-{:012x}", self.uid);
         let o = obj.as_object_mut().expect("object");
         o.insert("kind".into(), Value::String(kind.kind.into()));
-        o.insert("apiVersion".into(), Value::String(kind.api_version()));
+        o.insert(
+            "apiVersion".into(),
+            Value::String(convert::stored(kind).api_version()),
+        );
         let meta = model::meta_mut(&mut obj);
         meta.insert("uid".into(), Value::String(uid));
         meta.insert(
@@ -639,7 +809,10 @@ impl State {
         }
         let o = next.as_object_mut().expect("object");
         o.insert("kind".into(), Value::String(kind.kind.into()));
-        o.insert("apiVersion".into(), Value::String(kind.api_version()));
+        o.insert(
+            "apiVersion".into(),
+            Value::String(convert::stored(kind).api_version()),
+        );
         let cur_meta = current
             .get("metadata")
             .cloned()
@@ -673,7 +846,7 @@ impl State {
         Ok(self.store(kind, key, next, "MODIFIED"))
     }
 
-    fn patch(&mut self, t: &Target, req: &Request) -> Result<Value, Response> {
+    fn patch(&mut self, t: &Target, req: &Request, validation: &str) -> Result<Value, Response> {
         let current = self.get(t)?;
         let patch: Value = serde_json::from_slice(&req.body)
             .map_err(|e| model::bad_request(&format!("invalid patch: {e}")))?;
@@ -685,9 +858,10 @@ impl State {
             .unwrap_or("")
             .trim()
             .to_string();
-        let mut patched = current.clone();
+        let mut patched = convert::to_wire(t.kind, current.clone());
         match content_type.as_str() {
-            "application/merge-patch+json" | "application/strategic-merge-patch+json" => model::merge_patch(&mut patched, &patch),
+            "application/merge-patch+json" => model::merge_patch(&mut patched, &patch),
+            "application/strategic-merge-patch+json" => model::strategic_merge_patch(&mut patched, &patch).map_err(|e| model::bad_request(&e))?,
             "application/json-patch+json" => model::json_patch(&mut patched, &patch).map_err(|e| model::status(422, "Invalid", &e, None))?,
             other => return Err(model::status(415, "UnsupportedMediaType", &format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"), None)),
         }
@@ -696,7 +870,8 @@ impl State {
         if model::meta_str(&patched, "resourceVersion") != cur_rv {
             return Err(model::conflict(t.kind, &t.name));
         }
-        self.update(t, patched)
+        let patched = field_validation(t.kind, validation, patched)?;
+        self.update(t, convert::to_storage(t.kind, patched))
     }
 
     fn delete(&mut self, kind: &'static Kind, ns: &str, name: &str) -> Result<Value, Response> {
@@ -794,7 +969,7 @@ impl State {
         let end = (offset + page).min(total);
         let mut items = Vec::with_capacity(end.saturating_sub(offset));
         for v in &snap.items[offset.min(total)..end] {
-            let mut item = (**v).clone();
+            let mut item = convert::to_wire(kind, (**v).clone());
             if let Some(o) = item.as_object_mut() {
                 o.remove("kind");
                 o.remove("apiVersion");
@@ -872,16 +1047,24 @@ fn watch(shared: &Shared, t: &Target, req: &Request, w: &mut dyn Write) {
         return;
     }
     let send = |w: &mut dyn Write, kind: &str, obj: &Value| {
+        let obj = match kind {
+            "ERROR" => obj.clone(),
+            _ => convert::to_wire(t.kind, obj.clone()),
+        };
         let mut line = to_vec(&json!({"type": kind, "object": obj}));
         line.push(b'\n');
         http::write_chunk(w, &line)
     };
+    // The streaming list: the current state as ADDED events, then a
+    // BOOKMARK at its resourceVersion marking the end (resourceVersion
+    // with NotOlderThan asks for a state at least that new: ours always is).
+    let streaming = matches!(req.query("sendInitialEvents"), Some("true" | "1"));
     let mut from: u64 = {
         let st = shared.lock();
         match req
             .query("resourceVersion")
             .and_then(|s| s.parse::<u64>().ok())
-            .filter(|rv| *rv > 0)
+            .filter(|rv| *rv > 0 && !streaming)
         {
             Some(rv) => {
                 let oldest = st.events.front().map(|e| e.rv).unwrap_or(st.rv + 1);
@@ -909,6 +1092,16 @@ fn watch(shared: &Shared, t: &Target, req: &Request, w: &mut dyn Write) {
                 drop(st);
                 for obj in &initial {
                     if send(w, "ADDED", obj).is_err() {
+                        return;
+                    }
+                }
+                if streaming {
+                    let end = json!({
+                        "kind": t.kind.kind, "apiVersion": t.kind.api_version(),
+                        "metadata": {"resourceVersion": rv.to_string(), "creationTimestamp": null,
+                                     "annotations": {"k8s.io/initial-events-end": "true"}},
+                    });
+                    if send(w, "BOOKMARK", &end).is_err() {
                         return;
                     }
                 }

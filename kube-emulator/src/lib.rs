@@ -14,8 +14,11 @@
 
 mod admin;
 mod api;
+mod convert;
 pub mod http;
 pub mod model;
+mod openapi;
+mod protobuf;
 mod rbac;
 pub mod tls;
 

@@ -59,13 +59,18 @@ const fn kind(
 #[rustfmt::skip]
 pub const KINDS: &[Kind] = &[
     kind("persistentvolumes", "PersistentVolume", "", false, true, &["pv"]),
+    kind("persistentvolumeclaims", "PersistentVolumeClaim", "", true, true, &["pvc"]),
+    kind("pods", "Pod", "", true, true, &["po"]),
     kind("nodes", "Node", "", false, true, &["no"]),
     kind("namespaces", "Namespace", "", false, true, &["ns"]),
     kind("serviceaccounts", "ServiceAccount", "", true, false, &["sa"]),
     kind("events", "Event", "", true, false, &["ev"]),
+    // Stored with the core Events and converted (see `convert`).
+    kind("events", "Event", "events.k8s.io", true, false, &["ev"]),
     kind("volumeattachments", "VolumeAttachment", "storage.k8s.io", false, true, &[]),
     kind("csinodes", "CSINode", "storage.k8s.io", false, false, &[]),
     kind("csidrivers", "CSIDriver", "storage.k8s.io", false, false, &[]),
+    kind("csistoragecapacities", "CSIStorageCapacity", "storage.k8s.io", true, false, &[]),
     kind("storageclasses", "StorageClass", "storage.k8s.io", false, false, &["sc"]),
     kind("leases", "Lease", "coordination.k8s.io", true, false, &[]),
     kind("deployments", "Deployment", "apps", true, true, &["deploy"]),
@@ -74,6 +79,85 @@ pub const KINDS: &[Kind] = &[
     kind("roles", "Role", "rbac.authorization.k8s.io", true, false, &[]),
     kind("rolebindings", "RoleBinding", "rbac.authorization.k8s.io", true, false, &[]),
 ];
+
+/// The top-level fields of `kind`'s objects, for strict field validation.
+pub fn top_level_fields(kind: &Kind) -> &'static [&'static str] {
+    match (kind.group, kind.kind) {
+        ("", "Event") => &[
+            "apiVersion",
+            "kind",
+            "metadata",
+            "involvedObject",
+            "reason",
+            "message",
+            "source",
+            "firstTimestamp",
+            "lastTimestamp",
+            "count",
+            "type",
+            "eventTime",
+            "series",
+            "action",
+            "related",
+            "reportingComponent",
+            "reportingInstance",
+        ],
+        ("events.k8s.io", "Event") => &[
+            "apiVersion",
+            "kind",
+            "metadata",
+            "eventTime",
+            "series",
+            "reportingController",
+            "reportingInstance",
+            "action",
+            "reason",
+            "regarding",
+            "related",
+            "note",
+            "type",
+            "deprecatedSource",
+            "deprecatedFirstTimestamp",
+            "deprecatedLastTimestamp",
+            "deprecatedCount",
+        ],
+        (_, "StorageClass") => &[
+            "apiVersion",
+            "kind",
+            "metadata",
+            "provisioner",
+            "parameters",
+            "reclaimPolicy",
+            "mountOptions",
+            "allowVolumeExpansion",
+            "volumeBindingMode",
+            "allowedTopologies",
+        ],
+        (_, "ServiceAccount") => &[
+            "apiVersion",
+            "kind",
+            "metadata",
+            "secrets",
+            "imagePullSecrets",
+            "automountServiceAccountToken",
+        ],
+        (_, "ClusterRole") => &["apiVersion", "kind", "metadata", "rules", "aggregationRule"],
+        (_, "Role") => &["apiVersion", "kind", "metadata", "rules"],
+        (_, "ClusterRoleBinding" | "RoleBinding") => {
+            &["apiVersion", "kind", "metadata", "subjects", "roleRef"]
+        }
+        (_, "CSIStorageCapacity") => &[
+            "apiVersion",
+            "kind",
+            "metadata",
+            "nodeTopology",
+            "storageClassName",
+            "capacity",
+            "maximumVolumeSize",
+        ],
+        _ => &["apiVersion", "kind", "metadata", "spec", "status"],
+    }
+}
 
 /// The API groups served, core ("") first.
 pub fn groups() -> Vec<&'static str> {
@@ -344,6 +428,165 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// How a strategic merge patch treats a list, by its field path (the
+/// `patchStrategy` and `patchMergeKey` of the Kubernetes types).
+enum ListStrategy {
+    /// Replaced whole (no patch strategy).
+    Replace,
+    /// A list of scalars merged as a set (`metadata.finalizers`).
+    MergeScalars,
+    /// A list of objects merged by the value of a key.
+    MergeBy(&'static str),
+}
+
+fn list_strategy(path: &str) -> ListStrategy {
+    match path {
+        "metadata.finalizers" => ListStrategy::MergeScalars,
+        "metadata.ownerReferences" => ListStrategy::MergeBy("uid"),
+        "status.conditions" => ListStrategy::MergeBy("type"),
+        "spec.containers" | "spec.initContainers" | "spec.volumes" => ListStrategy::MergeBy("name"),
+        "spec.taints" => ListStrategy::MergeBy("key"),
+        _ => ListStrategy::Replace,
+    }
+}
+
+/// A strategic merge patch as kube-apiserver applies it to the built-in
+/// kinds served here: maps merge, `null` deletes, lists follow their
+/// field's strategy (finalizers merge as a set, conditions by `type`, …),
+/// and the directives `$patch` (replace, delete), `$retainKeys`,
+/// `$deleteFromPrimitiveList/<list>` and `$setElementOrder/<list>` are
+/// honoured (the last keeps the target's order).
+pub fn strategic_merge_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
+    smp_object(target, patch, "")
+}
+
+fn smp_object(target: &mut Value, patch: &Value, path: &str) -> Result<(), String> {
+    let Some(p) = patch.as_object() else {
+        *target = patch.clone();
+        return Ok(());
+    };
+    match p.get("$patch").and_then(Value::as_str) {
+        Some("replace") => {
+            let mut whole = p.clone();
+            whole.remove("$patch");
+            *target = Value::Object(whole);
+            return Ok(());
+        }
+        Some("delete") => {
+            *target = json!({});
+            return Ok(());
+        }
+        Some(other) if other != "merge" => {
+            return Err(format!("Unknown patch type: {other}"));
+        }
+        _ => {}
+    }
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let t = target.as_object_mut().expect("object");
+    for (k, v) in p {
+        let here = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
+        };
+        if let Some(list) = k.strip_prefix("$deleteFromPrimitiveList/") {
+            let gone = v
+                .as_array()
+                .ok_or("$deleteFromPrimitiveList needs a list")?;
+            if let Some(Value::Array(a)) = t.get_mut(list) {
+                a.retain(|x| !gone.contains(x));
+            }
+            continue;
+        }
+        if k.starts_with('$') {
+            continue;
+        }
+        match v {
+            Value::Null => {
+                t.remove(k);
+            }
+            Value::Object(_) => smp_object(t.entry(k.clone()).or_insert(Value::Null), v, &here)?,
+            Value::Array(items) => {
+                let slot = t.entry(k.clone()).or_insert(Value::Null);
+                smp_list(slot, items, &here)?;
+            }
+            other => {
+                t.insert(k.clone(), other.clone());
+            }
+        }
+    }
+    if let Some(keep) = p.get("$retainKeys").and_then(Value::as_array) {
+        t.retain(|k, _| keep.iter().any(|x| x == k));
+    }
+    Ok(())
+}
+
+fn smp_list(target: &mut Value, items: &[Value], path: &str) -> Result<(), String> {
+    let replace_whole = items
+        .iter()
+        .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"));
+    let strategy = if replace_whole {
+        ListStrategy::Replace
+    } else {
+        list_strategy(path)
+    };
+    let strip = |i: &Value| {
+        let mut i = i.clone();
+        if let Some(o) = i.as_object_mut() {
+            o.remove("$patch");
+        }
+        i
+    };
+    match strategy {
+        ListStrategy::Replace => {
+            *target = Value::Array(
+                items
+                    .iter()
+                    .filter(|i| {
+                        !i.get("$patch").is_some_and(|p| p == "replace")
+                            || i.as_object().is_some_and(|o| o.len() > 1)
+                    })
+                    .map(strip)
+                    .collect(),
+            );
+        }
+        ListStrategy::MergeScalars => {
+            if !target.is_array() {
+                *target = json!([]);
+            }
+            let t = target.as_array_mut().expect("array");
+            for i in items {
+                if !t.contains(i) {
+                    t.push(i.clone());
+                }
+            }
+        }
+        ListStrategy::MergeBy(key) => {
+            if !target.is_array() {
+                *target = json!([]);
+            }
+            let t = target.as_array_mut().expect("array");
+            for i in items {
+                let id = i.get(key).ok_or_else(|| {
+                    format!("map: {i} does not contain declared merge key: {key}")
+                })?;
+                let at = t.iter().position(|x| x.get(key) == Some(id));
+                match (i.get("$patch").and_then(Value::as_str), at) {
+                    (Some("delete"), Some(n)) => {
+                        t.remove(n);
+                    }
+                    (Some("delete"), None) => {}
+                    (_, Some(n)) => smp_object(&mut t[n], i, path)?,
+                    (_, None) => t.push(strip(i)),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// RFC 6902 JSON patch. `Err` with a message on a failed op or test.
 pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
     let ops = ops.as_array().ok_or("a JSON patch must be an array")?;
@@ -358,9 +601,13 @@ pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
             "remove" => {
                 take(target, path)?;
             }
+            // As kube-apiserver's json-patch: an absent member and a null
+            // one are the same, so `test` of null passes on an absent path.
             "test" => {
-                if target.pointer(path) != op.get("value") {
-                    return Err(format!("test failed at {path}"));
+                let have = target.pointer(path).filter(|v| !v.is_null());
+                let want = op.get("value").filter(|v| !v.is_null());
+                if have != want {
+                    return Err(format!("testing value {path} failed: test failed"));
                 }
             }
             "copy" | "move" => {
@@ -484,6 +731,58 @@ mod tests {
         assert!(json_patch(
             &mut v,
             &json!([{"op": "test", "path": "/metadata/annotations/c", "value": "4"}])
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn strategic_merge_patches_follow_the_list_strategies() {
+        let mut pv = json!({"metadata": {"finalizers": ["a", "b"], "annotations": {"x": "1"}},
+            "status": {"conditions": [{"type": "Resizing", "status": "True"}], "phase": "Bound"}});
+        // As client-go's two-way merge patch removes a finalizer.
+        strategic_merge_patch(&mut pv, &json!({"metadata": {"$setElementOrder/finalizers": ["b"], "$deleteFromPrimitiveList/finalizers": ["a"]}})).unwrap();
+        assert_eq!(pv["metadata"]["finalizers"], json!(["b"]));
+        // A finalizer added merges into the set.
+        strategic_merge_patch(&mut pv, &json!({"metadata": {"finalizers": ["c"]}})).unwrap();
+        assert_eq!(pv["metadata"]["finalizers"], json!(["b", "c"]));
+        // Conditions merge by type; `$patch: delete` removes one.
+        strategic_merge_patch(&mut pv, &json!({"status": {"conditions": [{"type": "FileSystemResizePending", "status": "True"}, {"type": "Resizing", "$patch": "delete"}]}})).unwrap();
+        assert_eq!(
+            pv["status"]["conditions"],
+            json!([{"type": "FileSystemResizePending", "status": "True"}])
+        );
+        // Other lists are replaced; null deletes.
+        strategic_merge_patch(&mut pv, &json!({"spec": {"accessModes": ["ReadWriteOnce"]}, "metadata": {"annotations": {"x": null}}})).unwrap();
+        strategic_merge_patch(
+            &mut pv,
+            &json!({"spec": {"accessModes": ["ReadWriteMany"]}}),
+        )
+        .unwrap();
+        assert_eq!(pv["spec"]["accessModes"], json!(["ReadWriteMany"]));
+        assert_eq!(pv["metadata"]["annotations"], json!({}));
+        assert!(strategic_merge_patch(
+            &mut pv,
+            &json!({"status": {"conditions": [{"status": "x"}]}})
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn json_patch_test_treats_absent_and_null_alike() {
+        let mut pv = json!({"metadata": {"name": "pv"}});
+        // What csi-attacher sends to add the first finalizer.
+        json_patch(&mut pv, &json!([{"op": "test", "path": "/metadata/finalizers", "value": null}, {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}])).unwrap();
+        assert_eq!(pv["metadata"]["finalizers"], json!(["f"]));
+        assert!(json_patch(
+            &mut pv,
+            &json!([{"op": "test", "path": "/metadata/finalizers", "value": null}])
+        )
+        .is_err());
+        json_patch(&mut pv, &json!([{"op": "test", "path": "/metadata/finalizers", "value": ["f"]}, {"op": "add", "path": "/metadata/finalizers/-", "value": "g"}])).unwrap();
+        assert_eq!(pv["metadata"]["finalizers"], json!(["f", "g"]));
+        assert!(json_patch(
+            &mut pv,
+            &json!([{"op": "test", "path": "/metadata/labels", "value": "x"}])
         )
         .is_err());
     }

@@ -1,0 +1,96 @@
+//! One stored object, several API versions: kube-apiserver keeps
+//! `events.k8s.io/v1` Events and core `v1` Events in the same storage and
+//! converts between them, so an Event written through one API is read
+//! through the other. Here the stored form is core `v1`; these functions
+//! convert at the API boundary. Every other kind is stored as served.
+
+use serde_json::{Map, Value};
+
+use crate::model::Kind;
+
+/// (events.k8s.io/v1 field, core/v1 field).
+const EVENT_FIELDS: &[(&str, &str)] = &[
+    ("metadata", "metadata"),
+    ("eventTime", "eventTime"),
+    ("series", "series"),
+    ("reportingController", "reportingComponent"),
+    ("reportingInstance", "reportingInstance"),
+    ("action", "action"),
+    ("reason", "reason"),
+    ("regarding", "involvedObject"),
+    ("related", "related"),
+    ("note", "message"),
+    ("type", "type"),
+    ("deprecatedSource", "source"),
+    ("deprecatedFirstTimestamp", "firstTimestamp"),
+    ("deprecatedLastTimestamp", "lastTimestamp"),
+    ("deprecatedCount", "count"),
+];
+
+fn is_events_v1(kind: &Kind) -> bool {
+    kind.group == "events.k8s.io"
+}
+
+fn rename(
+    obj: &Value,
+    pairs: impl Iterator<Item = (&'static str, &'static str)>,
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (from, to) in pairs {
+        if let Some(v) = obj.get(from) {
+            out.insert(to.to_string(), v.clone());
+        }
+    }
+    out
+}
+
+/// The kind whose form `kind`'s objects are stored in.
+pub fn stored(kind: &'static Kind) -> &'static Kind {
+    if is_events_v1(kind) {
+        crate::model::kind_of("", "events").expect("core events are served")
+    } else {
+        kind
+    }
+}
+
+/// A request body of `kind` in its stored form.
+pub fn to_storage(kind: &Kind, obj: Value) -> Value {
+    if !is_events_v1(kind) {
+        return obj;
+    }
+    let mut out = rename(&obj, EVENT_FIELDS.iter().copied());
+    out.insert("apiVersion".into(), Value::String("v1".into()));
+    out.insert("kind".into(), Value::String("Event".into()));
+    Value::Object(out)
+}
+
+/// A stored object as `kind`'s API version shows it.
+pub fn to_wire(kind: &Kind, obj: Value) -> Value {
+    if !is_events_v1(kind) {
+        return obj;
+    }
+    let mut out = rename(&obj, EVENT_FIELDS.iter().map(|(v1, core)| (*core, *v1)));
+    out.insert("apiVersion".into(), Value::String(kind.api_version()));
+    out.insert("kind".into(), Value::String("Event".into()));
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_round_trip_between_the_two_apis() {
+        let v1 = crate::model::kind_of("events.k8s.io", "events").unwrap();
+        let written = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e1", "namespace": "default"}, "regarding": {"kind": "PersistentVolume", "name": "pv-1"},
+            "note": "attached", "reason": "Attached", "type": "Normal", "reportingController": "csi-attacher",
+            "reportingInstance": "x", "action": "Attach", "eventTime": "2024-01-02T03:04:05.000000Z"});
+        let stored = to_storage(v1, written.clone());
+        assert_eq!(stored["involvedObject"]["name"], "pv-1");
+        assert_eq!(stored["message"], "attached");
+        assert_eq!(stored["apiVersion"], "v1");
+        assert_eq!(to_wire(v1, stored), written);
+    }
+}

@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# End to end with the real callers: the stock csi-attacher, csi-provisioner
+# and csi-resizer (binaries from $CSI_SIDECARS_DIR, built from their public
+# sources: see README, "End to end with the CSI sidecars") run with the
+# flags deploy/kubernetes/deployment.yaml gives them, against the kube-apiserver
+# emulator, the RouterOS emulator and this controller. kubectl walks the
+# user story; every step asserts, and the first failure exits non-zero
+# with the components' own log lines. docs/e2e.md records what passed.
+#
+# Kubernetes' own controllers are not run: where the PV controller, the
+# scheduler, the attach/detach controller or the kubelet would act, the
+# script does their part with kubectl, and says so.
+#
+# Exit codes: 0 passed, 1 failed, 77 skipped (no sidecar binaries: nothing
+# was run, and nothing is claimed).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+dir_=${CSI_SIDECARS_DIR:-}
+for b in csi-attacher csi-provisioner csi-resizer; do
+  if [ -z "$dir_" ] || [ ! -x "$dir_/$b" ]; then
+    echo "SKIP e2e-sidecars: \$CSI_SIDECARS_DIR${dir_:+ ($dir_)} has no executable $b; nothing was run (README: \"End to end with the CSI sidecars\")"
+    exit 77
+  fi
+done
+command -v kubectl >/dev/null || { echo "FAIL: kubectl is not installed" >&2; exit 1; }
+command -v curl >/dev/null || { echo "FAIL: curl is not installed" >&2; exit 1; }
+
+# Our own binaries (the workspace's; no sidecar is built here).
+cargo build --quiet --bin rds-csi-controller -p rds-csi-controller -p kube-emulator -p rds-emulator --bins || exit 1
+bin=$root/target/debug
+
+work=$(mktemp -d /tmp/rds-e2e.XXXXXX)
+export KUBECONFIG=$work/kubeconfig
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do pkill -P "$p" 2>/dev/null; kill "$p" 2>/dev/null; done
+  [ -n "${controller:-}" ] && kill "$controller" 2>/dev/null
+  wait 2>/dev/null
+  [ "${KEEP:-}" = 1 ] && echo "kept $work" || rm -rf "$work"
+}
+trap cleanup EXIT
+
+step() { printf '\n== %s\n' "$*"; }
+pass() { printf '   ok: %s\n' "$*"; }
+fail() {
+  printf '\nFAIL: %s\n' "$*" >&2
+  for f in controller csi-attacher csi-provisioner csi-resizer; do
+    printf -- '\n--- last lines of %s ---\n' "$f" >&2
+    tail -n 25 "$work/$f.log" >&2
+  done
+  exit 1
+}
+# wait_for DESCRIPTION SECONDS COMMAND...: until COMMAND succeeds.
+wait_for() {
+  local what=$1 limit=$2; shift 2
+  local end=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $end ] || fail "$what (waited ${limit}s)"
+    sleep 0.5
+  done
+  pass "$what"
+}
+k() { kubectl --request-timeout=10s "$@"; }
+jp() { k get "$1" "$2" -o "jsonpath=$3" 2>/dev/null; }
+leases() { [ "$(k get leases -n rds-csi -o name | wc -l)" -ge 3 ]; }
+# The arguments deploy/kubernetes/deployment.yaml gives container $1.
+deploy_args() {
+  awk -v c="$1" '
+    $0 ~ "^        - name: " c "$" { inside = 1; next }
+    inside && /^        - name:/ { exit }
+    inside && /^          args:/ { args = 1; next }
+    inside && args && /^            - / { sub(/^            - /, ""); print; next }
+    inside && args && !/^ *#/ { args = 0 }
+  ' deploy/kubernetes/deployment.yaml
+}
+
+step "start the kube-apiserver emulator, the RDS emulator, the controller and the sidecars"
+cat >"$work/seed.json" <<'JSON'
+[
+ {"resource": "namespaces", "object": {"metadata": {"name": "rds-csi"}}},
+ {"resource": "namespaces", "object": {"metadata": {"name": "default"}}},
+ {"resource": "nodes", "object": {"metadata": {"name": "node-a"}}},
+ {"resource": "nodes", "object": {"metadata": {"name": "node-b"}}}
+]
+JSON
+"$bin/kube-emulator" --tls --token e2e-token --kubeconfig-dir "$work" --seed "$work/seed.json" \
+  >"$work/kube.url" 2>"$work/kube-emulator.log" &
+pids+=($!)
+"$bin/rds-emulator" --credentials-dir "$work/rds" >"$work/rds.url" 2>"$work/rds-emulator.log" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$work/kube.url" ] && [ -s "$work/rds.url" ] && break; sleep 0.1; done
+[ -s "$work/kube.url" ] && [ -s "$work/rds.url" ] || fail "the emulators did not start"
+rds_url=$(cat "$work/rds.url")
+rds() { curl -s --cacert "$work/rds/ca.crt" -u "$(cat "$work/rds/username"):$(cat "$work/rds/password")" "$rds_url$1"; }
+
+sock=$work/csi.sock
+controller_args=()
+while read -r a; do
+  case $a in
+    --endpoint=*) controller_args+=("--endpoint=unix://$sock") ;;
+    --rds-url=*) controller_args+=("--rds-url=$rds_url") ;;
+    --rds-credentials-dir=*) controller_args+=("--rds-credentials-dir=$work/rds") ;;
+    --metrics-address=*) controller_args+=("--metrics-address=127.0.0.1:0") ;;
+    *) controller_args+=("$a") ;;
+  esac
+done < <(deploy_args rds-csi-controller)
+servings() { grep -c "serving CSI on" "$work/controller.log" 2>/dev/null || true; }
+serving_more_than() { [ "$(servings)" -gt "$1" ]; }
+start_controller() {
+  local before
+  before=$(servings)
+  RUST_LOG=info "$bin/rds-csi-controller" "${controller_args[@]}" >>"$work/controller.log" 2>&1 &
+  controller=$!
+  wait_for "the controller serves on its socket" 30 serving_more_than "${before:-0}"
+}
+start_controller
+for c in csi-attacher csi-provisioner csi-resizer; do
+  args=()
+  while read -r a; do
+    case $a in
+      --csi-address=*) args+=("--csi-address=$sock") ;;
+      *) args+=("$a") ;;
+    esac
+  done < <(deploy_args "$c")
+  [ ${#args[@]} -gt 0 ] || fail "no arguments for $c in deploy/kubernetes/deployment.yaml"
+  echo "   $c ${args[*]}"
+  # The kubelet's part: a sidecar exits when it loses the CSI socket (the
+  # controller restarted) and its container is started again.
+  (
+    while :; do
+      "$CSI_SIDECARS_DIR/$c" --kubeconfig="$KUBECONFIG" "${args[@]}" >>"$work/$c.log" 2>&1
+      echo "--- $c exited ($?); restarted as the kubelet would" >>"$work/$c.log"
+      sleep 1
+    done
+  ) &
+  pids+=($!)
+done
+for c in csi-attacher csi-provisioner csi-resizer; do
+  "$CSI_SIDECARS_DIR/$c" --version 2>/dev/null | head -1 | sed 's/^/   version: /'
+done
+
+step "the cluster's part: StorageClass from deploy/, CSINodes as the node plugin registers them"
+k apply -f deploy/kubernetes/storageclass.yaml >/dev/null || fail "kubectl apply of the StorageClass"
+pass "kubectl apply -f deploy/kubernetes/storageclass.yaml (validated by the server)"
+for n in node-a node-b; do
+  k apply -f - >/dev/null <<EOF || fail "CSINode $n"
+apiVersion: storage.k8s.io/v1
+kind: CSINode
+metadata: {name: $n}
+spec: {drivers: [{name: rds.csi.srvlab.io, nodeID: $n}]}
+EOF
+done
+wait_for "every sidecar holds its leader lease" 60 leases
+
+# --- helpers for the story ---------------------------------------------------
+claim() { # claim NAME SIZE: a PVC as a user writes it
+  k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: $1, namespace: default}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: rds-nvme
+  resources: {requests: {storage: $2}}
+EOF
+}
+schedule() { # the scheduler and the PV controller: a node is chosen, the claim is to be provisioned
+  k annotate pvc "$1" -n default --overwrite \
+    volume.kubernetes.io/selected-node="$2" \
+    volume.kubernetes.io/storage-provisioner=rds.csi.srvlab.io >/dev/null
+}
+pv_for() { # the PV the provisioner made for claim $1
+  k get pv -o jsonpath="{range .items[?(@.spec.claimRef.name==\"$1\")]}{.metadata.name}{end}" 2>/dev/null
+}
+bind() { # the PV controller binds claim $1 to its PV
+  local pv size
+  pv=$(pv_for "$1")
+  size=$(jp pv "$pv" '{.spec.capacity.storage}')
+  k patch pvc "$1" -n default --type merge -p "{\"spec\":{\"volumeName\":\"$pv\"}}" >/dev/null &&
+    k patch pvc "$1" -n default --subresource status --type merge \
+      -p "{\"status\":{\"phase\":\"Bound\",\"accessModes\":[\"ReadWriteOnce\"],\"capacity\":{\"storage\":\"$size\"}}}" >/dev/null &&
+    k patch pv "$pv" --subresource status --type merge -p '{"status":{"phase":"Bound"}}' >/dev/null
+}
+attach() { # the attach/detach controller: VolumeAttachment $1 for PV $2 on node $3
+  k apply -f - >/dev/null <<EOF
+apiVersion: storage.k8s.io/v1
+kind: VolumeAttachment
+metadata: {name: $1}
+spec: {attacher: rds.csi.srvlab.io, nodeName: $3, source: {persistentVolumeName: $2}}
+EOF
+}
+attached() { [ "$(jp volumeattachment "$1" '{.status.attached}')" = true ]; }
+holder() { jp pv "$1" '{.metadata.annotations.rds\.csi\.srvlab\.io/attached-node}'; }
+holder_is() { [ "$(holder "$1")" = "$2" ]; }
+disk() { rds "/rest/disk?slot=$1"; }
+disk_bytes_are() { disk "$1" | grep -q "\"file-size\":\"$2\""; }
+no_disk_nor_file() {
+  [ "$(disk "$1")" = "[]" ] && ! rds "/rest/file" | grep -q "$1.img"
+}
+gone() { ! k get "$@" >/dev/null 2>&1; }
+some_pv_for() { [ -n "$(pv_for "$1")" ]; }
+capacity_is() { [ "$(jp pv "$1" '{.spec.capacity.storage}')" = "$2" ]; }
+condition() { k get pvc "$1" -n default -o jsonpath='{.status.conditions[*].type}' | grep -qw "$2"; }
+error_names() { jp volumeattachment "$1" '{.status.attachError.message}' | grep -q "$2"; }
+gib=1073741824
+
+# --- the story ------------------------------------------------------------------
+step "a user creates a PVC; it is provisioned on RDS"
+claim data 1Gi || fail "kubectl apply of the PVC"
+schedule data node-a || fail "annotating the PVC as the scheduler does"
+wait_for "csi-provisioner created a PV for the claim" 60 some_pv_for data
+pv=$(pv_for data)
+[ -n "$pv" ] || fail "no PV names claim data"
+[ "$(jp pv "$pv" '{.spec.csi.volumeHandle}')" = "$pv" ] || fail "PV $pv: volume handle is not its name"
+wait_for "RDS holds disk $pv of 1 GiB" 10 disk_bytes_are "$pv" $gib
+bind data || fail "binding the claim"
+
+step "attach to node-a"
+attach va-a "$pv" node-a || fail "creating VolumeAttachment va-a"
+wait_for "va-a is attached" 60 attached va-a
+holder_is "$pv" node-a || fail "PV $pv names $(holder "$pv"), not node-a"
+pass "PV $pv is annotated attached-node=node-a"
+
+step "attach to node-b while node-a holds it: refused, naming node-a"
+attach va-b "$pv" node-b || fail "creating VolumeAttachment va-b"
+wait_for "va-b carries an attachError naming node-a" 60 error_names va-b node-a
+attached va-b && fail "va-b is attached while node-a holds the volume"
+echo "   attachError: $(jp volumeattachment va-b '{.status.attachError.message}')"
+holder_is "$pv" node-a || fail "the refusal changed the holder"
+
+step "node-a lets go (its VolumeAttachment is deleted): node-b attaches"
+k delete volumeattachment va-a --wait=false >/dev/null || fail "deleting va-a"
+wait_for "va-a is detached and gone" 60 gone volumeattachment va-a
+wait_for "va-b is attached (csi-attacher retried)" 120 attached va-b
+holder_is "$pv" node-b || fail "PV $pv names $(holder "$pv"), not node-b"
+pass "PV $pv is annotated attached-node=node-b"
+
+step "the user grows the PVC to 2Gi: PV and disk grow"
+k patch pvc data -n default --type merge -p '{"spec":{"resources":{"requests":{"storage":"2Gi"}}}}' >/dev/null ||
+  fail "patching the PVC size"
+wait_for "the PV's capacity is 2Gi" 60 capacity_is "$pv" 2Gi
+wait_for "RDS disk $pv is 2 GiB" 10 disk_bytes_are "$pv" $((2 * gib))
+wait_for "the claim waits for the node to grow the file system (FileSystemResizePending)" 30 \
+  condition data FileSystemResizePending
+
+step "kill -9 the controller mid-story: a second claim is provisioned and attached after the restart"
+claim logs 1Gi || fail "kubectl apply of PVC logs"
+schedule logs node-a || fail "annotating PVC logs"
+kill -9 "$controller"; wait "$controller" 2>/dev/null
+pass "controller killed while csi-provisioner works on the claim"
+sleep 2
+start_controller
+wait_for "csi-provisioner created the PV after the restart" 120 some_pv_for logs
+pv2=$(pv_for logs)
+bind logs || fail "binding claim logs"
+attach va-logs "$pv2" node-a || fail "creating VolumeAttachment va-logs"
+kill -9 "$controller"; wait "$controller" 2>/dev/null
+pass "controller killed while csi-attacher works on va-logs"
+sleep 2
+start_controller
+wait_for "va-logs is attached after the restart" 120 attached va-logs
+holder_is "$pv2" node-a || fail "PV $pv2 names $(holder "$pv2"), not node-a"
+holder_is "$pv" node-b || fail "the restart lost node-b's attachment of $pv"
+pass "node-b still holds $pv after two restarts"
+grep -q "State rebuild complete: 1 attachments recovered" "$work/controller.log" ||
+  fail "the restarted controller did not recover node-b's attachment from the PV"
+pass "the restart rebuilt the attachment from the PV annotations"
+
+step "delete: detach, then the claims go; disks, files and PVs are gone"
+for va in va-b va-logs; do
+  k delete volumeattachment "$va" --wait=false >/dev/null || fail "deleting $va"
+  wait_for "$va is detached and gone" 60 gone volumeattachment "$va"
+done
+[ -z "$(holder "$pv")" ] || fail "PV $pv still names $(holder "$pv") after its detach"
+for c in data logs; do
+  p=$(pv_for "$c")
+  k delete pvc "$c" -n default --wait=false >/dev/null || fail "deleting PVC $c"
+  # The PV controller's part: a PV whose claim is gone is Released.
+  k patch pv "$p" --subresource status --type merge -p '{"status":{"phase":"Released"}}' >/dev/null ||
+    fail "marking PV $p Released"
+  wait_for "csi-provisioner deleted the volume and PV $p" 60 gone pv "$p"
+  wait_for "RDS has neither disk nor file for $p" 10 no_disk_nor_file "$p"
+done
+
+step "no sidecar logged a failure against the emulator"
+# Lines a real kube-apiserver never causes: the emulator refusing what a sidecar sent.
+if grep -hE "could not find the requested resource|unknown format|not supported by this emulator|failed to list|Failed to watch" \
+  "$work"/csi-*.log | head -5 | grep .; then
+  fail "a sidecar met an API the emulator does not serve as kube-apiserver does"
+fi
+pass "none"
+echo
+echo "PASSED: the user story with $(for c in csi-attacher csi-provisioner csi-resizer; do "$CSI_SIDECARS_DIR/$c" --version 2>/dev/null | head -1 | awk '{print $NF}'; done | paste -sd' ')"
