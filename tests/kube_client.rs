@@ -14,7 +14,7 @@ use kube_emulator::{Emulator, Fault, FaultAction, Match, Options};
 use rds_csi_controller::kube::{
     retry_on_conflict, Client, ClientOptions, Config, Credential, Error,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 use support::*;
 
 const TOKEN: &str = "s3cr3t-bearer-token-7c1e";
@@ -396,7 +396,7 @@ fn in_cluster_config_reads_the_service_account() {
 }
 
 /// Runs the conflict loop the attachment store uses: GET, mutate, PUT.
-fn annotate(c: &Client, name: &str, seen: &Arc<Mutex<Vec<String>>>) -> Result<Value, Error> {
+fn annotate(c: &Client, name: &str, seen: &Arc<Mutex<Vec<String>>>) -> Result<(), Error> {
     retry_on_conflict(
         || {
             let mut pv = c.get_pv(name)?;
@@ -427,7 +427,8 @@ fn conflict_loop_retries_on_the_freshest_object_and_gives_up_after_five() {
         let r = annotate(&c, &name, &seen);
         let puts = emu.count("update", "persistentvolumes");
         if k < 5 {
-            let stored = r.unwrap();
+            r.unwrap();
+            let stored = emu.get("persistentvolumes", &name).unwrap();
             assert_eq!(puts, k + 1, "storm {k}");
             assert_eq!(stored["metadata"]["annotations"]["example.com/k"], "v");
             // Each try read a newer object than the last.

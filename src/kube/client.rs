@@ -3,12 +3,16 @@
 //! and bounded retries.
 
 use std::{
+    marker::PhantomData,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use serde::{de::DeserializeOwned, Deserialize};
-use serde_json::{value::RawValue, Value};
+use serde::{
+    de::{DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor},
+    Deserialize,
+};
+use serde_json::Value;
 use ureq::{
     http,
     tls::{ClientCert, PrivateKey, RootCerts, TlsConfig},
@@ -20,7 +24,8 @@ use crate::metrics::Metrics;
 use super::{
     auth::Bearer,
     config::Config,
-    objects::{NodeRef, PvSummary, VolumeAttachmentSummary},
+    lenient,
+    objects::{ListItem, NodeRef, PvSummary, VolumeAttachmentSummary},
     ratelimit::{RateLimiter, DEFAULT_BURST, DEFAULT_QPS},
     Error, Status,
 };
@@ -132,17 +137,18 @@ impl Client {
                 config.server
             );
         }
-        let agent: Agent = Agent::config_builder()
-            // Non-2xx answers are decoded as Status here, not by ureq.
-            .http_status_as_error(false)
-            .timeout_connect(Some(opts.connect_timeout))
-            .timeout_global(Some(opts.request_timeout))
-            .user_agent(concat!("rds-csi-controller/", env!("CARGO_PKG_VERSION")))
-            .accept("application/json")
-            .max_redirects(0)
-            .tls_config(tls.build())
-            .build()
-            .into();
+        let agent: Agent = crate::wire::agent(
+            Agent::config_builder()
+                // Non-2xx answers are decoded as Status here, not by ureq.
+                .http_status_as_error(false)
+                .timeout_connect(Some(opts.connect_timeout))
+                .timeout_global(Some(opts.request_timeout))
+                .user_agent(concat!("rds-csi-controller/", env!("CARGO_PKG_VERSION")))
+                .accept("application/json")
+                .max_redirects(0)
+                .tls_config(tls.build())
+                .build(),
+        );
         Ok(Client {
             inner: Arc::new(Inner {
                 agent,
@@ -166,14 +172,17 @@ impl Client {
 
     /// PUT a PV. With `metadata.resourceVersion` set this is a compare-and-set:
     /// a stale version → [`Error::Conflict`]; a missing PV → [`Error::NotFound`].
-    /// Never retried here (see [`retry_on_conflict`]), except on 429.
-    pub fn replace_pv(&self, name: &str, pv: &Value) -> Result<Value, Error> {
+    /// Never retried here (see [`retry_on_conflict`]), except on 429. The
+    /// stored object the server answers with is checked to be JSON, not
+    /// built: no caller reads it (the next change reads the PV afresh).
+    pub fn replace_pv(&self, name: &str, pv: &Value) -> Result<(), Error> {
         let body = serde_json::to_vec(pv).map_err(|e| Error::Decode(e.to_string()))?;
-        self.json(
+        self.json::<serde::de::IgnoredAny>(
             Verb::Put,
             &format!("/api/v1/persistentvolumes/{}", segment(name)?),
             Some(&body),
         )
+        .map(|_| ())
     }
 
     /// Every PV, in pages of `page_size`, decoded into summaries. An expired
@@ -242,7 +251,7 @@ impl Client {
             .map(|v| v.git_version)
     }
 
-    fn collect<T: DeserializeOwned>(&self, path: &str) -> Result<Listed<T>, Error> {
+    fn collect<T: ListItem>(&self, path: &str) -> Result<Listed<T>, Error> {
         let mut out = Listed {
             items: Vec::new(),
             skipped: Vec::new(),
@@ -261,7 +270,7 @@ impl Client {
 
     /// Pages through `path`, handing each item to `visit`; returns the
     /// number of pages read in the pass that completed.
-    fn visit<T: DeserializeOwned>(
+    fn visit<T: ListItem>(
         &self,
         path: &str,
         mut visit: impl FnMut(Visit<T>),
@@ -291,20 +300,19 @@ impl Client {
                     }
                     Err(e) => return Err(e),
                 };
-                let page = decode_page::<T>(&bytes).map_err(|e| match e {
+                let next = decode_page_with::<T>(&bytes, &mut |v| {
+                    if let Visit::Skipped(name) = &v {
+                        log::warn!("list {path}: skipping {name:?}: not a well-formed object");
+                    }
+                    visit(v)
+                })
+                .map_err(|e| match e {
                     Error::Decode(m) => Error::Decode(format!("list {path}: {m}")),
                     other => other,
                 })?;
                 drop(bytes);
                 pages += 1;
-                for name in page.skipped {
-                    log::warn!("list {path}: skipping {name:?}: not a well-formed object");
-                    visit(Visit::Skipped(name));
-                }
-                page.items
-                    .into_iter()
-                    .for_each(|item| visit(Visit::Item(item)));
-                match page.next {
+                match next {
                     Some(next) => cont = next,
                     None => return Ok(pages),
                 }
@@ -476,54 +484,158 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
-/// Decodes a LIST answer into typed items without building whole objects:
-/// the page is scanned once into raw item slices, each decoded on its own,
-/// so one malformed item is skipped (and named) instead of failing the page.
-/// A body that is not a list → [`Error::Decode`].
-pub fn decode_page<T: DeserializeOwned>(bytes: &[u8]) -> Result<Page<T>, Error> {
-    #[derive(Deserialize)]
-    struct Wire<'a> {
-        #[serde(default, borrow)]
-        metadata: Option<WireMeta<'a>>,
-        /// Required: a body without it is not a list.
-        #[serde(borrow)]
-        items: Option<Vec<&'a RawValue>>,
+/// Decodes a LIST answer into typed items (see [`decode_page_with`]).
+pub fn decode_page<T: ListItem>(bytes: &[u8]) -> Result<Page<T>, Error> {
+    let (mut items, mut skipped) = (Vec::new(), Vec::new());
+    let next = decode_page_with::<T>(bytes, &mut |v| match v {
+        Visit::Item(t) => items.push(t),
+        Visit::Skipped(name) => skipped.push(name),
+        Visit::Restart => {}
+    })?;
+    Ok(Page {
+        items,
+        skipped,
+        next,
+    })
+}
+
+/// Decodes a LIST answer in one pass, handing each item to `visit` as it
+/// is read: only the fields `T` keeps are built, and a malformed item is
+/// handed over as `Skipped` by name instead of failing the page. Returns
+/// the continue token, when more pages follow. A body that is not a JSON
+/// object, or not well-formed → [`Error::Decode`] (items already handed
+/// over belong to a list that failed).
+pub fn decode_page_with<T: ListItem>(
+    bytes: &[u8],
+    visit: &mut dyn FnMut(Visit<T>),
+) -> Result<Option<String>, Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let next = PageSeed { visit }
+        .deserialize(&mut de)
+        .and_then(|next| de.end().map(|()| next))
+        .map_err(|e| Error::Decode(e.to_string()))?;
+    Ok(next.filter(|c| !c.is_empty()))
+}
+
+/// The top-level object of a LIST answer.
+struct PageSeed<'v, T> {
+    visit: &'v mut dyn FnMut(Visit<T>),
+}
+
+impl<'de, T: ListItem> DeserializeSeed<'de> for PageSeed<'_, T> {
+    type Value = Option<String>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_map(self)
     }
-    #[derive(Deserialize)]
-    struct WireMeta<'a> {
-        #[serde(default, borrow, rename = "continue")]
-        next: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl<'de, T: ListItem> Visitor<'de> for PageSeed<'_, T> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a LIST answer (an object with items)")
     }
-    #[derive(Deserialize)]
-    struct ItemName {
-        metadata: ItemMeta,
-    }
-    #[derive(Deserialize)]
-    struct ItemMeta {
-        name: String,
-    }
-    let wire: Wire<'_> = serde_json::from_slice(bytes).map_err(|e| Error::Decode(e.to_string()))?;
-    let mut page = Page {
-        items: Vec::new(),
-        skipped: Vec::new(),
-        next: None,
-    };
-    for raw in wire.items.unwrap_or_default() {
-        match serde_json::from_str::<T>(raw.get()) {
-            Ok(item) => page.items.push(item),
-            Err(_) => page.skipped.push(
-                serde_json::from_str::<ItemName>(raw.get())
-                    .map(|n| n.metadata.name)
-                    .unwrap_or_else(|_| "<unnamed>".into()),
-            ),
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct ListMeta {
+            #[serde(rename = "continue")]
+            next: lenient::Str,
         }
+        let mut next = None;
+        while let Some(key) = map.next_key::<PageKey>()? {
+            match key {
+                PageKey::Metadata => {
+                    next = map
+                        .next_value::<lenient::Obj<ListMeta>>()?
+                        .0
+                        .and_then(|m| m.next.0)
+                }
+                PageKey::Items => map.next_value_seed(ItemsSeed {
+                    visit: &mut *self.visit,
+                })?,
+                PageKey::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(next)
     }
-    page.next = wire
-        .metadata
-        .and_then(|m| m.next)
-        .filter(|c| !c.is_empty())
-        .map(|c| c.into_owned());
-    Ok(page)
+}
+
+/// A member name of a LIST answer, told apart without being copied.
+enum PageKey {
+    Metadata,
+    Items,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for PageKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct K;
+        impl Visitor<'_> for K {
+            type Value = PageKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<PageKey, E> {
+                Ok(match s {
+                    "metadata" => PageKey::Metadata,
+                    "items" => PageKey::Items,
+                    _ => PageKey::Other,
+                })
+            }
+        }
+        d.deserialize_str(K)
+    }
+}
+
+/// The `items` array: each element decoded and handed over at once.
+struct ItemsSeed<'v, T> {
+    visit: &'v mut dyn FnMut(Visit<T>),
+}
+
+impl<'de, T: ListItem> DeserializeSeed<'de> for ItemsSeed<'_, T> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, T: ListItem> Visitor<'de> for ItemsSeed<'_, T> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of items")
+    }
+
+    /// `"items": null` is an empty list, as the API server writes it.
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element_seed(OneItem::<T>(PhantomData))? {
+            (self.visit)(match item {
+                Ok(t) => Visit::Item(t),
+                Err(name) => Visit::Skipped(name.unwrap_or_else(|| "<unnamed>".into())),
+            });
+        }
+        Ok(())
+    }
+}
+
+struct OneItem<T>(PhantomData<T>);
+
+impl<'de, T: ListItem> DeserializeSeed<'de> for OneItem<T> {
+    type Value = Result<T, Option<String>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        T::decode(d)
+    }
 }
 
 /// What a paged LIST hands its visitor.

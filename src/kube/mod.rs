@@ -11,13 +11,15 @@ mod auth;
 mod client;
 mod config;
 mod error;
+mod lenient;
 mod objects;
 mod ratelimit;
 
 pub use client::{
-    decode_page, is_valid_name, retry_on_conflict, Client, ClientOptions, Listed, Page, Visit,
+    decode_page, decode_page_with, is_valid_name, retry_on_conflict, Client, ClientOptions, Listed,
+    Page, Visit,
 };
 pub use config::{ClientIdentity, Config, Credential, SERVICE_ACCOUNT_DIR};
 pub use error::{Error, Status};
-pub use objects::{PvSummary, VolumeAttachmentSummary};
+pub use objects::{ListItem, PvSummary, VolumeAttachmentSummary};
 pub use ratelimit::{DEFAULT_BURST, DEFAULT_QPS};

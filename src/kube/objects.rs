@@ -5,69 +5,85 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-/// What rebuild needs of a PersistentVolume.
+use super::lenient::{Flag, Obj, Prefixed, Present, Str};
+
+/// An item of a LIST page. Decoded in the same pass as the page, from
+/// lenient fields that never fail on well-formed JSON, so one malformed
+/// item cannot abort the page: it is reported by name instead.
+pub trait ListItem: Sized {
+    /// The item, or `Err` with its name (when it has one) if it lacks what
+    /// makes it one or holds a field of the wrong JSON type.
+    fn decode<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Result<Self, Option<String>>, D::Error>;
+}
+
+/// What rebuild and reconciliation need of a PersistentVolume.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PvSummary {
     pub name: String,
-    pub resource_version: String,
+    /// This driver's annotations (`rds.csi.srvlab.io/…`) only; the others
+    /// are skipped unbuilt.
     pub annotations: BTreeMap<String, String>,
     /// `spec.csi.driver`, empty when the PV is not a CSI volume.
     pub driver: String,
     /// `spec.csi.volumeHandle`, empty when absent.
     pub volume_handle: String,
-    pub access_modes: Vec<String>,
 }
 
-impl<'de> Deserialize<'de> for PvSummary {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
+impl ListItem for PvSummary {
+    fn decode<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Result<Self, Option<String>>, D::Error> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
         struct Wire {
-            metadata: Meta,
-            #[serde(default)]
-            spec: Option<Spec>,
+            metadata: Obj<Meta>,
+            spec: Obj<Spec>,
         }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
         struct Meta {
-            name: String,
-            #[serde(default)]
-            resource_version: String,
-            #[serde(default)]
-            annotations: Option<BTreeMap<String, String>>,
+            name: Str,
+            annotations: Prefixed<0>,
         }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
         struct Spec {
-            #[serde(default)]
-            csi: Option<Csi>,
-            #[serde(default)]
-            access_modes: Option<Vec<String>>,
+            csi: Obj<Csi>,
         }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
+        #[derive(Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
         struct Csi {
-            #[serde(default)]
-            driver: String,
-            #[serde(default)]
-            volume_handle: String,
+            driver: Str,
+            volume_handle: Str,
         }
-        let w = Wire::deserialize(d)?;
-        let spec = w.spec.unwrap_or(Spec {
-            csi: None,
-            access_modes: None,
-        });
-        let csi = spec.csi.unwrap_or(Csi {
-            driver: String::new(),
-            volume_handle: String::new(),
-        });
-        Ok(PvSummary {
-            name: w.metadata.name,
-            resource_version: w.metadata.resource_version,
-            annotations: w.metadata.annotations.unwrap_or_default(),
-            driver: csi.driver,
-            volume_handle: csi.volume_handle,
-            access_modes: spec.access_modes.unwrap_or_default(),
-        })
+        let Obj(w, bad) = Obj::<Wire>::deserialize(d)?;
+        let Some(w) = w.filter(|_| !bad) else {
+            return Ok(Err(None));
+        };
+        let Obj(meta, meta_bad) = w.metadata;
+        let meta = meta.unwrap_or_default();
+        let name = meta.name.0;
+        let Obj(spec, spec_bad) = w.spec;
+        let Obj(csi, csi_bad) = spec.unwrap_or_default().csi;
+        let csi = csi.unwrap_or_default();
+        let malformed = meta_bad
+            || meta.name.1
+            || meta.annotations.1
+            || spec_bad
+            || csi_bad
+            || csi.driver.1
+            || csi.volume_handle.1;
+        match name {
+            Some(name) if !malformed => Ok(Ok(PvSummary {
+                name,
+                annotations: meta.annotations.0,
+                driver: csi.driver.0.unwrap_or_default(),
+                volume_handle: csi.volume_handle.0.unwrap_or_default(),
+            })),
+            name => Ok(Err(name)),
+        }
     }
 }
 
@@ -84,50 +100,67 @@ pub struct VolumeAttachmentSummary {
     pub deleting: bool,
 }
 
-impl<'de> Deserialize<'de> for VolumeAttachmentSummary {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
+impl ListItem for VolumeAttachmentSummary {
+    fn decode<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Result<Self, Option<String>>, D::Error> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
         struct Wire {
-            metadata: Meta,
-            spec: Spec,
-            #[serde(default)]
-            status: Option<VaStatus>,
-        }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Meta {
-            name: String,
-            #[serde(default)]
-            deletion_timestamp: Option<serde::de::IgnoredAny>,
-        }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Spec {
-            attacher: String,
-            node_name: String,
-            #[serde(default)]
-            source: Source,
+            metadata: Obj<Meta>,
+            spec: Obj<Spec>,
+            status: Obj<Status>,
         }
         #[derive(Deserialize, Default)]
-        #[serde(rename_all = "camelCase")]
+        #[serde(default, rename_all = "camelCase")]
+        struct Meta {
+            name: Str,
+            deletion_timestamp: Present,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct Spec {
+            attacher: Str,
+            node_name: Str,
+            source: Obj<Source>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
         struct Source {
-            #[serde(default)]
-            persistent_volume_name: Option<String>,
+            persistent_volume_name: Str,
         }
-        #[derive(Deserialize)]
-        struct VaStatus {
-            #[serde(default)]
-            attached: bool,
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Status {
+            attached: Flag,
         }
-        let w = Wire::deserialize(d)?;
-        Ok(VolumeAttachmentSummary {
-            name: w.metadata.name,
-            attacher: w.spec.attacher,
-            node_name: w.spec.node_name,
-            pv_name: w.spec.source.persistent_volume_name.unwrap_or_default(),
-            attached: w.status.is_some_and(|s| s.attached),
-            deleting: w.metadata.deletion_timestamp.is_some(),
-        })
+        let Obj(w, bad) = Obj::<Wire>::deserialize(d)?;
+        let Some(w) = w.filter(|_| !bad) else {
+            return Ok(Err(None));
+        };
+        let meta = w.metadata.0.unwrap_or_default();
+        let spec = w.spec.0.unwrap_or_default();
+        let source = spec.source.0.unwrap_or_default();
+        let status = w.status.0.unwrap_or_default();
+        let malformed = w.metadata.1
+            || w.spec.1
+            || w.status.1
+            || spec.source.1
+            || source.persistent_volume_name.1
+            || status.attached.1;
+        match (meta.name.0, spec.attacher.0, spec.node_name.0) {
+            (Some(name), Some(attacher), Some(node_name)) if !malformed => {
+                Ok(Ok(VolumeAttachmentSummary {
+                    name,
+                    attacher,
+                    node_name,
+                    pv_name: source.persistent_volume_name.0.unwrap_or_default(),
+                    attached: status.attached.0,
+                    deleting: meta.deletion_timestamp.0,
+                }))
+            }
+            (name, _, _) => Ok(Err(name)),
+        }
     }
 }
 
@@ -142,40 +175,69 @@ pub(crate) struct NodeRef {
 mod tests {
     use super::*;
 
+    fn one<T: ListItem>(json: &str) -> Result<T, Option<String>> {
+        T::decode(&mut serde_json::Deserializer::from_str(json)).unwrap()
+    }
+
     #[test]
     fn pv_summary_takes_only_what_rebuild_needs() {
-        let pv: PvSummary = serde_json::from_str(
+        let pv: PvSummary = one(
             r#"{"kind":"PersistentVolume","metadata":{"name":"pv-a","resourceVersion":"42",
-                "annotations":{"rds.csi.srvlab.io/attached-node":"n1"},"finalizers":["x"]},
+                "annotations":{"rds.csi.srvlab.io/attached-node":"n1","pv.kubernetes.io/provisioned-by":"x"},"finalizers":["x"]},
                 "spec":{"capacity":{"storage":"1Gi"},"accessModes":["ReadWriteOnce"],
                 "csi":{"driver":"rds.csi.srvlab.io","volumeHandle":"vol-a","volumeAttributes":{"k":"v"}}},
                 "status":{"phase":"Bound"}}"#,
         )
         .unwrap();
         assert_eq!(pv.name, "pv-a");
-        assert_eq!(pv.resource_version, "42");
         assert_eq!(pv.driver, "rds.csi.srvlab.io");
         assert_eq!(pv.volume_handle, "vol-a");
-        assert_eq!(pv.access_modes, ["ReadWriteOnce"]);
+        assert_eq!(pv.annotations.len(), 1, "only this driver's annotations");
         assert_eq!(pv.annotations["rds.csi.srvlab.io/attached-node"], "n1");
     }
 
     #[test]
     fn pv_without_csi_or_annotations_decodes_empty() {
-        let pv: PvSummary =
-            serde_json::from_str(r#"{"metadata":{"name":"nfs"},"spec":{"nfs":{}}}"#).unwrap();
+        let pv: PvSummary = one(r#"{"metadata":{"name":"nfs"},"spec":{"nfs":{}}}"#).unwrap();
         assert!(pv.driver.is_empty() && pv.volume_handle.is_empty() && pv.annotations.is_empty());
     }
 
     #[test]
-    fn wrong_json_types_are_errors_not_panics() {
-        assert!(serde_json::from_str::<PvSummary>(
-            r#"{"metadata":{"name":"x","annotations":[1]}}"#
+    fn wrong_json_types_name_the_item_instead_of_failing() {
+        for bad in [
+            r#"{"metadata":{"name":"x","annotations":[1]}}"#,
+            r#"{"metadata":{"name":"x"},"spec":{"csi":"nope"}}"#,
+            r#"{"metadata":{"name":"x","annotations":{"rds.csi.srvlab.io/attached-node":7}}}"#,
+            r#"{"metadata":{"name":"x"},"spec":{"csi":{"driver":["d"]}}}"#,
+        ] {
+            assert_eq!(one::<PvSummary>(bad), Err(Some("x".into())), "{bad}");
+        }
+        assert_eq!(one::<PvSummary>(r#"{"metadata":{"name":5}}"#), Err(None));
+        assert_eq!(one::<PvSummary>("[1,2]"), Err(None));
+        assert_eq!(
+            one::<VolumeAttachmentSummary>(r#"{"metadata":{"name":"va"},"spec":{"attacher":"d"}}"#),
+            Err(Some("va".into())),
+            "a VolumeAttachment names its node"
+        );
+    }
+
+    #[test]
+    fn volume_attachment_summary_reads_status_and_deletion() {
+        let va: VolumeAttachmentSummary = one(
+            r#"{"metadata":{"name":"va","deletionTimestamp":"2024-01-02T03:04:05Z"},
+                "spec":{"attacher":"d","nodeName":"n","source":{"persistentVolumeName":"pv"}},
+                "status":{"attached":true,"attachmentMetadata":{"a":"b"}}}"#,
         )
-        .is_err());
-        assert!(serde_json::from_str::<PvSummary>(
-            r#"{"metadata":{"name":"x"},"spec":{"csi":"nope"}}"#
-        )
-        .is_err());
+        .unwrap();
+        assert_eq!(
+            (
+                va.name.as_str(),
+                va.node_name.as_str(),
+                va.pv_name.as_str(),
+                va.attached,
+                va.deleting
+            ),
+            ("va", "n", "pv", true, true)
+        );
     }
 }
