@@ -384,17 +384,18 @@ fn agent(ca: Option<&[u8]>, insecure: bool, timeout: Duration) -> Result<Agent, 
         let certs = crate::wire::certificates(pem, "ca.crt").map_err(Error::Config)?;
         tls = tls.root_certs(RootCerts::new_with_certs(&certs));
     }
-    Ok(Agent::config_builder()
-        // Non-2xx answers are decoded here, not by ureq.
-        .http_status_as_error(false)
-        .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
-        .timeout_global(Some(timeout))
-        .user_agent(concat!("rds-csi-controller/", env!("CARGO_PKG_VERSION")))
-        .accept("application/json")
-        .max_redirects(0)
-        .tls_config(tls.build())
-        .build()
-        .into())
+    Ok(crate::wire::agent(
+        Agent::config_builder()
+            // Non-2xx answers are decoded here, not by ureq.
+            .http_status_as_error(false)
+            .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
+            .timeout_global(Some(timeout))
+            .user_agent(concat!("rds-csi-controller/", env!("CARGO_PKG_VERSION")))
+            .accept("application/json")
+            .max_redirects(0)
+            .tls_config(tls.build())
+            .build(),
+    ))
 }
 
 /// The method as a metrics label.
