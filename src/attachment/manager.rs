@@ -34,8 +34,9 @@ pub enum Untracked {
 pub struct AttachmentState {
     pub node: Arc<str>,
     pub attached_at: SystemTime,
-    /// The second node while a live migration runs.
-    pub migration: Option<Migration>,
+    /// The second node while a live migration runs (boxed: rare, and the
+    /// map holds an entry per attached volume).
+    pub migration: Option<Box<Migration>>,
 }
 
 /// The second holder of a volume during a live migration.
@@ -652,9 +653,11 @@ impl AttachmentManager {
                     migration,
                 } => {
                     let node = rebuilt.intern(node);
-                    let migration = migration.map(|(n, started_at)| Migration {
-                        node: rebuilt.intern(n),
-                        started_at,
+                    let migration = migration.map(|(n, started_at)| {
+                        Box::new(Migration {
+                            node: rebuilt.intern(n),
+                            started_at,
+                        })
                     });
                     rebuilt.attachments.insert(
                         volume,
@@ -690,9 +693,11 @@ impl AttachmentManager {
     ) -> Arc<str> {
         let mut state = self.lock();
         let node = state.intern(node);
-        let migration = migration.map(|(n, started_at)| Migration {
-            node: state.intern(n),
-            started_at,
+        let migration = migration.map(|(n, started_at)| {
+            Box::new(Migration {
+                node: state.intern(n),
+                started_at,
+            })
         });
         state.attachments.insert(
             volume.to_string(),

@@ -4,9 +4,13 @@
 //! Handlers submit a [`Job`] and return at once; a bounded queue feeds a
 //! fixed set of worker threads. Every submitted job gets exactly one
 //! answer: it runs, or it is rejected with a [`Rejection`] — queue full,
-//! deadline passed while queued, or pool shut down.
+//! deadline passed while queued, or pool shut down. A job refused at
+//! submission comes back to the submitter, which answers it where it
+//! stands (grpcio's completion-queue thread must not wait on the answer).
 
 use std::{
+    future::Future,
+    pin::Pin,
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -31,8 +35,19 @@ pub trait Job: Send + 'static {
     fn expired(&self) -> bool;
     /// Does the work and answers the caller.
     fn run(self: Box<Self>);
-    /// Answers the caller without doing the work.
-    fn reject(self: Box<Self>, why: Rejection);
+    /// Starts the answer that says why the work was not done; the caller
+    /// drives the returned future to completion (dropping it may cancel
+    /// the call instead).
+    fn reject(self: Box<Self>, why: Rejection) -> Answer;
+}
+
+/// An answer on its way to the caller, to be driven to completion.
+pub type Answer = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A job the pool did not take, given back with the reason.
+pub struct Refused {
+    pub job: Box<dyn Job>,
+    pub why: Rejection,
 }
 
 /// A fixed pool of worker threads behind a bounded queue.
@@ -61,17 +76,25 @@ impl Pool {
         }
     }
 
-    /// Queues `job`, or answers it at once with `QueueFull` /
-    /// `ShuttingDown`. Never blocks.
-    pub fn submit(&self, job: Box<dyn Job>) {
+    /// Queues `job`, or gives it back (`QueueFull`, `ShuttingDown`) for
+    /// the caller to reject. Never blocks.
+    pub fn submit(&self, job: Box<dyn Job>) -> Result<(), Refused> {
         let Some(tx) = &self.tx else {
-            return job.reject(Rejection::ShuttingDown);
+            return Err(Refused {
+                job,
+                why: Rejection::ShuttingDown,
+            });
         };
-        match tx.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(job)) => job.reject(Rejection::QueueFull),
-            Err(TrySendError::Disconnected(job)) => job.reject(Rejection::ShuttingDown),
-        }
+        tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(job) => Refused {
+                job,
+                why: Rejection::QueueFull,
+            },
+            TrySendError::Disconnected(job) => Refused {
+                job,
+                why: Rejection::ShuttingDown,
+            },
+        })
     }
 
     /// Jobs waiting for a worker.
@@ -111,7 +134,7 @@ impl Drop for Pool {
 fn work(rx: Receiver<Box<dyn Job>>) {
     for job in rx {
         if job.expired() {
-            job.reject(Rejection::DeadlineExceeded);
+            futures_executor::block_on(job.reject(Rejection::DeadlineExceeded));
         } else {
             job.run();
         }
@@ -147,8 +170,9 @@ mod tests {
             }
             self.answers.send((self.id, Ok(()))).unwrap();
         }
-        fn reject(self: Box<Self>, why: Rejection) {
+        fn reject(self: Box<Self>, why: Rejection) -> Answer {
             self.answers.send((self.id, Err(why))).unwrap();
+            Box::pin(async {})
         }
     }
 
@@ -185,6 +209,13 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(10);
 
+    /// Submits, rejecting a refused job as the server's handlers do.
+    fn submit(pool: &Pool, job: Box<dyn Job>) {
+        if let Err(Refused { job, why }) = pool.submit(job) {
+            futures_executor::block_on(job.reject(why));
+        }
+    }
+
     #[test]
     fn full_queue_answers_resource_exhausted_and_every_job_is_answered_once() {
         let h = Harness::new();
@@ -192,12 +223,12 @@ mod tests {
         let (release_tx, release_rx) = unbounded::<()>();
         let never = Arc::new(AtomicBool::new(false));
         // Job 0 occupies the only worker; 1 and 2 fill the queue.
-        pool.submit(h.job(0, Some(release_rx.clone()), &never));
+        submit(&pool, h.job(0, Some(release_rx.clone()), &never));
         assert_eq!(h.started.1.recv_timeout(WAIT).unwrap(), 0);
-        pool.submit(h.job(1, None, &never));
-        pool.submit(h.job(2, None, &never));
+        submit(&pool, h.job(1, None, &never));
+        submit(&pool, h.job(2, None, &never));
         for id in 3..8 {
-            pool.submit(h.job(id, None, &never));
+            submit(&pool, h.job(id, None, &never));
             assert_eq!(
                 h.answers.1.recv_timeout(WAIT).unwrap(),
                 (id, Err(Rejection::QueueFull))
@@ -220,9 +251,9 @@ mod tests {
         let (release_tx, release_rx) = unbounded::<()>();
         let never = Arc::new(AtomicBool::new(false));
         let expires = Arc::new(AtomicBool::new(false));
-        pool.submit(h.job(0, Some(release_rx), &never));
+        submit(&pool, h.job(0, Some(release_rx), &never));
         assert_eq!(h.started.1.recv_timeout(WAIT).unwrap(), 0);
-        pool.submit(h.job(1, None, &expires));
+        submit(&pool, h.job(1, None, &expires));
         // The caller's deadline passes while job 1 is still queued.
         expires.store(true, Ordering::SeqCst);
         release_tx.send(()).unwrap();
@@ -245,7 +276,7 @@ mod tests {
         let pool = Pool::new(2, 4);
         let (release_tx, release_rx) = unbounded::<()>();
         let never = Arc::new(AtomicBool::new(false));
-        pool.submit(h.job(0, Some(release_rx), &never));
+        submit(&pool, h.job(0, Some(release_rx), &never));
         assert_eq!(h.started.1.recv_timeout(WAIT).unwrap(), 0);
         let releaser = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
@@ -265,7 +296,7 @@ mod tests {
         let pool = Pool::new(1, 1);
         let (_hold, release_rx) = unbounded::<()>();
         let never = Arc::new(AtomicBool::new(false));
-        pool.submit(h.job(0, Some(release_rx), &never));
+        submit(&pool, h.job(0, Some(release_rx), &never));
         assert_eq!(h.started.1.recv_timeout(WAIT).unwrap(), 0);
         assert!(!pool.shutdown(Duration::from_millis(50)));
     }

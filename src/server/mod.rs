@@ -1,10 +1,12 @@
 //! The gRPC server: grpcio on a unix socket (or loopback TCP for
-//! debugging), with every call handed to the worker [`Pool`].
+//! debugging). Every call that may wait on I/O is handed to the worker
+//! [`Pool`]; identity, capabilities and Probe, answered from memory, are
+//! answered on grpcio's completion-queue thread.
 
 mod dispatch;
 mod endpoint;
 
-pub use dispatch::{Job, Pool, Rejection};
+pub use dispatch::{Answer, Job, Pool, Refused, Rejection};
 pub use endpoint::{Endpoint, SOCKET_MODE};
 
 use std::{
@@ -205,38 +207,14 @@ impl<Req: CallSubject + Send + 'static, Resp: Send + 'static> Job for UnaryJob<R
             work,
             ..
         } = *self;
-        let result = work(&driver, &req);
-        let (volume, node) = req.subject();
-        let answer = match result {
-            Ok(resp) => {
-                driver.metrics().operation(method, "OK", received.elapsed());
-                log::debug!(
-                    "{method} volume={volume:?} node={node:?} code=OK duration={:?}",
-                    received.elapsed()
-                );
-                sink.success(resp)
-            }
-            Err(e) => {
-                let status = e.to_status();
-                driver
-                    .metrics()
-                    .operation(method, code_name(status.code()), received.elapsed());
-                log::debug!(
-                    "{method} volume={volume:?} node={node:?} code={:?} duration={:?}: {}",
-                    status.code(),
-                    received.elapsed(),
-                    status.message()
-                );
-                sink.fail(status)
-            }
-        };
+        let answer = respond(method, &req, sink, received, &driver, work);
         // Drive the send to completion so a vanished caller is noticed.
         if let Err(e) = futures_executor::block_on(answer) {
             log::debug!("{method}: answer not delivered: {e}");
         }
     }
 
-    fn reject(self: Box<Self>, why: Rejection) {
+    fn reject(self: Box<Self>, why: Rejection) -> Answer {
         self.driver.metrics().rejected(match why {
             Rejection::QueueFull => "queue_full",
             Rejection::DeadlineExceeded => "deadline",
@@ -265,13 +243,62 @@ impl<Req: CallSubject + Send + 'static, Resp: Send + 'static> Job for UnaryJob<R
             self.method,
             self.received.elapsed()
         );
-        // May run on grpcio's completion-queue thread: start the answer and
-        // do not wait for it (the send proceeds without the future).
-        drop(
-            self.sink
-                .fail(RpcStatus::with_message(code, message.into())),
-        );
+        let answer = self
+            .sink
+            .fail(RpcStatus::with_message(code, message.into()));
+        Box::pin(async move {
+            let _ = answer.await;
+        })
     }
+}
+
+/// Does the work of one call and starts its answer, with its metrics and
+/// log line.
+fn respond<Req: CallSubject, Resp>(
+    method: &'static str,
+    req: &Req,
+    sink: UnarySink<Resp>,
+    received: Instant,
+    driver: &Driver,
+    work: fn(&Driver, &Req) -> Result<Resp, CsiError>,
+) -> grpcio::UnarySinkResult {
+    let result = work(driver, req);
+    let (volume, node) = req.subject();
+    match result {
+        Ok(resp) => {
+            driver.metrics().operation(method, "OK", received.elapsed());
+            log::debug!(
+                "{method} volume={volume:?} node={node:?} code=OK duration={:?}",
+                received.elapsed()
+            );
+            sink.success(resp)
+        }
+        Err(e) => {
+            let status = e.to_status();
+            driver
+                .metrics()
+                .operation(method, code_name(status.code()), received.elapsed());
+            log::debug!(
+                "{method} volume={volume:?} node={node:?} code={:?} duration={:?}: {}",
+                status.code(),
+                received.elapsed(),
+                status.message()
+            );
+            sink.fail(status)
+        }
+    }
+}
+
+/// Where a method's work runs.
+#[derive(Clone, Copy)]
+enum Runs {
+    /// On a worker: anything that may wait on I/O.
+    InPool,
+    /// On grpcio's completion-queue thread, at once: answers read from
+    /// memory only (identity, capabilities, Probe), so they never wait for
+    /// a worker — a liveness probe is answered even while every worker is
+    /// busy with a slow API.
+    Inline,
 }
 
 impl Handlers {
@@ -283,7 +310,7 @@ impl Handlers {
         sink: UnarySink<Resp>,
         work: fn(&Driver, &Req) -> Result<Resp, CsiError>,
     ) {
-        self.pool.submit(Box::new(UnaryJob {
+        let job = Box::new(UnaryJob {
             method,
             req,
             sink,
@@ -291,7 +318,12 @@ impl Handlers {
             received: Instant::now(),
             driver: self.driver.clone(),
             work,
-        }));
+        });
+        if let Err(Refused { job, why }) = self.pool.submit(job) {
+            // On the completion-queue thread: the answer is driven there,
+            // never waited for (dropping it could cancel the call instead).
+            ctx.spawn(job.reject(why));
+        }
     }
 }
 
@@ -300,28 +332,32 @@ impl Handlers {
     /// answered UNIMPLEMENTED by gRPC itself.
     fn service(self) -> grpcio::Service {
         let b = ServiceBuilder::new();
-        let b = self.route(
+        let b = self.route_to(
             b,
             "/csi.v1.Identity/GetPluginInfo",
             "GetPluginInfo",
+            Runs::Inline,
             |d, _: &pb::GetPluginInfoRequest| csi::get_plugin_info(d),
         );
-        let b = self.route(
+        let b = self.route_to(
             b,
             "/csi.v1.Identity/GetPluginCapabilities",
             "GetPluginCapabilities",
+            Runs::Inline,
             |d, _: &pb::GetPluginCapabilitiesRequest| csi::get_plugin_capabilities(d),
         );
-        let b = self.route(
+        let b = self.route_to(
             b,
             "/csi.v1.Identity/Probe",
             "Probe",
+            Runs::Inline,
             |d, _: &pb::ProbeRequest| csi::probe(d),
         );
-        let b = self.route(
+        let b = self.route_to(
             b,
             "/csi.v1.Controller/ControllerGetCapabilities",
             "ControllerGetCapabilities",
+            Runs::Inline,
             |d, _: &pb::ControllerGetCapabilitiesRequest| csi::controller_get_capabilities(d),
         );
         let b = self.route(
@@ -395,6 +431,21 @@ impl Handlers {
         Req: Message + CallSubject,
         Resp: Message,
     {
+        self.route_to(builder, path, name, Runs::InPool, work)
+    }
+
+    fn route_to<Req, Resp>(
+        &self,
+        builder: ServiceBuilder,
+        path: &'static str,
+        name: &'static str,
+        runs: Runs,
+        work: fn(&Driver, &Req) -> Result<Resp, CsiError>,
+    ) -> ServiceBuilder
+    where
+        Req: Message + CallSubject,
+        Resp: Message,
+    {
         let method: Method<Vec<u8>, Resp> = Method {
             ty: MethodType::Unary,
             name: path,
@@ -411,16 +462,26 @@ impl Handlers {
         builder.add_unary_handler(
             &method,
             move |ctx, bytes: Vec<u8>, sink: UnarySink<Resp>| {
-                match Req::parse_from_bytes(&bytes) {
-                    Ok(req) => handlers.submit(name, &ctx, req, sink, work),
-                    Err(e) => {
+                match (Req::parse_from_bytes(&bytes), runs) {
+                    (Ok(req), Runs::InPool) => handlers.submit(name, &ctx, req, sink, work),
+                    (Ok(req), Runs::Inline) => {
+                        let answer =
+                            respond(name, &req, sink, Instant::now(), &handlers.driver, work);
+                        ctx.spawn(async move {
+                            let _ = answer.await;
+                        });
+                    }
+                    (Err(e), _) => {
                         log::debug!("{name}: undecodable request ({} bytes): {e}", bytes.len());
                         let status = RpcStatus::with_message(
                             RpcStatusCode::INVALID_ARGUMENT,
                             format!("request is not a valid {name} message: {e}"),
                         );
-                        // On the completion-queue thread: start the answer, do not wait.
-                        drop(sink.fail(status));
+                        // On the completion-queue thread: driven there, never waited for.
+                        let answer = sink.fail(status);
+                        ctx.spawn(async move {
+                            let _ = answer.await;
+                        });
                     }
                 }
             },
