@@ -88,6 +88,7 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
         ("PUT", false) => "update",
         ("PATCH", false) => "patch",
         ("DELETE", false) => "delete",
+        ("DELETE", true) => "deletecollection",
         _ => {
             return Outcome::Respond(model::status(
                 405,
@@ -249,6 +250,7 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
             "delete" => st
                 .delete(kind, &target.namespace, &target.name)
                 .map(|v| wire(200, v)),
+            "deletecollection" => Ok(st.delete_collection(&target, &req)),
             _ => unreachable!("verbs are matched above"),
         };
         let resp = r.unwrap_or_else(|e| e);
@@ -488,7 +490,8 @@ fn discovery(req: &Request) -> Option<Response> {
         for k in KINDS.iter().filter(|k| k.group == group) {
             out.push(json!({
                 "name": k.resource, "singularName": k.kind.to_lowercase(), "namespaced": k.namespaced, "kind": k.kind,
-                "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"], "shortNames": k.short_names,
+                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"], "shortNames": k.short_names,
+                "categories": if matches!(k.kind, "Pod" | "Deployment") { json!(["all"]) } else { json!([]) },
             }));
             if k.has_status {
                 out.push(json!({"name": format!("{}/status", k.resource), "singularName": "", "namespaced": k.namespaced, "kind": k.kind, "verbs": ["get", "patch", "update"]}));
@@ -906,6 +909,41 @@ impl State {
         model::meta_mut(&mut gone).insert("resourceVersion".into(), Value::String(rv.to_string()));
         self.record_event(rv, kind.resource, "DELETED", Arc::new(gone.clone()));
         Ok(gone)
+    }
+
+    /// DELETE on a collection: every object the selectors match, deleted
+    /// as one by one (finalizers hold theirs); answers the list of them as
+    /// they were left.
+    fn delete_collection(&mut self, t: &Target, req: &Request) -> Response {
+        let labels = req.query("labelSelector").unwrap_or("");
+        let fields = req.query("fieldSelector").unwrap_or("");
+        let keys: Vec<(String, String)> = self
+            .objects
+            .get(t.kind.resource)
+            .map(|m| {
+                m.iter()
+                    .filter(|((ns, _), v)| {
+                        (t.namespace.is_empty() || *ns == t.namespace)
+                            && model::matches_labels(v, labels)
+                            && model::matches_fields(v, fields)
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut items = Vec::new();
+        for (ns, name) in keys {
+            if let Ok(mut gone) = self.delete(t.kind, &ns, &name) {
+                if let Some(o) = gone.as_object_mut() {
+                    o.remove("kind");
+                    o.remove("apiVersion");
+                }
+                items.push(convert::to_wire(t.kind, gone));
+            }
+        }
+        let body = json!({"kind": format!("{}List", t.kind.kind), "apiVersion": t.kind.api_version(),
+            "metadata": {"resourceVersion": self.rv.to_string()}, "items": items});
+        Response::json(200, to_vec(&body))
     }
 
     fn list(&mut self, t: &Target, req: &Request) -> Result<Response, Response> {

@@ -413,6 +413,18 @@ fn discovery_and_openapi_let_kubectl_validate_on_the_server() {
     };
     assert_eq!(short("persistentvolumeclaims"), json!(["pvc"]));
     assert_eq!(short("pods"), json!(["po"]));
+    let pods = core["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "pods")
+        .unwrap()
+        .clone();
+    assert_eq!(pods["categories"], json!(["all"]));
+    assert!(pods["verbs"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("deletecollection")));
     // kube-apiserver gives VolumeAttachments no short name: `kubectl get va`
     // fails against it too.
     let (_, storage) = call(&emu, "GET", "/apis/storage.k8s.io/v1", None);
@@ -544,4 +556,37 @@ fn a_create_keeps_no_status_and_claims_start_pending() {
         json_body("application/json", claim),
     );
     assert_eq!(code, 400, "namespace in body and URL differ");
+}
+
+#[test]
+fn deletecollection_deletes_what_the_selector_matches() {
+    let emu = emulator();
+    for (name, app) in [("pv-1", "a"), ("pv-2", "a"), ("pv-3", "b")] {
+        let mut p = pv(name);
+        p["metadata"]["labels"] = json!({"app": app});
+        emu.create("persistentvolumes", p).unwrap();
+    }
+    let mut held = pv("pv-4");
+    held["metadata"]["labels"] = json!({"app": "a"});
+    held["metadata"]["finalizers"] = json!(["keep"]);
+    emu.create("persistentvolumes", held).unwrap();
+    let (code, body) = call(
+        &emu,
+        "DELETE",
+        "/api/v1/persistentvolumes?labelSelector=app%3Da",
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["kind"], "PersistentVolumeList");
+    assert_eq!(body["items"].as_array().unwrap().len(), 3);
+    assert!(emu.get("persistentvolumes", "pv-1").is_none());
+    assert!(
+        emu.get("persistentvolumes", "pv-3").is_some(),
+        "not selected"
+    );
+    let kept = emu.get("persistentvolumes", "pv-4").unwrap();
+    assert!(
+        kept["metadata"]["deletionTimestamp"].is_string(),
+        "a finalizer holds it"
+    );
 }
