@@ -1,12 +1,15 @@
-//! `rds-bench`: one run, one table.
+//! `rds-bench`: one run, one table per question.
 //!
 //! ```sh
 //! scripts/bench.sh              # builds release binaries, then runs this
+//! target/release/rds-bench --smoke
 //! ```
 //!
-//! Rebuild contenders run as separate processes (this binary re-executed
-//! with `contender NAME KUBECONFIG`), so each one's peak RSS (VmHWM) is its
-//! own. The emulator runs in this process on loopback HTTPS.
+//! Rebuild contenders are each their own small binary (`rebuild-*`), run
+//! as their own process against a page server in another process
+//! (`rds-bench-pages`), so each one's CPU time and memory are its own. The
+//! gRPC floor is `grpc-floor`. The kube emulator of the Publish section
+//! runs in this process on loopback HTTPS.
 
 use std::{
     collections::HashMap,
@@ -26,12 +29,9 @@ const TOKEN: &str = "bench-token";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("contender") {
-        return contender(&args[1], Path::new(&args[2]));
-    }
     let mut opts = BenchOpts {
         sizes: vec![10_000, 100_000],
-        runs: 3,
+        runs: 5,
         controller: PathBuf::from("target/release/rds-csi-controller"),
         binary: None,
         held: 100_000,
@@ -57,6 +57,13 @@ fn main() {
             "--exec-pvs" => opts.exec_pvs = it.next().unwrap().parse().unwrap(),
             "--volumes" => opts.volumes = it.next().unwrap().parse().unwrap(),
             "--only" => opts.only = it.next(),
+            // Every contender once at 1 000 PVs, and the hop: proves the
+            // harness runs, measures nothing worth quoting.
+            "--smoke" => {
+                opts.only = Some("smoke".into());
+                opts.sizes = vec![1000];
+                opts.runs = 1;
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -67,7 +74,9 @@ struct BenchOpts {
     sizes: Vec<usize>,
     runs: usize,
     controller: PathBuf,
-    /// The shipped (static) binary whose size is reported.
+    /// The shipped (static) binary: its size, footprint and the volume
+    /// lifecycle are measured on it. The gRPC and Publish sections use
+    /// `controller`, built like the harness (same allocator as the floors).
     binary: Option<PathBuf>,
     /// Attachments held for the RSS measure.
     held: usize,
@@ -75,67 +84,62 @@ struct BenchOpts {
     exec_pvs: usize,
     /// Volumes on RDS for the ListVolumes RSS measure.
     volumes: usize,
-    /// Run one section only: `volumes`.
+    /// Run one section only: `rebuild`, `hop`, `publish`, `volumes`,
+    /// `footprint`; or `smoke`.
     only: Option<String>,
 }
 
 fn run(o: &BenchOpts) {
     let dir = std::env::temp_dir().join(format!("rds-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    if o.only.as_deref() == Some("smoke") {
+        println!("## Smoke: rebuild at {} PVs, the hop\n", o.sizes[0]);
+        rebuild(&dir, o);
+        println!();
+        hop(&dir, &o.controller, 1);
+        std::fs::remove_dir_all(&dir).ok();
+        return;
+    }
+    if o.only.as_deref() == Some("footprint") {
+        println!("## Footprint\n");
+        footprint(&dir, o);
+        std::fs::remove_dir_all(&dir).ok();
+        return;
+    }
+    if o.only.as_deref() == Some("publish") {
+        println!("## Publish path (1 node cached, --kube-api-qps 0)\n");
+        publish_path(&dir, &o.controller);
+        std::fs::remove_dir_all(&dir).ok();
+        return;
+    }
+    if o.only.as_deref() == Some("rebuild") {
+        println!("## Rebuild (median of {} runs; page size 500)\n", o.runs);
+        rebuild(&dir, o);
+        std::fs::remove_dir_all(&dir).ok();
+        return;
+    }
+    if o.only.as_deref() == Some("hop") {
+        println!("## The gRPC hop (median of {} runs)\n", o.runs);
+        hop(&dir, &o.controller, o.runs);
+        std::fs::remove_dir_all(&dir).ok();
+        return;
+    }
     if o.only.as_deref() == Some("volumes") {
         println!("## Volume lifecycle on RDS (--rds-url, RDS emulator over HTTPS)\n");
-        volume_path(&dir, &o.controller, o.volumes);
+        volume_path(&dir, o.binary.as_ref().unwrap_or(&o.controller), o.volumes);
         std::fs::remove_dir_all(&dir).ok();
         return;
     }
     println!("## Rebuild (median of {} runs; page size 500)\n", o.runs);
-    println!("| PVs | contender | wall ms | peak RSS MiB | vs kube-rs wall | vs kube-rs RSS | vs floor wall |");
-    println!("|---|---|---|---|---|---|---|");
-    for &n in &o.sizes {
-        let (emu, kc) = seeded(&dir, n, true);
-        let mut results: HashMap<&str, (f64, f64)> = HashMap::new();
-        for name in ["floor", "ours", "kube-rs"] {
-            let mut walls = Vec::new();
-            let mut rss = Vec::new();
-            for _ in 0..o.runs {
-                let out = Command::new(std::env::current_exe().unwrap())
-                    .args(["contender", name, kc.to_str().unwrap()])
-                    .stderr(Stdio::inherit())
-                    .output()
-                    .unwrap();
-                assert!(out.status.success(), "{name} failed");
-                let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-                walls.push(v["wall_ms"].as_f64().unwrap());
-                rss.push(v["peak_rss_kb"].as_f64().unwrap() / 1024.0);
-                if name != "floor" {
-                    assert_eq!(
-                        v["recovered"].as_u64().unwrap() as usize,
-                        n / 4,
-                        "{name} recovered count"
-                    );
-                }
-            }
-            results.insert(name, (median(&mut walls), median(&mut rss)));
-        }
-        let (kw, kr) = results["kube-rs"];
-        let (fw, _) = results["floor"];
-        for name in ["ours", "kube-rs", "floor"] {
-            let (w, r) = results[name];
-            println!(
-                "| {n} | {name} | {w:.0} | {r:.1} | {:.2} | {:.2} | {:.2} |",
-                w / kw,
-                r / kr,
-                w / fw
-            );
-        }
-        drop(emu);
-    }
+    rebuild(&dir, o);
 
+    println!("\n## The gRPC hop (median of {} runs)\n", o.runs);
+    hop(&dir, &o.controller, o.runs);
     println!("\n## Publish path (1 node cached, --kube-api-qps 0)\n");
     publish_path(&dir, &o.controller);
 
     println!("\n## Volume lifecycle on RDS (--rds-url, RDS emulator over HTTPS)\n");
-    volume_path(&dir, &o.controller, o.volumes);
+    volume_path(&dir, o.binary.as_ref().unwrap_or(&o.controller), o.volumes);
 
     println!("\n## Footprint\n");
     footprint(&dir, o);
@@ -204,10 +208,6 @@ impl TapMkdir for PathBuf {
     }
 }
 
-fn peak_rss_kb() -> u64 {
-    status_kb("/proc/self/status", "VmHWM:")
-}
-
 fn rss_kb(pid: u32) -> u64 {
     status_kb(&format!("/proc/{pid}/status"), "VmRSS:")
 }
@@ -226,134 +226,6 @@ fn status_kb(path: &str, field: &str) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
-}
-
-/// One rebuild contender; prints `{"wall_ms", "peak_rss_kb", "recovered"}`.
-fn contender(name: &str, kubeconfig: &Path) {
-    let started = Instant::now();
-    let recovered = match name {
-        "ours" => {
-            let cfg = rds_csi_controller::kube::Config::from_kubeconfig(kubeconfig).unwrap();
-            let opts = rds_csi_controller::kube::ClientOptions {
-                qps: 0.0,
-                ..Default::default()
-            };
-            let client = rds_csi_controller::kube::Client::new(&cfg, opts).unwrap();
-            let manager =
-                rds_csi_controller::attachment::AttachmentManager::new(Some(client), DRIVER);
-            manager.rebuild().unwrap().recovered
-        }
-        "kube-rs" => kube_rs_rebuild(kubeconfig),
-        "floor" => floor(kubeconfig),
-        other => panic!("unknown contender {other}"),
-    };
-    let wall = started.elapsed();
-    println!(
-        "{}",
-        json!({"wall_ms": wall.as_secs_f64() * 1000.0, "peak_rss_kb": peak_rss_kb(), "recovered": recovered})
-    );
-}
-
-/// What a kube-rs user would write: `Api::<PersistentVolume>::list` page by
-/// page, keeping the annotated PVs of our driver.
-fn kube_rs_rebuild(kubeconfig: &Path) -> usize {
-    use k8s_openapi::api::core::v1::PersistentVolume;
-    use kube::api::{Api, ListParams};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap();
-        let client = kube::Client::try_from(config).unwrap();
-        let api: Api<PersistentVolume> = Api::all(client);
-        let mut lp = ListParams::default().limit(500);
-        let mut map: HashMap<String, String> = HashMap::new();
-        loop {
-            let list = api.list(&lp).await.unwrap();
-            for pv in list.items {
-                let Some(csi) = pv.spec.as_ref().and_then(|s| s.csi.as_ref()) else {
-                    continue;
-                };
-                if csi.driver != DRIVER {
-                    continue;
-                }
-                if let Some(node) = pv
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get("rds.csi.srvlab.io/attached-node"))
-                {
-                    map.insert(csi.volume_handle.clone(), node.clone());
-                }
-            }
-            match list.metadata.continue_ {
-                Some(c) if !c.is_empty() => lp = lp.continue_token(&c),
-                _ => break,
-            }
-        }
-        map.len()
-    })
-}
-
-/// The floor: the same pages fetched the same way, parsed into
-/// `IgnoredAny` (only `metadata.continue` is kept).
-fn floor(kubeconfig: &Path) -> usize {
-    #[derive(serde::Deserialize)]
-    struct Page {
-        metadata: Meta,
-        #[allow(dead_code)]
-        items: serde::de::IgnoredAny,
-    }
-    #[derive(serde::Deserialize)]
-    struct Meta {
-        #[serde(default, rename = "continue")]
-        next: Option<String>,
-    }
-    let cfg = rds_csi_controller::kube::Config::from_kubeconfig(kubeconfig).unwrap();
-    let certs: Vec<_> = ureq::tls::parse_pem(cfg.ca_pem.as_ref().unwrap())
-        .filter_map(|i| match i {
-            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-            _ => None,
-        })
-        .collect();
-    let tls = ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-        .build();
-    let agent: ureq::Agent = ureq::Agent::config_builder().tls_config(tls).build().into();
-    let mut cont = String::new();
-    let mut pages = 0;
-    loop {
-        let mut url = format!("{}/api/v1/persistentvolumes?limit=500", cfg.server);
-        if !cont.is_empty() {
-            url.push_str("&continue=");
-            url.push_str(
-                &cont
-                    .replace('+', "%2B")
-                    .replace('/', "%2F")
-                    .replace('=', "%3D"),
-            );
-        }
-        let bytes = agent
-            .get(&url)
-            .header("Authorization", format!("Bearer {TOKEN}"))
-            .call()
-            .unwrap()
-            .into_body()
-            .with_config()
-            .limit(1 << 30)
-            .read_to_vec()
-            .unwrap();
-        let page: Page = serde_json::from_slice(&bytes).unwrap();
-        pages += 1;
-        match page.metadata.next {
-            Some(c) if !c.is_empty() => cont = c,
-            _ => return pages,
-        }
-    }
 }
 
 struct Controller {
@@ -453,7 +325,19 @@ fn publish_path(dir: &Path, bin: &Path) {
     let per_thread = 100;
     let n = 2 * (samples + threads * per_thread + 10);
     let (emu, kc) = seeded(dir, n, false);
-    let (c, _) = start_controller(bin, dir, Some(&kc), "publish");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let (c, _) = start_controller_with(
+        bin,
+        dir,
+        Some(&kc),
+        "publish",
+        &["--metrics-address".into(), metrics_addr.clone()],
+    );
     let (id, ctl) = clients(&c.socket);
     let opt = || CallOption::default().timeout(Duration::from_secs(10));
     let vol = |i: usize| format!("pvc-{:07}", 2 * i);
@@ -463,6 +347,7 @@ fn publish_path(dir: &Path, bin: &Path) {
         id.probe_opt(&csi::ProbeRequest::new(), opt()).unwrap();
         probe.push(t.elapsed());
     }
+    let mut hop = Vec::with_capacity(samples);
     ctl.controller_publish_volume_opt(&publish_request(&vol(0), "node-1"), opt())
         .unwrap();
 
@@ -471,6 +356,13 @@ fn publish_path(dir: &Path, bin: &Path) {
         .unwrap();
     let per_publish = emu.requests().len();
 
+    // The hop of a pooled call that does no I/O (one refused by validation).
+    for _ in 0..samples {
+        let t = Instant::now();
+        noop_publish_call(&id, &ctl);
+        hop.push(t.elapsed());
+    }
+    let before = scrape(&metrics_addr);
     let mut lat = Vec::with_capacity(samples);
     for i in 2..samples + 2 {
         let t = Instant::now();
@@ -478,6 +370,17 @@ fn publish_path(dir: &Path, bin: &Path) {
             .unwrap();
         lat.push(t.elapsed());
     }
+    let after = scrape(&metrics_addr);
+    // Measured inside the controller: from receiving each Publish (on
+    // gRPC's thread) to answering it, minus its time in API requests.
+    let delta =
+        |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+    let calls = delta("rds_csi_operation_duration_seconds_count{rpc=\"ControllerPublishVolume\"}");
+    let in_call = delta("rds_csi_operation_duration_seconds_sum{rpc=\"ControllerPublishVolume\"}");
+    let in_api = delta("rds_csi_kube_request_duration_seconds_sum{verb=\"get\"}")
+        + delta("rds_csi_kube_request_duration_seconds_sum{verb=\"update\"}");
+    let own_mean_us = (in_call - in_api) / calls * 1e6;
+    let call_mean_us = in_call / calls * 1e6;
 
     // The emulator's own GET and PUT latency, from a client on the same
     // loopback TLS: the floor any Publish stands on.
@@ -551,9 +454,17 @@ fn publish_path(dir: &Path, bin: &Path) {
         "| Publish p50 − (GET p50 + PUT p50) | {} µs |",
         p50.as_micros() as i128 - (get50 + put50).as_micros() as i128
     );
+    let hop50 = percentile(&mut hop, 0.5);
     println!(
-        "| Probe p50 (gRPC round trip and worker hand-off alone) | {} µs |",
+        "| Probe p50 (the gRPC round trip, answered on the completion-queue thread) | {} µs |",
         probe50.as_micros()
+    );
+    println!(
+        "| Publish without I/O p50 (the round trip plus the hand-off to a worker) | {} µs |",
+        hop50.as_micros()
+    );
+    println!(
+        "| in the controller (its metrics, mean over the {samples} Publishes): receipt → answer / minus its two API requests | {call_mean_us:.0} / **{own_mean_us:.0}** µs |"
     );
     println!("| throughput, {threads} clients on distinct volumes | {rate:.0} Publish/s |");
 }
@@ -789,4 +700,221 @@ fn volume_path(dir: &Path, bin: &Path, volumes: usize) {
         after as f64 / 1024.0,
         hwm as f64 / 1024.0
     );
+}
+
+/// The median of `v`'s values of `key`.
+fn median_of(v: &[Value], key: &str) -> f64 {
+    let mut x: Vec<f64> = v.iter().map(|r| r[key].as_f64().unwrap()).collect();
+    median(&mut x)
+}
+
+/// Rebuild contenders, each its own small binary and process, against a
+/// page server (another process) that serves pre-rendered pages.
+fn rebuild(dir: &Path, o: &BenchOpts) {
+    let bins = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let names = ["ours", "kube-rs", "naive", "floor"];
+    println!("| PVs | contender | client CPU ms | wall ms | RSS before first request MiB | peak − that MiB | CPU vs kube-rs | memory vs kube-rs | CPU vs floor |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for &n in &o.sizes {
+        let pages = dir.join(format!("pages-{n}"));
+        std::fs::create_dir_all(&pages).unwrap();
+        let mut server = Command::new(bins.join("rds-bench-pages"))
+            .args(["--pvs", &n.to_string(), "--dir", pages.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        assert_eq!(ready.trim(), "ready");
+        let mut runs: HashMap<&str, Vec<Value>> = HashMap::new();
+        // Round robin, so drift on the machine touches every contender alike.
+        for _ in 0..o.runs {
+            for name in names {
+                let out = Command::new(bins.join(format!("rebuild-{name}")))
+                    .arg(&pages)
+                    .stderr(Stdio::inherit())
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "rebuild-{name} failed");
+                let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+                let want = if name == "floor" {
+                    n.div_ceil(500)
+                } else {
+                    n / 4
+                };
+                assert_eq!(v["recovered"].as_u64().unwrap() as usize, want, "{name}");
+                runs.entry(name).or_default().push(v);
+            }
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+        let stat = |name: &str| {
+            let r = &runs[name];
+            let (cpu, wall) = (median_of(r, "cpu_ms"), median_of(r, "wall_ms"));
+            let base = median_of(r, "baseline_kb") / 1024.0;
+            let grew: Vec<Value> = r
+                .iter()
+                .map(|x| json!(x["peak_kb"].as_f64().unwrap() - x["baseline_kb"].as_f64().unwrap()))
+                .collect();
+            let grew = grew.iter().map(|g| g.as_f64().unwrap()).collect::<Vec<_>>();
+            let grew = median(&mut grew.clone()) / 1024.0;
+            (cpu, wall, base, grew)
+        };
+        let (kcpu, _, _, kgrew) = stat("kube-rs");
+        let (fcpu, _, _, _) = stat("floor");
+        for name in names {
+            let (cpu, wall, base, grew) = stat(name);
+            println!(
+                "| {n} | {name} | {cpu:.1} | {wall:.1} | {base:.1} | {grew:.1} | {:.2} | {:.2} | {:.2} |",
+                cpu / kcpu,
+                grew / kgrew,
+                cpu / fcpu
+            );
+        }
+    }
+}
+
+/// Round trips of `call` from `clients` threads, `per_client` each: p50, p99.
+fn round_trips(
+    socket: &Path,
+    clients: usize,
+    per_client: usize,
+    call: fn(&csi_grpc::IdentityClient, &csi_grpc::ControllerClient),
+) -> (Duration, Duration) {
+    let barrier = Arc::new(std::sync::Barrier::new(clients));
+    let mut all: Vec<Duration> = (0..clients)
+        .map(|_| {
+            let (socket, barrier) = (socket.to_path_buf(), barrier.clone());
+            std::thread::spawn(move || {
+                let (id, ctl) = clients_of(&socket);
+                for _ in 0..50 {
+                    call(&id, &ctl);
+                }
+                barrier.wait();
+                (0..per_client)
+                    .map(|_| {
+                        let t = Instant::now();
+                        call(&id, &ctl);
+                        t.elapsed()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    (percentile(&mut all, 0.5), percentile(&mut all, 0.99))
+}
+
+/// A client of its own (own channel) for each caller thread.
+fn clients_of(socket: &Path) -> (csi_grpc::IdentityClient, csi_grpc::ControllerClient) {
+    clients(socket)
+}
+
+fn probe_call(id: &csi_grpc::IdentityClient, _: &csi_grpc::ControllerClient) {
+    id.probe_opt(
+        &csi::ProbeRequest::new(),
+        CallOption::default().timeout(Duration::from_secs(10)),
+    )
+    .unwrap();
+}
+
+/// A Publish answered without any I/O: the floor server answers every
+/// Publish at once; the controller refuses one without a node (validation,
+/// before any API call), after the same hand-off to a worker as any call.
+fn noop_publish_call(_: &csi_grpc::IdentityClient, ctl: &csi_grpc::ControllerClient) {
+    let r = ctl.controller_publish_volume_opt(
+        &publish_request("pvc-hop", ""),
+        CallOption::default().timeout(Duration::from_secs(10)),
+    );
+    match r {
+        Ok(_) => {}
+        Err(grpcio::Error::RpcFailure(s))
+            if s.code() == grpcio::RpcStatusCode::INVALID_ARGUMENT => {}
+        Err(e) => panic!("publish: {e:?}"),
+    }
+}
+
+/// The gRPC hop: our controller (standalone: no API behind it) against a
+/// bare grpcio server answering on its completion-queue thread.
+fn hop(dir: &Path, bin: &Path, runs: usize) {
+    let bins = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let floor_sock = dir.join("floor.sock");
+    let mut floor = Command::new(bins.join("grpc-floor"))
+        .arg(&floor_sock)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(floor.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    let (ours, _) = start_controller(bin, dir, None, "hop");
+    println!(
+        "| call | clients | bare grpcio p50 / p99 µs | ours p50 / p99 µs | ours / bare at p50 |"
+    );
+    println!("|---|---|---|---|---|");
+    type Call = fn(&csi_grpc::IdentityClient, &csi_grpc::ControllerClient);
+    let calls: [(&str, Call); 2] = [
+        ("Probe", probe_call),
+        ("Publish, no I/O", noop_publish_call),
+    ];
+    for (label, call) in calls {
+        for clients in [1usize, 16] {
+            let per = if clients == 1 { 2000 } else { 300 };
+            let mut f = (Vec::new(), Vec::new());
+            let mut u = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                let (a, b) = round_trips(&floor_sock, clients, per, call);
+                f.0.push(a.as_secs_f64() * 1e6);
+                f.1.push(b.as_secs_f64() * 1e6);
+                let (a, b) = round_trips(&ours.socket, clients, per, call);
+                u.0.push(a.as_secs_f64() * 1e6);
+                u.1.push(b.as_secs_f64() * 1e6);
+            }
+            let (f50, f99, u50, u99) = (
+                median(&mut f.0),
+                median(&mut f.1),
+                median(&mut u.0),
+                median(&mut u.1),
+            );
+            println!(
+                "| {label} | {clients} | {f50:.0} / {f99:.0} | {u50:.0} / {u99:.0} | {:.2} |",
+                u50 / f50
+            );
+        }
+    }
+    let _ = floor.kill();
+    let _ = floor.wait();
+}
+
+/// The controller's `/metrics`, sample name with labels → value.
+fn scrape(addr: &str) -> HashMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
 }
