@@ -667,6 +667,55 @@ fn flood_with_one_worker_gets_resource_exhausted_and_every_call_answered() {
 }
 
 #[test]
+fn a_controller_whose_workers_are_all_busy_still_answers_probe() {
+    let dir = TempDir::new("att-busy-probe");
+    let (emu, kc) = emulator(dir.path());
+    seed(&emu, &["vol-1", "vol-2", "vol-3"], &["node-1"]);
+    let c = Controller::start(
+        dir.path(),
+        Some(&kc),
+        &["--workers", "1", "--queue-depth", "1"],
+    );
+    c.csi().publish("vol-1", "node-1").unwrap();
+    // The API answers every PV read after 2 s: the one worker and the one
+    // queue slot are taken by two Publishes.
+    emu.inject(Fault {
+        matches: Match {
+            verb: Some("get".into()),
+            resource: Some("persistentvolumes".into()),
+            name: None,
+        },
+        times: 10,
+        action: FaultAction::Delay { millis: 2000 },
+    });
+    let busy: Vec<_> = ["vol-2", "vol-3"]
+        .into_iter()
+        .map(|v| {
+            let socket = c.socket.clone();
+            std::thread::spawn(move || Csi::connect(&socket).publish(v, "node-1"))
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let csi = c.csi();
+    let (code, _) = csi.publish("vol-1", "node-1").unwrap_err();
+    assert_eq!(code, RpcStatusCode::RESOURCE_EXHAUSTED, "the pool is full");
+    let started = std::time::Instant::now();
+    let probe = csi
+        .identity
+        .probe_opt(&csi::ProbeRequest::new(), csi.opt())
+        .unwrap();
+    assert!(probe.get_ready().get_value());
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(500),
+        "Probe waited for a worker: {:?}",
+        started.elapsed()
+    );
+    for b in busy {
+        b.join().unwrap().unwrap();
+    }
+}
+
+#[test]
 fn sigterm_while_publish_in_flight_completes_and_persists_it() {
     let dir = TempDir::new("att-term");
     let (emu, kc) = emulator(dir.path());
