@@ -674,11 +674,11 @@ fn a_controller_whose_workers_are_all_busy_still_answers_probe() {
     let c = Controller::start(
         dir.path(),
         Some(&kc),
-        &["--workers", "1", "--queue-depth", "1"],
+        &["--workers", "1", "--queue-depth", "4"],
     );
     c.csi().publish("vol-1", "node-1").unwrap();
-    // The API answers every PV read after 2 s: the one worker and the one
-    // queue slot are taken by two Publishes.
+    // The API answers every PV read after 3 s: two Publishes hold the one
+    // worker for 6 s.
     emu.inject(Fault {
         matches: Match {
             verb: Some("get".into()),
@@ -686,7 +686,7 @@ fn a_controller_whose_workers_are_all_busy_still_answers_probe() {
             name: None,
         },
         times: 10,
-        action: FaultAction::Delay { millis: 2000 },
+        action: FaultAction::Delay { millis: 3000 },
     });
     let busy: Vec<_> = ["vol-2", "vol-3"]
         .into_iter()
@@ -695,20 +695,25 @@ fn a_controller_whose_workers_are_all_busy_still_answers_probe() {
             std::thread::spawn(move || Csi::connect(&socket).publish(v, "node-1"))
         })
         .collect();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Both calls are in by now; each needs 3 s, so the one worker is busy
+    // (checked below: neither has finished when Probe is answered).
+    std::thread::sleep(std::time::Duration::from_millis(800));
     let csi = c.csi();
-    let (code, _) = csi.publish("vol-1", "node-1").unwrap_err();
-    assert_eq!(code, RpcStatusCode::RESOURCE_EXHAUSTED, "the pool is full");
     let started = std::time::Instant::now();
     let probe = csi
         .identity
         .probe_opt(&csi::ProbeRequest::new(), csi.opt())
         .unwrap();
     assert!(probe.get_ready().get_value());
+    // Well under the 3 s a worker would take to come free.
     assert!(
-        started.elapsed() < std::time::Duration::from_millis(500),
+        started.elapsed() < std::time::Duration::from_secs(1),
         "Probe waited for a worker: {:?}",
         started.elapsed()
+    );
+    assert!(
+        busy.iter().all(|b| !b.is_finished()),
+        "the worker was busy all along"
     );
     for b in busy {
         b.join().unwrap().unwrap();
