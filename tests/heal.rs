@@ -107,22 +107,6 @@ fn a_holder_whose_existence_cannot_be_confirmed_is_never_cleared() {
     );
 }
 
-/// Events of `reason` the emulator holds, waiting up to 5 s for `want`.
-fn events_of(emu: &kube_emulator::Emulator, reason: &str, want: usize) -> Vec<serde_json::Value> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let found: Vec<_> = emu
-            .list("events")
-            .into_iter()
-            .filter(|e| e["reason"] == reason)
-            .collect();
-        if found.len() >= want || std::time::Instant::now() > deadline {
-            return found;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn refusals_and_replacements_are_events_on_the_pv_and_its_claim() {
     let dir = TempDir::new("heal-events");

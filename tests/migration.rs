@@ -74,21 +74,6 @@ fn holders(emu: &kube_emulator::Emulator) -> serde_json::Map<String, serde_json:
         .collect()
 }
 
-fn events_of(emu: &kube_emulator::Emulator, reason: &str, want: usize) -> Vec<serde_json::Value> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let found: Vec<_> = emu
-            .list("events")
-            .into_iter()
-            .filter(|e| e["reason"] == reason)
-            .collect();
-        if found.len() >= want || std::time::Instant::now() > deadline {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_live_migration_hands_the_volume_to_the_target_and_never_takes_a_third_node() {
     let (dir, emu, kc) = world("mig-full", &["node-a", "node-b", "node-c"]);

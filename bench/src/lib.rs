@@ -109,3 +109,37 @@ pub fn encode_continue(token: &str) -> String {
         })
         .collect()
 }
+
+/// A ureq agent trusting the page server's CA (what the floor and naive
+/// contenders fetch with).
+pub fn agent(ca_pem: &str) -> ureq::Agent {
+    let certs: Vec<_> = ureq::tls::parse_pem(ca_pem.as_bytes())
+        .filter_map(|i| match i {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+        .build();
+    ureq::Agent::config_builder().tls_config(tls).build().into()
+}
+
+/// One page of the PV list: after `cont` (empty: the first).
+pub fn fetch_page(agent: &ureq::Agent, url: &str, cont: &str) -> Vec<u8> {
+    let mut url = format!("{url}/api/v1/persistentvolumes?limit={PAGE}");
+    if !cont.is_empty() {
+        url.push_str("&continue=");
+        url.push_str(&encode_continue(cont));
+    }
+    agent
+        .get(&url)
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .call()
+        .unwrap()
+        .into_body()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .unwrap()
+}

@@ -519,3 +519,21 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (code, body)
 }
+
+/// Events of `reason` the emulator holds, waiting up to 5 s for `want` of
+/// them (they are posted in the background).
+#[allow(dead_code)]
+pub fn events_of(emu: &kube_emulator::Emulator, reason: &str, want: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found: Vec<_> = emu
+            .list("events")
+            .into_iter()
+            .filter(|e| e["reason"] == reason)
+            .collect();
+        if found.len() >= want || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
-use rds_bench::{encode_continue, Run, Target, ATTACHED_NODE, DRIVER, PAGE, TOKEN};
+use rds_bench::{Run, Target, ATTACHED_NODE, DRIVER};
 
 #[derive(serde::Deserialize)]
 struct Page {
@@ -15,35 +15,12 @@ struct Page {
 
 fn main() {
     let t = Target::from_args();
-    let certs: Vec<_> = ureq::tls::parse_pem(t.ca_pem.as_bytes())
-        .filter_map(|i| match i {
-            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-            _ => None,
-        })
-        .collect();
-    let tls = ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-        .build();
-    let agent: ureq::Agent = ureq::Agent::config_builder().tls_config(tls).build().into();
+    let agent = rds_bench::agent(&t.ca_pem);
     let run = Run::start();
     let mut cont = String::new();
     let mut map: HashMap<String, String> = HashMap::new();
     loop {
-        let mut url = format!("{}/api/v1/persistentvolumes?limit={PAGE}", t.url);
-        if !cont.is_empty() {
-            url.push_str("&continue=");
-            url.push_str(&encode_continue(&cont));
-        }
-        let bytes = agent
-            .get(&url)
-            .header("Authorization", format!("Bearer {TOKEN}"))
-            .call()
-            .unwrap()
-            .into_body()
-            .with_config()
-            .limit(1 << 30)
-            .read_to_vec()
-            .unwrap();
+        let bytes = rds_bench::fetch_page(&agent, &t.url, &cont);
         let page: Page = serde_json::from_slice(&bytes).unwrap();
         for pv in page.items {
             let Some(csi) = pv.spec.as_ref().and_then(|s| s.csi.as_ref()) else {
