@@ -505,7 +505,7 @@ pub fn decode_page<T: ListItem>(bytes: &[u8]) -> Result<Page<T>, Error> {
 /// the continue token, when more pages follow. A body that is not a JSON
 /// object, or not well-formed → [`Error::Decode`] (items already handed
 /// over belong to a list that failed).
-pub fn decode_page_with<T: ListItem>(
+pub(crate) fn decode_page_with<T: ListItem>(
     bytes: &[u8],
     visit: &mut dyn FnMut(Visit<T>),
 ) -> Result<Option<String>, Error> {
