@@ -13,7 +13,7 @@ use crate::{
 
 use super::{
     rebuild::{self, RebuildReport},
-    store::{Allow, Claim, PvStore, Released, StoreError, DEFAULT_MIGRATION_WINDOW},
+    store::{Allow, Claim, Holders, PvStore, Released, StoreError, DEFAULT_MIGRATION_WINDOW},
 };
 
 /// How a successful [`AttachmentManager::untrack`] came about.
@@ -171,6 +171,40 @@ struct State {
 }
 
 impl State {
+    /// The map after `released` on `volume`: a cleared volume leaves it, a
+    /// completed migration leaves the target holding it since its window
+    /// opened, an abandoned one leaves the source alone.
+    fn released(&mut self, volume: &str, released: &Released) {
+        match released {
+            Released::Nothing => {}
+            Released::Cleared { .. } => {
+                self.attachments.remove(volume);
+            }
+            Released::HandedOver { to, .. } => {
+                let at = self
+                    .attachments
+                    .get(volume)
+                    .and_then(|c| c.migration.as_ref())
+                    .filter(|m| *m.node == **to)
+                    .map_or_else(SystemTime::now, |m| m.started_at);
+                let node = self.intern(to);
+                self.attachments.insert(
+                    volume.to_string(),
+                    AttachmentState {
+                        node,
+                        attached_at: at,
+                        migration: None,
+                    },
+                );
+            }
+            Released::TargetLeft { .. } => {
+                if let Some(c) = self.attachments.get_mut(volume) {
+                    c.migration = None;
+                }
+            }
+        }
+    }
+
     fn intern(&mut self, node: &str) -> Arc<str> {
         if let Some(n) = self.nodes.get(node) {
             return n.clone();
@@ -210,73 +244,16 @@ fn node_is_gone(store: &PvStore, holder: &str) -> bool {
     }
 }
 
-/// The claim the map alone decides, without a client: the rules of
-/// [`PvStore::claim`] over the map's entry.
-fn in_memory_claim(
-    current: Option<&AttachmentState>,
-    node: &str,
-    now: SystemTime,
-    window: Option<Duration>,
-) -> Claim {
-    let Some(c) = current else {
-        return Claim::Written;
-    };
-    if &*c.node == node {
-        return Claim::AlreadyHeld {
-            at: Some(c.attached_at),
-            source: None,
-        };
-    }
-    match (&c.migration, window) {
-        (Some(m), _) if &*m.node == node => {
-            let end = m.started_at + window.unwrap_or(DEFAULT_MIGRATION_WINDOW);
-            if now < end {
-                Claim::AlreadyHeld {
-                    at: Some(m.started_at),
-                    source: Some(c.node.to_string()),
-                }
-            } else {
-                Claim::WindowExpired {
-                    source: c.node.to_string(),
-                    started: Some(m.started_at),
-                }
-            }
-        }
-        (Some(m), _) => Claim::HeldByTwo {
-            source: c.node.to_string(),
-            target: m.node.to_string(),
-        },
-        (None, Some(_)) => Claim::MigrationStarted {
-            source: c.node.to_string(),
-        },
-        (None, None) => Claim::HeldBy {
-            node: c.node.to_string(),
-            at: Some(c.attached_at),
-        },
-    }
-}
-
-/// The release the map alone decides, without a client (or when the PV
-/// could not be written).
-fn in_memory_release(current: Option<AttachmentState>, node: Option<&str>) -> Released {
-    let Some(c) = current else {
-        return Released::Nothing;
-    };
-    match (&c.migration, node) {
-        (Some(m), Some(n)) if &*c.node == n => Released::HandedOver {
-            from: n.into(),
-            to: m.node.to_string(),
-        },
-        (Some(m), Some(n)) if &*m.node == n => Released::TargetLeft {
-            source: c.node.to_string(),
-            target: n.into(),
-        },
-        (_, None) => Released::Cleared {
-            node: c.node.to_string(),
-        },
-        (None, Some(n)) if &*c.node == n => Released::Cleared { node: n.into() },
-        _ => Released::Nothing,
-    }
+/// The holders the map's entry names, for the rules of [`Holders`].
+fn holders_of(current: Option<&AttachmentState>) -> Holders {
+    current.map_or_else(Holders::default, |c| Holders {
+        node: c.node.to_string(),
+        at: Some(c.attached_at),
+        target: c
+            .migration
+            .as_ref()
+            .map(|m| (m.node.to_string(), Some(m.started_at))),
+    })
 }
 
 impl AttachmentManager {
@@ -313,31 +290,10 @@ impl AttachmentManager {
         &self.missing
     }
 
-    /// Brings the map in line with a release of `node` from `volume`.
+    /// Brings the map in line with a release from `volume` (see
+    /// [`State::released`]).
     pub(super) fn forget(&self, volume: &str, released: &Released) {
-        let mut state = self.lock();
-        match released {
-            Released::Nothing => {}
-            Released::Cleared { .. } => {
-                state.attachments.remove(volume);
-            }
-            Released::HandedOver { to, .. } => {
-                let to = state.intern(to);
-                if let Some(c) = state.attachments.get_mut(volume) {
-                    let at = c
-                        .migration
-                        .take()
-                        .map_or_else(SystemTime::now, |m| m.started_at);
-                    c.node = to;
-                    c.attached_at = at;
-                }
-            }
-            Released::TargetLeft { .. } => {
-                if let Some(c) = state.attachments.get_mut(volume) {
-                    c.migration = None;
-                }
-            }
-        }
+        self.lock().released(volume, released);
     }
 
     /// Records `volume` on `node` in the map.
@@ -408,7 +364,11 @@ impl AttachmentManager {
         let current = self.get(volume);
         let now = SystemTime::now();
         let Some(store) = &self.store else {
-            let claim = in_memory_claim(current.as_ref(), node, now, window);
+            let allow = Allow {
+                displace: None,
+                migration: window,
+            };
+            let claim = holders_of(current.as_ref()).claim(node, now, allow);
             return self.tracked(volume, node, now, window, current, claim);
         };
         let claim = |allow| {
@@ -560,55 +520,42 @@ impl AttachmentManager {
             },
             None => None,
         };
-        let released = released.unwrap_or_else(|| in_memory_release(self.get(volume), node));
+        let released =
+            released.unwrap_or_else(|| holders_of(self.get(volume).as_ref()).release(node));
         let mut state = self.lock();
-        let outcome = match released {
-            Released::Nothing => {
-                // The PV named none of it: whatever this map said is past.
-                if let Some(c) = state.attachments.get_mut(volume) {
-                    match node {
-                        None => {
-                            state.attachments.remove(volume);
-                        }
-                        Some(n) if &*c.node == n => {
-                            state.attachments.remove(volume);
-                        }
-                        Some(n) if c.migration.as_ref().is_some_and(|m| &*m.node == n) => {
-                            c.migration = None;
-                        }
-                        Some(_) => {}
-                    }
+        if released == Released::Nothing {
+            // The PV named none of it: whatever this map said is past.
+            let drop_node = match (state.attachments.get(volume), node) {
+                (Some(_), None) => Some(Released::Cleared {
+                    node: String::new(),
+                }),
+                (Some(c), Some(n)) if &*c.node == n => Some(Released::Cleared { node: n.into() }),
+                (Some(c), Some(n)) if c.migration.as_ref().is_some_and(|m| &*m.node == n) => {
+                    Some(Released::TargetLeft {
+                        source: c.node.to_string(),
+                        target: n.into(),
+                    })
                 }
-                Untracked::Nothing
+                _ => None,
+            };
+            if let Some(r) = drop_node {
+                state.released(volume, &r);
             }
+            return Ok(Untracked::Nothing);
+        }
+        state.released(volume, &released);
+        drop(state);
+        let outcome = match released {
+            Released::Nothing => Untracked::Nothing,
             Released::Cleared { node: holder } => {
-                state.attachments.remove(volume);
                 log::info!(volume = volume, node = holder.as_str(), outcome = "OK"; "detached volume from node");
                 Untracked::Detached
             }
             Released::HandedOver { from, to } => {
-                let at = state
-                    .attachments
-                    .get(volume)
-                    .and_then(|c| c.migration.as_ref())
-                    .filter(|m| *m.node == *to)
-                    .map_or_else(SystemTime::now, |m| m.started_at);
-                let to_node = state.intern(&to);
-                state.attachments.insert(
-                    volume.to_string(),
-                    AttachmentState {
-                        node: to_node,
-                        attached_at: at,
-                        migration: None,
-                    },
-                );
                 log::info!(volume = volume, node = from.as_str(), target = to.as_str(), outcome = "OK"; "live migration completed: the source detached");
                 Untracked::MigrationCompleted { from, to }
             }
             Released::TargetLeft { source, target } => {
-                if let Some(c) = state.attachments.get_mut(volume) {
-                    c.migration = None;
-                }
                 log::info!(volume = volume, node = target.as_str(), holder = source.as_str(), outcome = "OK"; "live migration abandoned: the target detached");
                 Untracked::MigrationAbandoned { source, target }
             }

@@ -94,17 +94,88 @@ pub(crate) enum Released {
     TargetLeft { source: String, target: String },
 }
 
-/// The holders a PV's annotations name.
+/// The holders of a volume — as a PV's annotations name them, or as the
+/// in-memory map does without a client — and the rules for changing them,
+/// decided in one place for both.
 #[derive(Debug, Default)]
-struct Holders {
+pub(super) struct Holders {
     /// Empty: none.
-    node: String,
-    at: Option<SystemTime>,
+    pub(super) node: String,
+    pub(super) at: Option<SystemTime>,
     /// The migration target and its window start.
-    target: Option<(String, Option<SystemTime>)>,
+    pub(super) target: Option<(String, Option<SystemTime>)>,
 }
 
 impl Holders {
+    /// What a claim of `node` at `now` comes to (see [`PvStore::claim`]):
+    /// `Written`, `Displaced` and `MigrationStarted` are to be written, the
+    /// others are answers as they stand.
+    pub(super) fn claim(&self, node: &str, now: SystemTime, allow: Allow<'_>) -> Claim {
+        if self.node == node {
+            return Claim::AlreadyHeld {
+                at: self.at,
+                source: None,
+            };
+        }
+        if self.node.is_empty() {
+            return Claim::Written;
+        }
+        match &self.target {
+            Some((target, started)) if target == node => {
+                let window = allow.migration.unwrap_or(DEFAULT_MIGRATION_WINDOW);
+                let open = started
+                    .and_then(|s| s.checked_add(window))
+                    .is_some_and(|end| now < end);
+                if open {
+                    Claim::AlreadyHeld {
+                        at: *started,
+                        source: Some(self.node.clone()),
+                    }
+                } else {
+                    Claim::WindowExpired {
+                        source: self.node.clone(),
+                        started: *started,
+                    }
+                }
+            }
+            Some((target, _)) => Claim::HeldByTwo {
+                source: self.node.clone(),
+                target: target.clone(),
+            },
+            None if allow.displace == Some(self.node.as_str()) => Claim::Displaced {
+                previous: self.node.clone(),
+            },
+            None if allow.migration.is_some() => Claim::MigrationStarted {
+                source: self.node.clone(),
+            },
+            None => Claim::HeldBy {
+                node: self.node.clone(),
+                at: self.at,
+            },
+        }
+    }
+
+    /// What releasing `node` (`None`: every node) comes to (see
+    /// [`PvStore::release`]).
+    pub(super) fn release(&self, node: Option<&str>) -> Released {
+        match (&self.target, node) {
+            (Some((target, _)), Some(n)) if n == self.node => Released::HandedOver {
+                from: self.node.clone(),
+                to: target.clone(),
+            },
+            (Some((target, _)), Some(n)) if n == target => Released::TargetLeft {
+                source: self.node.clone(),
+                target: target.clone(),
+            },
+            _ if !self.node.is_empty() && node.is_none_or(|n| n == self.node) => {
+                Released::Cleared {
+                    node: self.node.clone(),
+                }
+            }
+            _ => Released::Nothing,
+        }
+    }
+
     /// Reads the holders, first mending what no write of ours leaves: a
     /// migration target without a source becomes the holder, one equal to
     /// the source goes (the mended form is written with the next change).
@@ -237,53 +308,13 @@ impl PvStore {
                 };
                 first = false;
                 let annotations = annotations_mut(&mut pv);
-                let held = Holders::read(annotations);
-                if held.node == node {
-                    return Ok(Claim::AlreadyHeld {
-                        at: held.at,
-                        source: None,
-                    });
+                let outcome = Holders::read(annotations).claim(node, SystemTime::now(), allow);
+                if !matches!(
+                    outcome,
+                    Claim::Written | Claim::Displaced { .. } | Claim::MigrationStarted { .. }
+                ) {
+                    return Ok(outcome);
                 }
-                let outcome = match (&held.target, held.node.is_empty()) {
-                    (_, true) => Claim::Written,
-                    (Some((target, started)), false) if target == node => {
-                        let window = allow.migration.unwrap_or(DEFAULT_MIGRATION_WINDOW);
-                        let open = started
-                            .and_then(|s| s.checked_add(window))
-                            .is_some_and(|end| SystemTime::now() < end);
-                        return Ok(if open {
-                            Claim::AlreadyHeld {
-                                at: *started,
-                                source: Some(held.node),
-                            }
-                        } else {
-                            Claim::WindowExpired {
-                                source: held.node,
-                                started: *started,
-                            }
-                        });
-                    }
-                    (Some((target, _)), false) => {
-                        return Ok(Claim::HeldByTwo {
-                            source: held.node.clone(),
-                            target: target.clone(),
-                        })
-                    }
-                    (None, false) if allow.displace == Some(held.node.as_str()) => {
-                        Claim::Displaced {
-                            previous: held.node.clone(),
-                        }
-                    }
-                    (None, false) if allow.migration.is_some() => Claim::MigrationStarted {
-                        source: held.node.clone(),
-                    },
-                    (None, false) => {
-                        return Ok(Claim::HeldBy {
-                            node: held.node,
-                            at: held.at,
-                        })
-                    }
-                };
                 let (node_key, at_key) = match outcome {
                     Claim::MigrationStarted { .. } => (MIGRATION_NODE, MIGRATION_STARTED_AT),
                     _ => (ATTACHED_NODE, ATTACHED_AT),
@@ -317,38 +348,22 @@ impl PvStore {
                 };
                 let annotations = annotations_mut(&mut pv);
                 let held = Holders::read(annotations);
-                let outcome = match (&held.target, node) {
-                    (Some((target, _)), Some(n)) if n == held.node => {
-                        let started = annotations.get(MIGRATION_STARTED_AT).cloned();
-                        annotations.insert(ATTACHED_NODE.into(), Value::String(target.clone()));
+                let outcome = held.release(node);
+                match &outcome {
+                    Released::HandedOver { to, .. } => {
+                        let started = annotations.remove(MIGRATION_STARTED_AT);
+                        annotations.insert(ATTACHED_NODE.into(), Value::String(to.clone()));
                         match started {
                             Some(v) => annotations.insert(ATTACHED_AT.into(), v),
                             None => annotations.remove(ATTACHED_AT),
                         };
                         annotations.remove(MIGRATION_NODE);
-                        annotations.remove(MIGRATION_STARTED_AT);
-                        Released::HandedOver {
-                            from: held.node.clone(),
-                            to: target.clone(),
-                        }
                     }
-                    (Some((target, _)), Some(n)) if n == target => {
+                    Released::TargetLeft { .. } => {
                         annotations.remove(MIGRATION_NODE);
                         annotations.remove(MIGRATION_STARTED_AT);
-                        Released::TargetLeft {
-                            source: held.node.clone(),
-                            target: target.clone(),
-                        }
                     }
-                    _ => {
-                        let ours = !held.node.is_empty() && node.is_none_or(|n| n == held.node);
-                        // An `attached-at` without `attached-node` is our debris too.
-                        let debris = held.node.is_empty()
-                            && (annotations.contains_key(ATTACHED_AT)
-                                || annotations.contains_key(MIGRATION_STARTED_AT));
-                        if !ours && !debris {
-                            return Ok(Released::Nothing);
-                        }
+                    Released::Cleared { .. } => {
                         for k in [
                             ATTACHED_NODE,
                             ATTACHED_AT,
@@ -357,15 +372,19 @@ impl PvStore {
                         ] {
                             annotations.remove(k);
                         }
-                        if ours {
-                            Released::Cleared {
-                                node: held.node.clone(),
-                            }
-                        } else {
-                            Released::Nothing
+                    }
+                    Released::Nothing => {
+                        // An `attached-at` without `attached-node` is our
+                        // debris too: removed, though nothing was held.
+                        let debris = held.node.is_empty()
+                            && (annotations.remove(ATTACHED_AT).is_some()
+                                | annotations.remove(MIGRATION_STARTED_AT).is_some());
+                        annotations.remove(ATTACHED_NODE);
+                        if !debris {
+                            return Ok(Released::Nothing);
                         }
                     }
-                };
+                }
                 match self.client.replace_pv(&name, &pv) {
                     Ok(_) => Ok(outcome),
                     Err(e) if e.is_not_found() => Ok(Released::Nothing),
