@@ -191,12 +191,7 @@ impl World {
     fn va_wanted(&self, v: usize, node: &str) {
         let _ = self.emu.create(
             "volumeattachments",
-            serde_json::json!({
-                "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
-                "metadata": {"name": va_name(v, node)},
-                "spec": {"attacher": DRIVER, "nodeName": node, "source": {"persistentVolumeName": vol(v)}},
-                "status": {"attached": false}
-            }),
+            volume_attachment(&va_name(v, node), &vol(v), node, false),
         );
     }
 

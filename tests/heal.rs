@@ -226,17 +226,6 @@ fn a_failing_events_api_never_fails_or_delays_the_call() {
     assert!(dropped >= 40.0, "{dropped} events dropped");
 }
 
-/// A VolumeAttachment of this driver, as the attach/detach controller makes
-/// it (and csi-attacher marks it attached).
-fn va(name: &str, pv: &str, node: &str, attached: bool) -> serde_json::Value {
-    json!({
-        "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
-        "metadata": {"name": name},
-        "spec": {"attacher": DRIVER, "nodeName": node, "source": {"persistentVolumeName": pv}},
-        "status": {"attached": attached}
-    })
-}
-
 #[test]
 fn an_attachment_whose_volumeattachment_was_force_deleted_is_cleared_after_the_grace_period() {
     let dir = TempDir::new("heal-recon");
@@ -256,7 +245,7 @@ fn an_attachment_whose_volumeattachment_was_force_deleted_is_cleared_after_the_g
     for v in ["vol-1", "vol-2"] {
         emu.create(
             "volumeattachments",
-            va(&format!("csi-{v}"), v, "node-a", true),
+            volume_attachment(&format!("csi-{v}"), v, "node-a", true),
         )
         .unwrap();
         csi.publish(v, "node-a").unwrap();
@@ -304,10 +293,16 @@ fn attachments_the_go_driver_kept_in_memory_are_adopted_at_startup() {
         emu.create("nodes", node(n)).unwrap();
     }
     // Attached by the Go controller: no annotation. vol-2's is still attaching.
-    emu.create("volumeattachments", va("csi-1", "vol-1", "node-a", true))
-        .unwrap();
-    emu.create("volumeattachments", va("csi-2", "vol-2", "node-a", false))
-        .unwrap();
+    emu.create(
+        "volumeattachments",
+        volume_attachment("csi-1", "vol-1", "node-a", true),
+    )
+    .unwrap();
+    emu.create(
+        "volumeattachments",
+        volume_attachment("csi-2", "vol-2", "node-a", false),
+    )
+    .unwrap();
     let c = Controller::start(dir.path(), Some(&kc), &[]);
     // Before serving, vol-1 is on its PV, and fenced.
     assert_eq!(

@@ -326,15 +326,6 @@ fn two_controllers_racing_for_the_second_slot_let_exactly_one_in() {
     }
 }
 
-fn va(name: &str, node: &str) -> serde_json::Value {
-    json!({
-        "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
-        "metadata": {"name": name},
-        "spec": {"attacher": DRIVER, "nodeName": node, "source": {"persistentVolumeName": "vol-1"}},
-        "status": {"attached": true}
-    })
-}
-
 #[test]
 fn reconciliation_ends_a_migration_whose_volumeattachment_was_force_deleted() {
     let (dir, emu, kc) = world("mig-recon", &["node-a", "node-b"]);
@@ -346,11 +337,17 @@ fn reconciliation_ends_a_migration_whose_volumeattachment_was_force_deleted() {
     ];
     let c = Controller::start(dir.path(), Some(&kc), &flags);
     let csi = c.csi();
-    emu.create("volumeattachments", va("csi-a", "node-a"))
-        .unwrap();
+    emu.create(
+        "volumeattachments",
+        volume_attachment("csi-a", "vol-1", "node-a", true),
+    )
+    .unwrap();
     publish_shared(&csi, "vol-1", "node-a").unwrap();
-    emu.create("volumeattachments", va("csi-b", "node-b"))
-        .unwrap();
+    emu.create(
+        "volumeattachments",
+        volume_attachment("csi-b", "vol-1", "node-b", true),
+    )
+    .unwrap();
     publish_shared(&csi, "vol-1", "node-b").unwrap();
     let single = {
         let mut h = holders(&emu);

@@ -143,3 +143,25 @@ pub fn fetch_page(agent: &ureq::Agent, url: &str, cont: &str) -> Vec<u8> {
         .read_to_vec()
         .unwrap()
 }
+
+/// What the kube-rs and naive contenders keep of one decoded PV: its
+/// attached node under its volume handle, when it is ours and attached.
+pub fn keep_attached(
+    pv: &k8s_openapi::api::core::v1::PersistentVolume,
+    map: &mut std::collections::HashMap<String, String>,
+) {
+    let Some(csi) = pv.spec.as_ref().and_then(|s| s.csi.as_ref()) else {
+        return;
+    };
+    if csi.driver != DRIVER {
+        return;
+    }
+    if let Some(node) = pv
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ATTACHED_NODE))
+    {
+        map.insert(csi.volume_handle.clone(), node.clone());
+    }
+}

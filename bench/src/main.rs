@@ -209,23 +209,11 @@ impl TapMkdir for PathBuf {
 }
 
 fn rss_kb(pid: u32) -> u64 {
-    status_kb(&format!("/proc/{pid}/status"), "VmRSS:")
+    rds_bench::status_kb(&pid.to_string(), "VmRSS:")
 }
 
 fn hwm_kb(pid: u32) -> u64 {
-    status_kb(&format!("/proc/{pid}/status"), "VmHWM:")
-}
-
-/// A `kB` field of a `/proc/…/status` file.
-fn status_kb(path: &str, field: &str) -> u64 {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap()
+    rds_bench::status_kb(&pid.to_string(), "VmHWM:")
 }
 
 struct Controller {

@@ -396,15 +396,20 @@ fn to_vec(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).expect("serialise object")
 }
 
-fn parse_body(req: &Request) -> Result<Value, Response> {
-    let media = req
-        .header("content-type")
+/// The request's media type: its Content-Type without parameters,
+/// lower-cased (media types are case-insensitive).
+fn media_type(req: &Request) -> String {
+    req.header("content-type")
         .unwrap_or("")
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+fn parse_body(req: &Request) -> Result<Value, Response> {
+    let media = media_type(req);
     if media == crate::protobuf::CONTENT_TYPE {
         return crate::protobuf::decode(&req.body).map_err(|e| {
             model::status(
@@ -853,14 +858,7 @@ impl State {
         let current = self.get(t)?;
         let patch: Value = serde_json::from_slice(&req.body)
             .map_err(|e| model::bad_request(&format!("invalid patch: {e}")))?;
-        let content_type = req
-            .header("content-type")
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string();
+        let content_type = media_type(req);
         let mut patched = convert::to_wire(t.kind, current.clone());
         match content_type.as_str() {
             "application/merge-patch+json" => model::merge_patch(&mut patched, &patch),

@@ -247,6 +247,18 @@ pub fn pv(name: &str, handle: &str, driver: &str) -> Value {
     })
 }
 
+/// A VolumeAttachment of this driver for PV `pv` on `node`, as the
+/// attach/detach controller makes it (and csi-attacher marks it attached).
+#[allow(dead_code)]
+pub fn volume_attachment(name: &str, pv: &str, node: &str, attached: bool) -> Value {
+    json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
+        "metadata": {"name": name},
+        "spec": {"attacher": DRIVER, "nodeName": node, "source": {"persistentVolumeName": pv}},
+        "status": {"attached": attached}
+    })
+}
+
 pub fn node(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
 }

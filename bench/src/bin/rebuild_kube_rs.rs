@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::{Api, ListParams};
-use rds_bench::{Run, Target, ATTACHED_NODE, DRIVER, PAGE};
+use rds_bench::{Run, Target, PAGE};
 
 fn main() {
     let t = Target::from_args();
@@ -26,21 +26,8 @@ fn main() {
         let mut map: HashMap<String, String> = HashMap::new();
         loop {
             let list = api.list(&lp).await.unwrap();
-            for pv in list.items {
-                let Some(csi) = pv.spec.as_ref().and_then(|s| s.csi.as_ref()) else {
-                    continue;
-                };
-                if csi.driver != DRIVER {
-                    continue;
-                }
-                if let Some(node) = pv
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(ATTACHED_NODE))
-                {
-                    map.insert(csi.volume_handle.clone(), node.clone());
-                }
+            for pv in &list.items {
+                rds_bench::keep_attached(pv, &mut map);
             }
             match list.metadata.continue_ {
                 Some(c) if !c.is_empty() => lp = lp.continue_token(&c),

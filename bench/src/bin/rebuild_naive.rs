@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
-use rds_bench::{Run, Target, ATTACHED_NODE, DRIVER};
+use rds_bench::{Run, Target};
 
 #[derive(serde::Deserialize)]
 struct Page {
@@ -22,21 +22,8 @@ fn main() {
     loop {
         let bytes = rds_bench::fetch_page(&agent, &t.url, &cont);
         let page: Page = serde_json::from_slice(&bytes).unwrap();
-        for pv in page.items {
-            let Some(csi) = pv.spec.as_ref().and_then(|s| s.csi.as_ref()) else {
-                continue;
-            };
-            if csi.driver != DRIVER {
-                continue;
-            }
-            if let Some(node) = pv
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(ATTACHED_NODE))
-            {
-                map.insert(csi.volume_handle.clone(), node.clone());
-            }
+        for pv in &page.items {
+            rds_bench::keep_attached(pv, &mut map);
         }
         match page.metadata.continue_ {
             Some(c) if !c.is_empty() => cont = c,
