@@ -103,18 +103,34 @@ impl Server {
             grpc.cancel_all_calls();
             let _ = done_rx.recv_timeout(Duration::from_secs(1));
         }
-        // The service's handlers hold the other references to the pool.
+        // The service's handlers hold the other references to the pool;
+        // grpcio's completion-queue threads let go of them as they wind
+        // down after the server is dropped, not necessarily before `drop`
+        // returns: wait for that within what is left of the grace.
         drop(grpc);
         let left = grace
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(100));
-        match Arc::try_unwrap(pool) {
-            Ok(pool) => {
-                if !pool.shutdown(left) {
+        let deadline = Instant::now() + left;
+        let mut pool = pool;
+        let owned = loop {
+            match Arc::try_unwrap(pool) {
+                Ok(p) => break Some(p),
+                Err(p) if Instant::now() < deadline => {
+                    pool = p;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => break None,
+            }
+        };
+        match owned {
+            Some(pool) => {
+                let rest = deadline.saturating_duration_since(Instant::now());
+                if !pool.shutdown(rest.max(Duration::from_millis(100))) {
                     log::warn!("workers still busy after the grace period");
                 }
             }
-            Err(_) => log::warn!("worker pool still referenced at shutdown"),
+            None => log::warn!("worker pool still referenced at shutdown"),
         }
         if let Endpoint::Unix(path) = &endpoint {
             match std::fs::remove_file(path) {
