@@ -9,7 +9,7 @@ use std::{
 };
 
 use crate::{
-    attachment::{AttachmentManager, RebuildReport},
+    attachment::{AttachmentManager, RebuildReport, ReconcileReport},
     events::{EventType, ObjectRef, Recorder},
     health::Health,
     kube,
@@ -84,50 +84,78 @@ impl Driver {
 
     /// One reconciliation pass of the PV annotations with the
     /// VolumeAttachments (see [`AttachmentManager::reconcile`]), with an
-    /// `AttachmentReconciled` Event per change. Errors are logged: nothing
-    /// changed, the next pass tries again.
+    /// Event and a metric per change or disagreement. Errors are logged:
+    /// nothing changed, the next pass tries again.
     pub fn reconcile(&self, grace: Duration) {
         let Some(manager) = &self.attachments else {
             return;
         };
         match manager.reconcile(grace) {
-            Ok(report) => {
-                for (volume, node) in &report.cleared {
-                    self.event(
-                        volume,
-                        EventType::Normal,
-                        "AttachmentReconciled",
-                        format!("no VolumeAttachment for node {node}: its attachment record was cleared"),
-                    );
-                }
-                self.adopted_events(&report.adopted);
-            }
+            Ok(report) => self.reconciled(&report),
             Err(e) => log::warn!("reconciliation skipped, nothing changed: {e}"),
         }
     }
 
     /// The startup half of reconciliation (see
-    /// [`AttachmentManager::adopt`]); errors are logged, nothing changed.
+    /// [`AttachmentManager::adopt`]), reported like a pass; errors are
+    /// logged, nothing changed.
     pub fn adopt(&self) {
         let Some(manager) = &self.attachments else {
             return;
         };
         match manager.adopt() {
-            Ok(adopted) => {
-                log::info!("reconciliation at startup: {} adopted", adopted.len());
-                self.adopted_events(&adopted);
+            Ok(report) => {
+                log::info!(
+                    "reconciliation at startup: {} adopted, {} rewritten, {} disagreeing",
+                    report.adopted.len(),
+                    report.rewritten.len(),
+                    report.disagreements.len()
+                );
+                self.reconciled(&report);
             }
             Err(e) => log::warn!("reconciliation at startup skipped, nothing changed: {e}"),
         }
     }
 
-    fn adopted_events(&self, adopted: &[(String, String)]) {
-        for (volume, node) in adopted {
+    /// Events and metrics for what a reconciliation pass did and found.
+    fn reconciled(&self, report: &ReconcileReport) {
+        for (volume, node) in &report.cleared {
+            self.metrics.reconciled("cleared");
+            self.event(
+                volume,
+                EventType::Normal,
+                "AttachmentReconciled",
+                format!("no VolumeAttachment for node {node}: its attachment record was cleared"),
+            );
+        }
+        for (volume, node) in &report.adopted {
+            self.metrics.reconciled("adopted");
             self.event(
                 volume,
                 EventType::Normal,
                 "AttachmentReconciled",
                 format!("attached to node {node} by its VolumeAttachment: recorded on the PV"),
+            );
+        }
+        for r in &report.rewritten {
+            self.metrics.reconciled("rewritten");
+            self.event(
+                &r.volume,
+                EventType::Normal,
+                "AttachmentReconciled",
+                format!(
+                    "the attachment record named node {}, which no VolumeAttachment names; VolumeAttachment {} has it attached to node {}: recorded",
+                    r.from, r.attachment, r.to
+                ),
+            );
+        }
+        for d in &report.disagreements {
+            self.metrics.disagreement(d.kind.label());
+            self.event(
+                &d.volume,
+                EventType::Warning,
+                "AttachmentDisagreement",
+                d.to_string(),
             );
         }
     }

@@ -357,3 +357,286 @@ fn a_failing_list_changes_nothing() {
         c.logs()
     );
 }
+
+/// A PV whose record names `node` as the Go driver writes it.
+fn go_annotated_pv(name: &str, node: &str) -> serde_json::Value {
+    let mut p = pv(name, name, DRIVER);
+    p["metadata"]["annotations"] = json!({
+        ATTACHED_NODE: node,
+        ATTACHED_AT: "2026-05-01T10:00:00.123456Z",
+    });
+    p
+}
+
+#[test]
+fn a_stale_record_is_rewritten_to_the_attached_node_before_serving() {
+    let dir = TempDir::new("heal-stale");
+    let (emu, kc) = emulator(dir.path());
+    // The Go driver left node-a on the PV after a live migration to node-b.
+    emu.create("persistentvolumes", go_annotated_pv("vol-1", "node-a"))
+        .unwrap();
+    for n in ["node-a", "node-b"] {
+        emu.create("nodes", node(n)).unwrap();
+    }
+    emu.create(
+        "volumeattachments",
+        volume_attachment("csi-b", "vol-1", "node-b", true),
+    )
+    .unwrap();
+    let c = Controller::start(dir.path(), Some(&kc), &["--metrics-address", "127.0.0.1:0"]);
+    // Rewritten before the socket existed.
+    assert_eq!(
+        annotation(&emu, "vol-1", ATTACHED_NODE).as_deref(),
+        Some("node-b")
+    );
+    let csi = c.csi();
+    let (code, msg) = csi.publish("vol-1", "node-a").unwrap_err();
+    assert_eq!(code, Code::FAILED_PRECONDITION, "{msg}");
+    assert!(msg.contains("node-b"), "{msg}");
+    csi.publish("vol-1", "node-b").unwrap();
+    let logs = c.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("rewrote a stale attachment record"))
+        .unwrap_or_else(|| panic!("no info line:\n{logs}"));
+    assert!(
+        line.contains("INFO") && line.contains("node-a") && line.contains("node-b"),
+        "{line}"
+    );
+    let events = events_of(&emu, "AttachmentReconciled", 1);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0]["message"].as_str().unwrap().contains("csi-b"),
+        "{events:?}"
+    );
+    let (_, text) = http_get(metrics_address(&logs), "/metrics");
+    assert!(
+        text.contains("rds_csi_reconcile_changes_total{change=\"rewritten\"} 1\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_record_gone_stale_while_serving_is_rewritten_by_the_next_pass() {
+    let dir = TempDir::new("heal-stale-run");
+    let (emu, kc) = emulator(dir.path());
+    emu.create("persistentvolumes", pv("vol-1", "vol-1", DRIVER))
+        .unwrap();
+    for n in ["node-a", "node-b"] {
+        emu.create("nodes", node(n)).unwrap();
+    }
+    let flags = [
+        "--reconcile-interval",
+        "200ms",
+        "--attachment-grace-period",
+        "60m",
+    ];
+    let c = Controller::start(dir.path(), Some(&kc), &flags);
+    emu.create(
+        "volumeattachments",
+        volume_attachment("csi-b", "vol-1", "node-b", false),
+    )
+    .unwrap();
+    c.csi().publish("vol-1", "node-b").unwrap();
+    emu.modify("volumeattachments", "csi-b", |va| {
+        va["status"]["attached"] = json!(true)
+    });
+    // Someone else (a Go controller still running, a hand edit) writes node-a.
+    emu.modify("persistentvolumes", "vol-1", |p| {
+        p["metadata"]["annotations"][ATTACHED_NODE] = json!("node-a")
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while annotation(&emu, "vol-1", ATTACHED_NODE).as_deref() != Some("node-b") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not rewritten (a grace period of 60m must not apply):\n{}",
+            c.logs()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        c.csi().publish("vol-1", "node-a").unwrap_err().0,
+        Code::FAILED_PRECONDITION
+    );
+}
+
+#[test]
+fn disagreements_that_are_not_a_stale_record_change_nothing_and_are_reported() {
+    let dir = TempDir::new("heal-disagree");
+    let (emu, kc) = emulator(dir.path());
+    for v in ["vol-1", "vol-2"] {
+        emu.create("persistentvolumes", go_annotated_pv(v, "node-a"))
+            .unwrap();
+    }
+    for n in ["node-a", "node-b", "node-c"] {
+        emu.create("nodes", node(n)).unwrap();
+    }
+    // vol-1: attached on two other nodes. vol-2: attached on node-b, detaching.
+    for (name, pv, n) in [
+        ("csi-1b", "vol-1", "node-b"),
+        ("csi-1c", "vol-1", "node-c"),
+        ("csi-2b", "vol-2", "node-b"),
+    ] {
+        emu.create("volumeattachments", volume_attachment(name, pv, n, true))
+            .unwrap();
+    }
+    emu.modify("volumeattachments", "csi-2b", |va| {
+        va["metadata"]["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
+        va["metadata"]["finalizers"] = json!(["external-attacher/rds-csi-srvlab-io"]);
+    });
+    let before = |v: &str| emu.get("persistentvolumes", v).unwrap()["metadata"].clone();
+    let (a1, a2) = (before("vol-1"), before("vol-2"));
+    let flags = [
+        "--reconcile-interval",
+        "200ms",
+        "--attachment-grace-period",
+        "100ms",
+        "--metrics-address",
+        "127.0.0.1:0",
+    ];
+    let c = Controller::start(dir.path(), Some(&kc), &flags);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    // Not rewritten, not cleared (the grace period passed): byte for byte.
+    assert_eq!(before("vol-1")["annotations"], a1["annotations"]);
+    assert_eq!(before("vol-2")["annotations"], a2["annotations"]);
+    let logs = c.logs();
+    for (v, why) in [
+        ("vol-1", "several attached VolumeAttachments"),
+        ("vol-2", "being deleted"),
+    ] {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains("WARN") && l.contains(v) && l.contains(why)),
+            "{v}: {why}:\n{logs}"
+        );
+    }
+    let (_, text) = http_get(metrics_address(&logs), "/metrics");
+    for kind in ["several_attached", "deleting"] {
+        assert!(
+            text.contains(&format!(
+                "rds_csi_reconcile_disagreements_total{{kind=\"{kind}\"}}"
+            )),
+            "{kind}:\n{text}"
+        );
+    }
+    assert!(!events_of(&emu, "AttachmentDisagreement", 2).is_empty());
+}
+
+/// The attacher's side of a random story on one single-node volume:
+/// Publishes to any node, Unpublishes, VolumeAttachments made, marked
+/// attached only after a successful Publish and deleted only after a
+/// successful Unpublish, restarts with `kill -9`, and pauses that let
+/// reconciliation run; each story starts from a state the Go driver
+/// leaves. A Publish accepted while another node's VolumeAttachment is
+/// attached would be a second writer.
+#[test]
+fn no_sequence_of_publishes_attachments_and_restarts_yields_two_holders() {
+    const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
+    let steps: usize = std::env::var("FENCING_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    // (record on the PV, node attached per its VolumeAttachment)
+    let starts: [(Option<&str>, Option<&str>); 4] = [
+        (Some("node-a"), Some("node-b")),
+        (None, Some("node-c")),
+        (Some("node-b"), None),
+        (Some("node-a"), Some("node-a")),
+    ];
+    let flags = [
+        "--reconcile-interval",
+        "150ms",
+        "--attachment-grace-period",
+        "300ms",
+    ];
+    for (seed, (record, kube_attached)) in starts.into_iter().enumerate() {
+        let dir = TempDir::new("heal-seq");
+        let (emu, kc) = emulator(dir.path());
+        let pv = match record {
+            Some(n) => go_annotated_pv("vol-1", n),
+            None => pv("vol-1", "vol-1", DRIVER),
+        };
+        emu.create("persistentvolumes", pv).unwrap();
+        for n in NODES {
+            emu.create("nodes", node(n)).unwrap();
+        }
+        let va_name = |n: &str| format!("csi-{n}");
+        let mut attached: Option<String> = kube_attached.map(str::to_string);
+        if let Some(n) = kube_attached {
+            emu.create(
+                "volumeattachments",
+                volume_attachment(&va_name(n), "vol-1", n, true),
+            )
+            .unwrap();
+        }
+        let mut c = Controller::start(dir.path(), Some(&kc), &flags);
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (seed as u64 + 1);
+        let mut next = |m: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % m as u64) as usize
+        };
+        let mut story = Vec::new();
+        for _ in 0..steps {
+            let n = NODES[next(NODES.len())];
+            match next(10) {
+                0..=4 => {
+                    if emu.get("volumeattachments", &va_name(n)).is_none() {
+                        emu.create(
+                            "volumeattachments",
+                            volume_attachment(&va_name(n), "vol-1", n, false),
+                        )
+                        .unwrap();
+                    }
+                    let outcome = c.csi().publish("vol-1", n);
+                    story.push(format!(
+                        "publish {n}: {:?}",
+                        outcome.as_ref().map_err(|e| e.0)
+                    ));
+                    if outcome.is_ok() {
+                        assert!(
+                            attached.as_deref().is_none_or(|a| a == n),
+                            "seed {seed}: {n} published while {attached:?} is attached\n{story:#?}\n{}",
+                            c.logs()
+                        );
+                        emu.modify("volumeattachments", &va_name(n), |va| {
+                            va["status"]["attached"] = json!(true)
+                        });
+                        attached = Some(n.to_string());
+                    }
+                }
+                5..=6 => {
+                    let outcome = c.csi().unpublish("vol-1", n);
+                    story.push(format!(
+                        "unpublish {n}: {:?}",
+                        outcome.as_ref().map_err(|e| e.0)
+                    ));
+                    if outcome.is_ok() {
+                        emu.delete("volumeattachments", &va_name(n));
+                        if attached.as_deref() == Some(n) {
+                            attached = None;
+                        }
+                    }
+                }
+                7 => {
+                    story.push("kill -9, restart".into());
+                    c.kill9();
+                    c = Controller::start(dir.path(), Some(&kc), &flags);
+                    // Before serving, the record follows Kubernetes.
+                    if let Some(a) = &attached {
+                        assert_eq!(
+                            annotation(&emu, "vol-1", ATTACHED_NODE).as_ref(),
+                            Some(a),
+                            "seed {seed}: after a restart\n{story:#?}"
+                        );
+                    }
+                }
+                _ => {
+                    story.push("pause".into());
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            }
+        }
+    }
+}

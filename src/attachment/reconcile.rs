@@ -3,29 +3,41 @@
 //!
 //! Every decision comes from one complete, successful list of each; any API
 //! error changes nothing (the next pass tries again):
+//! - a record naming one node for which no VolumeAttachment of ours exists
+//!   for that PV at all, while exactly one attached VolumeAttachment (none
+//!   being deleted) names another node, is rewritten to that node at once,
+//!   in one compare-and-set: Kubernetes' record wins over a stale one (the
+//!   Go driver never kept its annotation true, e.g. after a live migration);
+//! - any other disagreement (two attached VolumeAttachments for that PV, a
+//!   VolumeAttachment being deleted) changes nothing and is reported;
 //! - an annotation naming a node for which no VolumeAttachment of ours
-//!   exists for that PV, seen so on passes at least the grace period apart
-//!   (Kubernetes recreates a VolumeAttachment for any pod that still needs
-//!   the volume there), is cleared;
+//!   exists for that PV, and no other attached one either, seen so on
+//!   passes at least the grace period apart (Kubernetes recreates a
+//!   VolumeAttachment for any pod that still needs the volume there), is
+//!   cleared;
 //! - a VolumeAttachment with `status.attached`, not being deleted, whose PV
 //!   has no annotation (state the Go driver kept in memory) is written onto
-//!   the PV — after listing again inside the volume's turn, since an
-//!   Unpublish may have run since the first list.
+//!   the PV.
 //!
 //! Changes take the volume's turn, so they never race a Publish or
-//! Unpublish of this process, and are compare-and-set writes like theirs.
+//! Unpublish of this process, list the VolumeAttachments again inside it
+//! (an Unpublish or a Publish may have run since the first list) and are
+//! compare-and-set writes like theirs. The startup pass ([`adopt`]) runs
+//! before the socket exists, so no call of ours can race it.
+//!
+//! [`adopt`]: AttachmentManager::adopt
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Mutex,
     time::{Duration, Instant, SystemTime},
 };
 
-use crate::kube;
+use crate::kube::{self, VolumeAttachmentSummary as Va};
 
 use super::{
     manager::AttachmentManager,
-    store::{Allow, Claim, Released, ATTACHED_NODE, MIGRATION_NODE},
+    store::{Allow, Claim, PvStore, Released, ATTACHED_NODE, MIGRATION_NODE},
 };
 
 /// What one pass found and did.
@@ -39,14 +51,153 @@ pub struct ReconcileReport {
     pub cleared: Vec<(String, String)>,
     /// Annotations written from attached VolumeAttachments.
     pub adopted: Vec<(String, String)>,
+    /// Stale records rewritten to the node Kubernetes has the volume
+    /// attached to.
+    pub rewritten: Vec<Rewritten>,
+    /// Records left as they are although the VolumeAttachments disagree.
+    pub disagreements: Vec<Disagreement>,
     /// Annotations without a VolumeAttachment, still within the grace period.
     pub waiting: usize,
 }
 
+/// A stale record replaced by the node of the one attached VolumeAttachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewritten {
+    pub volume: String,
+    /// Its PV's name.
+    pub pv: String,
+    /// The node the record named, which no VolumeAttachment names.
+    pub from: String,
+    /// The node of the attached VolumeAttachment.
+    pub to: String,
+    /// That VolumeAttachment's name.
+    pub attachment: String,
+}
+
+/// A record whose VolumeAttachments disagree with it in a way this
+/// controller does not resolve: reported, never acted on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disagreement {
+    pub volume: String,
+    /// The node the record names.
+    pub recorded: String,
+    pub kind: DisagreementKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisagreementKind {
+    /// Several attached VolumeAttachments name other nodes: which one
+    /// holds the volume is not a guess to write down.
+    SeveralAttached,
+    /// An attached VolumeAttachment of the PV is being deleted: its detach
+    /// is under way, the next pass sees how it ended.
+    Deleting,
+}
+
+impl DisagreementKind {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DisagreementKind::SeveralAttached => "several_attached",
+            DisagreementKind::Deleting => "deleting",
+        }
+    }
+}
+
+impl std::fmt::Display for Disagreement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.kind {
+            DisagreementKind::SeveralAttached => {
+                "several attached VolumeAttachments name other nodes"
+            }
+            DisagreementKind::Deleting => {
+                "an attached VolumeAttachment for another node is being deleted"
+            }
+        };
+        write!(
+            f,
+            "volume {}: its record names node {}, which no VolumeAttachment names, and {what}; left as is",
+            self.volume, self.recorded
+        )
+    }
+}
+
+/// What the VolumeAttachments of one PV say of its record.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict<'a> {
+    /// Nothing for the rewrite rule: they agree, the record names two
+    /// nodes or none, or nothing else is attached (the grace-period rule
+    /// decides).
+    Agrees,
+    /// The record names `from` alone, no VolumeAttachment names it, and
+    /// `va`, attached and not being deleted, is the only attached one.
+    Rewrite {
+        from: &'a str,
+        to: &'a str,
+        va: &'a str,
+    },
+    Disagrees(DisagreementKind),
+}
+
+/// The rewrite rule. `holders`: the nodes the PV names, the source first;
+/// `vas`: every VolumeAttachment of this driver for that PV.
+fn verdict<'a>(holders: &'a [String], vas: &[&'a Va]) -> Verdict<'a> {
+    let [recorded] = holders else {
+        return Verdict::Agrees;
+    };
+    if vas.iter().any(|va| va.node_name == *recorded) {
+        return Verdict::Agrees;
+    }
+    let attached: Vec<&Va> = vas.iter().copied().filter(|va| va.attached).collect();
+    match attached.as_slice() {
+        [] => Verdict::Agrees,
+        _ if attached.iter().any(|va| va.deleting) => {
+            Verdict::Disagrees(DisagreementKind::Deleting)
+        }
+        [va] => Verdict::Rewrite {
+            from: recorded,
+            to: &va.node_name,
+            va: &va.name,
+        },
+        _ => Verdict::Disagrees(DisagreementKind::SeveralAttached),
+    }
+}
+
 /// Annotations seen without a VolumeAttachment: (volume, node) → when
-/// first seen so. Scope: one pass's read and update; no I/O under it.
+/// first seen so. Scope: one pass's read and update, or one removal; no
+/// I/O under it.
 #[derive(Default)]
 pub(crate) struct Missing(Mutex<HashMap<(String, String), Instant>>);
+
+impl Missing {
+    /// Stops the clock of `node` on `volume`: attaching there again must
+    /// get a full grace period.
+    fn forget(&self, volume: &str, node: &str) {
+        self.0
+            .lock()
+            .expect("reconcile lock poisoned")
+            .remove(&(volume.to_string(), node.to_string()));
+    }
+}
+
+/// The VolumeAttachments of `driver` that name a PV.
+fn attachments_of(client: &kube::Client, driver: &str) -> Result<Vec<Va>, kube::Error> {
+    Ok(client
+        .list_volume_attachments()?
+        .items
+        .into_iter()
+        .filter(|va| va.attacher == driver && !va.pv_name.is_empty())
+        .collect())
+}
+
+/// `vas` by PV name, in name order (so logs read the same every pass).
+fn by_pv(vas: &[Va]) -> BTreeMap<&str, Vec<&Va>> {
+    let mut map: BTreeMap<&str, Vec<&Va>> = BTreeMap::new();
+    for va in vas {
+        map.entry(va.pv_name.as_str()).or_default().push(va);
+    }
+    map
+}
 
 impl AttachmentManager {
     /// One reconciliation pass (see the module doc). Without a client:
@@ -61,13 +212,8 @@ impl AttachmentManager {
         // streamed, keeping only ours that are annotated or that a
         // VolumeAttachment of ours names: memory follows the attachments,
         // not the cluster.
-        let vas = client.list_volume_attachments()?;
-        let ours_vas: Vec<kube::VolumeAttachmentSummary> = vas
-            .items
-            .into_iter()
-            .filter(|va| va.attacher == driver && !va.pv_name.is_empty())
-            .collect();
-        let named: HashSet<&str> = ours_vas.iter().map(|va| va.pv_name.as_str()).collect();
+        let vas = attachments_of(client, driver)?;
+        let named: HashSet<&str> = vas.iter().map(|va| va.pv_name.as_str()).collect();
         // PV name → (handle, holders: the source, then a migration target).
         let mut ours: HashMap<String, (String, Vec<String>)> = HashMap::new();
         client.visit_pvs(|visit| match visit {
@@ -89,21 +235,16 @@ impl AttachmentManager {
                 }
             }
         })?;
-        let ours_vas: Vec<&kube::VolumeAttachmentSummary> = ours_vas
-            .iter()
-            .filter(|va| ours.contains_key(va.pv_name.as_str()))
-            .collect();
+        let mut vas_of = by_pv(&vas);
+        vas_of.retain(|pv, _| ours.contains_key(*pv));
         let mut report = ReconcileReport {
-            attachments: ours_vas.len(),
+            attachments: vas_of.values().map(Vec::len).sum(),
             ..Default::default()
         };
-        let wanted: HashSet<(&str, &str)> = ours_vas
-            .iter()
-            .map(|va| (va.pv_name.as_str(), va.node_name.as_str()))
-            .collect();
 
         let now = Instant::now();
         let mut to_clear = Vec::new();
+        let mut to_rewrite = Vec::new();
         {
             let mut missing = self.missing().0.lock().expect("reconcile lock poisoned");
             let mut still_missing = HashSet::new();
@@ -112,14 +253,37 @@ impl AttachmentManager {
                     continue;
                 }
                 report.annotated += 1;
+                let pv_vas = vas_of.get(pv_name.as_str()).map_or(&[][..], Vec::as_slice);
+                let verdict = verdict(holders, pv_vas);
+                match verdict {
+                    Verdict::Rewrite { from, to, va } => {
+                        to_rewrite.push(Rewritten {
+                            volume: handle.clone(),
+                            pv: pv_name.clone(),
+                            from: from.to_string(),
+                            to: to.to_string(),
+                            attachment: va.to_string(),
+                        });
+                        continue;
+                    }
+                    Verdict::Disagrees(kind) => report.disagreements.push(Disagreement {
+                        volume: handle.clone(),
+                        recorded: holders[0].clone(),
+                        kind,
+                    }),
+                    Verdict::Agrees => {}
+                }
+                // While the VolumeAttachments disagree the clock runs, but
+                // nothing is cleared.
+                let hold = matches!(verdict, Verdict::Disagrees(_));
                 for holder in holders {
-                    if wanted.contains(&(pv_name.as_str(), holder.as_str())) {
+                    if pv_vas.iter().any(|va| va.node_name == *holder) {
                         continue;
                     }
                     let key = (handle.to_string(), holder.to_string());
                     let since = *missing.entry(key.clone()).or_insert(now);
                     still_missing.insert(key.clone());
-                    if now.duration_since(since) >= grace {
+                    if !hold && now.duration_since(since) >= grace {
                         to_clear.push((key.0, key.1, pv_name.clone()));
                     } else {
                         report.waiting += 1;
@@ -128,6 +292,14 @@ impl AttachmentManager {
             }
             // Seen with a VolumeAttachment (or no longer annotated): forgotten.
             missing.retain(|k, _| still_missing.contains(k));
+        }
+        for d in &report.disagreements {
+            log::warn!(volume = d.volume.as_str(), node = d.recorded.as_str(); "reconciliation: {d}");
+        }
+        for r in to_rewrite {
+            if self.rewrite_one(store, &r, true) {
+                report.rewritten.push(r);
+            }
         }
         for (volume, node, pv_name) in to_clear {
             let Ok(_turn) = self.turns().take(&volume) else {
@@ -156,13 +328,7 @@ impl AttachmentManager {
                 Ok(Released::Nothing) => {}
                 Ok(released) => {
                     self.forget(&volume, &released);
-                    // Its clock stops here: the same node attaching again
-                    // before the next pass must get a full grace period.
-                    self.missing()
-                        .0
-                        .lock()
-                        .expect("reconcile lock poisoned")
-                        .remove(&(volume.clone(), node.clone()));
+                    self.missing().forget(&volume, &node);
                     log::info!(
                         volume = volume.as_str(), node = node.as_str();
                         "reconciliation cleared an attachment without a VolumeAttachment"
@@ -172,23 +338,27 @@ impl AttachmentManager {
                 Err(e) => log::warn!("reconciliation: clearing {volume} on {node}: {e}"),
             }
         }
-        for va in ours_vas.iter().filter(|va| va.attached && !va.deleting) {
-            let Some((handle, holders)) = ours.get(va.pv_name.as_str()) else {
+        for (pv_name, pv_vas) in &vas_of {
+            let Some((handle, holders)) = ours.get(*pv_name) else {
                 continue;
             };
             if !holders.is_empty() {
                 continue;
             }
-            if self.adopt_one(store, handle, va, true) {
-                report.adopted.push((handle.clone(), va.node_name.clone()));
+            for va in pv_vas.iter().filter(|va| va.attached && !va.deleting) {
+                if self.adopt_one(store, handle, va, true) {
+                    report.adopted.push((handle.clone(), va.node_name.clone()));
+                }
             }
         }
         log::info!(
-            "reconciliation: {} annotated, {} VolumeAttachments, {} cleared, {} adopted, {} waiting for the grace period",
+            "reconciliation: {} annotated, {} VolumeAttachments, {} cleared, {} adopted, {} rewritten, {} disagreeing, {} waiting for the grace period",
             report.annotated,
             report.attachments,
             report.cleared.len(),
             report.adopted.len(),
+            report.rewritten.len(),
+            report.disagreements.len(),
             report.waiting
         );
         Ok(report)
@@ -198,55 +368,152 @@ impl AttachmentManager {
 impl AttachmentManager {
     /// The startup half of reconciliation, before serving: attached
     /// VolumeAttachments of this driver whose PV has no annotation are
-    /// written onto it. Costs one LIST of VolumeAttachments, plus one GET
-    /// per attached VolumeAttachment whose volume the rebuilt map does not
-    /// know (none once every attachment is recorded). Returns the
-    /// (volume, node) pairs recorded.
-    pub fn adopt(&self) -> Result<Vec<(String, String)>, kube::Error> {
+    /// written onto it, and stale records are rewritten (the rule in the
+    /// module doc); disagreements are reported. Costs one LIST of
+    /// VolumeAttachments, plus one GET per PV with an attached
+    /// VolumeAttachment that the rebuilt map does not know (none once
+    /// every attachment is recorded), plus the writes.
+    pub fn adopt(&self) -> Result<ReconcileReport, kube::Error> {
         let Some(store) = self.store() else {
-            return Ok(Vec::new());
+            return Ok(ReconcileReport::default());
         };
         let client = store.client();
         let driver = store.driver();
-        let mut adopted = Vec::new();
-        let vas = client.list_volume_attachments()?;
-        for va in vas.items.iter().filter(|va| {
-            va.attacher == driver && va.attached && !va.deleting && !va.pv_name.is_empty()
-        }) {
-            // Dynamic PVs are named after their handle: known, nothing to do.
-            if self.get(&va.pv_name).is_some() {
+        let vas = attachments_of(client, driver)?;
+        let vas_of = by_pv(&vas);
+        let mut report = ReconcileReport {
+            attachments: vas.len(),
+            ..Default::default()
+        };
+        for (pv_name, pv_vas) in &vas_of {
+            if !pv_vas.iter().any(|va| va.attached) {
                 continue;
             }
-            let pv = match client.get_pv(&va.pv_name) {
-                Ok(pv) => pv,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
+            let Some(handle) = self.handle_of(store, pv_name)? else {
+                continue;
             };
-            let csi = &pv["spec"]["csi"];
-            let handle = csi["volumeHandle"].as_str().unwrap_or("");
-            if csi["driver"].as_str() != Some(driver)
-                || handle.is_empty()
-                || self.get(handle).is_some()
-            {
-                continue;
-            }
-            if self.adopt_one(store, handle, va, false) {
-                adopted.push((handle.to_string(), va.node_name.clone()));
+            let holders: Vec<String> = self
+                .get(&handle)
+                .map(|a| a.nodes().map(str::to_string).collect())
+                .unwrap_or_default();
+            match verdict(&holders, pv_vas) {
+                Verdict::Rewrite { from, to, va } => {
+                    let r = Rewritten {
+                        volume: handle.clone(),
+                        pv: pv_name.to_string(),
+                        from: from.to_string(),
+                        to: to.to_string(),
+                        attachment: va.to_string(),
+                    };
+                    if self.rewrite_one(store, &r, false) {
+                        report.rewritten.push(r);
+                    }
+                }
+                Verdict::Disagrees(kind) => {
+                    let d = Disagreement {
+                        volume: handle.clone(),
+                        recorded: holders[0].clone(),
+                        kind,
+                    };
+                    log::warn!(volume = d.volume.as_str(), node = d.recorded.as_str(); "reconciliation at startup: {d}");
+                    report.disagreements.push(d);
+                }
+                Verdict::Agrees if holders.is_empty() => {
+                    for va in pv_vas.iter().filter(|va| va.attached && !va.deleting) {
+                        if self.adopt_one(store, &handle, va, false) {
+                            report.adopted.push((handle.clone(), va.node_name.clone()));
+                        }
+                    }
+                }
+                Verdict::Agrees => {}
             }
         }
-        Ok(adopted)
+        Ok(report)
+    }
+
+    /// The volume handle of the PV `pv_name` of this driver: the map
+    /// knows dynamic PVs (named after their handle) that are attached, the
+    /// index static ones; anything else is read. No such PV of ours → `None`.
+    fn handle_of(&self, store: &PvStore, pv_name: &str) -> Result<Option<String>, kube::Error> {
+        if self.get(pv_name).is_some() {
+            return Ok(Some(pv_name.to_string()));
+        }
+        if let Some(handle) = store.handle_named(pv_name) {
+            return Ok(Some(handle));
+        }
+        let pv = match store.client().get_pv(pv_name) {
+            Ok(pv) => pv,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let csi = &pv["spec"]["csi"];
+        Ok(csi["volumeHandle"]
+            .as_str()
+            .filter(|h| !h.is_empty() && csi["driver"].as_str() == Some(store.driver()))
+            .map(str::to_string))
+    }
+
+    /// Rewrites the record of `r.volume` from `r.from` to `r.to` in the
+    /// volume's turn, in one compare-and-set that replaces `from` only
+    /// (any other holder found on the PV stays). With `recheck` the rule
+    /// is decided again on a fresh list inside the turn. Whether the
+    /// record names `r.to` because of this call.
+    fn rewrite_one(&self, store: &PvStore, r: &Rewritten, recheck: bool) -> bool {
+        let Ok(_turn) = self.turns().take(&r.volume) else {
+            return false;
+        };
+        if recheck {
+            let vas = match attachments_of(store.client(), store.driver()) {
+                Ok(vas) => vas,
+                Err(e) => {
+                    log::warn!(
+                        "reconciliation: re-listing VolumeAttachments: {e}; {} not rewritten",
+                        r.volume
+                    );
+                    return false;
+                }
+            };
+            let holders = [r.from.clone()];
+            let pv_vas: Vec<&Va> = vas.iter().filter(|va| va.pv_name == r.pv).collect();
+            match verdict(&holders, &pv_vas) {
+                Verdict::Rewrite { to, .. } if to == r.to => {}
+                _ => return false,
+            }
+        }
+        let allow = Allow {
+            displace: Some(&r.from),
+            migration: None,
+        };
+        match store.claim(&r.volume, &r.to, SystemTime::now(), allow) {
+            Ok(Claim::Displaced { .. } | Claim::Written) => {
+                self.remember(&r.volume, &r.to);
+                self.missing().forget(&r.volume, &r.from);
+                log::info!(
+                    volume = r.volume.as_str(), node = r.to.as_str(), previous = r.from.as_str(),
+                    attachment = r.attachment.as_str();
+                    "reconciliation rewrote a stale attachment record: no VolumeAttachment names the node it named, the only attached one names this node"
+                );
+                true
+            }
+            Ok(Claim::AlreadyHeld { .. }) => false,
+            Ok(other) => {
+                log::warn!(
+                    "reconciliation: {} changed before its stale record could be rewritten ({other:?}); left as is",
+                    r.volume
+                );
+                false
+            }
+            Err(e) => {
+                log::warn!("reconciliation: rewriting {}: {e:?}", r.volume);
+                false
+            }
+        }
     }
 
     /// Writes the node of an attached VolumeAttachment onto the PV of
     /// `handle` in the volume's turn, unless the PV names a node already.
     /// Whether it was written.
-    fn adopt_one(
-        &self,
-        store: &super::store::PvStore,
-        handle: &str,
-        va: &kube::VolumeAttachmentSummary,
-        recheck: bool,
-    ) -> bool {
+    fn adopt_one(&self, store: &PvStore, handle: &str, va: &Va, recheck: bool) -> bool {
         let Ok(_turn) = self.turns().take(handle) else {
             return false;
         };
@@ -297,6 +564,83 @@ impl AttachmentManager {
                 );
                 false
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn va(name: &str, node: &str, attached: bool, deleting: bool) -> Va {
+        Va {
+            name: name.into(),
+            attacher: "d".into(),
+            node_name: node.into(),
+            pv_name: "pv".into(),
+            attached,
+            deleting,
+        }
+    }
+
+    fn decide(holders: &[&str], vas: &[Va]) -> String {
+        let holders: Vec<String> = holders.iter().map(|s| s.to_string()).collect();
+        let refs: Vec<&Va> = vas.iter().collect();
+        match verdict(&holders, &refs) {
+            Verdict::Agrees => "agrees".into(),
+            Verdict::Rewrite { from, to, va } => format!("rewrite {from}->{to} ({va})"),
+            Verdict::Disagrees(k) => format!("disagrees {}", k.label()),
+        }
+    }
+
+    #[test]
+    fn kubernetes_record_wins_over_a_stale_one_only_when_it_is_unambiguous() {
+        let n2 = va("va-2", "n2", true, false);
+        for (holders, vas, want) in [
+            // The Go driver's stale record after a migration to n2.
+            (&["n1"][..], vec![n2.clone()], "rewrite n1->n2 (va-2)"),
+            // Not yet attached on n2: the grace-period rule decides.
+            (&["n1"], vec![va("va-2", "n2", false, false)], "agrees"),
+            // Any VolumeAttachment for the recorded node: never rewritten.
+            (
+                &["n1"],
+                vec![va("va-1", "n1", false, false), n2.clone()],
+                "agrees",
+            ),
+            (
+                &["n1"],
+                vec![va("va-1", "n1", true, true), n2.clone()],
+                "agrees",
+            ),
+            // Two attached elsewhere: not ours to guess.
+            (
+                &["n1"],
+                vec![n2.clone(), va("va-3", "n3", true, false)],
+                "disagrees several_attached",
+            ),
+            // The attached one is detaching.
+            (
+                &["n1"],
+                vec![va("va-2", "n2", true, true)],
+                "disagrees deleting",
+            ),
+            (
+                &["n1"],
+                vec![n2.clone(), va("va-3", "n3", true, true)],
+                "disagrees deleting",
+            ),
+            // An attempt on n3 that never attached does not count.
+            (
+                &["n1"],
+                vec![n2.clone(), va("va-3", "n3", false, false)],
+                "rewrite n1->n2 (va-2)",
+            ),
+            // A migration record, or none: other rules.
+            (&["n1", "n3"], vec![n2.clone()], "agrees"),
+            (&[], vec![n2.clone()], "agrees"),
+            (&["n1"], vec![], "agrees"),
+        ] {
+            assert_eq!(decide(holders, &vas), want, "{holders:?} {vas:?}");
         }
     }
 }

@@ -270,6 +270,17 @@ impl PvStore {
         &self.driver
     }
 
+    /// The handle of the PV named `pv_name`, when the index holds it (a
+    /// PV whose name differs from its handle).
+    pub(crate) fn handle_named(&self, pv_name: &str) -> Option<String> {
+        self.index
+            .lock()
+            .expect("pv index lock poisoned")
+            .iter()
+            .find(|(_, name)| *name == pv_name)
+            .map(|(handle, _)| handle.clone())
+    }
+
     /// Replaces the index (rebuild does this).
     pub(crate) fn set_index(&self, index: HashMap<String, String>) {
         *self.index.lock().expect("pv index lock poisoned") = index;

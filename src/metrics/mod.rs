@@ -184,6 +184,9 @@ pub struct Metrics {
     rejected: CounterVec<1>,
     attachment_conflicts: Scalar,
     stale_cleared: Scalar,
+    reconciled: CounterVec<1>,
+    disagreements: CounterVec<1>,
+    parameter_warnings: CounterVec<1>,
     migrations: CounterVec<1>,
     migrations_started: Scalar,
     kube_requests: CounterVec<3>,
@@ -243,6 +246,21 @@ impl Metrics {
                 "rds_csi_attachment_stale_cleared_total",
                 "Attachments of deleted nodes cleared.",
                 "counter",
+            ),
+            reconciled: CounterVec::new(
+                "rds_csi_reconcile_changes_total",
+                "Attachment records changed by reconciliation with the VolumeAttachments, by change (cleared, adopted, rewritten).",
+                ["change"],
+            ),
+            disagreements: CounterVec::new(
+                "rds_csi_reconcile_disagreements_total",
+                "Attachment records left as they are although VolumeAttachments disagree, by kind (several_attached, deleting); counted per pass.",
+                ["kind"],
+            ),
+            parameter_warnings: CounterVec::new(
+                "rds_csi_parameter_warnings_total",
+                "StorageClass parameters a CreateVolume accepted with a warning, by key: the Go driver's keys this driver does not use, values adjusted as the Go driver adjusted them.",
+                ["key"],
             ),
             migrations: CounterVec::new(
                 "rds_csi_migrations_total",
@@ -348,6 +366,23 @@ impl Metrics {
         self.stale_cleared.add(1.0);
     }
 
+    /// An attachment record changed by reconciliation: `cleared`,
+    /// `adopted` or `rewritten`.
+    pub fn reconciled(&self, change: &'static str) {
+        self.reconciled.inc([change]);
+    }
+
+    /// A record left as it is although VolumeAttachments disagree.
+    pub fn disagreement(&self, kind: &'static str) {
+        self.disagreements.inc([kind]);
+    }
+
+    /// A StorageClass parameter accepted with a warning (`key` is one of a
+    /// fixed list, so the label stays bounded).
+    pub fn parameter_warning(&self, key: &'static str) {
+        self.parameter_warnings.inc([key]);
+    }
+
     /// One Kubernetes request; `code` 0 when no answer was read.
     pub fn kube_request(
         &self,
@@ -408,6 +443,9 @@ impl Metrics {
         );
         self.attachment_conflicts.render(&mut out);
         self.stale_cleared.render(&mut out);
+        self.reconciled.render(&mut out);
+        self.disagreements.render(&mut out);
+        self.parameter_warnings.render(&mut out);
         gauge(
             &mut out,
             "rds_csi_migrations_active",
