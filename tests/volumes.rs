@@ -75,6 +75,25 @@ fn volume_disks(rds: &rds_emulator::Emulator) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A volume of ours as a crash or an operator left it: the disk of `slot`
+/// under the default path with its NQN, its file when `size` is given,
+/// exported or not.
+fn plant_volume(rds: &rds_emulator::Emulator, slot: &str, size: Option<u64>, exported: bool) {
+    let file = format!("storage-pool/metal-csi/{slot}.img");
+    if let Some(size) = size {
+        rds.insert_file(&file, size);
+    }
+    let nqn = format!("nqn.2000-02.com.mikrotik:{slot}");
+    rds.insert_disk(&[
+        ("slot", slot),
+        ("type", "file"),
+        ("file-path", &file),
+        ("nvme-tcp-export", if exported { "yes" } else { "no" }),
+        ("nvme-tcp-server-port", "4420"),
+        ("nvme-tcp-server-nqn", &nqn),
+    ]);
+}
+
 fn img_files(rds: &rds_emulator::Emulator) -> Vec<String> {
     rds.files()
         .into_iter()
@@ -219,9 +238,8 @@ fn bad_requests_and_parameters_are_named_and_reach_no_rds() {
         r
     };
     let cases: Vec<(csi_request::Req, &str)> = vec![
-        (create_request("PVC-Upper", GIB, &[]).into(), "name"),
-        (create_request("pvc_under", GIB, &[]).into(), "name"),
-        (create_request(&"p".repeat(64), GIB, &[]).into(), "name"),
+        (create_request("", GIB, &[]).into(), "name"),
+        (create_request(&"p".repeat(129), GIB, &[]).into(), "name"),
         (
             create_request(VOL, GIB, &[("nvmeport", "4420")]).into(),
             "parameters.nvmeport",
@@ -235,8 +253,8 @@ fn bad_requests_and_parameters_are_named_and_reach_no_rds() {
             "parameters.ctrlLossTmo",
         ),
         (
-            create_request(VOL, GIB, &[("migrationTimeoutSeconds", "5")]).into(),
-            "parameters.migrationTimeoutSeconds",
+            create_request(VOL, GIB, &[("sshport", "22")]).into(),
+            "parameters.sshport",
         ),
         (
             create_request(VOL, GIB, &[("volumePath", "/pool/../etc")]).into(),
@@ -587,12 +605,7 @@ fn list_get_validate_and_capacity_tell_the_truth() {
     // Condition: a missing export or file is abnormal, with a message.
     let healthy = csi.get_volume("pvc-a").unwrap();
     assert!(!healthy.get_status().get_volume_condition().get_abnormal());
-    s.rds.insert_file_disk(
-        "pvc-f",
-        "storage-pool/metal-csi/pvc-f.img",
-        Some(GIB as u64),
-        Some(false),
-    );
+    plant_volume(&s.rds, "pvc-f", Some(GIB as u64), false);
     let abnormal = csi.get_volume("pvc-f").unwrap();
     let cond = abnormal.get_status().get_volume_condition();
     assert!(cond.get_abnormal());
@@ -602,12 +615,7 @@ fn list_get_validate_and_capacity_tell_the_truth() {
         cond.get_message()
     );
     // Exported, but its file is gone.
-    s.rds.insert_file_disk(
-        "pvc-g",
-        "storage-pool/metal-csi/pvc-g.img",
-        None,
-        Some(true),
-    );
+    plant_volume(&s.rds, "pvc-g", None, true);
     let cond = csi
         .get_volume("pvc-g")
         .unwrap()
@@ -757,4 +765,146 @@ fn rds_certificate_is_verified_unless_told_otherwise() {
         c.logs().contains("TLS verification of RDS"),
         "a warning says so"
     );
+}
+
+#[test]
+fn any_name_the_spec_allows_becomes_a_volume_and_a_retry_finds_it() {
+    let s = setup();
+    let csi = s.controller.csi();
+    // csi-sanity's names, and the longest the spec allows.
+    let long = "n".repeat(128);
+    for (name, id) in [
+        (
+            "sanity-CreateVolume-1A2B",
+            "pvc-abaed59f-4634-55d0-a386-cc91c0746248",
+        ),
+        ("PVC-Upper", "pvc-5ba1b200-f251-58f4-823e-da8d248db80e"),
+        (VOL, VOL),
+    ] {
+        let v = csi.create(name, GIB, &[]).unwrap();
+        assert_eq!(v.get_volume_id(), id, "{name}");
+        assert_eq!(
+            v.get_volume_context()["nqn"],
+            format!("nqn.2000-02.com.mikrotik:{id}")
+        );
+        // The same name again: the same volume, nothing added.
+        let before = s.rds.count("PUT", "/rest/disk");
+        assert_eq!(csi.create(name, GIB, &[]).unwrap().get_volume_id(), id);
+        assert_eq!(s.rds.count("PUT", "/rest/disk"), before);
+        assert!(s.rds.disk(id).is_some());
+    }
+    let v = csi.create(&long, GIB, &[]).unwrap();
+    assert!(v.get_volume_id().starts_with("pvc-"));
+    assert_eq!(volume_disks(&s.rds).len(), 4);
+    csi.delete(v.get_volume_id()).unwrap();
+    assert!(s.rds.disk(v.get_volume_id()).is_none());
+}
+
+#[test]
+fn go_storage_classes_provision_with_a_warning_per_create() {
+    let s = setup_with(
+        rds_emulator::Options::default(),
+        &["--metrics-address", "127.0.0.1:0"],
+    );
+    let csi = s.controller.csi();
+    // The Go README's example class, and its migration guide's 7200 s.
+    let go_class = [
+        ("rdsAddress", "10.42.68.1"),
+        ("nvmePort", "4420"),
+        ("sshPort", "22"),
+        ("fsType", "ext4"),
+        ("volumePath", "/storage-pool/kubernetes-volumes"),
+        ("nqnPrefix", "nqn.2000-02.com.mikrotik"),
+        ("migrationTimeoutSeconds", "7200"),
+    ];
+    for name in ["pvc-go-1", "pvc-go-2"] {
+        let v = csi.create(name, GIB, &go_class).unwrap();
+        let ctx = v.get_volume_context();
+        assert_eq!(ctx["migrationTimeoutSeconds"], "3600");
+        assert_eq!(
+            ctx["volumePath"],
+            format!("/storage-pool/kubernetes-volumes/{name}.img")
+        );
+    }
+    let logs = s.controller.logs();
+    for key in ["sshPort", "fsType", "nqnPrefix", "migrationTimeoutSeconds"] {
+        let lines = logs
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains(&format!("StorageClass parameter {key}:")))
+            .count();
+        assert_eq!(lines, 2, "one warning per CreateVolume for {key}:\n{logs}");
+    }
+    let (_, text) = http_get(metrics_address(&logs), "/metrics");
+    assert!(
+        text.contains("rds_csi_parameter_warnings_total{key=\"sshPort\"} 2\n"),
+        "{text}"
+    );
+    // A key no driver version knows is still refused, naming it.
+    let (code, msg) = csi
+        .create("pvc-go-3", GIB, &[("sshPortt", "22")])
+        .unwrap_err();
+    assert_eq!(code, Code::INVALID_ARGUMENT);
+    assert!(msg.starts_with("parameters.sshPortt"), "{msg}");
+}
+
+#[test]
+fn only_disks_that_follow_the_ownership_rule_are_volumes() {
+    let s = setup();
+    let csi = s.controller.csi();
+    let nqn = |id: &str| format!("nqn.2000-02.com.mikrotik:{id}");
+    // A Go snapshot: a file disk, not exported.
+    let snap = "snap-5ba1b200-f251-58f4-823e-da8d248db80e-at-5ba1b200f2";
+    let snap_file = format!("storage-pool/metal-csi/{snap}.img");
+    s.rds.insert_file(&snap_file, GIB as u64);
+    s.rds
+        .insert_disk(&[("slot", snap), ("type", "file"), ("file-path", &snap_file)]);
+    // A volume's slot, another path.
+    s.rds
+        .insert_file("storage-pool/keep/important.img", GIB as u64);
+    let other_nqn = nqn("pvc-elsewhere");
+    s.rds.insert_disk(&[
+        ("slot", "pvc-elsewhere"),
+        ("type", "file"),
+        ("file-path", "storage-pool/keep/important.img"),
+        ("nvme-tcp-server-nqn", &other_nqn),
+    ]);
+    // The right file, another NQN.
+    s.rds
+        .insert_file("storage-pool/metal-csi/pvc-othernqn.img", GIB as u64);
+    s.rds.insert_disk(&[
+        ("slot", "pvc-othernqn"),
+        ("type", "file"),
+        ("file-path", "storage-pool/metal-csi/pvc-othernqn.img"),
+        ("nvme-tcp-export", "yes"),
+        ("nvme-tcp-server-nqn", "nqn.2024-01.io.example:pvc-othernqn"),
+    ]);
+    let disks_before = s.rds.disks();
+    let files_before = s.rds.files();
+    for id in ["pvc-elsewhere", "pvc-othernqn"] {
+        let (code, msg) = csi.delete(id).unwrap_err();
+        assert_eq!(code, Code::FAILED_PRECONDITION, "{id}: {msg}");
+        assert!(msg.contains("not a volume of this driver"), "{msg}");
+        let (code, msg) = csi.expand(id, 2 * GIB, false).unwrap_err();
+        assert_eq!(code, Code::FAILED_PRECONDITION, "{id}: {msg}");
+        assert_eq!(csi.get_volume(id).unwrap_err().0, Code::NOT_FOUND);
+        assert_eq!(
+            csi.validate(id, vec![mount_capability()]).unwrap_err().0,
+            Code::NOT_FOUND
+        );
+    }
+    // A snapshot's ID is no volume's: deleted already, never found.
+    csi.delete(snap).unwrap();
+    assert_eq!(
+        csi.expand(snap, 2 * GIB, false).unwrap_err().0,
+        Code::NOT_FOUND
+    );
+    assert_eq!(csi.get_volume(snap).unwrap_err().0, Code::NOT_FOUND);
+    assert!(csi.list_volumes(0, "").unwrap().get_entries().is_empty());
+    // Nothing removed or changed.
+    assert_eq!(s.rds.disks(), disks_before);
+    assert_eq!(s.rds.files(), files_before);
+    // A name that looks like a snapshot's never becomes its slot.
+    let v = csi.create(snap, GIB, &[]).unwrap();
+    assert!(v.get_volume_id().starts_with("pvc-"), "{v:?}");
+    assert!(s.rds.disk(snap).is_some());
 }

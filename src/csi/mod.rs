@@ -124,7 +124,7 @@ pub fn controller_publish_volume(
     let window = if validate::is_single_node(p.mode) {
         None
     } else {
-        Some(validate::migration_window(req.get_volume_context())?)
+        Some(validate::migration_window(req.get_volume_context()))
     };
     let manager = d.attachment_manager().ok_or(CsiError::Standalone)?;
     if !d.node_exists(p.node)? {
@@ -315,8 +315,22 @@ pub fn create_volume(
     let manager = volumes(d, "CreateVolume")?;
     let c = validate::create(req)?;
     let params = params(manager, req.get_parameters())?;
+    for w in &params.warnings {
+        d.metrics().parameter_warning(w.key);
+        log::warn!(
+            volume = c.name, key = w.key;
+            "CreateVolume {}: StorageClass parameter {}: {}",
+            c.name,
+            w.key,
+            w.why
+        );
+    }
+    let id = volume::volume_id_for(c.name);
+    if id != c.name {
+        log::debug!("CreateVolume {:?}: volume ID {id}", c.name);
+    }
     let created = manager.create(&CreateRequest {
-        name: c.name.to_string(),
+        id,
         required_bytes: c.required_bytes,
         limit_bytes: c.limit_bytes,
         params,

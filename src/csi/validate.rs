@@ -58,8 +58,20 @@ pub struct Create<'a> {
 }
 
 pub fn create(req: &CreateVolumeRequest) -> Result<Create<'_>, CsiError> {
-    id("name", req.get_name(), MAX_ID_BYTES)?;
-    crate::volume::check_volume_id(req.get_name()).map_err(|why| CsiError::invalid("name", why))?;
+    // Any name up to the spec's limit: it maps to a volume ID (see
+    // `volume::volume_id_for`), so nothing in it reaches RDS as it is.
+    if req.get_name().is_empty() {
+        return Err(CsiError::invalid("name", "is required"));
+    }
+    if req.get_name().len() > MAX_ID_BYTES {
+        return Err(CsiError::invalid(
+            "name",
+            format!(
+                "is {} bytes, more than the {MAX_ID_BYTES} allowed",
+                req.get_name().len()
+            ),
+        ));
+    }
     capabilities("volume_capabilities", req.get_volume_capabilities())?;
     map("parameters", req.get_parameters())?;
     map("secrets", req.get_secrets())?;
@@ -142,23 +154,19 @@ pub fn unsupported(cap: &VolumeCapability) -> Option<String> {
 }
 
 /// The live-migration window a Publish of a shared block volume opens:
-/// `migrationTimeoutSeconds` from the volume context (30–3600, the
-/// StorageClass parameter's range), 300 s when absent.
-pub fn migration_window(context: &HashMap<String, String>) -> Result<Duration, CsiError> {
-    let Some(raw) = context.get("migrationTimeoutSeconds") else {
-        return Ok(Duration::from_secs(300));
-    };
-    raw.trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|s| (30..=3600).contains(s))
-        .map(Duration::from_secs)
-        .ok_or_else(|| {
-            CsiError::invalid(
-                "volume_context.migrationTimeoutSeconds",
-                format!("{raw:?} is not a whole number from 30 to 3600"),
-            )
-        })
+/// `migrationTimeoutSeconds` from the volume context, read as the Go
+/// driver reads it (see [`crate::volume::migration_seconds`]: a value out
+/// of 30–3600 is clamped, one that is not a positive whole number gives
+/// 300 s, each with a warning), 300 s when absent.
+pub fn migration_window(context: &HashMap<String, String>) -> Duration {
+    let raw = context
+        .get("migrationTimeoutSeconds")
+        .map_or("", String::as_str);
+    let (seconds, why) = crate::volume::migration_seconds(raw);
+    if let Some(why) = why {
+        log::warn!("volume_context.migrationTimeoutSeconds: {why}");
+    }
+    Duration::from_secs(seconds)
 }
 
 /// Whether only one node may hold the volume at a time.
@@ -285,9 +293,16 @@ mod tests {
     #[test]
     fn create_names_each_bad_field() {
         assert_eq!(create_field(&create_request()), "ok");
-        let mut r = create_request();
-        r.set_name("PVC_1".into());
-        assert_eq!(create_field(&r), "name");
+        for (name, field) in [
+            ("PVC_1 \u{7}", "ok"),
+            ("", "name"),
+            (&"n".repeat(128), "ok"),
+            (&"n".repeat(129), "name"),
+        ] {
+            let mut r = create_request();
+            r.set_name(name.into());
+            assert_eq!(create_field(&r), field, "{name:?}");
+        }
         let mut r = create_request();
         r.clear_volume_capabilities();
         assert_eq!(create_field(&r), "volume_capabilities");

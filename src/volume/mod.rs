@@ -8,9 +8,9 @@
 mod params;
 
 pub use params::{
-    check_volume_id, check_volume_path, file_path, is_backing_file_of, mount_point, nqn, size_for,
-    Defaults, ParamError, Params, DEFAULT_NVME_PORT, DEFAULT_VOLUME_PATH, MAX_BYTES, MIN_BYTES,
-    NQN_PREFIX,
+    check_volume_id, check_volume_path, file_path, is_backing_file_of, migration_seconds,
+    mount_point, nqn, size_for, uuid_v5, volume_id_for, Defaults, ParamError, ParamWarning, Params,
+    DEFAULT_NVME_PORT, DEFAULT_VOLUME_PATH, MAX_BYTES, MIN_BYTES, NQN_PREFIX, SNAPSHOT_PREFIX,
 };
 
 use std::{collections::HashMap, fmt, sync::Arc};
@@ -117,7 +117,8 @@ impl From<AttachError> for VolumeError {
 /// A validated CreateVolume.
 #[derive(Debug, Clone)]
 pub struct CreateRequest {
-    pub name: String,
+    /// The volume ID: the slot (see [`volume_id_for`]).
+    pub id: String,
     /// 0: unset.
     pub required_bytes: u64,
     /// 0: unset.
@@ -163,7 +164,7 @@ impl VolumeManager {
     pub fn create(&self, req: &CreateRequest) -> Result<Volume, VolumeError> {
         let size =
             size_for(req.required_bytes, req.limit_bytes).map_err(VolumeError::OutOfRange)?;
-        let id = req.name.as_str();
+        let id = req.id.as_str();
         let _turn = self.turns.take(id)?;
         let file = file_path(&req.params.volume_path, id);
         let nqn = nqn(id);
@@ -210,7 +211,7 @@ impl VolumeManager {
         nqn: &str,
         port: &str,
     ) -> Result<Disk, VolumeError> {
-        let id = req.name.as_str();
+        let id = req.id.as_str();
         if disk.kind != "file" || disk.absolute_file_path() != file {
             return Err(VolumeError::AlreadyExists(format!(
                 "volume {id:?} already exists with backing file {:?}, not {file:?}",
@@ -253,10 +254,11 @@ impl VolumeManager {
     }
 
     /// Deletes the volume: its disk entry, then its file. Unknown volume →
-    /// Ok (an ID that cannot be a slot without any request). Its PV naming
-    /// an attached node → `InUse`, nothing removed. A slot whose disk is
-    /// not ours → `Foreign`, nothing removed. A file left by a crash
-    /// between the two removals goes on the retry.
+    /// Ok (an ID that cannot be a volume's, a snapshot's included, without
+    /// any request). Its PV naming an attached node → `InUse`, nothing
+    /// removed. A slot whose disk is not ours (see [`not_ours`]) →
+    /// `Foreign`, nothing removed. A file left by a crash between the two
+    /// removals goes on the retry.
     pub fn delete(&self, id: &str) -> Result<(), VolumeError> {
         if check_volume_id(id).is_err() {
             log::debug!("DeleteVolume {id:?}: not a volume ID of this driver; nothing to delete");
@@ -279,16 +281,19 @@ impl VolumeManager {
             .and_then(|v| v.attributes.get("volumePath").cloned())
             .filter(|p| is_backing_file_of(p, id))
             .unwrap_or_else(|| file_path(&self.defaults.volume_path, id));
-        if let Some(disk) = self.rds.disk_by_slot(id)? {
-            if disk.kind != "file" || !is_backing_file_of(&disk.file_path, id) {
+        match self.find(id)? {
+            Found::Foreign(why) => {
                 return Err(VolumeError::Foreign {
                     volume: id.into(),
-                    why: format!("type {:?}, file {:?}", disk.kind, disk.file_path),
-                });
+                    why,
+                })
             }
-            file = disk.absolute_file_path();
-            self.rds.remove_disk(&disk.id)?;
-            log::info!(volume = id, outcome = "OK"; "deleted volume's disk");
+            Found::Ours(disk) => {
+                file = disk.absolute_file_path();
+                self.rds.remove_disk(&disk.id)?;
+                log::info!(volume = id, outcome = "OK"; "deleted volume's disk");
+            }
+            Found::Absent => {}
         }
         if let Some(f) = self.rds.file_by_name(&file)? {
             self.rds.remove_file(&f.id)?;
@@ -298,7 +303,8 @@ impl VolumeManager {
     }
 
     /// Grows the volume to at least `required` bytes; never shrinks.
-    /// Returns the size RDS reports. Missing → `NotFound`.
+    /// Returns the size RDS reports. Missing → `NotFound`; a slot whose
+    /// disk is not ours → `Foreign`, nothing changed.
     pub fn expand(&self, id: &str, required: u64, limit: u64) -> Result<u64, VolumeError> {
         if check_volume_id(id).is_err() {
             return Err(VolumeError::NotFound(id.into()));
@@ -314,9 +320,16 @@ impl VolumeManager {
             )));
         }
         let _turn = self.turns.take(id)?;
-        let disk = self
-            .ours(id)?
-            .ok_or_else(|| VolumeError::NotFound(id.into()))?;
+        let disk = match self.find(id)? {
+            Found::Ours(disk) => disk,
+            Found::Foreign(why) => {
+                return Err(VolumeError::Foreign {
+                    volume: id.into(),
+                    why,
+                })
+            }
+            Found::Absent => return Err(VolumeError::NotFound(id.into())),
+        };
         let current = disk.file_bytes().unwrap_or(0);
         if required <= current {
             return Ok(current);
@@ -395,13 +408,26 @@ impl VolumeManager {
     }
 
     /// The disk of `id` when it is one of ours.
-    /// An ID that cannot be a slot is no volume of ours: `None` without
-    /// asking RDS.
     fn ours(&self, id: &str) -> Result<Option<Disk>, VolumeError> {
+        Ok(match self.find(id)? {
+            Found::Ours(disk) => Some(disk),
+            Found::Foreign(_) | Found::Absent => None,
+        })
+    }
+
+    /// What holds the slot of `id`. An ID that cannot be a volume's is no
+    /// volume of ours: `Absent` without asking RDS.
+    fn find(&self, id: &str) -> Result<Found, VolumeError> {
         if check_volume_id(id).is_err() {
-            return Ok(None);
+            return Ok(Found::Absent);
         }
-        Ok(self.rds.disk_by_slot(id)?.filter(is_ours))
+        Ok(match self.rds.disk_by_slot(id)? {
+            None => Found::Absent,
+            Some(disk) => match not_ours(&disk) {
+                None => Found::Ours(disk),
+                Some(why) => Found::Foreign(why),
+            },
+        })
     }
 
     fn describe(&self, disk: &Disk) -> Volume {
@@ -432,10 +458,43 @@ impl VolumeManager {
     }
 }
 
-/// A disk this driver made: a file disk whose slot is a volume ID and
-/// whose file is `<dir>/<slot>.img`.
+/// What holds a volume ID's slot on RDS.
+enum Found {
+    Ours(Disk),
+    /// A disk that is not a volume of ours, and why.
+    Foreign(String),
+    Absent,
+}
+
+/// Why `d` is not a volume of this driver, `None` when it is. The one
+/// ownership rule, for every call that reads or changes a volume: its slot
+/// is a volume ID (never a snapshot's), it is a file disk whose file is
+/// `<dir>/<slot>.img`, and it is exported with NQN
+/// `nqn.2000-02.com.mikrotik:<slot>`. Whether the export is switched on is
+/// the volume's condition, not its ownership.
+fn not_ours(d: &Disk) -> Option<String> {
+    if let Err(why) = check_volume_id(&d.slot) {
+        return Some(format!("slot {why}"));
+    }
+    if d.kind != "file" {
+        return Some(format!("type {:?}, not a file disk", d.kind));
+    }
+    if !is_backing_file_of(&d.file_path, &d.slot) {
+        return Some(format!(
+            "file {:?} is not <directory>/{}.img",
+            d.file_path, d.slot
+        ));
+    }
+    let want = nqn(&d.slot);
+    if d.nvme_tcp_server_nqn != want {
+        return Some(format!(
+            "exported as NQN {:?}, not {want:?}",
+            d.nvme_tcp_server_nqn
+        ));
+    }
+    None
+}
+
 fn is_ours(d: &Disk) -> bool {
-    d.kind == "file"
-        && check_volume_id(&d.slot).is_ok()
-        && is_backing_file_of(&d.file_path, &d.slot)
+    not_ours(d).is_none()
 }

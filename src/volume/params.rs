@@ -16,6 +16,71 @@ pub const NQN_PREFIX: &str = "nqn.2000-02.com.mikrotik:";
 /// consumes itself; accepted and ignored.
 const PROVISIONER_PREFIX: &str = "csi.storage.k8s.io/";
 
+/// Keys the Go driver's documentation, examples or chart put in
+/// StorageClasses that mean nothing to this driver, with what to tell the
+/// operator: accepted with a warning, so that its classes keep provisioning.
+const GO_KEYS_UNUSED: &[(&str, &str)] = &[
+    (
+        "sshPort",
+        "the Go driver's SSH port; this driver uses the RouterOS REST API at --rds-url",
+    ),
+    (
+        "rdsPort",
+        "the Go driver's SSH port; this driver uses the RouterOS REST API at --rds-url",
+    ),
+    (
+        "nqnPrefix",
+        "NQNs are always nqn.2000-02.com.mikrotik:<volume ID>, as the Go driver made them",
+    ),
+    (
+        "rdsBasePath",
+        "neither driver reads it; the backing files' directory is volumePath",
+    ),
+    (
+        "fsType",
+        "the file system comes from csi.storage.k8s.io/fstype (the node plugin reads the volume capability)",
+    ),
+];
+
+/// The migration window when the volume context names none (seconds).
+pub const DEFAULT_MIGRATION_SECONDS: u64 = 300;
+/// The shortest and longest migration window (seconds).
+pub const MIGRATION_SECONDS: std::ops::RangeInclusive<u64> = 30..=3600;
+
+/// A `migrationTimeoutSeconds` value read as the Go driver reads it: empty
+/// → the default; not a positive whole number → the default, below 30 →
+/// 30, above 3600 → 3600, each adjustment with why (for a warning).
+pub fn migration_seconds(raw: &str) -> (u64, Option<String>) {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return (DEFAULT_MIGRATION_SECONDS, None);
+    }
+    match raw.parse::<i64>() {
+        Ok(s) if s > 0 => {
+            let s = s as u64;
+            let (lo, hi) = (*MIGRATION_SECONDS.start(), *MIGRATION_SECONDS.end());
+            let clamped = s.clamp(lo, hi);
+            let why = (clamped != s)
+                .then(|| format!("{s} is outside {lo} to {hi}; using {clamped}, as the Go driver does"));
+            (clamped, why)
+        }
+        _ => (
+            DEFAULT_MIGRATION_SECONDS,
+            Some(format!(
+                "{raw:?} is not a positive whole number; using {DEFAULT_MIGRATION_SECONDS}, as the Go driver does"
+            )),
+        ),
+    }
+}
+
+/// A parameter accepted with a warning: a Go driver key this driver does
+/// not use, or a value adjusted as the Go driver adjusted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamWarning {
+    pub key: &'static str,
+    pub why: String,
+}
+
 /// A parameter that is unknown or has a bad value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamError {
@@ -23,13 +88,57 @@ pub struct ParamError {
     pub why: String,
 }
 
+/// Slots of snapshots begin so (the Go driver's and ours): never a volume.
+pub const SNAPSHOT_PREFIX: &str = "snap-";
+
+/// RFC 4122's DNS namespace, in which the Go driver derives names.
+const DNS_NAMESPACE: [u8; 16] = [
+    0x6b, 0xa7, 0xb8, 0x10, 0x9d, 0xad, 0x11, 0xd1, 0x80, 0xb4, 0x00, 0xc0, 0x4f, 0xd4, 0x30, 0xc8,
+];
+
+/// The RFC 4122 version-5 (SHA-1) UUID of `name` in the DNS namespace,
+/// lowercase with dashes.
+pub fn uuid_v5(name: &str) -> String {
+    let mut h = sha1_smol::Sha1::new();
+    h.update(&DNS_NAMESPACE);
+    h.update(name.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h.digest().bytes()[..16]);
+    b[6] = (b[6] & 0x0f) | 0x50;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// The volume ID for a CreateVolume `name` (any name the CSI spec allows):
+/// the name itself when it is a volume ID already (the provisioner's
+/// `pvc-<uuid>`, so existing volumes keep their IDs), else
+/// `pvc-<version-5 UUID of the name>`, the Go driver's mapping. The same
+/// name always gives the same ID, so a retry finds its volume.
+pub fn volume_id_for(name: &str) -> String {
+    match check_volume_id(name) {
+        Ok(()) => name.to_string(),
+        Err(_) => format!("pvc-{}", uuid_v5(name)),
+    }
+}
+
 /// Lowercase letters, digits and `-`, alphanumeric at both ends, at most
-/// 63 characters: a valid RDS slot and file name, and what the provisioner
-/// names volumes (`pvc-<uuid>`).
+/// 63 characters, not beginning with [`SNAPSHOT_PREFIX`]: a valid RDS slot
+/// and file name, and what the provisioner names volumes (`pvc-<uuid>`).
 pub fn check_volume_id(id: &str) -> Result<(), String> {
     let b = id.as_bytes();
     if b.is_empty() {
         return Err("is required".into());
+    }
+    if id.starts_with(SNAPSHOT_PREFIX) {
+        return Err(format!("{id:?} is a snapshot's ID, not a volume's"));
     }
     if b.len() > 63 {
         return Err(format!("is {} characters, more than 63", b.len()));
@@ -135,11 +244,17 @@ pub struct Params {
     pub reconnect_delay: i64,
     pub keep_alive_tmo: i64,
     pub migration_timeout_seconds: i64,
+    /// What was accepted with a warning, in key order; for the caller to
+    /// log (once per CreateVolume) and count.
+    pub warnings: Vec<ParamWarning>,
 }
 
 impl Params {
-    /// Parses `parameters`; defaults for what is absent. An unknown key or
-    /// a bad value → the key and why (the Go driver ignores typos; we do not).
+    /// Parses `parameters`; defaults for what is absent. A key of the Go
+    /// driver's that means nothing here is accepted with a warning, and
+    /// `migrationTimeoutSeconds` is adjusted as the Go driver adjusts it;
+    /// a key no driver version knows, or a bad value → the key and why
+    /// (the Go driver ignores typos; we do not).
     pub fn parse(
         parameters: &HashMap<String, String>,
         defaults: &Defaults,
@@ -152,7 +267,8 @@ impl Params {
             ctrl_loss_tmo: -1,
             reconnect_delay: 5,
             keep_alive_tmo: 0,
-            migration_timeout_seconds: 300,
+            migration_timeout_seconds: DEFAULT_MIGRATION_SECONDS as i64,
+            warnings: Vec::new(),
         };
         let mut nvme_address = None;
         // Sorted, so the first bad key reported is the same every time.
@@ -184,15 +300,27 @@ impl Params {
                 "ctrlLossTmo" => p.ctrl_loss_tmo = int(-1, i32::MAX as i64)?,
                 "reconnectDelay" => p.reconnect_delay = int(1, i32::MAX as i64)?,
                 "keepAliveTmo" => p.keep_alive_tmo = int(0, i32::MAX as i64)?,
-                "migrationTimeoutSeconds" => p.migration_timeout_seconds = int(30, 3600)?,
-                // The Go driver's file system key: the node plugin reads it
-                // from the StorageClass; nothing for the controller to do.
-                "fsType" => {
-                    if !matches!(value.as_str(), "ext4" | "ext3" | "xfs") {
-                        return Err(bad(format!("{value:?} is not one of ext4, ext3, xfs")));
+                "migrationTimeoutSeconds" => {
+                    let (seconds, why) = migration_seconds(value);
+                    p.migration_timeout_seconds = seconds as i64;
+                    if let Some(why) = why {
+                        p.warnings.push(ParamWarning {
+                            key: "migrationTimeoutSeconds",
+                            why,
+                        });
                     }
                 }
                 k if k.starts_with(PROVISIONER_PREFIX) => {}
+                k if GO_KEYS_UNUSED.iter().any(|(g, _)| *g == k) => {
+                    let (key, why) = GO_KEYS_UNUSED
+                        .iter()
+                        .find(|(g, _)| *g == k)
+                        .expect("just matched");
+                    p.warnings.push(ParamWarning {
+                        key,
+                        why: format!("not used by this driver ({why}); ignored"),
+                    });
+                }
                 _ => return Err(bad("is not a parameter of this driver".into())),
             }
         }
@@ -306,20 +434,66 @@ mod tests {
             (&[("ctrlLossTmo", "-2")], "ctrlLossTmo"),
             (&[("reconnectDelay", "0")], "reconnectDelay"),
             (&[("keepAliveTmo", "-1")], "keepAliveTmo"),
-            (
-                &[("migrationTimeoutSeconds", "29")],
-                "migrationTimeoutSeconds",
-            ),
-            (
-                &[("migrationTimeoutSeconds", "3601")],
-                "migrationTimeoutSeconds",
-            ),
             (&[("volumePath", "relative/path")], "volumePath"),
             (&[("volumePath", "/pool/../etc")], "volumePath"),
             (&[("nvmeAddress", "a b")], "nvmeAddress"),
-            (&[("fsType", "ntfs")], "fsType"),
+            (&[("sshport", "22")], "sshport"),
         ] {
             assert_eq!(parse(pairs).unwrap_err().key, key, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn go_driver_classes_are_accepted_with_warnings() {
+        // The Go README's example class, its chart's and its migration guide's.
+        let p = parse(&[
+            ("rdsAddress", "10.42.68.1"),
+            ("nvmePort", "4420"),
+            ("sshPort", "22"),
+            ("fsType", "ext4"),
+            ("volumePath", "/storage-pool/kubernetes-volumes"),
+            ("nqnPrefix", "nqn.2000-02.com.mikrotik"),
+            ("rdsPort", "22"),
+            ("rdsBasePath", "/storage-pool/kubernetes-volumes"),
+            ("migrationTimeoutSeconds", "7200"),
+            ("csi.storage.k8s.io/fstype", "ext4"),
+        ])
+        .unwrap();
+        let keys: Vec<&str> = p.warnings.iter().map(|w| w.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "fsType",
+                "migrationTimeoutSeconds",
+                "nqnPrefix",
+                "rdsBasePath",
+                "rdsPort",
+                "sshPort"
+            ]
+        );
+        assert_eq!(p.migration_timeout_seconds, 3600);
+        assert_eq!(p.volume_path, "/storage-pool/kubernetes-volumes");
+        assert!(parse(&[("nvmePort", "4420")]).unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn migration_windows_are_adjusted_as_the_go_driver_adjusts_them() {
+        for (raw, want, warned) in [
+            ("", 300, false),
+            ("300", 300, false),
+            (" 45 ", 45, false),
+            ("30", 30, false),
+            ("3600", 3600, false),
+            ("29", 30, true),
+            ("1", 30, true),
+            ("7200", 3600, true),
+            ("0", 300, true),
+            ("-5", 300, true),
+            ("soon", 300, true),
+            ("1.5", 300, true),
+        ] {
+            let (s, why) = migration_seconds(raw);
+            assert_eq!((s, why.is_some()), (want, warned), "{raw:?}: {why:?}");
         }
     }
 
@@ -347,10 +521,34 @@ mod tests {
             "pvc-",
             "pvc/1",
             "pvc.1",
+            "snap-1",
             &"a".repeat(64),
         ] {
             assert!(check_volume_id(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn names_map_to_volume_ids_as_the_go_driver_maps_them() {
+        // The provisioner's names are IDs already.
+        let pvc = "pvc-0b1c2d3e-aaaa-bbbb-cccc-0123456789ab";
+        assert_eq!(volume_id_for(pvc), pvc);
+        // Any other name: pvc- and its version-5 UUID in the DNS namespace
+        // (values from Python's uuid.uuid5(uuid.NAMESPACE_DNS, name)).
+        for (name, uuid) in [
+            (
+                "sanity-CreateVolume-1A2B",
+                "abaed59f-4634-55d0-a386-cc91c0746248",
+            ),
+            ("PVC-Upper", "5ba1b200-f251-58f4-823e-da8d248db80e"),
+            (&"x".repeat(128), "0dd77150-1051-507e-8263-390d617bb2dd"),
+            ("my volume", "dc82a5ad-a060-5185-8d9a-a7a1b23a9dd2"),
+        ] {
+            assert_eq!(volume_id_for(name), format!("pvc-{uuid}"), "{name:?}");
+            assert!(check_volume_id(&volume_id_for(name)).is_ok());
+        }
+        // A snapshot-shaped name never becomes a snapshot's slot.
+        assert!(volume_id_for("snap-1").starts_with("pvc-"));
     }
 
     #[test]
