@@ -290,3 +290,79 @@ fn deployment_image_is_what_the_image_script_tags() {
         .unwrap();
     assert_eq!(image, want, "the rendered Deployment runs another image");
 }
+
+#[test]
+fn the_csidriver_is_the_go_drivers_and_capacity_is_published() {
+    let Some(objs) = rendered() else { return };
+    let driver = objs.iter().find(|o| o["kind"] == "CSIDriver").unwrap();
+    let spec = &driver["spec"];
+    // Shared with the Go node plugin: what it was deployed with.
+    assert_eq!(spec["attachRequired"], Value::Bool(true));
+    assert_eq!(spec["podInfoOnMount"], Value::Bool(true));
+    assert_eq!(spec["fsGroupPolicy"], "File");
+    assert_eq!(spec["storageCapacity"], Value::Bool(true));
+    // The provisioner publishes capacity, owned by the Deployment.
+    let deploy = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let provisioner = deploy["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "csi-provisioner")
+        .unwrap();
+    let args: Vec<&str> = provisioner["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.contains(&"--enable-capacity"), "{args:?}");
+    assert!(args.contains(&"--capacity-ownerref-level=2"), "{args:?}");
+    for (var, field) in [
+        ("NAMESPACE", "metadata.namespace"),
+        ("POD_NAME", "metadata.name"),
+    ] {
+        let env = provisioner["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == var)
+            .unwrap_or_else(|| panic!("{var} not set"));
+        assert_eq!(env["valueFrom"]["fieldRef"]["fieldPath"], field, "{var}");
+    }
+    // What the capacity code calls, in the namespace only.
+    let role = objs
+        .iter()
+        .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "rds-csi-provisioner-capacity")
+        .expect("capacity Role");
+    assert_eq!(role["metadata"]["namespace"], "rds-csi");
+    let rules = role["rules"].as_sequence().unwrap();
+    let verbs = |resource: &str| -> Vec<&str> {
+        rules
+            .iter()
+            .filter(|r| {
+                r["resources"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x == resource)
+            })
+            .flat_map(|r| {
+                r["verbs"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap())
+            })
+            .collect()
+    };
+    assert_eq!(
+        verbs("csistoragecapacities"),
+        ["get", "list", "watch", "create", "update", "patch", "delete"]
+    );
+    assert_eq!(verbs("pods"), ["get"]);
+    assert_eq!(verbs("replicasets"), ["get"]);
+    assert!(objs
+        .iter()
+        .any(|o| o["kind"] == "RoleBinding"
+            && o["roleRef"]["name"] == "rds-csi-provisioner-capacity"));
+}

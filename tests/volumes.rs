@@ -75,25 +75,6 @@ fn volume_disks(rds: &rds_emulator::Emulator) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// A volume of ours as a crash or an operator left it: the disk of `slot`
-/// under the default path with its NQN, its file when `size` is given,
-/// exported or not.
-fn plant_volume(rds: &rds_emulator::Emulator, slot: &str, size: Option<u64>, exported: bool) {
-    let file = format!("storage-pool/metal-csi/{slot}.img");
-    if let Some(size) = size {
-        rds.insert_file(&file, size);
-    }
-    let nqn = format!("nqn.2000-02.com.mikrotik:{slot}");
-    rds.insert_disk(&[
-        ("slot", slot),
-        ("type", "file"),
-        ("file-path", &file),
-        ("nvme-tcp-export", if exported { "yes" } else { "no" }),
-        ("nvme-tcp-server-port", "4420"),
-        ("nvme-tcp-server-nqn", &nqn),
-    ]);
-}
-
 fn img_files(rds: &rds_emulator::Emulator) -> Vec<String> {
     rds.files()
         .into_iter()

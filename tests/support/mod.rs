@@ -361,6 +361,25 @@ pub fn lifecycle_requests(emu: &rds_emulator::Emulator) -> Vec<rds_emulator::Req
         .collect()
 }
 
+/// A volume of ours as a crash or an operator left it: the disk of `slot`
+/// under the default path with its NQN, its file when `size` is given,
+/// exported or not.
+pub fn plant_volume(rds: &rds_emulator::Emulator, slot: &str, size: Option<u64>, exported: bool) {
+    let file = format!("storage-pool/metal-csi/{slot}.img");
+    if let Some(size) = size {
+        rds.insert_file(&file, size);
+    }
+    let nqn = format!("nqn.2000-02.com.mikrotik:{slot}");
+    rds.insert_disk(&[
+        ("slot", slot),
+        ("type", "file"),
+        ("file-path", &file),
+        ("nvme-tcp-export", if exported { "yes" } else { "no" }),
+        ("nvme-tcp-server-port", "4420"),
+        ("nvme-tcp-server-nqn", &nqn),
+    ]);
+}
+
 /// The controller flags that point it at `emu`.
 pub fn rds_flags(emu: &rds_emulator::Emulator, creds: &Path) -> Vec<String> {
     vec![
