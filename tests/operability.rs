@@ -180,7 +180,7 @@ fn a_scrape_parses_strictly_and_counts_what_happened() {
         .unwrap();
     csi.publish("pvc-ops", "node-a").unwrap();
     assert!(csi.publish("pvc-ops", "node-b").is_err());
-    assert!(csi.create("BAD", GIB, &[]).is_err());
+    assert!(csi.create("", GIB, &[]).is_err());
 
     let (code, text) = http_get(s.metrics, "/metrics");
     assert_eq!(code, 200);
@@ -389,4 +389,64 @@ fn json_logs_parse_and_no_secret_appears_at_trace() {
     ] {
         assert!(!logs.contains(secret), "{secret:?} appears in the log");
     }
+}
+
+/// Every metric a query of the shipped Grafana dashboard names is one the
+/// binary exports (histograms by their `_bucket`, `_sum` and `_count`).
+#[test]
+fn every_dashboard_query_names_an_exported_metric() {
+    let s = setup(&[]);
+    let (_, text) = http_get(s.metrics, "/metrics");
+    let mut exported: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').unwrap();
+        exported.push(name.to_string());
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                exported.push(format!("{name}{suffix}"));
+            }
+        }
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/grafana/rds-csi-controller.json"
+    );
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            queries.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    queries.push(
+        dashboard["templating"]["list"][1]["query"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    assert!(queries.len() > 15, "{queries:?}");
+    let mut named = 0;
+    for q in &queries {
+        let mut rest = q.as_str();
+        while let Some(at) = rest.find("rds_csi_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            let metric = &tail[..end];
+            assert!(
+                exported.iter().any(|e| e == metric),
+                "{metric} (in {q}) is not exported:\n{text}"
+            );
+            named += 1;
+            rest = &tail[end..];
+        }
+    }
+    assert!(
+        named >= queries.len(),
+        "every query names a metric: {queries:?}"
+    );
 }
