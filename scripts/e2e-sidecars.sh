@@ -121,6 +121,8 @@ for c in csi-attacher csi-provisioner csi-resizer; do
   while read -r a; do
     case $a in
       --csi-address=*) args+=("--csi-address=$sock") ;;
+      # The emulator keeps no ReplicaSets: capacity objects get no owner.
+      --capacity-ownerref-level=*) args+=("--capacity-ownerref-level=-1") ;;
       *) args+=("$a") ;;
     esac
   done < <(deploy_args "$c")
@@ -130,7 +132,9 @@ for c in csi-attacher csi-provisioner csi-resizer; do
   # controller restarted) and its container is started again.
   (
     while :; do
-      "$CSI_SIDECARS_DIR/$c" --kubeconfig="$KUBECONFIG" "${args[@]}" >>"$work/$c.log" 2>&1
+      # The downward API's part (deployment.yaml sets both for the provisioner).
+      NAMESPACE=rds-csi POD_NAME=rds-csi-controller-e2e \
+        "$CSI_SIDECARS_DIR/$c" --kubeconfig="$KUBECONFIG" "${args[@]}" >>"$work/$c.log" 2>&1
       echo "--- $c exited ($?); restarted as the kubelet would" >>"$work/$c.log"
       sleep 1
     done

@@ -6,7 +6,10 @@ use std::process::Command;
 use serde_yaml_ng::Value;
 
 fn rendered() -> Option<Vec<Value>> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes");
+    rendered_from(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes"))
+}
+
+fn rendered_from(dir: &str) -> Option<Vec<Value>> {
     let out = match Command::new("kubectl").args(["kustomize", dir]).output() {
         Ok(o) => o,
         Err(_) => {
@@ -365,4 +368,23 @@ fn the_csidriver_is_the_go_drivers_and_capacity_is_published() {
         .iter()
         .any(|o| o["kind"] == "RoleBinding"
             && o["roleRef"]["name"] == "rds-csi-provisioner-capacity"));
+}
+
+#[test]
+fn the_takeover_overlay_leaves_the_go_installations_objects_alone() {
+    let Some(base) = rendered() else { return };
+    let objs = rendered_from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/overlays/takeover"
+    ))
+    .unwrap();
+    let k = kinds(&objs);
+    assert!(!k.iter().any(|o| o.starts_with("StorageClass/")), "{k:?}");
+    assert!(!k.iter().any(|o| o.starts_with("CSIDriver/")), "{k:?}");
+    // Everything else of the base, unchanged.
+    let rest: Vec<&Value> = base
+        .iter()
+        .filter(|o| o["kind"] != "StorageClass" && o["kind"] != "CSIDriver")
+        .collect();
+    assert_eq!(objs.iter().collect::<Vec<_>>(), rest);
 }

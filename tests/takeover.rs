@@ -14,44 +14,6 @@ use support::*;
 
 const GIB: u64 = 1 << 30;
 
-/// The parameters of the Go driver's StorageClasses: its README's example,
-/// its chart's template, its KubeVirt guide's (and that guide's advice to
-/// raise the window, past what it clamps to).
-fn go_classes() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
-    vec![
-        (
-            "readme",
-            vec![
-                ("rdsAddress", "10.42.68.1"),
-                ("nvmePort", "4420"),
-                ("sshPort", "22"),
-                ("fsType", "ext4"),
-                ("volumePath", "/storage-pool/kubernetes-volumes"),
-                ("nqnPrefix", "nqn.2000-02.com.mikrotik"),
-            ],
-        ),
-        (
-            "chart",
-            vec![
-                ("csi.storage.k8s.io/fstype", "ext4"),
-                ("nvmeAddress", "10.42.68.1"),
-                ("nvmePort", "4420"),
-                ("volumePath", "/storage-pool/metal-csi"),
-            ],
-        ),
-        (
-            "kubevirt",
-            vec![
-                ("migrationTimeoutSeconds", "7200"),
-                ("rdsAddress", "10.42.68.1"),
-                ("rdsPort", "22"),
-                ("rdsBasePath", "/storage-pool/kubernetes-volumes"),
-                ("nvmePort", "4420"),
-            ],
-        ),
-    ]
-}
-
 /// A PV of a Go-made volume, with the annotations the Go controller left.
 fn go_pv(id: &str, record: Option<&str>) -> Value {
     let mut p = pv(id, id, DRIVER);
@@ -195,7 +157,7 @@ fn a_go_installation_is_taken_over_without_a_refusal_a_second_writer_or_a_touche
         csi.delete(s).unwrap();
     }
     // Every Go StorageClass provisions.
-    for (class, params) in go_classes() {
+    for (class, params) in go_storage_classes() {
         let v = csi
             .create(&format!("pvc-new-{class}"), GIB as i64, &params)
             .unwrap_or_else(|e| panic!("{class}: {e:?}"));

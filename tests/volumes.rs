@@ -788,27 +788,29 @@ fn go_storage_classes_provision_with_a_warning_per_create() {
         &["--metrics-address", "127.0.0.1:0"],
     );
     let csi = s.controller.csi();
-    // The Go README's example class, and its migration guide's 7200 s.
-    let go_class = [
-        ("rdsAddress", "10.42.68.1"),
-        ("nvmePort", "4420"),
-        ("sshPort", "22"),
-        ("fsType", "ext4"),
-        ("volumePath", "/storage-pool/kubernetes-volumes"),
-        ("nqnPrefix", "nqn.2000-02.com.mikrotik"),
-        ("migrationTimeoutSeconds", "7200"),
-    ];
     for name in ["pvc-go-1", "pvc-go-2"] {
-        let v = csi.create(name, GIB, &go_class).unwrap();
-        let ctx = v.get_volume_context();
-        assert_eq!(ctx["migrationTimeoutSeconds"], "3600");
-        assert_eq!(
-            ctx["volumePath"],
-            format!("/storage-pool/kubernetes-volumes/{name}.img")
-        );
+        for (class, params) in go_storage_classes() {
+            let v = csi
+                .create(&format!("{name}-{class}"), GIB, &params)
+                .unwrap();
+            let ctx = v.get_volume_context();
+            let path = params.iter().find(|(k, _)| *k == "volumePath");
+            let dir = path.map_or("/storage-pool/metal-csi", |(_, v)| v);
+            assert_eq!(ctx["volumePath"], format!("{dir}/{name}-{class}.img"));
+            if class == "kubevirt" {
+                assert_eq!(ctx["migrationTimeoutSeconds"], "3600", "7200 clamped");
+            }
+        }
     }
     let logs = s.controller.logs();
-    for key in ["sshPort", "fsType", "nqnPrefix", "migrationTimeoutSeconds"] {
+    for key in [
+        "sshPort",
+        "fsType",
+        "nqnPrefix",
+        "rdsPort",
+        "rdsBasePath",
+        "migrationTimeoutSeconds",
+    ] {
         let lines = logs
             .lines()
             .filter(|l| l.contains("WARN") && l.contains(&format!("StorageClass parameter {key}:")))

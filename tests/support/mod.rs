@@ -380,6 +380,44 @@ pub fn plant_volume(rds: &rds_emulator::Emulator, slot: &str, size: Option<u64>,
     ]);
 }
 
+/// The parameters of the Go driver's StorageClasses: its README's example,
+/// its chart's template, its KubeVirt guide's (and that guide's advice to
+/// raise the window, past what it clamps to).
+pub fn go_storage_classes() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
+    vec![
+        (
+            "readme",
+            vec![
+                ("rdsAddress", "10.42.68.1"),
+                ("nvmePort", "4420"),
+                ("sshPort", "22"),
+                ("fsType", "ext4"),
+                ("volumePath", "/storage-pool/kubernetes-volumes"),
+                ("nqnPrefix", "nqn.2000-02.com.mikrotik"),
+            ],
+        ),
+        (
+            "chart",
+            vec![
+                ("csi.storage.k8s.io/fstype", "ext4"),
+                ("nvmeAddress", "10.42.68.1"),
+                ("nvmePort", "4420"),
+                ("volumePath", "/storage-pool/metal-csi"),
+            ],
+        ),
+        (
+            "kubevirt",
+            vec![
+                ("migrationTimeoutSeconds", "7200"),
+                ("rdsAddress", "10.42.68.1"),
+                ("rdsPort", "22"),
+                ("rdsBasePath", "/storage-pool/kubernetes-volumes"),
+                ("nvmePort", "4420"),
+            ],
+        ),
+    ]
+}
+
 /// The controller flags that point it at `emu`.
 pub fn rds_flags(emu: &rds_emulator::Emulator, creds: &Path) -> Vec<String> {
     vec![
