@@ -360,12 +360,7 @@ fn a_failing_list_changes_nothing() {
 
 /// A PV whose record names `node` as the Go driver writes it.
 fn go_annotated_pv(name: &str, node: &str) -> serde_json::Value {
-    let mut p = pv(name, name, DRIVER);
-    p["metadata"]["annotations"] = json!({
-        ATTACHED_NODE: node,
-        ATTACHED_AT: "2026-05-01T10:00:00.123456Z",
-    });
-    p
+    with_go_record(pv(name, name, DRIVER), node)
 }
 
 #[test]

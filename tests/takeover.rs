@@ -24,13 +24,10 @@ fn go_pv(id: &str, record: Option<&str>) -> Value {
         "volumePath": format!("/storage-pool/metal-csi/{id}.img"),
         "migrationTimeoutSeconds": "300",
     });
-    if let Some(node) = record {
-        p["metadata"]["annotations"] = json!({
-            ATTACHED_NODE: node,
-            ATTACHED_AT: "2026-06-01T08:00:00.000001Z",
-        });
+    match record {
+        Some(node) => with_go_record(p, node),
+        None => p,
     }
-    p
 }
 
 #[test]

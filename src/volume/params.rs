@@ -20,14 +20,8 @@ const PROVISIONER_PREFIX: &str = "csi.storage.k8s.io/";
 /// StorageClasses that mean nothing to this driver, with what to tell the
 /// operator: accepted with a warning, so that its classes keep provisioning.
 const GO_KEYS_UNUSED: &[(&str, &str)] = &[
-    (
-        "sshPort",
-        "the Go driver's SSH port; this driver uses the RouterOS REST API at --rds-url",
-    ),
-    (
-        "rdsPort",
-        "the Go driver's SSH port; this driver uses the RouterOS REST API at --rds-url",
-    ),
+    ("sshPort", NO_SSH),
+    ("rdsPort", NO_SSH),
     (
         "nqnPrefix",
         "NQNs are always nqn.2000-02.com.mikrotik:<volume ID>, as the Go driver made them",
@@ -41,6 +35,9 @@ const GO_KEYS_UNUSED: &[(&str, &str)] = &[
         "the file system comes from csi.storage.k8s.io/fstype (the node plugin reads the volume capability)",
     ),
 ];
+
+const NO_SSH: &str =
+    "the Go driver's SSH port; this driver uses the RouterOS REST API at --rds-url";
 
 /// The migration window when the volume context names none (seconds).
 pub const DEFAULT_MIGRATION_SECONDS: u64 = 300;

@@ -259,6 +259,16 @@ pub fn volume_attachment(name: &str, pv: &str, node: &str, attached: bool) -> Va
     })
 }
 
+/// `pv` with the attachment record the Go controller writes: `node` and a
+/// time in its format (RFC 3339, microseconds).
+pub fn with_go_record(mut pv: Value, node: &str) -> Value {
+    pv["metadata"]["annotations"] = json!({
+        ATTACHED_NODE: node,
+        ATTACHED_AT: "2026-06-01T08:00:00.000001Z",
+    });
+    pv
+}
+
 pub fn node(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
 }
