@@ -372,7 +372,8 @@ impl AttachmentManager {
     /// module doc); disagreements are reported. Costs one LIST of
     /// VolumeAttachments, plus one GET per PV with an attached
     /// VolumeAttachment that the rebuilt map does not know (none once
-    /// every attachment is recorded), plus the writes.
+    /// every attachment is recorded), plus the writes. The list failing →
+    /// `Err`, nothing changed; a PV that cannot be read is skipped.
     pub fn adopt(&self) -> Result<ReconcileReport, kube::Error> {
         let Some(store) = self.store() else {
             return Ok(ReconcileReport::default());
@@ -389,8 +390,15 @@ impl AttachmentManager {
             if !pv_vas.iter().any(|va| va.attached) {
                 continue;
             }
-            let Some(handle) = self.handle_of(store, pv_name)? else {
-                continue;
+            // A failed read skips this PV only: what was written for others
+            // stands, and the next pass looks again.
+            let handle = match self.handle_of(store, pv_name) {
+                Ok(Some(handle)) => handle,
+                Ok(None) => continue,
+                Err(e) => {
+                    log::warn!("reconciliation at startup: reading PersistentVolume {pv_name}: {e}; left for the next pass");
+                    continue;
+                }
             };
             let holders: Vec<String> = self
                 .get(&handle)
