@@ -23,6 +23,10 @@ use crate::{
     turns::{Busy, Turns},
 };
 
+/// What every ListVolumes token begins with: a token is recognisably one
+/// this controller issued, not any string shaped like a volume ID.
+const PAGE_TOKEN_PREFIX: &str = "v1.";
+
 /// A volume as RDS reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
@@ -382,25 +386,32 @@ impl VolumeManager {
 
     /// Up to `max` of this driver's volumes (0: all), in slot order,
     /// starting at `token` (empty: the first); the token of the next page,
-    /// if any. Tokens are volume IDs, so a page survives volumes created or
-    /// deleted meanwhile.
+    /// if any. A token names the first volume ID of its page
+    /// (`v1.<id>`), so a page survives volumes created or deleted
+    /// meanwhile; anything else → `BadToken`, before any RDS request.
     pub fn list(
         &self,
         max: usize,
         token: &str,
     ) -> Result<(Vec<Volume>, Option<String>), VolumeError> {
-        if !token.is_empty() && check_volume_id(token).is_err() {
-            return Err(VolumeError::BadToken(token.into()));
-        }
+        let from = match token {
+            "" => "",
+            t => t
+                .strip_prefix(PAGE_TOKEN_PREFIX)
+                .filter(|id| check_volume_id(id).is_ok())
+                .ok_or_else(|| VolumeError::BadToken(token.into()))?,
+        };
         let mut disks: Vec<Disk> = self
             .rds
             .disks()?
             .into_iter()
-            .filter(|d| is_ours(d) && d.slot.as_str() >= token)
+            .filter(|d| is_ours(d) && d.slot.as_str() >= from)
             .collect();
         disks.sort_by(|a, b| a.slot.cmp(&b.slot));
         let max = if max == 0 { usize::MAX } else { max };
-        let next = disks.get(max).map(|d| d.slot.clone());
+        let next = disks
+            .get(max)
+            .map(|d| format!("{PAGE_TOKEN_PREFIX}{}", d.slot));
         Ok((
             disks.iter().take(max).map(|d| self.describe(d)).collect(),
             next,
