@@ -196,7 +196,10 @@ fn wait_for_socket(path: &Path, child: &mut Child, log: &Path) {
                 std::fs::read_to_string(log).unwrap_or_default()
             );
         }
-        assert!(Instant::now() < deadline, "controller socket never appeared");
+        assert!(
+            Instant::now() < deadline,
+            "controller socket never appeared"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -225,8 +228,11 @@ fn main() {
         json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}}),
     )
     .expect("node");
-    let rds = rds_emulator::Emulator::start(rds_emulator::Options::default()).expect("rds emulator");
-    let creds = rds.write_credentials(&dir.join("rds")).expect("credentials");
+    let rds =
+        rds_emulator::Emulator::start(rds_emulator::Options::default()).expect("rds emulator");
+    let creds = rds
+        .write_credentials(&dir.join("rds"))
+        .expect("credentials");
 
     let controller_sock = dir.join("controller.sock");
     let log: PathBuf = dir.join("controller.log");
@@ -237,7 +243,10 @@ fn main() {
             format!("--rds-credentials-dir={}", creds.display()),
         ])
         .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or("info".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or("info".into()),
+        )
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
@@ -280,7 +289,10 @@ fn main() {
         .arg(format!("--csi.endpoint={endpoint}"))
         .arg(format!("--csi.controllerendpoint={endpoint}"))
         .arg(format!("--csi.mountdir={}", dir.join("mnt").display()))
-        .arg(format!("--csi.stagingdir={}", dir.join("staging").display()))
+        .arg(format!(
+            "--csi.stagingdir={}",
+            dir.join("staging").display()
+        ))
         .args(sanity_args)
         .status()
         .expect("run csi-sanity");

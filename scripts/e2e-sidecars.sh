@@ -209,8 +209,27 @@ capacity_is() { [ "$(jp pv "$1" '{.spec.capacity.storage}')" = "$2" ]; }
 condition() { k get pvc "$1" -n default -o jsonpath='{.status.conditions[*].type}' | grep -qw "$2"; }
 error_names() { jp volumeattachment "$1" '{.status.attachError.message}' | grep -q "$2"; }
 gib=1073741824
+# A Quantity as the provisioner writes it (plain, or a binary suffix) in bytes.
+bytes_of() {
+  awk -v q="$1" 'BEGIN { n = q; m = 1
+    if (sub(/Ki$/, "", n)) m = 1024; else if (sub(/Mi$/, "", n)) m = 1024^2
+    else if (sub(/Gi$/, "", n)) m = 1024^3; else if (sub(/Ti$/, "", n)) m = 1024^4
+    printf "%.0f\n", n * m }'
+}
+pool_free() { rds "/rest/disk?mount-point=storage-pool" | grep -o '"free":"[0-9]*"' | grep -o '[0-9][0-9]*'; }
+published() { k get csistoragecapacities -n rds-csi -o jsonpath='{range .items[?(@.storageClassName=="rds-nvme")]}{.capacity}{end}' 2>/dev/null; }
+# The CSIStorageCapacity of the class holds the pool's free bytes, and differs from $1.
+capacity_follows_pool() {
+  local q
+  q=$(published)
+  [ -n "$q" ] && [ "$(bytes_of "$q")" = "$(pool_free)" ] && [ "$(bytes_of "$q")" != "${1:-}" ]
+}
 
 # --- the story ------------------------------------------------------------------
+step "storage capacity: csi-provisioner publishes GetCapacity's answer"
+wait_for "a CSIStorageCapacity for rds-nvme holds the pool's free bytes ($(pool_free))" 60 capacity_follows_pool
+free_before=$(bytes_of "$(published)")
+
 step "a user creates a PVC; it is provisioned on RDS"
 claim data 1Gi || fail "kubectl apply of the PVC"
 schedule data node-a || fail "annotating the PVC as the scheduler does"
@@ -220,6 +239,7 @@ pv=$(pv_for data)
 [ "$(jp pv "$pv" '{.spec.csi.volumeHandle}')" = "$pv" ] || fail "PV $pv: volume handle is not its name"
 wait_for "RDS holds disk $pv of 1 GiB" 10 disk_bytes_are "$pv" $gib
 bind data || fail "binding the claim"
+wait_for "the CSIStorageCapacity follows the CreateVolume (was $free_before)" 90 capacity_follows_pool "$free_before"
 
 step "attach to node-a"
 attach va-a "$pv" node-a || fail "creating VolumeAttachment va-a"

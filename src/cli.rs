@@ -42,8 +42,10 @@ Options:
                              (0: never) [default: 5m]
   --attachment-grace-period DURATION  an annotation without a VolumeAttachment
                              is cleared once seen so for this long [default: 30s]
-  --rds-unhealthy-after DURATION  Probe answers not-ready while RDS has not
-                             answered for this long [default: 30s]
+  --unhealthy-after DURATION Probe and /readyz answer not-ready while the
+                             Kubernetes API or RDS has not answered a check
+                             for this long (also --rds-unhealthy-after)
+                             [default: 30s]
   --health-interval DURATION how often the Kubernetes API and RDS are checked
                              in the background [default: 10s]
   --metrics-address ADDR     serve /metrics, /healthz and /readyz over HTTP on
@@ -79,7 +81,7 @@ pub struct Args {
     pub log_level: Option<String>,
     /// `None`: attach-only (no `--rds-url`).
     pub rds: Option<RdsArgs>,
-    pub rds_unhealthy_after: Duration,
+    pub unhealthy_after: Duration,
     pub health_interval: Duration,
     /// Zero: no reconciliation.
     pub reconcile_interval: Duration,
@@ -140,7 +142,7 @@ pub fn parse(
         kube_api_timeout: Duration::from_secs(15),
         log_level: None,
         rds: None,
-        rds_unhealthy_after: Duration::from_secs(30),
+        unhealthy_after: Duration::from_secs(30),
         health_interval: Duration::from_secs(10),
         reconcile_interval: Duration::from_secs(300),
         attachment_grace_period: Duration::from_secs(30),
@@ -198,7 +200,9 @@ pub fn parse(
                 rds.volume_path = v.trim_end_matches('/').to_string();
             }
             "--rds-timeout" => rds.timeout = duration(&flag, &value(&flag)?)?,
-            "--rds-unhealthy-after" => a.rds_unhealthy_after = duration(&flag, &value(&flag)?)?,
+            "--unhealthy-after" | "--rds-unhealthy-after" => {
+                a.unhealthy_after = duration(&flag, &value(&flag)?)?
+            }
             "--health-interval" => a.health_interval = duration(&flag, &value(&flag)?)?,
             "--reconcile-interval" => a.reconcile_interval = duration(&flag, &value(&flag)?)?,
             "--attachment-grace-period" => {
@@ -241,6 +245,13 @@ pub fn parse(
     }
     if a.health_interval.is_zero() {
         return Err("--health-interval must be more than zero".into());
+    }
+    // Between two checks nothing is known: a shorter threshold would flap.
+    if a.unhealthy_after < a.health_interval {
+        return Err(format!(
+            "--unhealthy-after ({:?}) must be at least --health-interval ({:?})",
+            a.unhealthy_after, a.health_interval
+        ));
     }
     if let Some(url) = rds_url.filter(|u| !u.is_empty()) {
         (rds.url, rds.host) = rds_url_parts(&url).map_err(|e| format!("--rds-url {url:?}: {e}"))?;
@@ -455,23 +466,33 @@ mod tests {
     fn operability_flags() {
         let a = run(&[]).unwrap();
         assert_eq!((a.metrics_address, a.log_format), (None, LogFormat::Text));
-        assert_eq!(a.rds_unhealthy_after, Duration::from_secs(30));
+        assert_eq!(a.unhealthy_after, Duration::from_secs(30));
         let a = run(&[
             "--metrics-address",
             ":9809",
             "--log-format=json",
             "--rds-unhealthy-after",
             "5s",
+            "--health-interval",
+            "1s",
         ])
         .unwrap();
         assert_eq!(a.metrics_address, Some("0.0.0.0:9809".parse().unwrap()));
         assert_eq!(a.log_format, LogFormat::Json);
-        assert_eq!(a.rds_unhealthy_after, Duration::from_secs(5));
+        assert_eq!(a.unhealthy_after, Duration::from_secs(5));
+        assert_eq!(
+            run(&["--unhealthy-after", "45s"]).unwrap().unhealthy_after,
+            Duration::from_secs(45)
+        );
         assert_eq!(run(&["--metrics-address="]).unwrap().metrics_address, None);
         for (args, needle) in [
             (&["--metrics-address", "localhost"][..], "--metrics-address"),
             (&["--log-format", "xml"], "--log-format"),
             (&["--health-interval", "0"], "--health-interval"),
+            (
+                &["--health-interval", "20s", "--unhealthy-after", "10s"],
+                "--unhealthy-after",
+            ),
         ] {
             let e = run(args).unwrap_err();
             assert!(e.contains(needle), "{args:?}: {e}");

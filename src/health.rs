@@ -5,12 +5,13 @@
 //! and, when configured, RDS (the pool's `/disk` entry, which also feeds
 //! `rds_csi_rds_up` and `rds_csi_pool_free_bytes`).
 //!
-//! - Probe (what the livenessprobe sidecar and CSI callers see): ready after
-//!   the rebuild, and not-ready — an answer, not an error — while RDS has
-//!   not answered for longer than `rds_unhealthy_after`. A dead RDS never
-//!   makes the process look hung, so the liveness probe does not restart it.
-//! - `/readyz`: ready after the rebuild while the Kubernetes API, and RDS
-//!   once configured, answered a check within the last two intervals.
+//! One verdict answers both Probe (what the livenessprobe sidecar and CSI
+//! callers see; not-ready is an answer, never an error) and `/readyz`:
+//! ready once the attachment map is rebuilt, while every configured target
+//! has answered a check within `unhealthy_after` — counted from its last
+//! good answer, or from the end of startup while none has come yet, so a
+//! slow first check does not flap. A dead target never makes the process
+//! look hung: it only turns not-ready.
 
 use std::{
     sync::{
@@ -31,65 +32,74 @@ pub struct Targets {
 }
 
 pub struct Health {
-    rebuilt: AtomicBool,
     interval: Duration,
-    rds_unhealthy_after: Duration,
+    unhealthy_after: Duration,
     has_kube: bool,
     has_rds: bool,
-    /// Scope: reading or stamping the last good answer of each target.
+    /// Scope: reading or stamping one instant; no I/O under any of them.
+    /// When startup finished (`None`: not yet).
+    rebuilt_at: Mutex<Option<Instant>>,
+    /// The last good answer of each target.
     kube_ok_at: Mutex<Option<Instant>>,
     rds_ok_at: Mutex<Option<Instant>>,
-    /// When RDS was first seen failing in the current outage.
-    rds_failing_since: Mutex<Option<Instant>>,
+    /// RDS failed its last check (for one log line per outage).
+    rds_failing: AtomicBool,
     stopping: AtomicBool,
 }
 
 impl Health {
-    pub fn new(targets: &Targets, interval: Duration, rds_unhealthy_after: Duration) -> Health {
+    pub fn new(targets: &Targets, interval: Duration, unhealthy_after: Duration) -> Health {
         Health {
-            rebuilt: AtomicBool::new(false),
             interval,
-            rds_unhealthy_after,
+            unhealthy_after,
             has_kube: targets.kube.is_some(),
             has_rds: targets.rds.is_some(),
+            rebuilt_at: Mutex::new(None),
             kube_ok_at: Mutex::new(None),
             rds_ok_at: Mutex::new(None),
-            rds_failing_since: Mutex::new(None),
+            rds_failing: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
         }
     }
 
     /// Startup finished: the map is rebuilt and the socket serves.
     pub fn set_rebuilt(&self) {
-        self.rebuilt.store(true, Ordering::SeqCst);
+        *self.rebuilt_at.lock().expect("health lock poisoned") = Some(Instant::now());
     }
 
-    /// What Probe answers: rebuilt, and RDS not failing for longer than
-    /// `rds_unhealthy_after`.
+    /// What Probe answers: the [`verdict`](Self::verdict) is ready.
     pub fn probe_ready(&self) -> bool {
-        if !self.rebuilt.load(Ordering::SeqCst) {
-            return false;
-        }
-        let failing = *self.rds_failing_since.lock().expect("health lock poisoned");
-        failing.is_none_or(|since| since.elapsed() <= self.rds_unhealthy_after)
+        self.verdict().is_ok()
     }
 
-    /// What `/readyz` answers, with the reason when not ready.
+    /// What `/readyz` answers: the [`verdict`](Self::verdict), with the
+    /// reason when not ready.
     pub fn ready(&self) -> Result<(), String> {
-        if !self.rebuilt.load(Ordering::SeqCst) {
+        self.verdict()
+    }
+
+    /// The one verdict (see the module doc).
+    pub fn verdict(&self) -> Result<(), String> {
+        let Some(rebuilt_at) = *self.rebuilt_at.lock().expect("health lock poisoned") else {
             return Err("attachment state not rebuilt yet".into());
-        }
-        let fresh = self.interval * 2;
-        let recent = |at: &Mutex<Option<Instant>>| {
-            at.lock()
-                .expect("health lock poisoned")
-                .is_some_and(|t| t.elapsed() <= fresh)
         };
-        if self.has_kube && !recent(&self.kube_ok_at) {
-            return Err(format!("Kubernetes API not answered within {fresh:?}"));
+        let limit = self.unhealthy_after;
+        let answered = |at: &Mutex<Option<Instant>>| {
+            let last = at
+                .lock()
+                .expect("health lock poisoned")
+                .unwrap_or(rebuilt_at);
+            last.elapsed() <= limit
+        };
+        if self.has_kube && !answered(&self.kube_ok_at) {
+            return Err(format!(
+                "the Kubernetes API has not answered a check for more than {limit:?}"
+            ));
         }
-        if self.has_rds && !recent(&self.rds_ok_at) {
-            return Err(format!("RDS not answered within {fresh:?}"));
+        if self.has_rds && !answered(&self.rds_ok_at) {
+            return Err(format!(
+                "RDS has not answered a check for more than {limit:?}"
+            ));
         }
         Ok(())
     }
@@ -108,22 +118,14 @@ impl Health {
             match client.disk_by_mount_point(volume::mount_point(volume_path)) {
                 Ok(pool) => {
                     *self.rds_ok_at.lock().expect("health lock poisoned") = Some(Instant::now());
-                    if self
-                        .rds_failing_since
-                        .lock()
-                        .expect("health lock poisoned")
-                        .take()
-                        .is_some()
-                    {
+                    if self.rds_failing.swap(false, Ordering::SeqCst) {
                         log::info!("health check: RDS answers again");
                     }
                     metrics.rds_health(true, pool.and_then(|p| p.free_bytes()));
                 }
                 Err(e) => {
-                    let mut since = self.rds_failing_since.lock().expect("health lock poisoned");
-                    if since.is_none() {
+                    if !self.rds_failing.swap(true, Ordering::SeqCst) {
                         log::warn!("health check: RDS: {e}");
-                        *since = Some(Instant::now());
                     }
                     metrics.rds_health(false, None);
                 }
@@ -162,4 +164,59 @@ pub fn sleep_unless(stop: &AtomicBool, period: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(50).min(period));
     }
     stop.load(Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(kube: bool, rds: bool, limit: Duration) -> Health {
+        Health {
+            interval: Duration::from_secs(1),
+            unhealthy_after: limit,
+            has_kube: kube,
+            has_rds: rds,
+            rebuilt_at: Mutex::new(None),
+            kube_ok_at: Mutex::new(None),
+            rds_ok_at: Mutex::new(None),
+            rds_failing: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    fn ago(secs: u64) -> Option<Instant> {
+        Instant::now().checked_sub(Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn probe_and_readyz_give_one_verdict_on_one_threshold() {
+        let h = health(true, true, Duration::from_secs(30));
+        assert!(h.ready().unwrap_err().contains("not rebuilt"));
+        h.set_rebuilt();
+        // Nothing answered yet, but within the threshold of startup: ready.
+        assert!(h.ready().is_ok() && h.probe_ready());
+        for (kube, rds, want) in [
+            (ago(1), ago(1), None),
+            (ago(29), ago(29), None),
+            (ago(31), ago(1), Some("Kubernetes API")),
+            (ago(1), ago(31), Some("RDS")),
+        ] {
+            *h.kube_ok_at.lock().unwrap() = kube;
+            *h.rds_ok_at.lock().unwrap() = rds;
+            let verdict = h.ready();
+            assert_eq!(h.probe_ready(), verdict.is_ok(), "{verdict:?}");
+            match want {
+                None => assert!(verdict.is_ok(), "{verdict:?}"),
+                Some(who) => assert!(verdict.unwrap_err().contains(who)),
+            }
+        }
+        // Startup long past and no answer ever: not ready.
+        let h = health(false, true, Duration::from_secs(30));
+        *h.rebuilt_at.lock().unwrap() = ago(60);
+        assert!(!h.probe_ready() && h.ready().is_err());
+        // Only the configured targets count.
+        let h = health(false, false, Duration::from_secs(30));
+        *h.rebuilt_at.lock().unwrap() = ago(60);
+        assert!(h.probe_ready());
+    }
 }

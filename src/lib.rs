@@ -132,7 +132,7 @@ pub fn run(args: cli::Args) -> i32 {
     let health = Arc::new(health::Health::new(
         &targets,
         args.health_interval,
-        args.rds_unhealthy_after,
+        args.unhealthy_after,
     ));
     let driver = Arc::new(driver::Driver::new(
         &args.driver_name,
@@ -144,6 +144,7 @@ pub fn run(args: cli::Args) -> i32 {
 
     // Up before the rebuild, so that /readyz tells a slow start from a hung one.
     let pool: Arc<OnceLock<Weak<server::Pool>>> = Arc::default();
+    let serving: Arc<OnceLock<server::SelfProbe>> = Arc::default();
     let _metrics_server = match args.metrics_address {
         Some(address) => {
             let opts = metrics::ServeOptions {
@@ -151,7 +152,15 @@ pub fn run(args: cli::Args) -> i32 {
                 max_connections: 4,
                 timeout: std::time::Duration::from_secs(5),
             };
-            match metrics::serve(&opts, routes(driver.clone(), health.clone(), pool.clone())) {
+            match metrics::serve(
+                &opts,
+                routes(
+                    driver.clone(),
+                    health.clone(),
+                    pool.clone(),
+                    serving.clone(),
+                ),
+            ) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     log::error!("--metrics-address {address}: {e}");
@@ -199,6 +208,7 @@ pub fn run(args: cli::Args) -> i32 {
         }
     };
     let _ = pool.set(Arc::downgrade(server.pool()));
+    let _ = serving.set(server::SelfProbe::new(&args.endpoint));
     driver.set_ready();
     let checker = health.start(targets, metrics);
     let stop_reconciling = Arc::new(AtomicBool::new(false));
@@ -235,12 +245,14 @@ pub fn run(args: cli::Args) -> i32 {
     EXIT_OK
 }
 
-/// `/metrics`, `/healthz` (the process serves) and `/readyz` (see
+/// `/metrics`, `/healthz` (liveness: starting, or the CSI socket answers
+/// Probe, ready or not; see [`server::SelfProbe`]) and `/readyz` (see
 /// [`health::Health::ready`]).
 fn routes(
     driver: Arc<driver::Driver>,
     health: Arc<health::Health>,
     pool: Arc<OnceLock<Weak<server::Pool>>>,
+    serving: Arc<OnceLock<server::SelfProbe>>,
 ) -> Arc<metrics::Route> {
     Arc::new(move |path: &str| {
         let text = |code, body: String| metrics::Answer {
@@ -261,7 +273,14 @@ fn routes(
                     body: driver.metrics().render(gauges),
                 }
             }
-            "/healthz" => text(200, "ok\n".into()),
+            "/healthz" => match serving.get() {
+                // Rebuilding before the socket exists: alive.
+                None => text(200, "ok: starting\n".into()),
+                Some(probe) => match probe.answers(std::time::Duration::from_secs(2)) {
+                    Ok(()) => text(200, "ok\n".into()),
+                    Err(why) => text(503, format!("{why}\n")),
+                },
+            },
             "/readyz" => match health.ready() {
                 Ok(()) => text(200, "ready\n".into()),
                 Err(why) => text(503, format!("not ready: {why}\n")),

@@ -124,7 +124,6 @@ fn controller_pod_is_hardened_and_images_are_pinned() {
             "csi-attacher",
             "csi-provisioner",
             "csi-resizer",
-            "livenessprobe"
         ]
     );
     for c in containers {
@@ -197,9 +196,13 @@ fn controller_pod_is_hardened_and_images_are_pinned() {
         .find(|v| v["name"] == creds["name"])
         .unwrap();
     assert_eq!(secret["secret"]["secretName"], "rds-csi-credentials");
-    assert!(containers[0]["livenessProbe"]["httpGet"]["port"]
-        .as_str()
-        .is_some());
+    // Liveness is the controller's own /healthz (its socket answers
+    // Probe, ready or not), never a sidecar that fails on not-ready.
+    assert_eq!(
+        containers[0]["livenessProbe"]["httpGet"]["path"],
+        "/healthz"
+    );
+    assert_eq!(containers[0]["livenessProbe"]["httpGet"]["port"], "metrics");
     assert!(pod["volumes"][0]["emptyDir"].is_mapping());
 }
 

@@ -257,8 +257,11 @@ fn a_dead_rds_flips_probe_and_readyz_but_never_kills_the_process() {
     };
     wait_for("readyz", &|| http_get(s.metrics, "/readyz").0 == 200);
     assert!(ready());
-    let (_, text) = http_get(s.metrics, "/metrics");
-    assert!(text.contains("\nrds_csi_rds_up 1\n"), "{text}");
+    wait_for("the first RDS check", &|| {
+        http_get(s.metrics, "/metrics")
+            .1
+            .contains("\nrds_csi_rds_up 1\n")
+    });
 
     s.rds.set_refusing(true);
     wait_for("Probe not ready", &|| !ready());
@@ -449,4 +452,48 @@ fn every_dashboard_query_names_an_exported_metric() {
         named >= queries.len(),
         "every query names a metric: {queries:?}"
     );
+}
+
+/// Probe and `/readyz` give one verdict on one threshold: sampled together
+/// while RDS goes away and comes back, they disagree only across the
+/// instant of a transition.
+#[test]
+fn probe_and_readyz_agree_while_rds_comes_and_goes() {
+    // Checks every 300 ms, unhealthy after 2 s: once, /readyz flipped
+    // after two intervals and Probe after the threshold.
+    let s = setup(&["--health-interval", "300ms", "--unhealthy-after", "2s"]);
+    let csi = s.controller.csi();
+    let probe = || {
+        csi.identity
+            .probe_opt(&csi::ProbeRequest::new(), csi.opt())
+            .unwrap()
+            .get_ready()
+            .get_value()
+    };
+    let sample = |for_: Duration| -> Vec<(bool, bool)> {
+        let until = Instant::now() + for_;
+        let mut out = Vec::new();
+        while Instant::now() < until {
+            out.push((probe(), http_get(s.metrics, "/readyz").0 == 200));
+            std::thread::sleep(Duration::from_millis(40));
+        }
+        out
+    };
+    let before = sample(Duration::from_millis(500));
+    assert!(before.iter().all(|&(p, r)| p && r), "{before:?}");
+    s.rds.set_refusing(true);
+    let down = sample(Duration::from_secs(4));
+    s.rds.set_refusing(false);
+    let up = sample(Duration::from_secs(2));
+    for (what, samples) in [("going down", &down), ("coming back", &up)] {
+        let disagree = samples.iter().filter(|(p, r)| p != r).count();
+        assert!(
+            disagree <= 1,
+            "{what}: {disagree} disagreeing samples: {samples:?}"
+        );
+    }
+    // Not-ready only after the threshold, and ready again.
+    assert!(down[..down.len() / 3].iter().all(|&(p, _)| p), "{down:?}");
+    assert!(down.last().is_some_and(|&(p, r)| !p && !r), "{down:?}");
+    assert!(up.last().is_some_and(|&(p, r)| p && r), "{up:?}");
 }

@@ -5,9 +5,11 @@
 
 mod dispatch;
 mod endpoint;
+mod self_probe;
 
 pub use dispatch::{Answer, Job, Pool, Refused, Rejection};
 pub use endpoint::{Endpoint, SOCKET_MODE};
+pub use self_probe::SelfProbe;
 
 use std::{
     sync::Arc,
