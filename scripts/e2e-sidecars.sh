@@ -81,8 +81,8 @@ cat >"$work/seed.json" <<'JSON'
 [
  {"resource": "namespaces", "object": {"metadata": {"name": "rds-csi"}}},
  {"resource": "namespaces", "object": {"metadata": {"name": "default"}}},
- {"resource": "nodes", "object": {"metadata": {"name": "node-a"}}},
- {"resource": "nodes", "object": {"metadata": {"name": "node-b"}}}
+ {"resource": "nodes", "object": {"metadata": {"name": "node-a", "labels": {"topology.rds.csi.srvlab.io/zone": "default"}}}},
+ {"resource": "nodes", "object": {"metadata": {"name": "node-b", "labels": {"topology.rds.csi.srvlab.io/zone": "default"}}}}
 ]
 JSON
 "$bin/kube-emulator" --tls --token e2e-token --kubeconfig-dir "$work" --seed "$work/seed.json" \
@@ -145,6 +145,10 @@ for c in csi-attacher csi-provisioner csi-resizer; do
   "$CSI_SIDECARS_DIR/$c" --version 2>/dev/null | head -1 | sed 's/^/   version: /'
 done
 
+# The Go node plugin's NodeGetInfo names one segment,
+# topology.rds.csi.srvlab.io/zone=default: the kubelet writes its key into
+# CSINode and labels the Node with it (seeded above). The provisioner's
+# capacity objects select nodes by that label.
 step "the cluster's part: StorageClass from deploy/, CSINodes as the node plugin registers them"
 k apply -f deploy/kubernetes/storageclass.yaml >/dev/null || fail "kubectl apply of the StorageClass"
 pass "kubectl apply -f deploy/kubernetes/storageclass.yaml (validated by the server)"
@@ -153,7 +157,7 @@ for n in node-a node-b; do
 apiVersion: storage.k8s.io/v1
 kind: CSINode
 metadata: {name: $n}
-spec: {drivers: [{name: rds.csi.srvlab.io, nodeID: $n}]}
+spec: {drivers: [{name: rds.csi.srvlab.io, nodeID: $n, topologyKeys: [topology.rds.csi.srvlab.io/zone]}]}
 EOF
 done
 wait_for "every sidecar holds its leader lease" 60 leases
