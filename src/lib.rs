@@ -32,6 +32,8 @@ pub mod turns;
 pub mod volume;
 mod wire;
 
+pub use wire::Hook;
+
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -61,7 +63,13 @@ pub fn run(args: cli::Args) -> i32 {
                 qps: args.kube_api_qps,
                 burst: args.kube_api_burst,
                 request_timeout: args.kube_api_timeout,
-                metrics: Some(metrics.clone()),
+                observer: Some(Hook::new({
+                    let m = metrics.clone();
+                    move |o: &kube::Observed| {
+                        m.kube_rate_limited(o.throttled);
+                        m.kube_request(o.verb, o.resource, o.code, o.took);
+                    }
+                })),
                 ..Default::default()
             };
             match kube::Client::new(&config, opts) {
@@ -95,7 +103,10 @@ pub fn run(args: cli::Args) -> i32 {
                 credentials_dir: r.credentials_dir.clone(),
                 insecure_skip_verify: r.insecure_skip_verify,
                 timeout: r.timeout,
-                metrics: Some(metrics.clone()),
+                observer: Some(Hook::new({
+                    let m = metrics.clone();
+                    move |o: &rds::Observed| m.rds_request(o.method, o.code, o.took)
+                })),
             };
             match rds::Client::new(&opts) {
                 Ok(c) => {

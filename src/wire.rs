@@ -1,5 +1,8 @@
-//! What the Kubernetes and RouterOS clients share: PEM certificate parsing,
-//! URL escaping, and the agent's address resolver.
+//! What the Kubernetes and RouterOS clients share: the agent and its
+//! address resolver, one HTTP exchange (send, cap and read the body,
+//! classify what failed), PEM certificate parsing and URL escaping. The
+//! clients keep only what is theirs: paths, authentication, decoding,
+//! retries.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -9,8 +12,8 @@ use std::{
 
 use ureq::{
     config::Config,
-    http::Uri,
-    tls::{Certificate, PemItem},
+    http::{self, Uri},
+    tls::{Certificate, PemItem, TlsConfig},
     unversioned::{
         resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver},
         transport::{DefaultConnector, NextTimeout},
@@ -18,9 +21,132 @@ use ureq::{
     Agent,
 };
 
-/// An agent with `config` whose resolver spares a thread per request.
-pub(crate) fn agent(config: Config) -> Agent {
+/// A hook told of every request a client sends (for metrics: ureq's
+/// middleware is the model), handed in where the process is assembled so
+/// that the clients know nothing of what counts them. It must not block.
+pub struct Hook<T>(std::sync::Arc<dyn Fn(&T) + Send + Sync>);
+
+impl<T> Hook<T> {
+    pub fn new(f: impl Fn(&T) + Send + Sync + 'static) -> Hook<T> {
+        Hook(std::sync::Arc::new(f))
+    }
+
+    pub(crate) fn tell(&self, what: &T) {
+        (self.0)(what)
+    }
+}
+
+impl<T> Clone for Hook<T> {
+    fn clone(&self) -> Self {
+        Hook(self.0.clone())
+    }
+}
+
+impl<T> std::fmt::Debug for Hook<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
+}
+
+/// The agent of a JSON REST client: non-2xx answers are the caller's to
+/// decode (not ureq errors), no redirects, our user agent, and a resolver
+/// that spares a thread per request.
+pub(crate) fn json_agent(connect: Duration, request: Duration, tls: TlsConfig) -> Agent {
+    let config = Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(connect))
+        .timeout_global(Some(request))
+        .user_agent(concat!("rds-csi-controller/", env!("CARGO_PKG_VERSION")))
+        .accept("application/json")
+        .max_redirects(0)
+        .tls_config(tls)
+        .build();
     Agent::with_parts(config, DefaultConnector::new(), CachingResolver::default())
+}
+
+/// One request as the REST clients send it.
+pub(crate) struct Request<'a> {
+    pub method: http::Method,
+    pub url: String,
+    /// The `Authorization` header's value.
+    pub authorization: Option<&'a str>,
+    /// With a body: its media type.
+    pub body: Option<(&'static str, &'a [u8])>,
+    /// Largest body read; a longer one is a transport failure.
+    pub max_body: u64,
+}
+
+/// An answer of any HTTP status.
+pub(crate) struct Answer {
+    pub code: u16,
+    pub retry_after: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// Why no answer was read.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The time limit was reached.
+    Timeout(String),
+    /// Refused or reset, TLS, name resolution, a body over the limit.
+    Transport(String),
+    /// The request could not be built (a bad URL or header).
+    Invalid(String),
+}
+
+/// Sends `r` and reads its answer, whatever its status. Returns the
+/// outcome and how long it took; nothing is retried here.
+pub(crate) fn exchange(agent: &Agent, r: Request<'_>) -> (Result<Answer, Failure>, Duration) {
+    let started = Instant::now();
+    let outcome = send(agent, r);
+    (outcome, started.elapsed())
+}
+
+fn send(agent: &Agent, r: Request<'_>) -> Result<Answer, Failure> {
+    let mut req = http::Request::builder().method(r.method).uri(r.url);
+    if let Some(a) = r.authorization {
+        req = req.header(http::header::AUTHORIZATION, a);
+    }
+    let sent = match r.body {
+        Some((media_type, bytes)) => req
+            .header(http::header::CONTENT_TYPE, media_type)
+            .body(bytes.to_vec())
+            .map(|q| agent.run(q)),
+        None => req.body(()).map(|q| agent.run(q)),
+    };
+    let response = sent
+        .map_err(|e| Failure::Invalid(e.to_string()))?
+        .map_err(failure)?;
+    let code = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = response
+        .into_body()
+        .with_config()
+        .limit(r.max_body)
+        .read_to_vec()
+        .map_err(failure)?;
+    Ok(Answer {
+        code,
+        retry_after,
+        body,
+    })
+}
+
+fn failure(e: ureq::Error) -> Failure {
+    match e {
+        ureq::Error::Timeout(t) => Failure::Timeout(t.to_string()),
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            Failure::Timeout(io.to_string())
+        }
+        ureq::Error::BodyExceedsLimit(n) => {
+            Failure::Transport(format!("response body over the {n}-byte limit"))
+        }
+        other => Failure::Transport(other.to_string()),
+    }
 }
 
 /// How long a looked-up address is used before it is looked up again.

@@ -588,7 +588,7 @@ fn volume_path(dir: &Path, bin: &Path, volumes: usize) {
         credentials_dir: creds.clone(),
         insecure_skip_verify: false,
         timeout: Duration::from_secs(10),
-        metrics: None,
+        observer: None,
     })
     .unwrap();
     let mut lat = Vec::with_capacity(samples);

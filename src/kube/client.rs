@@ -19,7 +19,7 @@ use ureq::{
     Agent,
 };
 
-use crate::metrics::Metrics;
+use crate::wire;
 
 use super::{
     auth::Bearer,
@@ -49,8 +49,23 @@ pub struct ClientOptions {
     /// Attempts for a request that meets a transient failure (see
     /// [`Error::is_transient`]); 1 disables retries. Default 4.
     pub attempts: u32,
-    /// Where requests, latencies and rate-limit waits are counted.
-    pub metrics: Option<Arc<Metrics>>,
+    /// Told of every request sent (for metrics); set where the process
+    /// is assembled.
+    pub observer: Option<wire::Hook<Observed>>,
+}
+
+/// What the client reports of each request it sends.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed {
+    /// The Kubernetes verb: get, list, update, create, patch.
+    pub verb: &'static str,
+    /// The resource, from a fixed set (see the metrics' labels).
+    pub resource: &'static str,
+    /// The HTTP code; 0 when no answer was read.
+    pub code: u16,
+    pub took: Duration,
+    /// Time spent waiting for the client-side rate limiter first.
+    pub throttled: Duration,
 }
 
 impl Default for ClientOptions {
@@ -63,7 +78,7 @@ impl Default for ClientOptions {
             page_size: 500,
             max_body_bytes: 256 << 20,
             attempts: 4,
-            metrics: None,
+            observer: None,
         }
     }
 }
@@ -137,18 +152,7 @@ impl Client {
                 config.server
             );
         }
-        let agent: Agent = crate::wire::agent(
-            Agent::config_builder()
-                // Non-2xx answers are decoded as Status here, not by ureq.
-                .http_status_as_error(false)
-                .timeout_connect(Some(opts.connect_timeout))
-                .timeout_global(Some(opts.request_timeout))
-                .user_agent(concat!("rds-csi-controller/", env!("CARGO_PKG_VERSION")))
-                .accept("application/json")
-                .max_redirects(0)
-                .tls_config(tls.build())
-                .build(),
-        );
+        let agent = wire::json_agent(opts.connect_timeout, opts.request_timeout, tls.build());
         Ok(Client {
             inner: Arc::new(Inner {
                 agent,
@@ -372,20 +376,37 @@ impl Client {
         let inner = &*self.inner;
         let waited = Instant::now();
         inner.limiter.acquire();
-        let started = Instant::now();
-        let answer = self.exchange(verb, path, body);
-        if let Some(m) = &inner.opts.metrics {
-            // Waits under a millisecond are the limiter's own cost, not throttling.
-            m.kube_rate_limited((started - waited).saturating_sub(Duration::from_millis(1)));
-            let code = answer.as_ref().map_or(0, |a| a.code);
-            m.kube_request(verb.name(path), resource_of(path), code, started.elapsed());
+        let throttled = waited.elapsed();
+        let token = inner.bearer.token()?.map(|t| format!("Bearer {t}"));
+        let (answer, took) = wire::exchange(
+            &inner.agent,
+            wire::Request {
+                method: verb.method(),
+                url: format!("{}{}", inner.server, path),
+                authorization: token.as_deref(),
+                body: body.map(|b| (verb.content_type(), b)),
+                max_body: inner.opts.max_body_bytes,
+            },
+        );
+        if let Some(hook) = &inner.opts.observer {
+            hook.tell(&Observed {
+                verb: verb.name(path),
+                resource: resource_of(path),
+                code: answer.as_ref().map_or(0, |a| a.code),
+                took,
+                // Waits under a millisecond are the limiter's own cost.
+                throttled: throttled.saturating_sub(Duration::from_millis(1)),
+            });
         }
-        let answer = answer?;
+        let answer = answer.map_err(|f| match f {
+            wire::Failure::Timeout(m) => Error::Timeout(m),
+            wire::Failure::Transport(m) => Error::Transport(m),
+            wire::Failure::Invalid(m) => Error::Config(format!("request {path}: {m}")),
+        })?;
         log::trace!(
-            "{verb:?} {path} -> {} ({} bytes, {:?})",
+            "{verb:?} {path} -> {} ({} bytes, {took:?})",
             answer.code,
             answer.body.len(),
-            started.elapsed()
         );
         if (200..300).contains(&answer.code) {
             Ok(answer.body)
@@ -397,53 +418,6 @@ impl Client {
             )))
         }
     }
-
-    /// One request and whatever answer it got; only a transport failure
-    /// (no answer read) is an error here.
-    fn exchange(&self, verb: Verb, path: &str, body: Option<&[u8]>) -> Result<Answer, Error> {
-        let inner = &*self.inner;
-        let token = inner.bearer.token()?;
-        let mut req = http::Request::builder()
-            .method(verb.method())
-            .uri(format!("{}{}", inner.server, path));
-        if let Some(t) = &token {
-            req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        if body.is_some() {
-            req = req.header(http::header::CONTENT_TYPE, verb.content_type());
-        }
-        let sent = match body {
-            Some(b) => req.body(b.to_vec()).map(|r| inner.agent.run(r)),
-            None => req.body(()).map(|r| inner.agent.run(r)),
-        };
-        let response = sent
-            .map_err(|e| Error::Config(format!("request {path}: {e}")))?
-            .map_err(transport_error)?;
-        let code = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = response
-            .into_body()
-            .with_config()
-            .limit(inner.opts.max_body_bytes)
-            .read_to_vec()
-            .map_err(transport_error)?;
-        Ok(Answer {
-            code,
-            retry_after,
-            body,
-        })
-    }
-}
-
-/// An HTTP answer of any status.
-struct Answer {
-    code: u16,
-    retry_after: Option<String>,
-    body: Vec<u8>,
 }
 
 impl Verb {
@@ -686,19 +660,6 @@ fn jitter(max: Duration) -> Duration {
         .build_hasher()
         .finish();
     max.mul_f64((r % 1024) as f64 / 1024.0)
-}
-
-fn transport_error(e: ureq::Error) -> Error {
-    match e {
-        ureq::Error::Timeout(t) => Error::Timeout(t.to_string()),
-        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-            Error::Timeout(io.to_string())
-        }
-        ureq::Error::BodyExceedsLimit(n) => {
-            Error::Transport(format!("response body over the {n}-byte limit"))
-        }
-        other => Error::Transport(other.to_string()),
-    }
 }
 
 /// Whether `name` can be an object name in a URL path: what could not be

@@ -16,7 +16,8 @@ mod objects;
 mod ratelimit;
 
 pub use client::{
-    decode_page, is_valid_name, retry_on_conflict, Client, ClientOptions, Listed, Page, Visit,
+    decode_page, is_valid_name, retry_on_conflict, Client, ClientOptions, Listed, Observed, Page,
+    Visit,
 };
 pub use config::{ClientIdentity, Config, Credential, SERVICE_ACCOUNT_DIR};
 pub use error::{Error, Status};

@@ -21,7 +21,7 @@ use ureq::{
     Agent,
 };
 
-use crate::metrics::Metrics;
+use crate::wire;
 
 use super::{
     model::{Disk, File, NewFileDisk},
@@ -45,7 +45,19 @@ pub struct ClientOptions {
     /// Limit for one request, connect included.
     pub timeout: Duration,
     /// Where requests and latencies are counted.
-    pub metrics: Option<Arc<Metrics>>,
+    /// Told of every request sent (for metrics); set where the process
+    /// is assembled.
+    pub observer: Option<wire::Hook<Observed>>,
+}
+
+/// What the client reports of each request it sends.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed {
+    /// GET, PUT, PATCH, DELETE (OTHER for anything else).
+    pub method: &'static str,
+    /// The HTTP code; 0 when no answer was read.
+    pub code: u16,
+    pub took: Duration,
 }
 
 /// A cheap-to-clone handle on one RouterOS REST API.
@@ -59,7 +71,7 @@ struct Inner {
     dir: PathBuf,
     insecure: bool,
     timeout: Duration,
-    metrics: Option<Arc<Metrics>>,
+    observer: Option<wire::Hook<Observed>>,
     /// Scope: swapping the current session in and out and stamping when
     /// the files were last read; files are read and requests sent outside
     /// the lock.
@@ -105,7 +117,7 @@ impl Client {
                 dir: opts.credentials_dir.clone(),
                 insecure: opts.insecure_skip_verify,
                 timeout: opts.timeout,
-                metrics: opts.metrics.clone(),
+                observer: opts.observer.clone(),
                 current: Mutex::new(Current {
                     session: Arc::new(session),
                     read_at: Instant::now(),
@@ -224,40 +236,33 @@ impl Client {
         body: Option<&[u8]>,
     ) -> Result<Vec<u8>, Error> {
         let request = format!("{method} {}", path.split('?').next().unwrap_or(path));
-        let mut req = http::Request::builder()
-            .method(method.clone())
-            .uri(format!("{}{}", self.inner.url, path))
-            .header(http::header::AUTHORIZATION, &session.authorization);
-        if body.is_some() {
-            req = req.header(http::header::CONTENT_TYPE, "application/json");
-        }
-        let started = Instant::now();
-        let sent = match body {
-            Some(b) => req.body(b.to_vec()).map(|r| session.agent.run(r)),
-            None => req.body(()).map(|r| session.agent.run(r)),
-        };
-        let answer = sent
-            .map_err(|e| Error::Config(format!("{request}: {e}")))?
-            .map_err(|e| transport_error(&request, e))
-            .and_then(|response| {
-                let code = response.status().as_u16();
-                let bytes = response
-                    .into_body()
-                    .with_config()
-                    .limit(MAX_BODY)
-                    .read_to_vec()
-                    .map_err(|e| transport_error(&request, e))?;
-                Ok((code, bytes))
+        let (answer, took) = wire::exchange(
+            &session.agent,
+            wire::Request {
+                method: method.clone(),
+                url: format!("{}{}", self.inner.url, path),
+                authorization: Some(&session.authorization),
+                body: body.map(|b| ("application/json", b)),
+                max_body: MAX_BODY,
+            },
+        );
+        if let Some(hook) = &self.inner.observer {
+            hook.tell(&Observed {
+                method: method_name(method),
+                code: answer.as_ref().map_or(0, |a| a.code),
+                took,
             });
-        if let Some(m) = &self.inner.metrics {
-            let code = answer.as_ref().map_or(0, |(code, _)| *code);
-            m.rds_request(method_name(method), code, started.elapsed());
         }
-        let (code, bytes) = answer?;
+        let answer = answer.map_err(|f| match f {
+            wire::Failure::Timeout(m) => Error::Timeout(format!("{request}: {m}")),
+            wire::Failure::Transport(m) => Error::Unreachable(format!("{request}: {m}")),
+            wire::Failure::Invalid(m) => Error::Config(format!("{request}: {m}")),
+        });
+        let (code, bytes) = answer.map(|a| (a.code, a.body))?;
+        let started = took;
         log::trace!(
-            "RDS {request} -> {code} ({} bytes, {:?})",
-            bytes.len(),
-            started.elapsed()
+            "RDS {request} -> {code} ({} bytes, {started:?})",
+            bytes.len()
         );
         if (200..300).contains(&code) {
             Ok(bytes)
@@ -381,20 +386,13 @@ impl Session {
 fn agent(ca: Option<&[u8]>, insecure: bool, timeout: Duration) -> Result<Agent, Error> {
     let mut tls = TlsConfig::builder().disable_verification(insecure);
     if let Some(pem) = ca {
-        let certs = crate::wire::certificates(pem, "ca.crt").map_err(Error::Config)?;
+        let certs = wire::certificates(pem, "ca.crt").map_err(Error::Config)?;
         tls = tls.root_certs(RootCerts::new_with_certs(&certs));
     }
-    Ok(crate::wire::agent(
-        Agent::config_builder()
-            // Non-2xx answers are decoded here, not by ureq.
-            .http_status_as_error(false)
-            .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
-            .timeout_global(Some(timeout))
-            .user_agent(concat!("rds-csi-controller/", env!("CARGO_PKG_VERSION")))
-            .accept("application/json")
-            .max_redirects(0)
-            .tls_config(tls.build())
-            .build(),
+    Ok(wire::json_agent(
+        timeout.min(Duration::from_secs(5)),
+        timeout,
+        tls.build(),
     ))
 }
 
@@ -406,16 +404,6 @@ fn method_name(method: &http::Method) -> &'static str {
         http::Method::PATCH => "PATCH",
         http::Method::DELETE => "DELETE",
         _ => "OTHER",
-    }
-}
-
-fn transport_error(request: &str, e: ureq::Error) -> Error {
-    match e {
-        ureq::Error::Timeout(t) => Error::Timeout(format!("{request}: {t}")),
-        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-            Error::Timeout(format!("{request}: {io}"))
-        }
-        other => Error::Unreachable(format!("{request}: {other}")),
     }
 }
 
@@ -440,7 +428,7 @@ mod tests {
             credentials_dir: dir.clone(),
             insecure_skip_verify: false,
             timeout: Duration::from_secs(1),
-            metrics: None,
+            observer: None,
         })
         .unwrap();
         let first = client.inner.current().authorization.clone();

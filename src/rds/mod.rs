@@ -11,6 +11,6 @@ mod client;
 mod error;
 mod model;
 
-pub use client::{Client, ClientOptions, CREDENTIALS_REREAD};
+pub use client::{Client, ClientOptions, Observed, CREDENTIALS_REREAD};
 pub use error::{Error, Reply};
 pub use model::{bytes, flag, Disk, File, NewFileDisk};
