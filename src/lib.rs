@@ -12,14 +12,16 @@
 //! Modules: [`cli`] (flags), [`kube`] (Kubernetes REST client), [`rds`]
 //! (RouterOS REST client), [`attachment`] (the volume → node map),
 //! [`volume`] (the volume lifecycle on RDS), [`turns`] (per-volume
-//! exclusion), [`events`] (Kubernetes Events), [`metrics`] (Prometheus
-//! metrics and the health endpoint), [`health`] (background checks behind
-//! Probe), [`csi`] (the calls), [`server`] (grpcio and the worker pool),
-//! [`driver`] (ties them), and [`run`], the process life cycle.
+//! exclusion), [`deadline`] (a call's deadline, for all it does),
+//! [`events`] (Kubernetes Events), [`metrics`] (Prometheus metrics and the
+//! health endpoint), [`health`] (background checks behind Probe), [`csi`]
+//! (the calls), [`server`] (grpcio and the worker pool), [`driver`] (ties
+//! them), and [`run`], the process life cycle.
 
 pub mod attachment;
 pub mod cli;
 pub mod csi;
+pub mod deadline;
 pub mod driver;
 pub mod events;
 pub mod health;
@@ -155,7 +157,8 @@ pub fn run(args: cli::Args) -> i32 {
 
     // Up before the rebuild, so that /readyz tells a slow start from a hung one.
     let pool: Arc<OnceLock<Weak<server::Pool>>> = Arc::default();
-    let serving: Arc<OnceLock<server::SelfProbe>> = Arc::default();
+    // The socket, once it serves (for /healthz).
+    let serving: Arc<OnceLock<server::Endpoint>> = Arc::default();
     let _metrics_server = match args.metrics_address {
         Some(address) => {
             let opts = metrics::ServeOptions {
@@ -219,7 +222,7 @@ pub fn run(args: cli::Args) -> i32 {
         }
     };
     let _ = pool.set(Arc::downgrade(server.pool()));
-    let _ = serving.set(server::SelfProbe::new(&args.endpoint));
+    let _ = serving.set(args.endpoint.clone());
     driver.set_ready();
     let checker = health.start(targets, metrics);
     let stop_reconciling = Arc::new(AtomicBool::new(false));
@@ -263,8 +266,10 @@ fn routes(
     driver: Arc<driver::Driver>,
     health: Arc<health::Health>,
     pool: Arc<OnceLock<Weak<server::Pool>>>,
-    serving: Arc<OnceLock<server::SelfProbe>>,
+    serving: Arc<OnceLock<server::Endpoint>>,
 ) -> Arc<metrics::Route> {
+    // Made at the first /healthz, so a process never scraped runs no client.
+    let probe: OnceLock<server::SelfProbe> = OnceLock::new();
     Arc::new(move |path: &str| {
         let text = |code, body: String| metrics::Answer {
             code,
@@ -287,7 +292,10 @@ fn routes(
             "/healthz" => match serving.get() {
                 // Rebuilding before the socket exists: alive.
                 None => text(200, "ok: starting\n".into()),
-                Some(probe) => match probe.answers(std::time::Duration::from_secs(2)) {
+                Some(endpoint) => match probe
+                    .get_or_init(|| server::SelfProbe::new(endpoint))
+                    .answers(std::time::Duration::from_secs(2))
+                {
                     Ok(()) => text(200, "ok\n".into()),
                     Err(why) => text(503, format!("{why}\n")),
                 },

@@ -28,7 +28,8 @@ pub struct Turn<'a> {
     volume: String,
 }
 
-/// Another call on the volume did not finish within [`VOLUME_WAIT`].
+/// Another call on the volume did not finish within [`VOLUME_WAIT`], or
+/// before the waiting call's deadline (see [`crate::deadline`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Busy {
     pub volume: String,
@@ -47,8 +48,10 @@ impl std::fmt::Display for Busy {
 impl std::error::Error for Busy {}
 
 impl Turns {
-    /// Waits (at most [`VOLUME_WAIT`]) until no other call holds `volume`,
-    /// then holds it until the returned guard drops.
+    /// Waits until no other call holds `volume`, then holds it until the
+    /// returned guard drops. Gives up (`Busy`) after [`VOLUME_WAIT`], or as
+    /// soon as the deadline of the call this thread runs has passed, so a
+    /// call never holds its worker past its caller's patience.
     pub fn take(&self, volume: &str) -> Result<Turn<'_>, Busy> {
         self.take_within(volume, VOLUME_WAIT)
     }
@@ -58,14 +61,14 @@ impl Turns {
         let mut busy = self.busy.lock().expect("turns lock poisoned");
         while busy.contains(volume) {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if left.is_zero() || crate::deadline::passed() {
                 return Err(Busy {
                     volume: volume.into(),
                 });
             }
             busy = self
                 .idle
-                .wait_timeout(busy, left)
+                .wait_timeout(busy, crate::deadline::slice(left))
                 .expect("turns lock poisoned")
                 .0;
         }
@@ -107,5 +110,36 @@ mod tests {
         );
         drop(held);
         assert!(turns.take_within("v1", Duration::from_millis(30)).is_ok());
+    }
+
+    #[test]
+    fn a_waiting_call_gives_up_at_its_deadline() {
+        use std::sync::{
+            atomic::{AtomicBool, Ordering},
+            Arc,
+        };
+        let turns = Turns::default();
+        let _held = turns.take("v1").unwrap();
+        let gone = Arc::new(AtomicBool::new(false));
+        let flag = gone.clone();
+        let d = crate::deadline::Deadline::for_call(
+            Instant::now(),
+            Some(Arc::new(move || flag.load(Ordering::SeqCst))),
+        );
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                gone.store(true, Ordering::SeqCst);
+            });
+            let r = crate::deadline::within(d, || turns.take("v1").map(|_| ()));
+            assert_eq!(
+                r,
+                Err(Busy {
+                    volume: "v1".into()
+                })
+            );
+        });
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
 }

@@ -6,7 +6,7 @@ mod support;
 use std::{
     collections::HashSet,
     sync::{Arc, Barrier},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use grpcio::RpcStatusCode;
@@ -818,5 +818,98 @@ fn undecodable_requests_are_invalid_argument_with_no_api_call() {
             .unwrap_err()
             .0,
         RpcStatusCode::UNIMPLEMENTED
+    );
+}
+
+/// A Publish with its own deadline, as csi-attacher sends one.
+fn publish_within(csi: &Csi, volume: &str, node: &str, deadline: Duration) -> CsiResult<()> {
+    csi.controller
+        .controller_publish_volume_opt(
+            &publish_request(volume, node),
+            grpcio::CallOption::default().timeout(deadline),
+        )
+        .map(|_| ())
+        .map_err(code_of)
+}
+
+/// One volume stuck behind a slow API: the calls waiting for its turn give
+/// up at their callers' deadlines (ABORTED) instead of holding workers, so
+/// calls on other volumes keep their latency; the stuck call writes
+/// nothing after its caller gave up; the caller's retry then succeeds.
+#[test]
+fn a_volume_held_busy_by_a_slow_api_keeps_its_deadlines_and_starves_nobody() {
+    let dir = TempDir::new("deadline");
+    let (emu, kc) = emulator(dir.path());
+    let others: Vec<String> = (0..8).map(|i| format!("vol-{i}")).collect();
+    let mut all: Vec<&str> = others.iter().map(String::as_str).collect();
+    all.push("vol-slow");
+    seed(&emu, &all, &["node-a", "node-b"]);
+    let c = Controller::start(dir.path(), Some(&kc), &["--workers", "4"]);
+    // The first read of vol-slow's PV takes 5 s (the client's limit is 15 s).
+    emu.inject(Fault {
+        matches: Match {
+            verb: Some("get".into()),
+            resource: Some("persistentvolumes".into()),
+            name: Some("vol-slow".into()),
+        },
+        times: 1,
+        action: FaultAction::Delay { millis: 5000 },
+    });
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        // The stuck call, with the attacher's deadline scaled down to 2 s.
+        let stuck =
+            s.spawn(|| publish_within(&c.csi(), "vol-slow", "node-a", Duration::from_secs(2)));
+        std::thread::sleep(Duration::from_millis(200));
+        // Retries of it pile up, each giving up after 1 s: once they held
+        // every worker for 30 s.
+        let waiting: Vec<_> = (0..5)
+            .map(|_| {
+                s.spawn(|| publish_within(&c.csi(), "vol-slow", "node-a", Duration::from_secs(1)))
+            })
+            .collect();
+        for w in waiting {
+            let (code, msg) = w.join().unwrap().unwrap_err();
+            assert!(
+                matches!(
+                    code,
+                    RpcStatusCode::ABORTED | RpcStatusCode::DEADLINE_EXCEEDED
+                ),
+                "{code:?}: {msg}"
+            );
+        }
+        // Other volumes are served at once, while vol-slow is still stuck.
+        let csi = c.csi();
+        for v in &others {
+            let t = Instant::now();
+            publish_within(&csi, v, "node-b", Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("{v}: {e:?}\n{}", c.logs()));
+            assert!(
+                t.elapsed() < Duration::from_millis(500),
+                "{v} took {:?} behind a busy volume",
+                t.elapsed()
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "before the slow read returned"
+        );
+        assert!(stuck.join().unwrap().is_err(), "its caller gave up at 2 s");
+    });
+    // The slow read returns at 5 s, after its caller's deadline: nothing
+    // may be written then.
+    std::thread::sleep(Duration::from_millis(5500).saturating_sub(started.elapsed()));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        annotation(&emu, "vol-slow", ATTACHED_NODE),
+        None,
+        "a write landed after the caller's deadline:\n{}",
+        c.logs()
+    );
+    // The attacher's retry, with its full deadline, succeeds.
+    publish_within(&c.csi(), "vol-slow", "node-a", Duration::from_secs(15)).unwrap();
+    assert_eq!(
+        annotation(&emu, "vol-slow", ATTACHED_NODE).as_deref(),
+        Some("node-a")
     );
 }

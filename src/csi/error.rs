@@ -113,11 +113,13 @@ fn rds_code(e: &rds::Error) -> RpcStatusCode {
         | rds::Error::Unreachable(_)
         | rds::Error::Decode(_)
         | rds::Error::Config(_) => C::UNAVAILABLE,
+        rds::Error::Deadline(_) => C::DEADLINE_EXCEEDED,
     }
 }
 
 /// Kubernetes failures are the CO's to retry: a lost race (conflicts
-/// exhausted) is ABORTED, anything else UNAVAILABLE.
+/// exhausted) is ABORTED, the call's deadline DEADLINE_EXCEEDED, anything
+/// else UNAVAILABLE.
 fn kube_code(e: &kube::Error) -> RpcStatusCode {
     match e {
         kube::Error::Conflict(_) => RpcStatusCode::ABORTED,
@@ -134,6 +136,7 @@ fn kube_code(e: &kube::Error) -> RpcStatusCode {
         | kube::Error::Transport(_)
         | kube::Error::Decode(_)
         | kube::Error::Config(_) => RpcStatusCode::UNAVAILABLE,
+        kube::Error::Deadline(_) => RpcStatusCode::DEADLINE_EXCEEDED,
     }
 }
 

@@ -213,7 +213,8 @@ fn refused(d: &Driver, node: &str, e: &crate::attachment::AttachError) {
                 window.as_secs()
             ),
         ),
-        _ => return,
+        // Not a refusal because of other holders: no conflict to count.
+        E::UnknownVolume { .. } | E::Busy { .. } | E::Persist { .. } => return,
     };
     d.metrics().attachment_conflict();
     d.event(volume, EventType::Warning, reason, message);

@@ -344,6 +344,10 @@ impl Client {
         let mut reloaded = false;
         loop {
             attempt += 1;
+            // No request starts once the caller has given up.
+            if crate::deadline::passed() {
+                return Err(Error::Deadline(format!("{verb:?} {path}")));
+            }
             let err = match self.send_once(verb, path, body) {
                 Ok(bytes) => return Ok(bytes),
                 Err(e) => e,
@@ -368,7 +372,9 @@ impl Client {
                 .unwrap_or(backoff)
                 .min(MAX_BACKOFF);
             log::debug!("{verb:?} {path}: {err}; retry {attempt} in {wait:?}");
-            std::thread::sleep(wait);
+            if !crate::deadline::sleep(wait) {
+                return Err(err);
+            }
         }
     }
 
@@ -377,6 +383,9 @@ impl Client {
         let waited = Instant::now();
         inner.limiter.acquire();
         let throttled = waited.elapsed();
+        if crate::deadline::passed() {
+            return Err(Error::Deadline(format!("{verb:?} {path}")));
+        }
         let token = inner.bearer.token()?.map(|t| format!("Bearer {t}"));
         let (answer, took) = wire::exchange(
             &inner.agent,

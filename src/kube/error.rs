@@ -120,6 +120,9 @@ pub enum Error {
     Decode(String),
     /// The client could not be configured (kubeconfig, credentials, CA).
     Config(String),
+    /// The deadline of the call being served passed: the request was not
+    /// sent (see [`crate::deadline`]).
+    Deadline(String),
 }
 
 impl Error {
@@ -153,7 +156,11 @@ impl Error {
             | Error::TooManyRequests(s)
             | Error::BadRequest(s)
             | Error::Server(s) => Some(s),
-            Error::Timeout(_) | Error::Transport(_) | Error::Decode(_) | Error::Config(_) => None,
+            Error::Timeout(_)
+            | Error::Transport(_)
+            | Error::Decode(_)
+            | Error::Config(_)
+            | Error::Deadline(_) => None,
         }
     }
 
@@ -183,10 +190,17 @@ impl fmt::Display for Error {
             Error::Transport(m) => write!(f, "kubernetes API unreachable: {m}"),
             Error::Decode(m) => write!(f, "kubernetes API answer not understood: {m}"),
             Error::Config(m) => write!(f, "kubernetes client configuration: {m}"),
-            other => {
-                let s = other.status().expect("status-carrying variant");
-                write!(f, "kubernetes API: {s}")
-            }
+            Error::Deadline(m) => write!(f, "the call's deadline passed: {m} not sent"),
+            Error::NotFound(s)
+            | Error::Conflict(s)
+            | Error::AlreadyExists(s)
+            | Error::Expired(s)
+            | Error::Unauthorized(s)
+            | Error::Forbidden(s)
+            | Error::Invalid(s)
+            | Error::TooManyRequests(s)
+            | Error::BadRequest(s)
+            | Error::Server(s) => write!(f, "kubernetes API: {s}"),
         }
     }
 }

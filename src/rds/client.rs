@@ -236,6 +236,10 @@ impl Client {
         body: Option<&[u8]>,
     ) -> Result<Vec<u8>, Error> {
         let request = format!("{method} {}", path.split('?').next().unwrap_or(path));
+        // No request starts once the caller has given up.
+        if crate::deadline::passed() {
+            return Err(Error::Deadline(request));
+        }
         let (answer, took) = wire::exchange(
             &session.agent,
             wire::Request {

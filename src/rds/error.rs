@@ -34,6 +34,9 @@ pub enum Error {
     Decode(String),
     /// The client could not be configured (credentials, CA, URL).
     Config(String),
+    /// The deadline of the call being served passed: the request was not
+    /// sent (see [`crate::deadline`]).
+    Deadline(String),
 }
 
 /// RouterOS's error body, `{"error":400,"message":"Bad Request","detail":"..."}`,
@@ -137,6 +140,7 @@ impl fmt::Display for Error {
             Error::Unreachable(m) => write!(f, "RDS unreachable: {m}"),
             Error::Decode(m) => write!(f, "RDS answer not understood: {m}"),
             Error::Config(m) => write!(f, "RDS client configuration: {m}"),
+            Error::Deadline(m) => write!(f, "the call's deadline passed: {m} not sent to RDS"),
         }
     }
 }

@@ -220,12 +220,19 @@ impl<Req: CallSubject + Send + 'static, Resp: Send + 'static> Job for UnaryJob<R
             method,
             req,
             sink,
+            deadline,
             received,
             driver,
             work,
-            ..
         } = *self;
-        let answer = respond(method, &req, sink, received, &driver, work);
+        // Everything the call does stops at the caller's deadline.
+        let call = crate::deadline::Deadline::for_call(
+            received,
+            Some(Arc::new(move || deadline.exceeded())),
+        );
+        let answer = crate::deadline::within(call, || {
+            respond(method, &req, sink, received, &driver, work)
+        });
         // Drive the send to completion so a vanished caller is noticed.
         if let Err(e) = futures_executor::block_on(answer) {
             log::debug!("{method}: answer not delivered: {e}");
