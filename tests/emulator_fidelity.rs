@@ -219,17 +219,7 @@ fn lists_are_consistent_snapshots_with_expiring_continue_tokens() {
 }
 
 fn kubectl() -> Option<Command> {
-    let ok = Command::new("kubectl")
-        .arg("version")
-        .arg("--client")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("kubectl not installed: skipping the kubectl fidelity checks");
-        return None;
-    }
-    Some(Command::new("kubectl"))
+    kubectl_available().then(|| Command::new("kubectl"))
 }
 
 #[test]

@@ -82,10 +82,23 @@ mod tests {
 
     #[test]
     fn zero_qps_never_waits() {
-        let rl = RateLimiter::new(0.0, 1);
-        for _ in 0..10_000 {
-            rl.acquire();
-        }
+        let rl = std::sync::Arc::new(RateLimiter::new(0.0, 1));
+        let (done, finished) = std::sync::mpsc::channel();
+        let limiter = rl.clone();
+        // On a thread, so that a limiter that waits fails the test
+        // instead of hanging it.
+        std::thread::spawn(move || {
+            for _ in 0..10_000 {
+                limiter.acquire();
+            }
+            let _ = done.send(());
+        });
+        assert!(
+            finished
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .is_ok(),
+            "10 000 acquires with qps 0 did not finish within 5 s"
+        );
         assert!(
             rl.bucket.lock().unwrap().tokens >= 1.0,
             "the bucket is not even touched"

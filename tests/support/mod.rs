@@ -599,20 +599,43 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     (code, body)
 }
 
-/// Events of `reason` the emulator holds, waiting up to 5 s for `want` of
-/// them (they are posted in the background).
+/// Events of `reason` the emulator holds: waits up to 5 s for `want` of
+/// them (they are posted in the background), then 300 ms more, so that a
+/// duplicate posted after the ones awaited is counted too.
 #[allow(dead_code)]
 pub fn events_of(emu: &kube_emulator::Emulator, reason: &str, want: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let found: Vec<_> = emu
-            .list("events")
+    let of_reason = || -> Vec<Value> {
+        emu.list("events")
             .into_iter()
             .filter(|e| e["reason"] == reason)
-            .collect();
-        if found.len() >= want || Instant::now() > deadline {
-            return found;
-        }
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while of_reason().len() < want && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    std::thread::sleep(Duration::from_millis(300));
+    of_reason()
+}
+
+/// Whether stock kubectl runs here. Missing, a test that needs it fails
+/// saying how to install it, unless the environment opts out explicitly
+/// with `RDS_CSI_SKIP_KUBECTL=1` (CI never does); then it is skipped
+/// with a line saying so.
+pub fn kubectl_available() -> bool {
+    let runs = std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if runs {
+        return true;
+    }
+    if std::env::var("RDS_CSI_SKIP_KUBECTL").as_deref() == Ok("1") {
+        eprintln!("SKIP: kubectl is not installed and RDS_CSI_SKIP_KUBECTL=1");
+        return false;
+    }
+    panic!(
+        "kubectl is not installed: install it (https://kubernetes.io/docs/tasks/tools/, v1.27 or \
+         later for kustomize components), or set RDS_CSI_SKIP_KUBECTL=1 to skip these tests on purpose"
+    );
 }
