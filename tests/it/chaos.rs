@@ -6,8 +6,6 @@
 //! Sizes: `CHAOS_CYCLES` (default 20; 200 for the long run),
 //! `CHAOS_SEED` to replay a run.
 
-mod support;
-
 use std::{
     collections::{HashMap, HashSet},
     sync::{
@@ -19,7 +17,7 @@ use std::{
 
 use grpcio::RpcStatusCode;
 use kube_emulator::Emulator;
-use support::*;
+use crate::support::*;
 
 const VOLUMES: usize = 24;
 /// Volumes from this index on are shared block volumes (live migration).

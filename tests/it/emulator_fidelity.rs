@@ -1,13 +1,11 @@
 //! The emulator behaves like kube-apiserver where our client and kubectl
 //! can tell: checked with raw HTTP and, when installed, stock kubectl.
 
-mod support;
-
 use std::process::Command;
 
 use kube_emulator::{Emulator, Options};
 use serde_json::{json, Value};
-use support::*;
+use crate::support::*;
 
 fn plain() -> Emulator {
     Emulator::start(Options::default()).unwrap()

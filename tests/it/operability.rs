@@ -3,8 +3,6 @@
 //! shipper can read, and a metrics endpoint that hostile clients cannot
 //! turn against the CSI calls.
 
-mod support;
-
 use std::{
     collections::{BTreeMap, HashMap},
     io::{Read, Write},
@@ -14,7 +12,7 @@ use std::{
 
 use rds_csi_controller::proto::csi;
 use serde_json::Value;
-use support::*;
+use crate::support::*;
 
 const GIB: i64 = 1 << 30;
 

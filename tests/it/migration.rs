@@ -5,8 +5,6 @@
 //! restart at any step finds the same state, and two controller processes
 //! racing obey the same compare-and-set.
 
-mod support;
-
 use std::{
     sync::{Arc, Barrier},
     time::{Duration, SystemTime},
@@ -15,7 +13,7 @@ use std::{
 use grpcio::RpcStatusCode as Code;
 use rds_csi_controller::proto::csi;
 use serde_json::json;
-use support::*;
+use crate::support::*;
 
 const MIGRATION_NODE: &str = "rds.csi.srvlab.io/migration-node";
 const MIGRATION_STARTED_AT: &str = "rds.csi.srvlab.io/migration-started-at";

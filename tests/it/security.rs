@@ -2,11 +2,9 @@
 //! trace level, TLS verified against the configured CA, and verification
 //! skipped only when the kubeconfig says so.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 const TOKEN: &str = "test-token-4f1d9c";
 

@@ -2,8 +2,6 @@
 //! real Status bodies, TLS verification, kubeconfig variants, the conflict
 //! loop, pagination, token rotation, and secrecy of tokens in logs.
 
-mod support;
-
 use std::{
     path::Path,
     sync::{Arc, Mutex, OnceLock},
@@ -15,7 +13,7 @@ use rds_csi_controller::kube::{
     retry_on_conflict, Client, ClientOptions, Config, Credential, Error,
 };
 use serde_json::json;
-use support::*;
+use crate::support::*;
 
 const TOKEN: &str = "s3cr3t-bearer-token-7c1e";
 

@@ -1,11 +1,9 @@
 //! The deploy/ manifests: they render with kubectl's kustomize, and the
 //! controller pod is hardened the way the README promises.
 
-mod support;
-
 use std::process::Command;
 
-use support::kubectl_available;
+use crate::support::kubectl_available;
 
 use serde_yaml_ng::Value;
 

@@ -2,12 +2,10 @@
 //! controller's real workload runs under it without a single 403, every
 //! rule in it is used, and taking away any one verb breaks the workload.
 
-mod support;
-
 use std::collections::BTreeSet;
 
 use kube_emulator::{RequestRecord, Rule};
-use support::*;
+use crate::support::*;
 
 /// Everything the binary does against the API: rebuild, the volume
 /// lifecycle on RDS (create, a PV made for it, delete, which reads the PV),

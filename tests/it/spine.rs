@@ -1,13 +1,11 @@
 //! The server spine through the real binary: identity, capabilities,
 //! unimplemented calls, flags, socket life cycle, signals.
 
-mod support;
-
 use std::{os::unix::fs::PermissionsExt, time::Duration};
 
 use grpcio::RpcStatusCode;
 use rds_csi_controller::proto::csi;
-use support::*;
+use crate::support::*;
 
 #[test]
 fn identity_and_capabilities_over_the_unix_socket() {

@@ -1,8 +1,6 @@
 //! Attachment fencing through the real binary and the emulator: the
 //! scenarios an operator relies on, including restarts and races.
 
-mod support;
-
 use std::{
     collections::HashSet,
     sync::{Arc, Barrier},
@@ -12,7 +10,7 @@ use std::{
 use grpcio::RpcStatusCode;
 use kube_emulator::{Fault, FaultAction, Match};
 use rds_csi_controller::proto::csi;
-use support::*;
+use crate::support::*;
 
 fn seed(emu: &kube_emulator::Emulator, volumes: &[&str], nodes: &[&str]) {
     for v in volumes {

@@ -2,14 +2,12 @@
 //! emulator and the RouterOS REST emulator: what a provisioner, resizer and
 //! attacher see, and what ends up on RDS.
 
-mod support;
-
 use std::{collections::HashMap, path::PathBuf};
 
 use grpcio::RpcStatusCode as Code;
 use rds_csi_controller::proto::csi::ControllerServiceCapability_RPC_Type as Rpc;
 use rds_emulator::{Fault, FaultAction, Match};
-use support::*;
+use crate::support::*;
 
 const GIB: i64 = 1 << 30;
 const VOL: &str = "pvc-0b1c2d3e-aaaa-bbbb-cccc-0123456789ab";

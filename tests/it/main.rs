@@ -1,0 +1,20 @@
+//! The integration tests, in one binary: each module drives the real
+//! controller binary (and the emulators) for one concern. One binary links
+//! gRPC and both emulators once instead of once per file.
+
+mod support;
+
+mod attachment;
+mod chaos;
+mod deploy;
+mod emulator_fidelity;
+mod fault_matrix;
+mod heal;
+mod kube_client;
+mod migration;
+mod operability;
+mod rbac;
+mod security;
+mod spine;
+mod takeover;
+mod volumes;
