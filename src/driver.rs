@@ -9,7 +9,7 @@ use std::{
 };
 
 use crate::{
-    attachment::{AttachmentManager, RebuildReport, ReconcileReport},
+    attachment::{AttachmentManager, RebuildReport, ReconcileReport, Reconciler},
     events::{EventType, ObjectRef, Recorder},
     health::Health,
     kube,
@@ -29,6 +29,8 @@ pub struct Driver {
     client: Option<kube::Client>,
     /// Present in controller mode with a Kubernetes client only.
     attachments: Option<Arc<AttachmentManager>>,
+    /// Reconciles `attachments` with the VolumeAttachments; present with it.
+    reconciler: Option<Reconciler>,
     /// Present when RDS is configured (`--rds-url`).
     volumes: Option<VolumeManager>,
     /// Scope: node name → time it was last seen; lookups only, no I/O.
@@ -53,7 +55,7 @@ impl Driver {
         let turns = Arc::new(Turns::default());
         let attachments = client.as_ref().map(|c| {
             Arc::new(AttachmentManager::with_turns(
-                Some(c.clone()),
+                c.clone(),
                 name,
                 turns.clone(),
             ))
@@ -70,10 +72,12 @@ impl Driver {
             );
             recorder
         });
+        let reconciler = attachments.clone().map(Reconciler::new);
         Driver {
             name: name.to_string(),
             client,
             attachments,
+            reconciler,
             volumes,
             nodes_seen: Mutex::new(HashMap::new()),
             metrics,
@@ -83,27 +87,26 @@ impl Driver {
     }
 
     /// One reconciliation pass of the PV annotations with the
-    /// VolumeAttachments (see [`AttachmentManager::reconcile`]), with an
-    /// Event and a metric per change or disagreement. Errors are logged:
-    /// nothing changed, the next pass tries again.
+    /// VolumeAttachments (see [`Reconciler::reconcile`]), with an Event and
+    /// a metric per change or disagreement. Errors are logged: nothing
+    /// changed, the next pass tries again.
     pub fn reconcile(&self, grace: Duration) {
-        let Some(manager) = &self.attachments else {
+        let Some(reconciler) = &self.reconciler else {
             return;
         };
-        match manager.reconcile(grace) {
+        match reconciler.reconcile(grace) {
             Ok(report) => self.reconciled(&report),
             Err(e) => log::warn!("reconciliation skipped, nothing changed: {e}"),
         }
     }
 
-    /// The startup half of reconciliation (see
-    /// [`AttachmentManager::adopt`]), reported like a pass; errors are
-    /// logged, nothing changed.
+    /// The startup half of reconciliation (see [`Reconciler::adopt`]),
+    /// reported like a pass; errors are logged, nothing changed.
     pub fn adopt(&self) {
-        let Some(manager) = &self.attachments else {
+        let Some(reconciler) = &self.reconciler else {
             return;
         };
-        match manager.adopt() {
+        match reconciler.adopt() {
             Ok(report) => {
                 log::info!(
                     "reconciliation at startup: {} adopted, {} rewritten, {} disagreeing",

@@ -152,15 +152,13 @@ impl std::error::Error for AttachError {}
 /// one's final outcome; calls on different volumes run in parallel. The map
 /// changes only after the PV write succeeded, so no caller ever observes an
 /// attachment that is then rolled back: a failed write leaves the map as it
-/// was. Without a Kubernetes client the map lives in memory only.
+/// was.
 pub struct AttachmentManager {
     /// Scope: map reads and writes; released before any Kubernetes call.
     state: Mutex<State>,
     /// Per-volume exclusion, shared with the volume lifecycle.
     turns: Arc<Turns>,
-    store: Option<PvStore>,
-    /// Annotations reconciliation saw without a VolumeAttachment.
-    missing: super::reconcile::Missing,
+    store: PvStore,
 }
 
 #[derive(Default)]
@@ -257,37 +255,27 @@ fn holders_of(current: Option<&AttachmentState>) -> Holders {
 }
 
 impl AttachmentManager {
-    /// A manager persisting to PVs of `driver` through `client`, or, with
-    /// `None`, keeping state in memory only.
-    pub fn new(client: Option<kube::Client>, driver: &str) -> AttachmentManager {
+    /// A manager persisting to PVs of `driver` through `client`.
+    pub fn new(client: kube::Client, driver: &str) -> AttachmentManager {
         AttachmentManager::with_turns(client, driver, Arc::default())
     }
 
     /// Like [`new`](Self::new), serialising calls per volume through
     /// `turns`, which other components share.
-    pub fn with_turns(
-        client: Option<kube::Client>,
-        driver: &str,
-        turns: Arc<Turns>,
-    ) -> AttachmentManager {
+    pub fn with_turns(client: kube::Client, driver: &str, turns: Arc<Turns>) -> AttachmentManager {
         AttachmentManager {
             state: Mutex::new(State::default()),
             turns,
-            store: client.map(|c| PvStore::new(c, driver)),
-            missing: Default::default(),
+            store: PvStore::new(client, driver),
         }
     }
 
-    pub(super) fn store(&self) -> Option<&PvStore> {
-        self.store.as_ref()
+    pub(super) fn store(&self) -> &PvStore {
+        &self.store
     }
 
     pub(super) fn turns(&self) -> &Turns {
         &self.turns
-    }
-
-    pub(super) fn missing(&self) -> &super::reconcile::Missing {
-        &self.missing
     }
 
     /// Brings the map in line with a release from `volume` (see
@@ -303,16 +291,9 @@ impl AttachmentManager {
 
     /// What the PV of `volume` says now (its annotations are the truth).
     /// Reads only: a caller that acts on the answer holds the volume's
-    /// turn. Without a client the map decides. No PV of ours → `Ok(None)`;
-    /// API failure → `Persist`.
+    /// turn. No PV of ours → `Ok(None)`; API failure → `Persist`.
     pub fn inspect(&self, volume: &str) -> Result<Option<PvView>, AttachError> {
-        let Some(store) = &self.store else {
-            return Ok(self.get(volume).map(|a| PvView {
-                holder: Some(a.node.to_string()),
-                ..PvView::default()
-            }));
-        };
-        store
+        self.store
             .inspect(volume)
             .map_err(|source| AttachError::Persist {
                 volume: volume.into(),
@@ -334,7 +315,6 @@ impl AttachmentManager {
     /// existence cannot be confirmed (API error), is never replaced.
     /// Naming none → written with a compare-and-set PUT: failure
     /// (conflicts exhausted, API down) → `Persist`, nothing tracked.
-    /// Without a client the map alone decides.
     pub fn track(&self, volume: &str, node: &str) -> Result<Tracked, AttachError> {
         self.attach(volume, node, None)
     }
@@ -363,14 +343,7 @@ impl AttachmentManager {
         let _turn = self.take_turn(volume)?;
         let current = self.get(volume);
         let now = SystemTime::now();
-        let Some(store) = &self.store else {
-            let allow = Allow {
-                displace: None,
-                migration: window,
-            };
-            let claim = holders_of(current.as_ref()).claim(node, now, allow);
-            return self.tracked(volume, node, now, window, current, claim);
-        };
+        let store = &self.store;
         let claim = |allow| {
             store.claim(volume, node, now, allow).map_err(|e| match e {
                 StoreError::UnknownVolume => AttachError::UnknownVolume {
@@ -499,8 +472,8 @@ impl AttachmentManager {
     }
 
     /// Records that `volume` is no longer attached to `node` (`None`: to any
-    /// node). Not attached there → `Nothing`. With a client the PV decides,
-    /// as in [`track`](Self::track): the migration source letting go hands
+    /// node). Not attached there → `Nothing`. The PV decides, as in
+    /// [`track`](Self::track): the migration source letting go hands
     /// the volume to the target, the target letting go leaves the source,
     /// a sole holder is cleared. Failing to write the PV is a warning, and
     /// the map forgets the node all the same (the Unpublish succeeded; the
@@ -508,17 +481,14 @@ impl AttachmentManager {
     /// VolumeAttachment backs).
     pub fn untrack(&self, volume: &str, node: Option<&str>) -> Result<Untracked, AttachError> {
         let _turn = self.take_turn(volume)?;
-        let released = match &self.store {
-            Some(store) => match store.release(volume, node) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    log::warn!(
-                        "volume {volume} detached, but its PV annotations were not cleared: {e}"
-                    );
-                    None
-                }
-            },
-            None => None,
+        let released = match self.store.release(volume, node) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                log::warn!(
+                    "volume {volume} detached, but its PV annotations were not cleared: {e}"
+                );
+                None
+            }
         };
         let released =
             released.unwrap_or_else(|| holders_of(self.get(volume).as_ref()).release(node));
@@ -583,11 +553,9 @@ impl AttachmentManager {
     }
 
     /// Replaces the map with what the PVs' annotations say (see
-    /// [`rebuild`](super::rebuild)). Without a client: nothing to read, Ok.
+    /// [`rebuild`](super::rebuild)).
     pub fn rebuild(&self) -> Result<RebuildReport, kube::Error> {
-        let Some(store) = &self.store else {
-            return Ok(RebuildReport::default());
-        };
+        let store = &self.store;
         // Built aside and swapped in whole: the lock is not held while listing.
         let mut rebuilt = State::default();
         let (index, report) =
@@ -680,131 +648,46 @@ impl AttachmentManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Barrier;
-
-    #[test]
-    fn track_is_idempotent_and_refuses_a_second_node() {
-        let m = AttachmentManager::new(None, "rds.csi.srvlab.io");
-        assert_eq!(m.track("v1", "n1").unwrap(), Tracked::Attached);
-        assert_eq!(m.track("v1", "n1").unwrap(), Tracked::AlreadyAttached);
-        match m.track("v1", "n2") {
-            Err(AttachError::HeldByOtherNode { holder, .. }) => assert_eq!(&*holder, "n1"),
-            other => panic!("expected a conflict, got {other:?}"),
-        }
-        assert_eq!(&*m.get("v1").unwrap().node, "n1");
-    }
-
-    #[test]
-    fn untrack_only_from_the_holder_and_absent_is_ok() {
-        let m = AttachmentManager::new(None, "d");
-        m.untrack("nothing", Some("n1")).unwrap();
-        m.track("v1", "n1").unwrap();
-        m.untrack("v1", Some("n2")).unwrap();
-        assert!(m.get("v1").is_some());
-        m.untrack("v1", None).unwrap();
-        assert!(m.get("v1").is_none());
-        assert_eq!(m.track("v1", "n2").unwrap(), Tracked::Attached);
-    }
-
-    #[test]
-    fn racing_nodes_on_one_volume_yield_one_winner() {
-        let m = Arc::new(AttachmentManager::new(None, "d"));
-        let barrier = Arc::new(Barrier::new(16));
-        let wins: usize = (0..16)
-            .map(|i| {
-                let (m, b) = (m.clone(), barrier.clone());
-                std::thread::spawn(move || {
-                    b.wait();
-                    m.track("v", &format!("n{i}")).is_ok() as usize
-                })
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .sum();
-        assert_eq!(wins, 1);
-        assert_eq!(m.len(), 1);
-    }
-
-    #[test]
-    fn a_migration_takes_two_nodes_at_most_and_ends_with_either() {
-        let m = AttachmentManager::new(None, "d");
-        let w = Duration::from_secs(300);
-        assert_eq!(
-            m.track_for_migration("v", "a", w).unwrap(),
-            Tracked::Attached
-        );
-        assert_eq!(
-            m.track_for_migration("v", "b", w).unwrap(),
-            Tracked::MigrationStarted { source: "a".into() }
-        );
-        assert_eq!(m.migrations(), 1);
-        assert_eq!(
-            m.track_for_migration("v", "b", w).unwrap(),
-            Tracked::AlreadyAttached
-        );
-        assert!(matches!(
-            m.track_for_migration("v", "c", w),
-            Err(AttachError::HeldByTwoNodes { ref source, ref target, .. }) if source == "a" && target == "b"
-        ));
-        // A single-node Publish never joins, even beside one holder.
-        let m2 = AttachmentManager::new(None, "d");
-        m2.track("v", "a").unwrap();
-        assert!(matches!(
-            m2.track("v", "b"),
-            Err(AttachError::HeldByOtherNode { .. })
-        ));
-
-        assert_eq!(
-            m.untrack("v", Some("a")).unwrap(),
-            Untracked::MigrationCompleted {
-                from: "a".into(),
-                to: "b".into()
-            }
-        );
-        let now = m.get("v").unwrap();
-        assert_eq!((&*now.node, now.migration), ("b", None));
-        m.track_for_migration("v", "c", w).unwrap();
-        assert_eq!(
-            m.untrack("v", Some("c")).unwrap(),
-            Untracked::MigrationAbandoned {
-                source: "b".into(),
-                target: "c".into()
-            }
-        );
-        assert_eq!(&*m.get("v").unwrap().node, "b");
-        assert_eq!(m.migrations(), 0);
-    }
-
-    #[test]
-    fn the_target_is_refused_once_its_window_has_closed() {
-        let m = AttachmentManager::new(None, "d");
-        m.track("v", "a").unwrap();
-        m.insert(
-            "v",
-            "a",
-            SystemTime::now(),
-            Some(("b", SystemTime::now() - Duration::from_secs(31))),
-        );
-        assert!(matches!(
-            m.track_for_migration("v", "b", Duration::from_secs(30)),
-            Err(AttachError::MigrationExpired { .. })
-        ));
-        assert_eq!(
-            m.track_for_migration("v", "b", Duration::from_secs(60))
-                .unwrap(),
-            Tracked::AlreadyAttached
-        );
-    }
 
     #[test]
     fn node_names_are_shared_between_volumes() {
-        let m = AttachmentManager::new(None, "d");
-        m.track("a", "node-1").unwrap();
-        m.track("b", "node-1").unwrap();
-        assert!(Arc::ptr_eq(
-            &m.get("a").unwrap().node,
-            &m.get("b").unwrap().node
-        ));
+        let mut state = State::default();
+        let a = state.intern("node-1");
+        let b = state.intern("node-1");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(state.nodes.len(), 1);
+    }
+
+    #[test]
+    fn a_release_moves_the_map_as_the_pv_moved() {
+        let mut state = State::default();
+        let node = state.intern("a");
+        let target = state.intern("b");
+        let started = SystemTime::now() - Duration::from_secs(5);
+        state.attachments.insert(
+            "v".into(),
+            AttachmentState {
+                node,
+                attached_at: SystemTime::now(),
+                migration: Some(Box::new(Migration {
+                    node: target,
+                    started_at: started,
+                })),
+            },
+        );
+        state.released(
+            "v",
+            &Released::HandedOver {
+                from: "a".into(),
+                to: "b".into(),
+            },
+        );
+        let now = &state.attachments["v"];
+        assert_eq!(
+            (&*now.node, now.attached_at, now.migration.is_none()),
+            ("b", started, true)
+        );
+        state.released("v", &Released::Cleared { node: "b".into() });
+        assert!(state.attachments.is_empty());
     }
 }

@@ -25,11 +25,11 @@
 //! compare-and-set writes like theirs. The startup pass ([`adopt`]) runs
 //! before the socket exists, so no call of ours can race it.
 //!
-//! [`adopt`]: AttachmentManager::adopt
+//! [`adopt`]: Reconciler::adopt
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -163,21 +163,14 @@ fn verdict<'a>(holders: &'a [String], vas: &[&'a Va]) -> Verdict<'a> {
     }
 }
 
-/// Annotations seen without a VolumeAttachment: (volume, node) → when
-/// first seen so. Scope: one pass's read and update, or one removal; no
-/// I/O under it.
-#[derive(Default)]
-pub(crate) struct Missing(Mutex<HashMap<(String, String), Instant>>);
-
-impl Missing {
-    /// Stops the clock of `node` on `volume`: attaching there again must
-    /// get a full grace period.
-    fn forget(&self, volume: &str, node: &str) {
-        self.0
-            .lock()
-            .expect("reconcile lock poisoned")
-            .remove(&(volume.to_string(), node.to_string()));
-    }
+/// Reconciles one manager's records with the VolumeAttachments; the
+/// manager knows nothing of it. Cheap to keep for the process's life.
+pub struct Reconciler {
+    manager: Arc<AttachmentManager>,
+    /// Annotations seen without a VolumeAttachment: (volume, node) → when
+    /// first seen so. Scope: one pass's read and update, or one removal;
+    /// no I/O under it.
+    missing: Mutex<HashMap<(String, String), Instant>>,
 }
 
 /// The VolumeAttachments of `driver` that name a PV.
@@ -199,13 +192,27 @@ fn by_pv(vas: &[Va]) -> BTreeMap<&str, Vec<&Va>> {
     map
 }
 
-impl AttachmentManager {
-    /// One reconciliation pass (see the module doc). Without a client:
-    /// nothing to do. API errors → `Err`, nothing changed.
+impl Reconciler {
+    pub fn new(manager: Arc<AttachmentManager>) -> Reconciler {
+        Reconciler {
+            manager,
+            missing: Mutex::default(),
+        }
+    }
+
+    /// Stops the clock of `node` on `volume`: attaching there again must
+    /// get a full grace period.
+    fn forget_missing(&self, volume: &str, node: &str) {
+        self.missing
+            .lock()
+            .expect("reconcile lock poisoned")
+            .remove(&(volume.to_string(), node.to_string()));
+    }
+
+    /// One reconciliation pass (see the module doc). API errors → `Err`,
+    /// nothing changed.
     pub fn reconcile(&self, grace: Duration) -> Result<ReconcileReport, kube::Error> {
-        let Some(store) = self.store() else {
-            return Ok(ReconcileReport::default());
-        };
+        let store = self.manager.store();
         let client = store.client();
         let driver = store.driver();
         // Both lists complete before anything is decided. The PVs are
@@ -246,7 +253,7 @@ impl AttachmentManager {
         let mut to_clear = Vec::new();
         let mut to_rewrite = Vec::new();
         {
-            let mut missing = self.missing().0.lock().expect("reconcile lock poisoned");
+            let mut missing = self.missing.lock().expect("reconcile lock poisoned");
             let mut still_missing = HashSet::new();
             for (pv_name, (handle, holders)) in &ours {
                 if holders.is_empty() {
@@ -302,7 +309,7 @@ impl AttachmentManager {
             }
         }
         for (volume, node, pv_name) in to_clear {
-            let Ok(_turn) = self.turns().take(&volume) else {
+            let Ok(_turn) = self.manager.turns().take(&volume) else {
                 continue;
             };
             // Looked at again inside the turn: a VolumeAttachment made since
@@ -327,8 +334,8 @@ impl AttachmentManager {
             match store.release(&volume, Some(&node)) {
                 Ok(Released::Nothing) => {}
                 Ok(released) => {
-                    self.forget(&volume, &released);
-                    self.missing().forget(&volume, &node);
+                    self.manager.forget(&volume, &released);
+                    self.forget_missing(&volume, &node);
                     log::info!(
                         volume = volume.as_str(), node = node.as_str();
                         "reconciliation cleared an attachment without a VolumeAttachment"
@@ -365,7 +372,7 @@ impl AttachmentManager {
     }
 }
 
-impl AttachmentManager {
+impl Reconciler {
     /// The startup half of reconciliation, before serving: attached
     /// VolumeAttachments of this driver whose PV has no annotation are
     /// written onto it, and stale records are rewritten (the rule in the
@@ -375,9 +382,7 @@ impl AttachmentManager {
     /// every attachment is recorded), plus the writes. The list failing →
     /// `Err`, nothing changed; a PV that cannot be read is skipped.
     pub fn adopt(&self) -> Result<ReconcileReport, kube::Error> {
-        let Some(store) = self.store() else {
-            return Ok(ReconcileReport::default());
-        };
+        let store = self.manager.store();
         let client = store.client();
         let driver = store.driver();
         let vas = attachments_of(client, driver)?;
@@ -401,6 +406,7 @@ impl AttachmentManager {
                 }
             };
             let holders: Vec<String> = self
+                .manager
                 .get(&handle)
                 .map(|a| a.nodes().map(str::to_string).collect())
                 .unwrap_or_default();
@@ -443,7 +449,7 @@ impl AttachmentManager {
     /// knows dynamic PVs (named after their handle) that are attached, the
     /// index static ones; anything else is read. No such PV of ours → `None`.
     fn handle_of(&self, store: &PvStore, pv_name: &str) -> Result<Option<String>, kube::Error> {
-        if self.get(pv_name).is_some() {
+        if self.manager.get(pv_name).is_some() {
             return Ok(Some(pv_name.to_string()));
         }
         if let Some(handle) = store.handle_named(pv_name) {
@@ -467,7 +473,7 @@ impl AttachmentManager {
     /// is decided again on a fresh list inside the turn. Whether the
     /// record names `r.to` because of this call.
     fn rewrite_one(&self, store: &PvStore, r: &Rewritten, recheck: bool) -> bool {
-        let Ok(_turn) = self.turns().take(&r.volume) else {
+        let Ok(_turn) = self.manager.turns().take(&r.volume) else {
             return false;
         };
         if recheck {
@@ -494,8 +500,8 @@ impl AttachmentManager {
         };
         match store.claim(&r.volume, &r.to, SystemTime::now(), allow) {
             Ok(Claim::Displaced { .. } | Claim::Written) => {
-                self.remember(&r.volume, &r.to);
-                self.missing().forget(&r.volume, &r.from);
+                self.manager.remember(&r.volume, &r.to);
+                self.forget_missing(&r.volume, &r.from);
                 log::info!(
                     volume = r.volume.as_str(), node = r.to.as_str(), previous = r.from.as_str(),
                     attachment = r.attachment.as_str();
@@ -522,7 +528,7 @@ impl AttachmentManager {
     /// `handle` in the volume's turn, unless the PV names a node already.
     /// Whether it was written.
     fn adopt_one(&self, store: &PvStore, handle: &str, va: &Va, recheck: bool) -> bool {
-        let Ok(_turn) = self.turns().take(handle) else {
+        let Ok(_turn) = self.manager.turns().take(handle) else {
             return false;
         };
         // An Unpublish may have run between the list and this turn (it
@@ -549,7 +555,7 @@ impl AttachmentManager {
         }
         match store.claim(handle, &va.node_name, SystemTime::now(), Allow::default()) {
             Ok(Claim::Written) => {
-                self.remember(handle, &va.node_name);
+                self.manager.remember(handle, &va.node_name);
                 log::info!(
                     volume = handle, node = va.node_name.as_str();
                     "reconciliation recorded an attached VolumeAttachment on its PV"

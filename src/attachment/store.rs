@@ -566,6 +566,183 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn holders(node: &str, target: Option<(&str, Option<SystemTime>)>, at: SystemTime) -> Holders {
+        Holders {
+            node: node.into(),
+            at: (!node.is_empty()).then_some(at),
+            target: target.map(|(t, s)| (t.to_string(), s)),
+        }
+    }
+
+    #[test]
+    fn claims_follow_the_rules_for_one_holder_and_for_two() {
+        let now = SystemTime::now();
+        let long_ago = now - Duration::from_secs(301);
+        let window = Some(Duration::from_secs(300));
+        let none = Allow::default();
+        let shared = Allow {
+            displace: None,
+            migration: window,
+        };
+        let s = |x: &str| x.to_string();
+        for (who, (node, target), claimant, allow, want) in [
+            ("free", ("", None), "a", none, Claim::Written),
+            (
+                "the holder again",
+                ("a", None),
+                "a",
+                none,
+                Claim::AlreadyHeld {
+                    at: Some(now),
+                    source: None,
+                },
+            ),
+            (
+                "another node",
+                ("a", None),
+                "b",
+                none,
+                Claim::HeldBy {
+                    node: s("a"),
+                    at: Some(now),
+                },
+            ),
+            (
+                "a deleted holder",
+                ("a", None),
+                "b",
+                Allow {
+                    displace: Some("a"),
+                    migration: None,
+                },
+                Claim::Displaced { previous: s("a") },
+            ),
+            (
+                "another deleted node",
+                ("a", None),
+                "b",
+                Allow {
+                    displace: Some("c"),
+                    migration: None,
+                },
+                Claim::HeldBy {
+                    node: s("a"),
+                    at: Some(now),
+                },
+            ),
+            (
+                "a migration",
+                ("a", None),
+                "b",
+                shared,
+                Claim::MigrationStarted { source: s("a") },
+            ),
+            (
+                "the target within its window",
+                ("a", Some(("b", Some(now)))),
+                "b",
+                shared,
+                Claim::AlreadyHeld {
+                    at: Some(now),
+                    source: Some(s("a")),
+                },
+            ),
+            (
+                "the target after it",
+                ("a", Some(("b", Some(long_ago)))),
+                "b",
+                shared,
+                Claim::WindowExpired {
+                    source: s("a"),
+                    started: Some(long_ago),
+                },
+            ),
+            (
+                "a target with no start",
+                ("a", Some(("b", None))),
+                "b",
+                shared,
+                Claim::WindowExpired {
+                    source: s("a"),
+                    started: None,
+                },
+            ),
+            (
+                "a third node",
+                ("a", Some(("b", Some(now)))),
+                "c",
+                shared,
+                Claim::HeldByTwo {
+                    source: s("a"),
+                    target: s("b"),
+                },
+            ),
+            (
+                "the source during a migration",
+                ("a", Some(("b", Some(now)))),
+                "a",
+                none,
+                Claim::AlreadyHeld {
+                    at: Some(now),
+                    source: None,
+                },
+            ),
+        ] {
+            let got = holders(node, target, now).claim(claimant, now, allow);
+            assert_eq!(got, want, "{who}");
+        }
+    }
+
+    #[test]
+    fn releases_follow_the_rules_for_one_holder_and_for_two() {
+        let now = SystemTime::now();
+        let s = |x: &str| x.to_string();
+        let two = Some(("b", Some(now)));
+        for (who, (node, target), leaving, want) in [
+            (
+                "the holder",
+                ("a", None),
+                Some("a"),
+                Released::Cleared { node: s("a") },
+            ),
+            (
+                "every node",
+                ("a", None),
+                None,
+                Released::Cleared { node: s("a") },
+            ),
+            ("another node", ("a", None), Some("b"), Released::Nothing),
+            ("nobody holds it", ("", None), None, Released::Nothing),
+            (
+                "the source",
+                ("a", two),
+                Some("a"),
+                Released::HandedOver {
+                    from: s("a"),
+                    to: s("b"),
+                },
+            ),
+            (
+                "the target",
+                ("a", two),
+                Some("b"),
+                Released::TargetLeft {
+                    source: s("a"),
+                    target: s("b"),
+                },
+            ),
+            (
+                "every node of two",
+                ("a", two),
+                None,
+                Released::Cleared { node: s("a") },
+            ),
+            ("a third node", ("a", two), Some("c"), Released::Nothing),
+        ] {
+            assert_eq!(holders(node, target, now).release(leaving), want, "{who}");
+        }
+    }
+
     #[test]
     fn annotations_are_made_writable_whatever_the_object_holds() {
         for mut pv in [

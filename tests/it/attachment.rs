@@ -7,10 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::support::*;
 use grpcio::RpcStatusCode;
 use kube_emulator::{Fault, FaultAction, Match};
 use rds_csi_controller::proto::csi;
-use crate::support::*;
 
 fn seed(emu: &kube_emulator::Emulator, volumes: &[&str], nodes: &[&str]) {
     for v in volumes {

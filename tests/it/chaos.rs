@@ -15,9 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::support::*;
 use grpcio::RpcStatusCode;
 use kube_emulator::Emulator;
-use crate::support::*;
 
 const VOLUMES: usize = 24;
 /// Volumes from this index on are shared block volumes (live migration).

@@ -3,9 +3,9 @@
 
 use std::process::Command;
 
+use crate::support::*;
 use kube_emulator::{Emulator, Options};
 use serde_json::{json, Value};
-use crate::support::*;
 
 fn plain() -> Emulator {
     Emulator::start(Options::default()).unwrap()

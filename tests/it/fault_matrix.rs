@@ -8,9 +8,9 @@
 //! The tests print the class × RPC × outcome tables kept in
 //! docs/reliability.md.
 
+use crate::support::*;
 use grpcio::RpcStatusCode;
 use kube_emulator::{Emulator, Fault, FaultAction, Match};
-use crate::support::*;
 
 #[derive(Clone, Copy, Debug)]
 enum Class {

@@ -3,10 +3,10 @@
 //! whose Node exists — NotReady included — or whose existence cannot be
 //! confirmed, never is.
 
+use crate::support::*;
 use grpcio::RpcStatusCode as Code;
 use kube_emulator::{Fault, FaultAction, Match};
 use serde_json::json;
-use crate::support::*;
 
 fn setup(tag: &str) -> (TempDir, kube_emulator::Emulator, Controller) {
     let dir = TempDir::new(tag);

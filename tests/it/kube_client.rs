@@ -8,12 +8,12 @@ use std::{
     time::Duration,
 };
 
+use crate::support::*;
 use kube_emulator::{Emulator, Fault, FaultAction, Match, Options};
 use rds_csi_controller::kube::{
     retry_on_conflict, Client, ClientOptions, Config, Credential, Error,
 };
 use serde_json::json;
-use crate::support::*;
 
 const TOKEN: &str = "s3cr3t-bearer-token-7c1e";
 

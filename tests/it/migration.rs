@@ -10,10 +10,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use crate::support::*;
 use grpcio::RpcStatusCode as Code;
 use rds_csi_controller::proto::csi;
 use serde_json::json;
-use crate::support::*;
 
 const MIGRATION_NODE: &str = "rds.csi.srvlab.io/migration-node";
 const MIGRATION_STARTED_AT: &str = "rds.csi.srvlab.io/migration-started-at";

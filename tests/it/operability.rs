@@ -10,9 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::support::*;
 use rds_csi_controller::proto::csi;
 use serde_json::Value;
-use crate::support::*;
 
 const GIB: i64 = 1 << 30;
 

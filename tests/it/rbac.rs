@@ -4,8 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use kube_emulator::{RequestRecord, Rule};
 use crate::support::*;
+use kube_emulator::{RequestRecord, Rule};
 
 /// Everything the binary does against the API: rebuild, the volume
 /// lifecycle on RDS (create, a PV made for it, delete, which reads the PV),

@@ -3,9 +3,9 @@
 
 use std::{os::unix::fs::PermissionsExt, time::Duration};
 
+use crate::support::*;
 use grpcio::RpcStatusCode;
 use rds_csi_controller::proto::csi;
-use crate::support::*;
 
 #[test]
 fn identity_and_capabilities_over_the_unix_socket() {

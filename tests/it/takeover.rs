@@ -6,9 +6,9 @@
 //! no second node gets a single-node volume, every Go StorageClass
 //! provisions, and no disk or file of the Go driver is removed or changed.
 
+use crate::support::*;
 use grpcio::RpcStatusCode as Code;
 use serde_json::{json, Value};
-use crate::support::*;
 
 const GIB: u64 = 1 << 30;
 

@@ -4,10 +4,10 @@
 
 use std::{collections::HashMap, path::PathBuf};
 
+use crate::support::*;
 use grpcio::RpcStatusCode as Code;
 use rds_csi_controller::proto::csi::ControllerServiceCapability_RPC_Type as Rpc;
 use rds_emulator::{Fault, FaultAction, Match};
-use crate::support::*;
 
 const GIB: i64 = 1 << 30;
 const VOL: &str = "pvc-0b1c2d3e-aaaa-bbbb-cccc-0123456789ab";

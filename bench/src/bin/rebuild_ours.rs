@@ -11,7 +11,7 @@ fn main() {
         qps: 0.0,
         ..Default::default()
     };
-    let manager = AttachmentManager::new(Some(kube::Client::new(&cfg, opts).unwrap()), DRIVER);
+    let manager = AttachmentManager::new(kube::Client::new(&cfg, opts).unwrap(), DRIVER);
     let run = Run::start();
     let recovered = manager.rebuild().unwrap().recovered;
     run.finish(recovered);
