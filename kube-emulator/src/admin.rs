@@ -67,7 +67,7 @@ pub(crate) fn handle(shared: &Shared, req: &Request) -> Response {
             if !model::KINDS.iter().any(|k| k.resource == resource) {
                 return model::bad_request("unknown resource");
             }
-            crate::api::insert_raw(shared, resource, body);
+            crate::store::insert_raw(shared, resource, body);
             ok()
         }
         _ => Response::json(

@@ -12,15 +12,16 @@
 //! through `/emulator/*` endpoints (see [`admin`]): fault injection,
 //! conflict storms, token rotation, continue-token expiry, request counts.
 
+pub use emulator_support::{http, tls};
+
 mod admin;
 mod api;
 mod convert;
-pub mod http;
 pub mod model;
 mod openapi;
 mod protobuf;
 mod rbac;
-pub mod tls;
+mod store;
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -262,13 +263,13 @@ impl Emulator {
     /// `persistentvolumes`; namespaced objects take their namespace from
     /// `metadata.namespace`.
     pub fn create(&self, resource: &str, obj: Value) -> Result<Value, (u16, Value)> {
-        api::create_object(&self.shared, resource, obj)
+        store::create_object(&self.shared, resource, obj)
     }
 
     /// Stores an object without any validation, as corrupt or hostile data
     /// already in etcd would be.
     pub fn insert_raw(&self, resource: &str, obj: Value) {
-        api::insert_raw(&self.shared, resource, obj)
+        store::insert_raw(&self.shared, resource, obj)
     }
 
     /// The stored object, if any.
@@ -292,11 +293,11 @@ impl Emulator {
     /// Changes a stored object in place, bumping its resourceVersion (an
     /// update by some other client).
     pub fn modify(&self, resource: &str, name: &str, f: impl FnOnce(&mut Value)) -> bool {
-        api::modify(&self.shared, resource, name, f)
+        store::modify(&self.shared, resource, name, f)
     }
 
     pub fn delete(&self, resource: &str, name: &str) -> bool {
-        api::delete_object(&self.shared, resource, "", name)
+        store::delete_object(&self.shared, resource, "", name)
     }
 
     pub fn inject(&self, fault: Fault) {

@@ -9,7 +9,7 @@ use std::{
 };
 
 use base64::Engine as _;
-use kube_emulator::http::{self, Outcome, Request, Response};
+use emulator_support::http::{self, Outcome, Request, Response};
 use rustls::ServerConfig;
 use serde_json::{json, Map, Value};
 
@@ -18,7 +18,7 @@ use crate::{parse_id, Fault, FaultAction, Item, RequestRecord, Shared, State};
 pub(crate) fn connection(shared: Arc<Shared>, tcp: TcpStream, config: Option<Arc<ServerConfig>>) {
     let stream: Box<dyn http::Stream> = match config {
         None => Box::new(tcp),
-        Some(cfg) => match kube_emulator::tls::accept(cfg, tcp) {
+        Some(cfg) => match emulator_support::tls::accept(cfg, tcp) {
             Some((tls, _)) => Box::new(tls),
             None => return,
         },

@@ -198,7 +198,7 @@ impl Emulator {
         let addr = listener.local_addr()?;
         let pki = opts
             .tls
-            .then(|| kube_emulator::tls::Pki::new("rds-emulator"));
+            .then(|| emulator_support::tls::Pki::new("rds-emulator"));
         let server_config = pki.as_ref().map(|p| p.server_config_named("rds-emulator"));
         let mut state = State {
             next_id: 1,
