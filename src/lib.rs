@@ -59,83 +59,12 @@ pub const EXIT_USAGE: i32 = 2;
 /// until SIGTERM/SIGINT, drain, remove the socket. Returns the exit code.
 pub fn run(args: cli::Args) -> i32 {
     let metrics = Arc::new(metrics::Metrics::new());
-    let client = match kube::Config::discover(args.kubeconfig.as_deref()) {
-        Ok(Some(config)) => {
-            let opts = kube::ClientOptions {
-                qps: args.kube_api_qps,
-                burst: args.kube_api_burst,
-                request_timeout: args.kube_api_timeout,
-                observer: Some(Hook::new({
-                    let m = metrics.clone();
-                    move |o: &kube::Observed| {
-                        m.kube_rate_limited(o.throttled);
-                        m.kube_request(o.verb, o.resource, o.code, o.took);
-                    }
-                })),
-                ..Default::default()
-            };
-            match kube::Client::new(&config, opts) {
-                Ok(c) => {
-                    log::info!("Kubernetes API {} from {}", config.server, config.origin);
-                    Some(c)
-                }
-                Err(e) => {
-                    log::error!("{e}");
-                    return EXIT_FAILURE;
-                }
-            }
-        }
-        Ok(None) => {
-            log::warn!(
-                "no kubeconfig and not in a cluster: standalone mode, attachments are neither recorded nor fenced \
-                 (Publish and Unpublish are refused)"
-            );
-            None
-        }
-        Err(e) => {
-            log::error!("{e}");
-            return EXIT_FAILURE;
-        }
+    let Ok(client) = kube_client(&args, &metrics) else {
+        return EXIT_FAILURE;
     };
-
-    let rds = match &args.rds {
-        Some(r) => {
-            let opts = rds::ClientOptions {
-                url: r.url.clone(),
-                credentials_dir: r.credentials_dir.clone(),
-                insecure_skip_verify: r.insecure_skip_verify,
-                timeout: r.timeout,
-                observer: Some(Hook::new({
-                    let m = metrics.clone();
-                    move |o: &rds::Observed| m.rds_request(o.method, o.code, o.took)
-                })),
-            };
-            match rds::Client::new(&opts) {
-                Ok(c) => {
-                    log::info!(
-                        "RDS REST API {} as user {} (volumes under {})",
-                        r.url,
-                        c.username(),
-                        r.volume_path
-                    );
-                    let defaults = volume::Defaults {
-                        volume_path: r.volume_path.clone(),
-                        address: r.host.clone(),
-                    };
-                    Some((c, defaults))
-                }
-                Err(e) => {
-                    log::error!("{e}");
-                    return EXIT_FAILURE;
-                }
-            }
-        }
-        None => {
-            log::info!("no --rds-url: attach-only (volumes are neither created nor deleted)");
-            None
-        }
+    let Ok(rds) = rds_client(&args, &metrics) else {
+        return EXIT_FAILURE;
     };
-
     let targets = health::Targets {
         kube: client.clone(),
         rds: rds
@@ -154,7 +83,105 @@ pub fn run(args: cli::Args) -> i32 {
         metrics.clone(),
         health.clone(),
     ));
+    serve(&args, driver, health, targets, metrics)
+}
 
+/// The Kubernetes client the flags and environment describe; `Ok(None)`
+/// in standalone mode (no kubeconfig, not in a cluster). Failures are
+/// logged.
+fn kube_client(
+    args: &cli::Args,
+    metrics: &Arc<metrics::Metrics>,
+) -> Result<Option<kube::Client>, ()> {
+    let config = match kube::Config::discover(args.kubeconfig.as_deref()) {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            log::warn!(
+                "no kubeconfig and not in a cluster: standalone mode, attachments are neither recorded nor fenced \
+                 (Publish and Unpublish are refused)"
+            );
+            return Ok(None);
+        }
+        Err(e) => {
+            log::error!("{e}");
+            return Err(());
+        }
+    };
+    let opts = kube::ClientOptions {
+        qps: args.kube_api_qps,
+        burst: args.kube_api_burst,
+        request_timeout: args.kube_api_timeout,
+        observer: Some(Hook::new({
+            let m = metrics.clone();
+            move |o: &kube::Observed| {
+                m.kube_rate_limited(o.throttled);
+                m.kube_request(o.verb, o.resource, o.code, o.took);
+            }
+        })),
+        ..Default::default()
+    };
+    match kube::Client::new(&config, opts) {
+        Ok(c) => {
+            log::info!("Kubernetes API {} from {}", config.server, config.origin);
+            Ok(Some(c))
+        }
+        Err(e) => {
+            log::error!("{e}");
+            Err(())
+        }
+    }
+}
+
+/// The RouterOS client and volume defaults `--rds-url` describes;
+/// `Ok(None)` without it (attach-only). Failures are logged.
+fn rds_client(
+    args: &cli::Args,
+    metrics: &Arc<metrics::Metrics>,
+) -> Result<Option<(rds::Client, volume::Defaults)>, ()> {
+    let Some(r) = &args.rds else {
+        log::info!("no --rds-url: attach-only (volumes are neither created nor deleted)");
+        return Ok(None);
+    };
+    let opts = rds::ClientOptions {
+        url: r.url.clone(),
+        credentials_dir: r.credentials_dir.clone(),
+        insecure_skip_verify: r.insecure_skip_verify,
+        timeout: r.timeout,
+        observer: Some(Hook::new({
+            let m = metrics.clone();
+            move |o: &rds::Observed| m.rds_request(o.method, o.code, o.took)
+        })),
+    };
+    match rds::Client::new(&opts) {
+        Ok(c) => {
+            log::info!(
+                "RDS REST API {} as user {} (volumes under {})",
+                r.url,
+                c.username(),
+                r.volume_path
+            );
+            let defaults = volume::Defaults {
+                volume_path: r.volume_path.clone(),
+                address: r.host.clone(),
+            };
+            Ok(Some((c, defaults)))
+        }
+        Err(e) => {
+            log::error!("{e}");
+            Err(())
+        }
+    }
+}
+
+/// The assembled process from startup to exit: the metrics endpoint, the
+/// rebuild, the socket, the background threads, the signal, the drain.
+fn serve(
+    args: &cli::Args,
+    driver: Arc<driver::Driver>,
+    health: Arc<health::Health>,
+    targets: health::Targets,
+    metrics: Arc<metrics::Metrics>,
+) -> i32 {
     // Up before the rebuild, so that /readyz tells a slow start from a hung one.
     let pool: Arc<OnceLock<Weak<server::Pool>>> = Arc::default();
     // The socket, once it serves (for /healthz).
@@ -226,22 +253,8 @@ pub fn run(args: cli::Args) -> i32 {
     driver.set_ready();
     let checker = health.start(targets, metrics);
     let stop_reconciling = Arc::new(AtomicBool::new(false));
-    let reconciler = (!args.reconcile_interval.is_zero()).then(|| {
-        let (driver, interval, grace) = (
-            driver.clone(),
-            args.reconcile_interval,
-            args.attachment_grace_period,
-        );
-        let stop = stop_reconciling.clone();
-        std::thread::Builder::new()
-            .name("reconcile".into())
-            .spawn(move || {
-                while !health::sleep_unless(&stop, interval) {
-                    driver.reconcile(grace);
-                }
-            })
-            .expect("spawn reconcile thread")
-    });
+    let reconciler = (!args.reconcile_interval.is_zero())
+        .then(|| reconcile_in_background(args, &driver, &stop_reconciling));
 
     if let Some(sig) = signals.forever().next() {
         log::info!(
@@ -257,6 +270,29 @@ pub fn run(args: cli::Args) -> i32 {
         let _ = r.join();
     }
     EXIT_OK
+}
+
+/// A pass every `--reconcile-interval` on a thread of its own, until
+/// `stop` is set.
+fn reconcile_in_background(
+    args: &cli::Args,
+    driver: &Arc<driver::Driver>,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let (driver, interval, grace) = (
+        driver.clone(),
+        args.reconcile_interval,
+        args.attachment_grace_period,
+    );
+    let stop = stop.clone();
+    std::thread::Builder::new()
+        .name("reconcile".into())
+        .spawn(move || {
+            while !health::sleep_unless(&stop, interval) {
+                driver.reconcile(grace);
+            }
+        })
+        .expect("spawn reconcile thread")
 }
 
 /// `/metrics`, `/healthz` (liveness: starting, or the CSI socket answers

@@ -213,6 +213,17 @@ impl State {
     }
 }
 
+/// One Publish's claim, as [`AttachmentManager::tracked`] records its
+/// outcome: the volume, the node, when, the migration window asked for,
+/// and what the map held before.
+struct Attempt<'a> {
+    volume: &'a str,
+    node: &'a str,
+    now: SystemTime,
+    window: Option<Duration>,
+    current: Option<AttachmentState>,
+}
+
 /// What the PV of a volume says, for callers deciding whether the volume
 /// may go away.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -366,19 +377,25 @@ impl AttachmentManager {
             })?,
             other => other,
         };
-        self.tracked(volume, node, now, window, current, outcome)
+        let attempt = Attempt {
+            volume,
+            node,
+            now,
+            window,
+            current,
+        };
+        self.tracked(attempt, outcome)
     }
 
     /// The outcome of a claim, recorded in the map.
-    fn tracked(
-        &self,
-        volume: &str,
-        node: &str,
-        now: SystemTime,
-        window: Option<Duration>,
-        current: Option<AttachmentState>,
-        claim: Claim,
-    ) -> Result<Tracked, AttachError> {
+    fn tracked(&self, attempt: Attempt<'_>, claim: Claim) -> Result<Tracked, AttachError> {
+        let Attempt {
+            volume,
+            node,
+            now,
+            window,
+            current,
+        } = attempt;
         let held_by_other = |holder: Arc<str>| AttachError::HeldByOtherNode {
             volume: volume.into(),
             holder,

@@ -213,93 +213,14 @@ impl Reconciler {
     /// nothing changed.
     pub fn reconcile(&self, grace: Duration) -> Result<ReconcileReport, kube::Error> {
         let store = self.manager.store();
-        let client = store.client();
-        let driver = store.driver();
-        // Both lists complete before anything is decided. The PVs are
-        // streamed, keeping only ours that are annotated or that a
-        // VolumeAttachment of ours names: memory follows the attachments,
-        // not the cluster.
-        let vas = attachments_of(client, driver)?;
-        let named: HashSet<&str> = vas.iter().map(|va| va.pv_name.as_str()).collect();
-        // PV name → (handle, holders: the source, then a migration target).
-        let mut ours: HashMap<String, (String, Vec<String>)> = HashMap::new();
-        client.visit_pvs(|visit| match visit {
-            kube::Visit::Restart => ours.clear(),
-            kube::Visit::Skipped(_) => {}
-            kube::Visit::Item(pv) => {
-                if pv.driver != driver || pv.volume_handle.is_empty() {
-                    return;
-                }
-                let mut holders: Vec<String> = [ATTACHED_NODE, MIGRATION_NODE]
-                    .iter()
-                    .filter_map(|k| pv.annotations.get(*k))
-                    .filter(|n| !n.is_empty())
-                    .cloned()
-                    .collect();
-                holders.dedup();
-                if !holders.is_empty() || named.contains(pv.name.as_str()) {
-                    ours.insert(pv.name, (pv.volume_handle, holders));
-                }
-            }
-        })?;
+        let (vas, ours) = listed(store)?;
         let mut vas_of = by_pv(&vas);
         vas_of.retain(|pv, _| ours.contains_key(*pv));
         let mut report = ReconcileReport {
             attachments: vas_of.values().map(Vec::len).sum(),
             ..Default::default()
         };
-
-        let now = Instant::now();
-        let mut to_clear = Vec::new();
-        let mut to_rewrite = Vec::new();
-        {
-            let mut missing = self.missing.lock().expect("reconcile lock poisoned");
-            let mut still_missing = HashSet::new();
-            for (pv_name, (handle, holders)) in &ours {
-                if holders.is_empty() {
-                    continue;
-                }
-                report.annotated += 1;
-                let pv_vas = vas_of.get(pv_name.as_str()).map_or(&[][..], Vec::as_slice);
-                let verdict = verdict(holders, pv_vas);
-                match verdict {
-                    Verdict::Rewrite { from, to, va } => {
-                        to_rewrite.push(Rewritten {
-                            volume: handle.clone(),
-                            pv: pv_name.clone(),
-                            from: from.to_string(),
-                            to: to.to_string(),
-                            attachment: va.to_string(),
-                        });
-                        continue;
-                    }
-                    Verdict::Disagrees(kind) => report.disagreements.push(Disagreement {
-                        volume: handle.clone(),
-                        recorded: holders[0].clone(),
-                        kind,
-                    }),
-                    Verdict::Agrees => {}
-                }
-                // While the VolumeAttachments disagree the clock runs, but
-                // nothing is cleared.
-                let hold = matches!(verdict, Verdict::Disagrees(_));
-                for holder in holders {
-                    if pv_vas.iter().any(|va| va.node_name == *holder) {
-                        continue;
-                    }
-                    let key = (handle.to_string(), holder.to_string());
-                    let since = *missing.entry(key.clone()).or_insert(now);
-                    still_missing.insert(key.clone());
-                    if !hold && now.duration_since(since) >= grace {
-                        to_clear.push((key.0, key.1, pv_name.clone()));
-                    } else {
-                        report.waiting += 1;
-                    }
-                }
-            }
-            // Seen with a VolumeAttachment (or no longer annotated): forgotten.
-            missing.retain(|k, _| still_missing.contains(k));
-        }
+        let (to_rewrite, to_clear) = self.decide(&ours, &vas_of, grace, &mut report);
         for d in &report.disagreements {
             log::warn!(volume = d.volume.as_str(), node = d.recorded.as_str(); "reconciliation: {d}");
         }
@@ -309,40 +230,11 @@ impl Reconciler {
             }
         }
         for (volume, node, pv_name) in to_clear {
-            let Ok(_turn) = self.manager.turns().take(&volume) else {
-                continue;
-            };
-            // Looked at again inside the turn: a VolumeAttachment made since
-            // the first list may already have been published (then it is
-            // seen here), and any Publish from now on waits for the turn.
-            let again = match client.list_volume_attachments() {
-                Ok(l) => l,
-                Err(e) => {
-                    log::warn!(
-                        "reconciliation: re-listing VolumeAttachments: {e}; nothing cleared"
-                    );
-                    break;
-                }
-            };
-            if again
-                .items
-                .iter()
-                .any(|va| va.attacher == driver && va.pv_name == pv_name && va.node_name == node)
-            {
-                continue;
-            }
-            match store.release(&volume, Some(&node)) {
-                Ok(Released::Nothing) => {}
-                Ok(released) => {
-                    self.manager.forget(&volume, &released);
-                    self.forget_missing(&volume, &node);
-                    log::info!(
-                        volume = volume.as_str(), node = node.as_str();
-                        "reconciliation cleared an attachment without a VolumeAttachment"
-                    );
-                    report.cleared.push((volume, node));
-                }
-                Err(e) => log::warn!("reconciliation: clearing {volume} on {node}: {e}"),
+            match self.clear_one(store, &volume, &node, &pv_name) {
+                Ok(true) => report.cleared.push((volume, node)),
+                Ok(false) => {}
+                // The re-list failed: nothing more is cleared this pass.
+                Err(()) => break,
             }
         }
         for (pv_name, pv_vas) in &vas_of {
@@ -370,6 +262,145 @@ impl Reconciler {
         );
         Ok(report)
     }
+
+    /// What the lists say, before anything is written: the stale records
+    /// to rewrite and the (volume, node, PV) records past the grace period
+    /// to clear; disagreements, annotated volumes and those still waiting
+    /// go into `report`. Runs the Missing clock.
+    fn decide(
+        &self,
+        ours: &Ours,
+        vas_of: &BTreeMap<&str, Vec<&Va>>,
+        grace: Duration,
+        report: &mut ReconcileReport,
+    ) -> (Vec<Rewritten>, Vec<(String, String, String)>) {
+        let now = Instant::now();
+        let mut to_clear = Vec::new();
+        let mut to_rewrite = Vec::new();
+        let mut missing = self.missing.lock().expect("reconcile lock poisoned");
+        let mut still_missing = HashSet::new();
+        for (pv_name, (handle, holders)) in ours {
+            if holders.is_empty() {
+                continue;
+            }
+            report.annotated += 1;
+            let pv_vas = vas_of.get(pv_name.as_str()).map_or(&[][..], Vec::as_slice);
+            let verdict = verdict(holders, pv_vas);
+            match verdict {
+                Verdict::Rewrite { from, to, va } => {
+                    to_rewrite.push(Rewritten {
+                        volume: handle.clone(),
+                        pv: pv_name.clone(),
+                        from: from.to_string(),
+                        to: to.to_string(),
+                        attachment: va.to_string(),
+                    });
+                    continue;
+                }
+                Verdict::Disagrees(kind) => report.disagreements.push(Disagreement {
+                    volume: handle.clone(),
+                    recorded: holders[0].clone(),
+                    kind,
+                }),
+                Verdict::Agrees => {}
+            }
+            // While the VolumeAttachments disagree the clock runs, but
+            // nothing is cleared.
+            let hold = matches!(verdict, Verdict::Disagrees(_));
+            for holder in holders {
+                if pv_vas.iter().any(|va| va.node_name == *holder) {
+                    continue;
+                }
+                let key = (handle.to_string(), holder.to_string());
+                let since = *missing.entry(key.clone()).or_insert(now);
+                still_missing.insert(key.clone());
+                if !hold && now.duration_since(since) >= grace {
+                    to_clear.push((key.0, key.1, pv_name.clone()));
+                } else {
+                    report.waiting += 1;
+                }
+            }
+        }
+        // Seen with a VolumeAttachment (or no longer annotated): forgotten.
+        missing.retain(|k, _| still_missing.contains(k));
+        (to_rewrite, to_clear)
+    }
+
+    /// Clears `node` from the record of `volume` in the volume's turn,
+    /// unless a VolumeAttachment for it appeared meanwhile (listed again
+    /// inside the turn: one made since the first list may already have
+    /// been published, and any Publish from now on waits for the turn).
+    /// Whether it was cleared; `Err` when the re-list failed.
+    fn clear_one(
+        &self,
+        store: &PvStore,
+        volume: &str,
+        node: &str,
+        pv_name: &str,
+    ) -> Result<bool, ()> {
+        let Ok(_turn) = self.manager.turns().take(volume) else {
+            return Ok(false);
+        };
+        let again = attachments_of(store.client(), store.driver()).map_err(|e| {
+            log::warn!("reconciliation: re-listing VolumeAttachments: {e}; nothing cleared");
+        })?;
+        if again
+            .iter()
+            .any(|va| va.pv_name == pv_name && va.node_name == node)
+        {
+            return Ok(false);
+        }
+        match store.release(volume, Some(node)) {
+            Ok(Released::Nothing) => Ok(false),
+            Ok(released) => {
+                self.manager.forget(volume, &released);
+                self.forget_missing(volume, node);
+                log::info!(
+                    volume = volume, node = node;
+                    "reconciliation cleared an attachment without a VolumeAttachment"
+                );
+                Ok(true)
+            }
+            Err(e) => {
+                log::warn!("reconciliation: clearing {volume} on {node}: {e}");
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// PV name → (volume handle, holders: the source, then a migration target).
+type Ours = HashMap<String, (String, Vec<String>)>;
+
+/// Both lists, complete, before anything is decided: the VolumeAttachments
+/// of this driver, and its PVs that are annotated or that one of those
+/// names. The PVs are streamed, keeping only those: memory follows the
+/// attachments, not the cluster.
+fn listed(store: &PvStore) -> Result<(Vec<Va>, Ours), kube::Error> {
+    let (client, driver) = (store.client(), store.driver());
+    let vas = attachments_of(client, driver)?;
+    let named: HashSet<&str> = vas.iter().map(|va| va.pv_name.as_str()).collect();
+    let mut ours = Ours::new();
+    client.visit_pvs(|visit| match visit {
+        kube::Visit::Restart => ours.clear(),
+        kube::Visit::Skipped(_) => {}
+        kube::Visit::Item(pv) => {
+            if pv.driver != driver || pv.volume_handle.is_empty() {
+                return;
+            }
+            let mut holders: Vec<String> = [ATTACHED_NODE, MIGRATION_NODE]
+                .iter()
+                .filter_map(|k| pv.annotations.get(*k))
+                .filter(|n| !n.is_empty())
+                .cloned()
+                .collect();
+            holders.dedup();
+            if !holders.is_empty() || named.contains(pv.name.as_str()) {
+                ours.insert(pv.name, (pv.volume_handle, holders));
+            }
+        }
+    })?;
+    Ok((vas, ours))
 }
 
 impl Reconciler {
