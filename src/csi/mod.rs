@@ -2,9 +2,11 @@
 //! [`Driver`], and the mapping of failures to gRPC codes.
 
 mod error;
+pub mod rpcs;
 pub mod validate;
 
 pub use error::CsiError;
+pub use rpcs::{CallSubject, Router, RpcInfo, Runs};
 
 use std::collections::HashMap;
 
@@ -22,34 +24,18 @@ use crate::{
         ControllerGetCapabilitiesResponse, ControllerGetVolumeRequest, ControllerGetVolumeResponse,
         ControllerGetVolumeResponse_VolumeStatus, ControllerPublishVolumeRequest,
         ControllerPublishVolumeResponse, ControllerServiceCapability,
-        ControllerServiceCapability_RPC, ControllerServiceCapability_RPC_Type as Rpc,
-        ControllerUnpublishVolumeRequest, ControllerUnpublishVolumeResponse, CreateVolumeRequest,
-        CreateVolumeResponse, DeleteVolumeRequest, DeleteVolumeResponse, GetCapacityRequest,
-        GetCapacityResponse, GetPluginCapabilitiesResponse, GetPluginInfoResponse,
-        ListVolumesRequest, ListVolumesResponse, ListVolumesResponse_Entry,
-        ListVolumesResponse_VolumeStatus, PluginCapability, PluginCapability_Service,
-        PluginCapability_Service_Type as Service, PluginCapability_VolumeExpansion,
-        PluginCapability_VolumeExpansion_Type as Expansion, ProbeResponse,
-        ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse,
+        ControllerServiceCapability_RPC, ControllerUnpublishVolumeRequest,
+        ControllerUnpublishVolumeResponse, CreateVolumeRequest, CreateVolumeResponse,
+        DeleteVolumeRequest, DeleteVolumeResponse, GetCapacityRequest, GetCapacityResponse,
+        GetPluginCapabilitiesResponse, GetPluginInfoResponse, ListVolumesRequest,
+        ListVolumesResponse, ListVolumesResponse_Entry, ListVolumesResponse_VolumeStatus,
+        PluginCapability, PluginCapability_Service, PluginCapability_Service_Type as Service,
+        PluginCapability_VolumeExpansion, PluginCapability_VolumeExpansion_Type as Expansion,
+        ProbeResponse, ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse,
         ValidateVolumeCapabilitiesResponse_Confirmed, Volume, VolumeCondition,
     },
     volume::{self, CreateRequest, Params, VolumeManager, MAX_BYTES},
 };
-
-/// The controller RPCs advertised without RDS: attachment fencing only.
-pub const ATTACH_CAPABILITIES: &[Rpc] = &[Rpc::PUBLISH_UNPUBLISH_VOLUME];
-
-/// The controller RPCs advertised with RDS (`--rds-url`).
-pub const VOLUME_CAPABILITIES: &[Rpc] = &[
-    Rpc::CREATE_DELETE_VOLUME,
-    Rpc::PUBLISH_UNPUBLISH_VOLUME,
-    Rpc::LIST_VOLUMES,
-    Rpc::GET_CAPACITY,
-    Rpc::EXPAND_VOLUME,
-    Rpc::LIST_VOLUMES_PUBLISHED_NODES,
-    Rpc::VOLUME_CONDITION,
-    Rpc::GET_VOLUME,
-];
 
 /// `fs_type` in the publish context when the capability names none.
 const DEFAULT_FS_TYPE: &str = "ext4";
@@ -90,12 +76,8 @@ pub fn probe(d: &Driver) -> Result<ProbeResponse, CsiError> {
 pub fn controller_get_capabilities(
     d: &Driver,
 ) -> Result<ControllerGetCapabilitiesResponse, CsiError> {
-    let rpcs = match d.volume_manager() {
-        Some(_) => VOLUME_CAPABILITIES,
-        None => ATTACH_CAPABILITIES,
-    };
     let mut r = ControllerGetCapabilitiesResponse::new();
-    for &rpc in rpcs {
+    for rpc in rpcs::advertised(d.volume_manager().is_some()) {
         let mut inner = ControllerServiceCapability_RPC::new();
         inner.set_field_type(rpc);
         let mut cap = ControllerServiceCapability::new();

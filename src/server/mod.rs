@@ -23,9 +23,8 @@ use grpcio::{
 use protobuf::Message;
 
 use crate::{
-    csi::{self, CsiError},
+    csi::{self, CallSubject, CsiError, Runs},
     driver::Driver,
-    proto::csi as pb,
 };
 
 /// Server tunables (`--workers`, `--queue-depth`).
@@ -153,52 +152,6 @@ struct Handlers {
     pool: Arc<Pool>,
 }
 
-/// The volume and node a request names, for the per-call log line.
-trait CallSubject {
-    fn subject(&self) -> (&str, &str) {
-        ("", "")
-    }
-}
-
-impl CallSubject for pb::GetPluginInfoRequest {}
-impl CallSubject for pb::GetPluginCapabilitiesRequest {}
-impl CallSubject for pb::ProbeRequest {}
-impl CallSubject for pb::ControllerGetCapabilitiesRequest {}
-impl CallSubject for pb::ControllerPublishVolumeRequest {
-    fn subject(&self) -> (&str, &str) {
-        (self.get_volume_id(), self.get_node_id())
-    }
-}
-impl CallSubject for pb::ControllerUnpublishVolumeRequest {
-    fn subject(&self) -> (&str, &str) {
-        (self.get_volume_id(), self.get_node_id())
-    }
-}
-impl CallSubject for pb::CreateVolumeRequest {
-    fn subject(&self) -> (&str, &str) {
-        (self.get_name(), "")
-    }
-}
-impl CallSubject for pb::GetCapacityRequest {}
-impl CallSubject for pb::ListVolumesRequest {}
-
-/// Requests that name only a volume.
-macro_rules! volume_subject {
-    ($($t:ty),*) => {$(
-        impl CallSubject for $t {
-            fn subject(&self) -> (&str, &str) {
-                (self.get_volume_id(), "")
-            }
-        }
-    )*};
-}
-volume_subject!(
-    pb::DeleteVolumeRequest,
-    pb::ControllerExpandVolumeRequest,
-    pb::ControllerGetVolumeRequest,
-    pb::ValidateVolumeCapabilitiesRequest
-);
-
 /// One unary call on its way through the pool.
 struct UnaryJob<Req, Resp> {
     method: &'static str,
@@ -314,18 +267,6 @@ fn respond<Req: CallSubject, Resp>(
     }
 }
 
-/// Where a method's work runs.
-#[derive(Clone, Copy)]
-enum Runs {
-    /// On a worker: anything that may wait on I/O.
-    InPool,
-    /// On grpcio's completion-queue thread, at once: answers read from
-    /// memory only (identity, capabilities, Probe), so they never wait for
-    /// a worker — a liveness probe is answered even while every worker is
-    /// busy with a slow API.
-    Inline,
-}
-
 impl Handlers {
     fn submit<Req: CallSubject + Send + 'static, Resp: Send + 'static>(
         &self,
@@ -353,110 +294,37 @@ impl Handlers {
 }
 
 impl Handlers {
-    /// The CSI methods this driver serves. Methods not listed here are
-    /// answered UNIMPLEMENTED by gRPC itself.
+    /// The CSI methods this driver serves: every one [`csi::rpcs::table`]
+    /// routes. Methods not listed there are answered UNIMPLEMENTED by gRPC
+    /// itself.
     fn service(self) -> grpcio::Service {
-        let b = ServiceBuilder::new();
-        let b = self.route_to(
-            b,
-            "/csi.v1.Identity/GetPluginInfo",
-            "GetPluginInfo",
-            Runs::Inline,
-            |d, _: &pb::GetPluginInfoRequest| csi::get_plugin_info(d),
-        );
-        let b = self.route_to(
-            b,
-            "/csi.v1.Identity/GetPluginCapabilities",
-            "GetPluginCapabilities",
-            Runs::Inline,
-            |d, _: &pb::GetPluginCapabilitiesRequest| csi::get_plugin_capabilities(d),
-        );
-        let b = self.route_to(
-            b,
-            "/csi.v1.Identity/Probe",
-            "Probe",
-            Runs::Inline,
-            |d, _: &pb::ProbeRequest| csi::probe(d),
-        );
-        let b = self.route_to(
-            b,
-            "/csi.v1.Controller/ControllerGetCapabilities",
-            "ControllerGetCapabilities",
-            Runs::Inline,
-            |d, _: &pb::ControllerGetCapabilitiesRequest| csi::controller_get_capabilities(d),
-        );
-        let b = self.route(
-            b,
-            "/csi.v1.Controller/ControllerPublishVolume",
-            "ControllerPublishVolume",
-            csi::controller_publish_volume,
-        );
-        let b = self.route(
-            b,
-            "/csi.v1.Controller/ControllerUnpublishVolume",
-            "ControllerUnpublishVolume",
-            csi::controller_unpublish_volume,
-        );
-        let b = self.route(
-            b,
-            "/csi.v1.Controller/CreateVolume",
-            "CreateVolume",
-            csi::create_volume,
-        );
-        let b = self.route(
-            b,
-            "/csi.v1.Controller/DeleteVolume",
-            "DeleteVolume",
-            csi::delete_volume,
-        );
-        let b = self.route(
-            b,
-            "/csi.v1.Controller/ControllerExpandVolume",
-            "ControllerExpandVolume",
-            csi::controller_expand_volume,
-        );
-        let b = self.route(
-            b,
-            "/csi.v1.Controller/GetCapacity",
-            "GetCapacity",
-            csi::get_capacity,
-        );
-        let b = self.route(
-            b,
-            "/csi.v1.Controller/ListVolumes",
-            "ListVolumes",
-            csi::list_volumes,
-        );
-        let b = self.route(
-            b,
-            "/csi.v1.Controller/ControllerGetVolume",
-            "ControllerGetVolume",
-            csi::controller_get_volume,
-        );
-        let b = self.route(
-            b,
-            "/csi.v1.Controller/ValidateVolumeCapabilities",
-            "ValidateVolumeCapabilities",
-            csi::validate_volume_capabilities,
-        );
-        b.build()
-    }
-
-    /// Registers one unary method. The request arrives as bytes and is
-    /// decoded here, so an undecodable one (bad wire format, invalid UTF-8)
-    /// is INVALID_ARGUMENT rather than grpcio's INTERNAL.
-    fn route<Req, Resp>(
-        &self,
-        builder: ServiceBuilder,
-        path: &'static str,
-        name: &'static str,
-        work: fn(&Driver, &Req) -> Result<Resp, CsiError>,
-    ) -> ServiceBuilder
-    where
-        Req: Message + CallSubject,
-        Resp: Message,
-    {
-        self.route_to(builder, path, name, Runs::InPool, work)
+        struct Register {
+            handlers: Handlers,
+            /// Taken and put back by each route (its methods consume it).
+            builder: Option<ServiceBuilder>,
+        }
+        impl csi::Router for Register {
+            fn route<Req, Resp>(
+                &mut self,
+                rpc: &'static csi::RpcInfo,
+                work: fn(&Driver, &Req) -> Result<Resp, CsiError>,
+            ) where
+                Req: Message + CallSubject + Send + 'static,
+                Resp: Message + Send + 'static,
+            {
+                let b = self.builder.take().expect("service builder");
+                self.builder = Some(
+                    self.handlers
+                        .route_to(b, rpc.path, rpc.name, rpc.runs, work),
+                );
+            }
+        }
+        let mut r = Register {
+            handlers: self,
+            builder: Some(ServiceBuilder::new()),
+        };
+        csi::rpcs::table(&mut r);
+        r.builder.take().expect("service builder").build()
     }
 
     fn route_to<Req, Resp>(
