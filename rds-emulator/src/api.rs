@@ -238,6 +238,7 @@ const FILE_DISK_PROPS: &[&str] = &[
     "nvme-tcp-server-nqn",
     "comment",
     "disabled",
+    "copy-from",
 ];
 
 /// A value as RouterOS takes it: strings, numbers and booleans alike.
@@ -334,6 +335,35 @@ fn add_disk(st: &mut State, body: Map<String, Value>) -> Response {
         Some(None) => return error(400, "invalid value for argument file-size"),
         None => None,
     };
+    // `copy-from=<.id of a file disk>`: a new file holding a copy of that
+    // disk's file (grown to file-size when larger), made before the add
+    // answers. An existing file at the path is refused, never overwritten.
+    if let Some(from) = item.remove("copy-from") {
+        let source = parse_id(&from)
+            .and_then(|k| st.disks.get(&k))
+            .filter(|d| d.get("type").map(String::as_str) == Some("file"))
+            .and_then(|d| d.get("file-path").cloned());
+        let Some(source) = source.and_then(|p| st.file_named(&p).cloned()) else {
+            return error(400, &format!("failure: copy-from: no file disk {from}"));
+        };
+        if st.file_named(&path).is_some() {
+            return error(400, "failure: file already exists");
+        }
+        let n = want.unwrap_or(source.size).max(source.size);
+        if n > st.free() {
+            return error(400, "failure: not enough space");
+        }
+        make_dirs(st, &path);
+        st.insert_file(&path, ".img file", n);
+        if let Some(f) = st.file_named_mut(&path) {
+            f.data = source.data;
+        }
+        item.remove("file-size");
+        item.entry("nvme-tcp-export".into())
+            .or_insert_with(|| "false".into());
+        let id = st.insert_disk(item);
+        return ok(Value::from(st.render_disk(parse_id(&id).expect("own id"))));
+    }
     match st.file_named(&path).map(|f| f.size) {
         // An existing file is taken over, grown to file-size if larger.
         Some(have) => {

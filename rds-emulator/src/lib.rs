@@ -153,6 +153,9 @@ pub struct FileEntry {
     pub name: String,
     pub kind: String,
     pub size: u64,
+    /// What a test wrote into the file ([`Emulator::write_file`]); copied
+    /// with the file by `copy-from`, so a copy can be told from an alias.
+    pub data: Vec<u8>,
 }
 
 pub(crate) type Item = BTreeMap<String, String>;
@@ -371,6 +374,20 @@ impl Emulator {
         self.shared.lock().insert_file(name, "file", size)
     }
 
+    /// Writes `data` into the file `name` (as a node writing to the volume
+    /// would); whether there is such a file.
+    pub fn write_file(&self, name: &str, data: &[u8]) -> bool {
+        let name = name.trim_start_matches('/');
+        let mut st = self.shared.lock();
+        match st.file_named_mut(name) {
+            Some(f) => {
+                f.data = data.to_vec();
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn inject(&self, fault: Fault) {
         self.shared.lock().faults.push(fault);
     }
@@ -451,6 +468,7 @@ impl State {
                 name,
                 kind: kind.to_string(),
                 size,
+                data: Vec::new(),
             },
         );
         format_id(id)

@@ -321,3 +321,49 @@ fn faults_apply_to_the_nth_matching_request_and_over_http() {
     assert_eq!(c.call("GET", "/rest/disk", None).0, 200);
     assert!(emu.requests().iter().any(|r| r.code == 503));
 }
+
+#[test]
+fn copy_from_makes_a_copy_never_an_alias_and_never_overwrites() {
+    let (emu, c) = start();
+    let (code, src) = c.call("PUT", "/rest/disk", Some(file_disk("pvc-src", "1G")));
+    assert_eq!(code, 200, "{src}");
+    assert!(emu.write_file("storage-pool/metal-csi/pvc-src.img", b"v1"));
+    let copy = |slot: &str, from: &Value, extra: Value| {
+        let mut body = json!({
+            "type": "file",
+            "slot": slot,
+            "file-path": format!("storage-pool/metal-csi/{slot}.img"),
+            "copy-from": from,
+            "comment": "rds-csi: source=pvc-src",
+        });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        c.call("PUT", "/rest/disk", Some(body))
+    };
+    let (code, snap) = copy("snap-1", &src[".id"], json!({}));
+    assert_eq!(code, 200, "{snap}");
+    assert_eq!(snap["file-size"], "1073741824");
+    assert_eq!(snap["nvme-tcp-export"], "false");
+    assert_eq!(snap["comment"], "rds-csi: source=pvc-src");
+    // A copy: the source's later writes are not in it.
+    emu.write_file("storage-pool/metal-csi/pvc-src.img", b"v2");
+    assert_eq!(
+        emu.file("storage-pool/metal-csi/snap-1.img").unwrap().data,
+        b"v1"
+    );
+    // Grown to file-size when larger than the source.
+    let (code, big) = copy("pvc-big", &snap[".id"], json!({"file-size": "2G"}));
+    assert_eq!((code, big["file-size"].as_str()), (200, Some("2147483648")));
+    // An unknown source, or a file already at the path: refused, nothing made.
+    let (code, body) = copy("snap-2", &json!("*FFFF"), json!({}));
+    assert_eq!(code, 400, "{body}");
+    emu.insert_file("storage-pool/metal-csi/snap-3.img", 10);
+    let (code, body) = copy("snap-3", &src[".id"], json!({}));
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(
+        emu.file("storage-pool/metal-csi/snap-3.img").unwrap().size,
+        10
+    );
+    assert!(emu.disk("snap-2").is_none() && emu.disk("snap-3").is_none());
+}

@@ -11,7 +11,7 @@ pub use rpcs::{CallSubject, Router, RpcInfo, Runs};
 use std::collections::HashMap;
 
 use protobuf::{
-    well_known_types::{BoolValue, Int64Value},
+    well_known_types::{BoolValue, Int64Value, Timestamp},
     RepeatedField,
 };
 
@@ -25,14 +25,17 @@ use crate::{
         ControllerGetVolumeResponse_VolumeStatus, ControllerPublishVolumeRequest,
         ControllerPublishVolumeResponse, ControllerServiceCapability,
         ControllerServiceCapability_RPC, ControllerUnpublishVolumeRequest,
-        ControllerUnpublishVolumeResponse, CreateVolumeRequest, CreateVolumeResponse,
+        ControllerUnpublishVolumeResponse, CreateSnapshotRequest, CreateSnapshotResponse,
+        CreateVolumeRequest, CreateVolumeResponse, DeleteSnapshotRequest, DeleteSnapshotResponse,
         DeleteVolumeRequest, DeleteVolumeResponse, GetCapacityRequest, GetCapacityResponse,
-        GetPluginCapabilitiesResponse, GetPluginInfoResponse, ListVolumesRequest,
+        GetPluginCapabilitiesResponse, GetPluginInfoResponse, ListSnapshotsRequest,
+        ListSnapshotsResponse, ListSnapshotsResponse_Entry, ListVolumesRequest,
         ListVolumesResponse, ListVolumesResponse_Entry, ListVolumesResponse_VolumeStatus,
         PluginCapability, PluginCapability_Service, PluginCapability_Service_Type as Service,
         PluginCapability_VolumeExpansion, PluginCapability_VolumeExpansion_Type as Expansion,
-        ProbeResponse, ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse,
-        ValidateVolumeCapabilitiesResponse_Confirmed, Volume, VolumeCondition,
+        ProbeResponse, Snapshot, ValidateVolumeCapabilitiesRequest,
+        ValidateVolumeCapabilitiesResponse, ValidateVolumeCapabilitiesResponse_Confirmed, Volume,
+        VolumeCondition,
     },
     volume::{self, CreateRequest, Params, VolumeManager, MAX_BYTES},
 };
@@ -313,13 +316,84 @@ pub fn create_volume(
         log::debug!("CreateVolume {:?}: volume ID {id}", c.name);
     }
     let created = manager.create(&CreateRequest {
+        source: c.source.clone(),
         id,
         required_bytes: c.required_bytes,
         limit_bytes: c.limit_bytes,
         params,
     })?;
+    let mut volume = to_volume(created);
+    if req.has_volume_content_source() {
+        volume.set_content_source(req.get_volume_content_source().clone());
+    }
     let mut r = CreateVolumeResponse::new();
-    r.set_volume(to_volume(created));
+    r.set_volume(volume);
+    Ok(r)
+}
+
+fn to_snapshot(s: volume::Snapshot) -> Snapshot {
+    let mut out = Snapshot::new();
+    out.set_snapshot_id(s.id);
+    out.set_source_volume_id(s.source_volume_id);
+    out.set_size_bytes(i64::try_from(s.size_bytes).unwrap_or(i64::MAX));
+    out.set_ready_to_use(s.ready);
+    if let Some(at) = s.created {
+        let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let mut t = Timestamp::new();
+        t.set_seconds(i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
+        t.set_nanos(since.subsec_nanos() as i32);
+        out.set_creation_time(t);
+    }
+    out
+}
+
+/// Snapshots a volume on RDS (see [`VolumeManager::create_snapshot`]);
+/// bad names are refused before any RDS call.
+pub fn create_snapshot(
+    d: &Driver,
+    req: &CreateSnapshotRequest,
+) -> Result<CreateSnapshotResponse, CsiError> {
+    let manager = volumes(d, "CreateSnapshot")?;
+    let (name, source) = validate::create_snapshot(req)?;
+    let snapshot = manager.create_snapshot(name, source)?;
+    let mut r = CreateSnapshotResponse::new();
+    r.set_snapshot(to_snapshot(snapshot));
+    Ok(r)
+}
+
+/// Deletes a snapshot; an unknown one is deleted already (see
+/// [`VolumeManager::delete_snapshot`]).
+pub fn delete_snapshot(
+    d: &Driver,
+    req: &DeleteSnapshotRequest,
+) -> Result<DeleteSnapshotResponse, CsiError> {
+    let manager = volumes(d, "DeleteSnapshot")?;
+    let id = validate::volume_id_field("snapshot_id", req.get_snapshot_id())?;
+    manager.delete_snapshot(id)?;
+    Ok(DeleteSnapshotResponse::new())
+}
+
+/// This driver's snapshots (and the Go driver's), a page at a time.
+pub fn list_snapshots(
+    d: &Driver,
+    req: &ListSnapshotsRequest,
+) -> Result<ListSnapshotsResponse, CsiError> {
+    let manager = volumes(d, "ListSnapshots")?;
+    let max = usize::try_from(req.get_max_entries())
+        .map_err(|_| CsiError::invalid("max_entries", "must not be negative"))?;
+    let (page, next) = manager.list_snapshots(
+        req.get_snapshot_id(),
+        req.get_source_volume_id(),
+        max,
+        req.get_starting_token(),
+    )?;
+    let mut r = ListSnapshotsResponse::new();
+    for s in page {
+        let mut entry = ListSnapshotsResponse_Entry::new();
+        entry.set_snapshot(to_snapshot(s));
+        r.mut_entries().push(entry);
+    }
+    r.set_next_token(next.unwrap_or_default());
     Ok(r)
 }
 

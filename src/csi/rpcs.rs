@@ -131,10 +131,28 @@ pub fn table(r: &mut impl Router) {
             "Controller",
             "CreateVolume",
             InPool,
-            [CREATE_DELETE_VOLUME],
+            [CREATE_DELETE_VOLUME, CLONE_VOLUME],
             Rds
         ),
         create_volume,
+    );
+    r.route(
+        rpc!(
+            "Controller",
+            "CreateSnapshot",
+            InPool,
+            [CREATE_DELETE_SNAPSHOT],
+            Rds
+        ),
+        create_snapshot,
+    );
+    r.route(
+        rpc!("Controller", "DeleteSnapshot", InPool, [], Rds),
+        delete_snapshot,
+    );
+    r.route(
+        rpc!("Controller", "ListSnapshots", InPool, [LIST_SNAPSHOTS], Rds),
+        list_snapshots,
     );
     r.route(
         rpc!("Controller", "DeleteVolume", InPool, [], Rds),
@@ -222,6 +240,17 @@ impl CallSubject for pb::ProbeRequest {}
 impl CallSubject for pb::ControllerGetCapabilitiesRequest {}
 impl CallSubject for pb::GetCapacityRequest {}
 impl CallSubject for pb::ListVolumesRequest {}
+impl CallSubject for pb::ListSnapshotsRequest {}
+impl CallSubject for pb::CreateSnapshotRequest {
+    fn subject(&self) -> (&str, &str) {
+        (self.get_source_volume_id(), "")
+    }
+}
+impl CallSubject for pb::DeleteSnapshotRequest {
+    fn subject(&self) -> (&str, &str) {
+        (self.get_snapshot_id(), "")
+    }
+}
 impl CallSubject for pb::ControllerPublishVolumeRequest {
     fn subject(&self) -> (&str, &str) {
         (self.get_volume_id(), self.get_node_id())
@@ -265,7 +294,7 @@ mod tests {
         let mut with_rds = advertised(true);
         with_rds.sort_by_key(|c| *c as i32);
         with_rds.dedup();
-        assert_eq!(with_rds.len(), 8, "{with_rds:?}");
+        assert_eq!(with_rds.len(), 11, "{with_rds:?}");
         // Every path is a CSI v1 method whose name ends it.
         let rpcs = routed();
         for rpc in &rpcs {

@@ -55,6 +55,8 @@ pub struct Create<'a> {
     pub name: &'a str,
     pub required_bytes: u64,
     pub limit_bytes: u64,
+    /// A restore or a clone.
+    pub source: Option<crate::volume::Source>,
 }
 
 pub fn create(req: &CreateVolumeRequest) -> Result<Create<'_>, CsiError> {
@@ -75,21 +77,76 @@ pub fn create(req: &CreateVolumeRequest) -> Result<Create<'_>, CsiError> {
     capabilities("volume_capabilities", req.get_volume_capabilities())?;
     map("parameters", req.get_parameters())?;
     map("secrets", req.get_secrets())?;
-    if req.has_volume_content_source() {
-        return Err(CsiError::invalid(
-            "volume_content_source",
-            "creating a volume from a snapshot or another volume is not supported",
-        ));
-    }
+    let source = if req.has_volume_content_source() {
+        Some(content_source(req.get_volume_content_source())?)
+    } else {
+        None
+    };
     let (required_bytes, limit_bytes) = capacity(req.get_capacity_range())?;
     Ok(Create {
         name: req.get_name(),
         required_bytes,
         limit_bytes,
+        source,
     })
 }
 
+/// The snapshot or volume a new volume copies; an empty ID or neither kind
+/// → invalid, naming the field.
+fn content_source(
+    source: &crate::proto::csi::VolumeContentSource,
+) -> Result<crate::volume::Source, CsiError> {
+    use crate::volume::Source;
+    if source.has_snapshot() {
+        let field = "volume_content_source.snapshot.snapshot_id";
+        let id = source.get_snapshot().get_snapshot_id();
+        id_field(field, id)?;
+        Ok(Source::Snapshot(id.to_string()))
+    } else if source.has_volume() {
+        let field = "volume_content_source.volume.volume_id";
+        let id = source.get_volume().get_volume_id();
+        id_field(field, id)?;
+        Ok(Source::Volume(id.to_string()))
+    } else {
+        Err(CsiError::invalid(
+            "volume_content_source",
+            "names neither a snapshot nor a volume",
+        ))
+    }
+}
+
+fn id_field(field: &'static str, id: &str) -> Result<(), CsiError> {
+    self::id(field, id, MAX_ID_BYTES)
+}
+
 /// `(required, limit)` in bytes, 0 meaning unset; negative → invalid.
+/// A CreateSnapshot's name and source volume: both required, the source
+/// a volume ID (anything else names no volume of ours, so no RDS request).
+pub fn create_snapshot(
+    req: &crate::proto::csi::CreateSnapshotRequest,
+) -> Result<(&str, &str), CsiError> {
+    let name = req.get_name();
+    if name.is_empty() {
+        return Err(CsiError::invalid("name", "is required"));
+    }
+    if name.len() > MAX_ID_BYTES {
+        return Err(CsiError::invalid(
+            "name",
+            format!(
+                "is {} bytes, more than the {MAX_ID_BYTES} allowed",
+                name.len()
+            ),
+        ));
+    }
+    let source = req.get_source_volume_id();
+    id("source_volume_id", source, MAX_ID_BYTES)?;
+    crate::volume::check_volume_id(source)
+        .map_err(|why| CsiError::invalid("source_volume_id", why))?;
+    map("parameters", req.get_parameters())?;
+    map("secrets", req.get_secrets())?;
+    Ok((name, source))
+}
+
 pub fn capacity(range: &CapacityRange) -> Result<(u64, u64), CsiError> {
     let non_negative = |field: &'static str, v: i64| {
         u64::try_from(v).map_err(|_| CsiError::invalid(field, format!("{v} is negative")))
@@ -102,7 +159,13 @@ pub fn capacity(range: &CapacityRange) -> Result<(u64, u64), CsiError> {
 
 /// A volume ID from a request: present, within the spec's limits.
 pub fn volume_id(value: &str) -> Result<&str, CsiError> {
-    id("volume_id", value, MAX_ID_BYTES)?;
+    volume_id_field("volume_id", value)
+}
+
+/// An ID in `field`: required, at most the spec's size, no control
+/// characters.
+pub fn volume_id_field<'a>(field: &'static str, value: &'a str) -> Result<&'a str, CsiError> {
+    id(field, value, MAX_ID_BYTES)?;
     Ok(value)
 }
 
@@ -327,10 +390,22 @@ mod tests {
         let mut r = create_request();
         r.mut_capacity_range().set_required_bytes(-1);
         assert_eq!(create_field(&r), "capacity_range.required_bytes");
+        // A content source names its snapshot or volume.
         let mut r = create_request();
         r.mut_volume_content_source()
             .mut_snapshot()
             .set_snapshot_id("s".into());
+        assert_eq!(create_field(&r), "ok");
+        r.mut_volume_content_source()
+            .mut_snapshot()
+            .set_snapshot_id(String::new());
+        assert_eq!(
+            create_field(&r),
+            "volume_content_source.snapshot.snapshot_id"
+        );
+        r.mut_volume_content_source().mut_volume();
+        assert_eq!(create_field(&r), "volume_content_source.volume.volume_id");
+        r.set_volume_content_source(Default::default());
         assert_eq!(create_field(&r), "volume_content_source");
     }
 

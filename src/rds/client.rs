@@ -24,7 +24,7 @@ use ureq::{
 use crate::wire;
 
 use super::{
-    model::{Disk, File, NewFileDisk},
+    model::{Disk, File, NewCopy, NewFileDisk},
     Error, Reply,
 };
 
@@ -147,13 +147,22 @@ impl Client {
         self.json(
             http::Method::GET,
             "/rest/disk?.proplist=.id,slot,type,file-path,file-size,size,\
-             nvme-tcp-export,nvme-tcp-server-port,nvme-tcp-server-nqn",
+             nvme-tcp-export,nvme-tcp-server-port,nvme-tcp-server-nqn,comment",
             None,
         )
     }
 
     /// Adds a disk; returns it as RouterOS stored it.
     pub fn add_disk(&self, disk: &NewFileDisk) -> Result<Disk, Error> {
+        let body = serde_json::to_vec(disk).map_err(|e| Error::Decode(e.to_string()))?;
+        self.json(http::Method::PUT, "/rest/disk", Some(body))
+    }
+
+    /// Adds a disk whose file is a copy of another's (see [`NewCopy`]);
+    /// returns it as RouterOS stored it. The copy is made before RouterOS
+    /// answers (so a copy that outlasts the request's time limit ends as a
+    /// time-out: see the README on what is known of `copy-from`).
+    pub fn add_copy(&self, disk: &NewCopy) -> Result<Disk, Error> {
         let body = serde_json::to_vec(disk).map_err(|e| Error::Decode(e.to_string()))?;
         self.json(http::Method::PUT, "/rest/disk", Some(body))
     }

@@ -13,4 +13,4 @@ mod model;
 
 pub use client::{Client, ClientOptions, Observed, CREDENTIALS_REREAD};
 pub use error::{Error, Reply};
-pub use model::{bytes, flag, Disk, File, NewFileDisk};
+pub use model::{bytes, flag, Disk, File, NewCopy, NewFileDisk};

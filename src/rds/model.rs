@@ -28,6 +28,8 @@ pub struct Disk {
     pub mount_point: String,
     pub size: String,
     pub free: String,
+    /// Free text an operator (or this driver, for snapshot lineage) wrote.
+    pub comment: String,
 }
 
 impl Disk {
@@ -81,6 +83,38 @@ pub struct NewFileDisk {
     pub nvme_tcp_server_port: String,
     #[serde(rename = "nvme-tcp-server-nqn")]
     pub nvme_tcp_server_nqn: String,
+}
+
+/// The body of a `PUT /rest/disk` adding a file disk whose file is a
+/// copy of another disk's (`copy-from`, the `.id` of the source): a
+/// snapshot (no export), or a volume restored or cloned from one (with
+/// its export, in the same request).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NewCopy {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub slot: String,
+    #[serde(rename = "file-path")]
+    pub file_path: String,
+    #[serde(rename = "copy-from")]
+    pub copy_from: String,
+    /// Grown to this after the copy, when larger than the source.
+    #[serde(rename = "file-size", skip_serializing_if = "Option::is_none")]
+    pub file_size: Option<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub comment: String,
+    #[serde(rename = "nvme-tcp-export", skip_serializing_if = "Option::is_none")]
+    pub nvme_tcp_export: Option<&'static str>,
+    #[serde(
+        rename = "nvme-tcp-server-port",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub nvme_tcp_server_port: Option<String>,
+    #[serde(
+        rename = "nvme-tcp-server-nqn",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub nvme_tcp_server_nqn: Option<String>,
 }
 
 /// A byte count as RouterOS prints it: decimal digits, possibly grouped

@@ -6,6 +6,7 @@
 //! RDS cannot be read, the call fails and the caller retries.
 
 mod params;
+mod snapshot;
 
 pub use params::{
     check_volume_id, check_volume_path, file_path, is_backing_file_of, migration_seconds,
@@ -13,13 +14,15 @@ pub use params::{
     DEFAULT_NVME_PORT, DEFAULT_VOLUME_PATH, MAX_BYTES, MIN_BYTES, NQN_PREFIX, SNAPSHOT_PREFIX,
 };
 
+pub use snapshot::{is_snapshot_id, snapshot_id, Snapshot};
+
 use std::{collections::HashMap, fmt, sync::Arc};
 
 use serde_json::{Map, Value};
 
 use crate::{
     attachment::{AttachError, AttachmentManager},
-    rds::{self, Disk, NewFileDisk},
+    rds::{self, Disk, NewCopy, NewFileDisk},
     turns::{Busy, Turns},
 };
 
@@ -118,9 +121,20 @@ impl From<AttachError> for VolumeError {
     }
 }
 
+/// Where a new volume's content comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A restore of this snapshot.
+    Snapshot(String),
+    /// A clone of this volume.
+    Volume(String),
+}
+
 /// A validated CreateVolume.
 #[derive(Debug, Clone)]
 pub struct CreateRequest {
+    /// Empty unless the volume is restored or cloned.
+    pub source: Option<Source>,
     /// The volume ID: the slot (see [`volume_id_for`]).
     pub id: String,
     /// 0: unset.
@@ -174,6 +188,7 @@ impl VolumeManager {
         let nqn = nqn(id);
         let port = req.params.nvme_port.to_string();
         let disk = match self.rds.disk_by_slot(id)? {
+            None if req.source.is_some() => self.copy_into(req, size, &file, &nqn, &port)?,
             None => {
                 let disk = self.rds.add_disk(&NewFileDisk {
                     kind: "file",
@@ -203,6 +218,70 @@ impl VolumeManager {
             abnormal: None,
             published_nodes: Vec::new(),
         })
+    }
+
+    /// A new volume whose file is a copy of its source's (a restore or a
+    /// clone), exported in the same add, in the source's turn too so that
+    /// the source cannot be deleted while it is copied. The source missing
+    /// (or not a snapshot, or not a volume of ours) → `NotFound`; a
+    /// request smaller than the source → `OutOfRange`; the size is the
+    /// request's, the source's when larger. Two RDS requests: the source
+    /// and the add.
+    fn copy_into(
+        &self,
+        req: &CreateRequest,
+        size: u64,
+        file: &str,
+        nqn: &str,
+        port: &str,
+    ) -> Result<Disk, VolumeError> {
+        let (source, what, shaped) = match req.source.as_ref().expect("a source") {
+            Source::Snapshot(s) => (s.as_str(), "snapshot", is_snapshot_id(s)),
+            Source::Volume(v) => (v.as_str(), "volume", check_volume_id(v).is_ok()),
+        };
+        let missing = || VolumeError::NotFound(format!("{what} {source}"));
+        if !shaped {
+            return Err(missing());
+        }
+        let _source_turn = self.turns.take(source)?;
+        let from = self
+            .rds
+            .disk_by_slot(source)?
+            .filter(|d| match what {
+                "snapshot" => snapshot::is_snapshot_disk(d),
+                _ => is_ours(d),
+            })
+            .ok_or_else(missing)?;
+        let from_bytes = from.file_bytes().unwrap_or(0);
+        let smaller = |field: &str, n: u64| {
+            VolumeError::OutOfRange(format!(
+                "capacity_range: {field} {n} is smaller than {what} {source}, {from_bytes} bytes"
+            ))
+        };
+        if req.required_bytes > 0 && req.required_bytes < from_bytes {
+            return Err(smaller("required_bytes", req.required_bytes));
+        }
+        if req.limit_bytes > 0 && req.limit_bytes < from_bytes {
+            return Err(smaller("limit_bytes", req.limit_bytes));
+        }
+        let size = size.max(from_bytes);
+        let disk = self.copy(&NewCopy {
+            kind: "file",
+            slot: req.id.clone(),
+            file_path: file.trim_start_matches('/').to_string(),
+            copy_from: from.id.clone(),
+            file_size: (size > from_bytes).then(|| size.to_string()),
+            comment: String::new(),
+            nvme_tcp_export: Some("yes"),
+            nvme_tcp_server_port: Some(port.to_string()),
+            nvme_tcp_server_nqn: Some(nqn.to_string()),
+        })?;
+        log::info!(
+            volume = req.id.as_str(), bytes = disk.file_bytes().unwrap_or(size), file = file,
+            from = source, outcome = "OK";
+            "created volume from a {what}"
+        );
+        Ok(disk)
     }
 
     /// The disk already there for a create: it must be the same file and

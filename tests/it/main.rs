@@ -15,6 +15,7 @@ mod migration;
 mod operability;
 mod rbac;
 mod security;
+mod snapshots;
 mod spine;
 mod takeover;
 mod volumes;

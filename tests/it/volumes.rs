@@ -204,11 +204,11 @@ fn bad_requests_and_parameters_are_named_and_reach_no_rds() {
             .set_mode(rds_csi_controller::proto::csi::VolumeCapability_AccessMode_Mode::MULTI_NODE_MULTI_WRITER);
         r
     };
-    let from_snapshot = {
+    let from_nothing = {
         let mut r = create_request(VOL, GIB, &[]);
         r.mut_volume_content_source()
             .mut_snapshot()
-            .set_snapshot_id("snap-1".into());
+            .set_snapshot_id(String::new());
         r
     };
     let no_caps = {
@@ -244,7 +244,10 @@ fn bad_requests_and_parameters_are_named_and_reach_no_rds() {
             "capacity_range.required_bytes",
         ),
         (multi.into(), "volume_capabilities"),
-        (from_snapshot.into(), "volume_content_source"),
+        (
+            from_nothing.into(),
+            "volume_content_source.snapshot.snapshot_id",
+        ),
         (no_caps.into(), "volume_capabilities"),
     ];
     for (req, field) in cases {
@@ -650,6 +653,9 @@ fn capabilities_follow_the_rds_configuration() {
             Rpc::PUBLISH_UNPUBLISH_VOLUME,
             Rpc::LIST_VOLUMES,
             Rpc::GET_CAPACITY,
+            Rpc::CREATE_DELETE_SNAPSHOT,
+            Rpc::LIST_SNAPSHOTS,
+            Rpc::CLONE_VOLUME,
             Rpc::EXPAND_VOLUME,
             Rpc::LIST_VOLUMES_PUBLISHED_NODES,
             Rpc::VOLUME_CONDITION,

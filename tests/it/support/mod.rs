@@ -639,3 +639,55 @@ pub fn kubectl_available() -> bool {
          later for kustomize components), or set RDS_CSI_SKIP_KUBECTL=1 to skip these tests on purpose"
     );
 }
+
+impl Csi {
+    pub fn create_snapshot(&self, name: &str, source: &str) -> CsiResult<csi::Snapshot> {
+        let mut r = csi::CreateSnapshotRequest::new();
+        r.set_name(name.into());
+        r.set_source_volume_id(source.into());
+        self.controller
+            .create_snapshot_opt(&r, self.opt())
+            .map(|mut r| r.take_snapshot())
+            .map_err(code_of)
+    }
+
+    pub fn delete_snapshot(&self, id: &str) -> CsiResult<()> {
+        let mut r = csi::DeleteSnapshotRequest::new();
+        r.set_snapshot_id(id.into());
+        self.controller
+            .delete_snapshot_opt(&r, self.opt())
+            .map(|_| ())
+            .map_err(code_of)
+    }
+
+    /// ListSnapshots by snapshot ID, source volume, page size and token.
+    pub fn list_snapshots(
+        &self,
+        id: &str,
+        source: &str,
+        max: i32,
+        token: &str,
+    ) -> CsiResult<csi::ListSnapshotsResponse> {
+        let mut r = csi::ListSnapshotsRequest::new();
+        r.set_snapshot_id(id.into());
+        r.set_source_volume_id(source.into());
+        r.set_max_entries(max);
+        r.set_starting_token(token.into());
+        self.controller
+            .list_snapshots_opt(&r, self.opt())
+            .map_err(code_of)
+    }
+}
+
+/// A CreateVolume that restores `snapshot` (or, with `clone`, copies the
+/// volume of that ID).
+pub fn create_from(name: &str, bytes: i64, source: &str, clone: bool) -> csi::CreateVolumeRequest {
+    let mut r = create_request(name, bytes, &[]);
+    let cs = r.mut_volume_content_source();
+    if clone {
+        cs.mut_volume().set_volume_id(source.into());
+    } else {
+        cs.mut_snapshot().set_snapshot_id(source.into());
+    }
+    r
+}
