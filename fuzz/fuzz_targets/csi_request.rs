@@ -1,6 +1,7 @@
 //! CSI requests straight off the socket: decoding and validation never
 //! panic, and whatever validates has the sizes the spec allows (and, for
-//! CreateVolume, a name that is a valid slot).
+//! CreateVolume, a name that maps to a valid slot; for CreateSnapshot, a
+//! source that is one and a snapshot ID of the snapshot's shape).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,7 +9,8 @@ use protobuf::Message;
 use rds_csi_controller::{
     csi::validate,
     proto::csi::{
-        ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest, CreateVolumeRequest,
+        ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest, CreateSnapshotRequest,
+        CreateVolumeRequest,
     },
     volume,
 };
@@ -25,7 +27,18 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(req) = CreateVolumeRequest::parse_from_bytes(data) {
         if let Ok(c) = validate::create(&req) {
-            assert!(volume::check_volume_id(c.name).is_ok());
+            assert!(!c.name.is_empty() && c.name.len() <= validate::MAX_ID_BYTES);
+            let id = volume::volume_id_for(c.name);
+            assert!(volume::check_volume_id(&id).is_ok(), "{id:?}");
+            assert_eq!(volume::volume_id_for(c.name), id, "deterministic");
+        }
+    }
+    if let Ok(req) = CreateSnapshotRequest::parse_from_bytes(data) {
+        if let Ok((name, source)) = validate::create_snapshot(&req) {
+            assert!(volume::check_volume_id(source).is_ok());
+            let id = volume::snapshot_id(name);
+            assert!(volume::is_snapshot_id(&id), "{id:?}");
+            assert!(volume::check_volume_id(&id).is_err(), "never a volume ID");
         }
     }
 });

@@ -14,7 +14,7 @@ pub use params::{
     DEFAULT_NVME_PORT, DEFAULT_VOLUME_PATH, MAX_BYTES, MIN_BYTES, NQN_PREFIX, SNAPSHOT_PREFIX,
 };
 
-pub use snapshot::{is_snapshot_id, snapshot_id, Snapshot};
+pub use snapshot::{is_snapshot_id, read_lineage, snapshot_id, Snapshot};
 
 use std::{collections::HashMap, fmt, sync::Arc};
 

@@ -71,7 +71,7 @@ fn lineage(source: &str, created: SystemTime) -> String {
 
 /// The source and creation time a comment carries; what it lacks is
 /// `None` (a Go snapshot, a comment an operator changed).
-pub(crate) fn read_lineage(comment: &str) -> (Option<String>, Option<SystemTime>) {
+pub fn read_lineage(comment: &str) -> (Option<String>, Option<SystemTime>) {
     let Some(rest) = comment.trim().strip_prefix(LINEAGE) else {
         return (None, None);
     };
