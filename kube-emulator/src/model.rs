@@ -74,6 +74,11 @@ pub const KINDS: &[Kind] = &[
     kind("storageclasses", "StorageClass", "storage.k8s.io", false, false, &["sc"]),
     kind("leases", "Lease", "coordination.k8s.io", true, false, &[]),
     kind("deployments", "Deployment", "apps", true, true, &["deploy"]),
+    // The external-snapshotter CRDs, as kube-apiserver serves them once
+    // installed: a status subresource on snapshots and contents.
+    kind("volumesnapshots", "VolumeSnapshot", "snapshot.storage.k8s.io", true, true, &["vs"]),
+    kind("volumesnapshotcontents", "VolumeSnapshotContent", "snapshot.storage.k8s.io", false, true, &["vsc", "vscs"]),
+    kind("volumesnapshotclasses", "VolumeSnapshotClass", "snapshot.storage.k8s.io", false, false, &["vsclass", "vsclasses"]),
     kind("clusterroles", "ClusterRole", "rbac.authorization.k8s.io", false, false, &[]),
     kind("clusterrolebindings", "ClusterRoleBinding", "rbac.authorization.k8s.io", false, false, &[]),
     kind("roles", "Role", "rbac.authorization.k8s.io", true, false, &[]),
@@ -154,6 +159,14 @@ pub fn top_level_fields(kind: &Kind) -> &'static [&'static str] {
             "storageClassName",
             "capacity",
             "maximumVolumeSize",
+        ],
+        ("snapshot.storage.k8s.io", "VolumeSnapshotClass") => &[
+            "apiVersion",
+            "kind",
+            "metadata",
+            "driver",
+            "deletionPolicy",
+            "parameters",
         ],
         _ => &["apiVersion", "kind", "metadata", "spec", "status"],
     }

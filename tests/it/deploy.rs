@@ -115,6 +115,7 @@ fn controller_pod_is_hardened_and_images_are_pinned() {
             "csi-attacher",
             "csi-provisioner",
             "csi-resizer",
+            "csi-snapshotter",
         ]
     );
     for c in containers {
@@ -376,4 +377,65 @@ fn the_takeover_overlay_leaves_the_go_installations_objects_alone() {
         .filter(|o| o["kind"] != "StorageClass" && o["kind"] != "CSIDriver")
         .collect();
     assert_eq!(objs.iter().collect::<Vec<_>>(), rest);
+}
+
+#[test]
+fn snapshots_have_their_sidecar_role_and_an_optional_class() {
+    let Some(base) = rendered() else { return };
+    let role = |name: &str| -> Vec<(String, Vec<String>)> {
+        let r = base
+            .iter()
+            .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("ClusterRole {name}"));
+        r["rules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .flat_map(|rule| {
+                let verbs: Vec<String> = rule["verbs"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_string())
+                    .collect();
+                rule["resources"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .map(move |res| (res.as_str().unwrap().to_string(), verbs.clone()))
+            })
+            .collect()
+    };
+    let snapshotter = role("rds-csi-snapshotter");
+    let verbs = |rules: &[(String, Vec<String>)], res: &str| -> Vec<String> {
+        rules
+            .iter()
+            .filter(|(r, _)| r == res)
+            .flat_map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(
+        verbs(&snapshotter, "volumesnapshotcontents/status"),
+        ["update", "patch"]
+    );
+    assert_eq!(
+        verbs(&snapshotter, "volumesnapshotclasses"),
+        ["get", "list", "watch"]
+    );
+    // Restores need the provisioner to read snapshots.
+    let provisioner = role("rds-csi-provisioner");
+    assert_eq!(verbs(&provisioner, "volumesnapshots"), ["get", "list"]);
+    // The class is opt-in: the base never fails on a cluster without the CRDs.
+    assert!(!base.iter().any(|o| o["kind"] == "VolumeSnapshotClass"));
+    let with = rendered_from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/overlays/with-snapshots"
+    ))
+    .unwrap();
+    let class = with
+        .iter()
+        .find(|o| o["kind"] == "VolumeSnapshotClass")
+        .expect("VolumeSnapshotClass");
+    assert_eq!(class["driver"], "rds.csi.srvlab.io");
+    assert_eq!(class["deletionPolicy"], "Delete");
 }
