@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 dir_=${CSI_SIDECARS_DIR:-}
-for b in csi-attacher csi-provisioner csi-resizer; do
+for b in csi-attacher csi-provisioner csi-resizer csi-snapshotter snapshot-controller; do
   if [ -z "$dir_" ] || [ ! -x "$dir_/$b" ]; then
     echo "SKIP e2e-sidecars: \$CSI_SIDECARS_DIR${dir_:+ ($dir_)} has no executable $b; nothing was run (README: \"End to end with the CSI sidecars\")"
     exit 77
@@ -46,7 +46,7 @@ step() { printf '\n== %s\n' "$*"; }
 pass() { printf '   ok: %s\n' "$*"; }
 fail() {
   printf '\nFAIL: %s\n' "$*" >&2
-  for f in controller csi-attacher csi-provisioner csi-resizer; do
+  for f in controller csi-attacher csi-provisioner csi-resizer csi-snapshotter snapshot-controller; do
     printf -- '\n--- last lines of %s ---\n' "$f" >&2
     tail -n 25 "$work/$f.log" >&2
   done
@@ -64,7 +64,7 @@ wait_for() {
 }
 k() { kubectl --request-timeout=10s "$@"; }
 jp() { k get "$1" "$2" -o "jsonpath=$3" 2>/dev/null; }
-leases() { [ "$(k get leases -n rds-csi -o name | wc -l)" -ge 3 ]; }
+leases() { [ "$(k get leases -n rds-csi -o name | wc -l)" -ge 4 ]; }
 # The arguments deploy/kubernetes/deployment.yaml gives container $1.
 deploy_args() {
   awk -v c="$1" '
@@ -116,7 +116,7 @@ start_controller() {
   wait_for "the controller serves on its socket" 30 serving_more_than "${before:-0}"
 }
 start_controller
-for c in csi-attacher csi-provisioner csi-resizer; do
+for c in csi-attacher csi-provisioner csi-resizer csi-snapshotter; do
   args=()
   while read -r a; do
     case $a in
@@ -141,7 +141,18 @@ for c in csi-attacher csi-provisioner csi-resizer; do
   ) &
   pids+=($!)
 done
-for c in csi-attacher csi-provisioner csi-resizer; do
+# snapshot-controller is a cluster add-on, not ours to deploy: it runs with
+# the cluster's arguments, one replica.
+(
+  while :; do
+    "$CSI_SIDECARS_DIR/snapshot-controller" --kubeconfig="$KUBECONFIG" --leader-election=false --v=2 \
+      >>"$work/snapshot-controller.log" 2>&1
+    echo "--- snapshot-controller exited ($?); restarted" >>"$work/snapshot-controller.log"
+    sleep 1
+  done
+) &
+pids+=($!)
+for c in csi-attacher csi-provisioner csi-resizer csi-snapshotter snapshot-controller; do
   "$CSI_SIDECARS_DIR/$c" --version 2>/dev/null | head -1 | sed 's/^/   version: /'
 done
 
@@ -273,6 +284,80 @@ wait_for "RDS disk $pv is 2 GiB" 10 disk_bytes_are "$pv" $((2 * gib))
 wait_for "the claim waits for the node to grow the file system (FileSystemResizePending)" 30 \
   condition data FileSystemResizePending
 
+step "snapshots: a VolumeSnapshot of the claim, a claim restored from it, a claim cloned from the claim"
+rds_file() { echo "storage-pool/metal-csi/$1.img"; }
+write_marker() {
+  curl -s -X POST --cacert "$work/rds/ca.crt" -u "$(cat "$work/rds/username"):$(cat "$work/rds/password")" \
+    -H 'Content-Type: application/json' -d "{\"file\":\"$(rds_file "$1")\",\"data\":\"$2\"}" \
+    "$rds_url/emulator/write" | grep -q '{}'
+}
+marker_is() { rds "/emulator/read?file=$(rds_file "$1")" | grep -q "\"data\":\"$2\""; }
+snapshot() { # snapshot NAME CLAIM: a VolumeSnapshot as a user writes it
+  k apply -f - >/dev/null <<EOF
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata: {name: $1, namespace: default}
+spec:
+  volumeSnapshotClassName: rds-nvme-snapshots
+  source: {persistentVolumeClaimName: $2}
+EOF
+}
+ready() { [ "$(jp volumesnapshot "$1" '{.status.readyToUse}')" = true ]; }
+claim_from() { # claim_from NAME SIZE KIND SOURCE: a PVC whose dataSource is a VolumeSnapshot or a PVC
+  local group=""
+  [ "$3" = VolumeSnapshot ] && group="apiGroup: snapshot.storage.k8s.io, "
+  k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: $1, namespace: default}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: rds-nvme
+  resources: {requests: {storage: $2}}
+  dataSource: {${group}kind: $3, name: $4}
+EOF
+}
+write_marker "$pv" first || fail "writing a marker into $pv's file on RDS"
+k apply -f deploy/kubernetes/components/snapshot-class/volumesnapshotclass.yaml >/dev/null ||
+  fail "kubectl apply of the VolumeSnapshotClass"
+pass "kubectl apply of deploy/kubernetes/components/snapshot-class (validated by the server)"
+snapshot snap-1 data || fail "kubectl apply of VolumeSnapshot snap-1"
+wait_for "snap-1 is readyToUse (snapshot-controller made its content, csi-snapshotter its copy)" 120 ready snap-1
+content=$(jp volumesnapshot snap-1 '{.status.boundVolumeSnapshotContentName}')
+handle=$(jp volumesnapshotcontent "$content" '{.status.snapshotHandle}')
+case $handle in snap-*-at-*) ;; *) fail "content $content has snapshot handle $handle" ;; esac
+disk "$handle" | grep -q '"nvme-tcp-export":"false"' || fail "RDS has no unexported disk $handle"
+marker_is "$handle" first || fail "snapshot $handle does not hold the marker"
+pass "RDS holds snapshot $handle, a copy with the claim's content"
+write_marker "$pv" second || fail "writing a second marker"
+claim_from restored 2Gi VolumeSnapshot snap-1 || fail "kubectl apply of PVC restored"
+schedule restored node-a || fail "annotating PVC restored"
+wait_for "csi-provisioner restored a PV from snap-1" 120 some_pv_for restored
+pv_r=$(pv_for restored)
+bind restored || fail "binding claim restored"
+marker_is "$pv_r" first || fail "restored volume $pv_r does not hold the snapshot's content"
+pass "restored volume $pv_r holds the snapshot's content, not the claim's later one"
+claim_from cloned 2Gi PersistentVolumeClaim data || fail "kubectl apply of PVC cloned"
+schedule cloned node-a || fail "annotating PVC cloned"
+wait_for "csi-provisioner cloned a PV from claim data" 120 some_pv_for cloned
+pv_c=$(pv_for cloned)
+bind cloned || fail "binding claim cloned"
+marker_is "$pv_c" second || fail "cloned volume $pv_c does not hold the claim's content"
+pass "cloned volume $pv_c holds the claim's content as it is now"
+snapshot snap-2 data || fail "kubectl apply of VolumeSnapshot snap-2"
+kill -9 "$controller"; wait "$controller" 2>/dev/null
+pass "controller killed while snap-2 is being made"
+sleep 2
+start_controller
+wait_for "snap-2 is readyToUse after the restart" 120 ready snap-2
+for sn in snap-1 snap-2; do
+  c=$(jp volumesnapshot "$sn" '{.status.boundVolumeSnapshotContentName}')
+  h=$(jp volumesnapshotcontent "$c" '{.status.snapshotHandle}')
+  k delete volumesnapshot "$sn" -n default --wait=false >/dev/null || fail "deleting $sn"
+  wait_for "$sn's content $c is gone" 60 gone volumesnapshotcontent "$c"
+  wait_for "RDS has neither disk nor file for $h" 10 no_disk_nor_file "$h"
+done
+
 step "kill -9 the controller mid-story: a second claim is provisioned and attached after the restart"
 claim logs 1Gi || fail "kubectl apply of PVC logs"
 schedule logs node-a || fail "annotating PVC logs"
@@ -302,7 +387,7 @@ for va in va-b va-logs; do
   wait_for "$va is detached and gone" 60 gone volumeattachment "$va"
 done
 [ -z "$(holder "$pv")" ] || fail "PV $pv still names $(holder "$pv") after its detach"
-for c in data logs; do
+for c in data logs restored cloned; do
   p=$(pv_for "$c")
   k delete pvc "$c" -n default --wait=false >/dev/null || fail "deleting PVC $c"
   # The PV controller's part: a PV whose claim is gone is Released.
@@ -315,9 +400,9 @@ done
 step "no sidecar logged a failure against the emulator"
 # Lines a real kube-apiserver never causes: the emulator refusing what a sidecar sent.
 if grep -hE "could not find the requested resource|unknown format|not supported by this emulator|failed to list|Failed to watch" \
-  "$work"/csi-*.log | head -5 | grep .; then
+  "$work"/csi-*.log "$work"/snapshot-controller.log | head -5 | grep .; then
   fail "a sidecar met an API the emulator does not serve as kube-apiserver does"
 fi
 pass "none"
 echo
-echo "PASSED: the user story with $(for c in csi-attacher csi-provisioner csi-resizer; do "$CSI_SIDECARS_DIR/$c" --version 2>/dev/null | head -1 | awk '{print $NF}'; done | paste -sd' ')"
+echo "PASSED: the user story with $(for c in csi-attacher csi-provisioner csi-resizer csi-snapshotter snapshot-controller; do "$CSI_SIDECARS_DIR/$c" --version 2>/dev/null | head -1 | awk '{print $NF}'; done | paste -sd' ')"

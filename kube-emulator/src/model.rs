@@ -659,10 +659,10 @@ fn put(target: &mut Value, path: &str, v: Value, must_exist: bool) -> Result<(),
         .pointer_mut(&parent)
         .ok_or_else(|| format!("path {parent:?} not found"))?;
     match p {
+        // As kube-apiserver's json-patch (v4): `replace` of a member the
+        // object lacks sets it, like `add` (csi-snapshotter replaces
+        // `/metadata/annotations` on a content that has none).
         Value::Object(m) => {
-            if must_exist && !m.contains_key(&last) {
-                return Err(format!("path {path:?} not found"));
-            }
             m.insert(last, v);
         }
         Value::Array(a) => {
@@ -776,6 +776,28 @@ mod tests {
         assert!(strategic_merge_patch(
             &mut pv,
             &json!({"status": {"conditions": [{"status": "x"}]}})
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn json_patch_replace_sets_a_member_the_object_lacks_as_kube_apiserver_does() {
+        let mut obj = json!({"metadata": {"name": "c"}, "spec": {"a": [1]}});
+        json_patch(
+            &mut obj,
+            &json!([{"op": "replace", "path": "/metadata/annotations", "value": {"k": "yes"}}]),
+        )
+        .unwrap();
+        assert_eq!(obj["metadata"]["annotations"]["k"], "yes");
+        // A missing parent, or an index past the end, is still refused.
+        assert!(json_patch(
+            &mut obj,
+            &json!([{"op": "replace", "path": "/status/x", "value": 1}])
+        )
+        .is_err());
+        assert!(json_patch(
+            &mut obj,
+            &json!([{"op": "replace", "path": "/spec/a/3", "value": 1}])
         )
         .is_err());
     }

@@ -468,6 +468,9 @@ fn make_dirs(st: &mut State, path: &str) {
 /// - `POST /emulator/refuse` `{"on": true}`
 /// - `GET /emulator/state`: `{"disks": [...], "files": [...], "free": N}`
 /// - `GET /emulator/requests`; `DELETE` clears
+/// - `POST /emulator/write` `{"file": NAME, "data": TEXT}`: what a node
+///   writing to the volume leaves in its file; `GET /emulator/read?file=NAME`
+///   answers `{"data": TEXT}`
 fn admin(shared: &Shared, req: &Request) -> Response {
     let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
     let done = || Response::json(200, b"{}".to_vec());
@@ -499,6 +502,31 @@ fn admin(shared: &Shared, req: &Request) -> Response {
             ok(
                 json!({"disks": disks, "files": st.files.values().cloned().collect::<Vec<_>>(), "free": st.free()}),
             )
+        }
+        ("POST", "/emulator/write") => {
+            let (Some(name), Some(data)) = (body["file"].as_str(), body["data"].as_str()) else {
+                return error(400, "write: file and data are required");
+            };
+            let mut st = shared.lock();
+            match st.file_named_mut(name.trim_start_matches('/')) {
+                Some(f) => {
+                    f.data = data.as_bytes().to_vec();
+                    done()
+                }
+                None => error(404, ""),
+            }
+        }
+        ("GET", "/emulator/read") => {
+            let name = req
+                .query
+                .iter()
+                .find(|(k, _)| k == "file")
+                .map_or("", |(_, v)| v.as_str());
+            let st = shared.lock();
+            match st.file_named(name.trim_start_matches('/')) {
+                Some(f) => ok(json!({"data": String::from_utf8_lossy(&f.data)})),
+                None => error(404, ""),
+            }
         }
         ("GET", "/emulator/requests") => {
             ok(serde_json::to_value(&shared.lock().requests).unwrap_or_default())
