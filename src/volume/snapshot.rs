@@ -182,7 +182,9 @@ impl VolumeManager {
         Ok(describe(&disk, source_bytes))
     }
 
-    /// Deletes the snapshot: its disk entry, then its file. Unknown → Ok;
+    /// Deletes the snapshot: its disk entry, then its file (a file a crash
+    /// left between the two goes on the retry, when it is under
+    /// `--rds-volume-path`). Unknown → Ok;
     /// an ID that is not a snapshot's (a `pvc-…`) → Ok without any
     /// request, nothing removed; a slot whose disk is not a snapshot →
     /// `Foreign`, nothing removed. Runs in the snapshot's turn, so a
@@ -196,6 +198,14 @@ impl VolumeManager {
         }
         let _turn = self.turns.take(id)?;
         let Some(disk) = self.rds.disk_by_slot(id)? else {
+            // A crash between the two removals leaves the file: it goes on
+            // the retry. Its directory went with the disk; snapshots of
+            // volumes under `--rds-volume-path` are found there.
+            let file = super::file_path(&self.defaults.volume_path, id);
+            if let Some(f) = self.rds.file_by_name(&file)? {
+                self.rds.remove_file(&f.id)?;
+                log::info!(snapshot = id, file = file.as_str(), outcome = "OK"; "deleted a snapshot file left by an interrupted delete");
+            }
             return Ok(());
         };
         if !is_snapshot_disk(&disk) {
