@@ -649,18 +649,7 @@ fn volume_lifecycle_survives_kill_9_and_leaks_nothing() {
                                 *last = Some(next);
                             }
                             Err((code, msg)) => {
-                                assert!(
-                                    matches!(
-                                        code,
-                                        RpcStatusCode::UNAVAILABLE
-                                            | RpcStatusCode::ABORTED
-                                            | RpcStatusCode::DEADLINE_EXCEEDED
-                                            | RpcStatusCode::CANCELLED
-                                            | RpcStatusCode::UNKNOWN
-                                    ),
-                                    "{}: {code:?} {msg}",
-                                    name(i)
-                                );
+                                assert!(cut_off(code), "{}: {code:?} {msg}", name(i));
                                 cut.fetch_add(1, Ordering::Relaxed);
                                 *last = Some(match next {
                                     Last::Created { bytes, .. } => Last::Created {
@@ -715,17 +704,7 @@ fn volume_lifecycle_survives_kill_9_and_leaks_nothing() {
             ),
         }
     }
-    let orphans: Vec<String> = rds
-        .files()
-        .into_iter()
-        .filter(|f| f.name.ends_with(".img"))
-        .filter(|f| {
-            !disks
-                .keys()
-                .any(|slot| f.name.ends_with(&format!("/{slot}.img")))
-        })
-        .map(|f| f.name)
-        .collect();
+    let orphans = files_without_a_disk(&rds, disks.keys());
     assert!(orphans.is_empty(), "files without a disk: {orphans:?}");
     assert_eq!(
         disks.len(),
@@ -798,17 +777,7 @@ fn snapshots_restores_and_clones_survive_kill_9_and_leak_nothing() {
                         *slot = next;
                         calls.fetch_add(1, Ordering::Relaxed);
                         if let Err((code, msg)) = apply(&csi, i, next.0, next.1) {
-                            assert!(
-                                matches!(
-                                    code,
-                                    RpcStatusCode::UNAVAILABLE
-                                        | RpcStatusCode::ABORTED
-                                        | RpcStatusCode::DEADLINE_EXCEEDED
-                                        | RpcStatusCode::CANCELLED
-                                        | RpcStatusCode::UNKNOWN
-                                ),
-                                "snapshot {i}: {code:?} {msg}"
-                            );
+                            assert!(cut_off(code), "snapshot {i}: {code:?} {msg}");
                             cut.fetch_add(1, Ordering::Relaxed);
                             drop(slot);
                             std::thread::sleep(Duration::from_millis(5));
@@ -868,13 +837,7 @@ fn snapshots_restores_and_clones_survive_kill_9_and_leak_nothing() {
             assert!(!disks.contains_key(&restored(i)), "restore {i} deleted");
         }
     }
-    let orphans: Vec<String> = rds
-        .files()
-        .into_iter()
-        .filter(|f| f.name.ends_with(".img"))
-        .filter(|f| !disks.keys().any(|s| f.name.ends_with(&format!("/{s}.img"))))
-        .map(|f| f.name)
-        .collect();
+    let orphans = files_without_a_disk(&rds, disks.keys());
     assert!(orphans.is_empty(), "files without a disk: {orphans:?}");
     println!(
         "snapshot chaos: {cycles} kill -9 cycles, {} calls, {} cut off and completed by retry, {kept} snapshots kept, 0 lost, 0 leaked",
@@ -905,4 +868,33 @@ fn apply_snapshot(csi: &Csi, i: usize, wanted: bool, restore: bool) -> CsiResult
         csi.delete_snapshot(&id)?;
     }
     Ok(())
+}
+
+/// What a call a `kill -9` cut off may answer: worth a retry, never a verdict.
+fn cut_off(code: RpcStatusCode) -> bool {
+    matches!(
+        code,
+        RpcStatusCode::UNAVAILABLE
+            | RpcStatusCode::ABORTED
+            | RpcStatusCode::DEADLINE_EXCEEDED
+            | RpcStatusCode::CANCELLED
+            | RpcStatusCode::UNKNOWN
+    )
+}
+
+/// `.img` files on RDS whose disk (one of `slots`) is gone.
+fn files_without_a_disk<'a>(
+    rds: &rds_emulator::Emulator,
+    slots: impl Iterator<Item = &'a String> + Clone,
+) -> Vec<String> {
+    rds.files()
+        .into_iter()
+        .filter(|f| f.name.ends_with(".img"))
+        .filter(|f| {
+            !slots
+                .clone()
+                .any(|s| f.name.ends_with(&format!("/{s}.img")))
+        })
+        .map(|f| f.name)
+        .collect()
 }
