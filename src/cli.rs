@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use crate::server::Endpoint;
+use crate::endpoint::Endpoint;
 
 pub const USAGE: &str = "\
 rds-csi-controller: CSI controller for MikroTik ROSE Data Server NVMe/TCP volumes

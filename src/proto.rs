@@ -22,6 +22,7 @@ pub mod csi {
     include!(concat!(env!("OUT_DIR"), "/csi.rs"));
 }
 
+#[cfg(feature = "grpc")]
 pub mod csi_grpc {
     include!(concat!(env!("OUT_DIR"), "/csi_grpc.rs"));
 }

@@ -1,10 +1,8 @@
 //! The one place errors become gRPC status codes.
 
-use grpcio::{RpcStatus, RpcStatusCode};
-
 use crate::{
     attachment::AttachError,
-    kube, rds,
+    kube,
     volume::{ParamError, VolumeError},
 };
 
@@ -39,105 +37,6 @@ impl CsiError {
             why: why.into(),
         }
     }
-
-    /// The gRPC status for this error. Exhaustive by design: a new variant
-    /// must decide its code here.
-    pub fn to_status(&self) -> RpcStatus {
-        use RpcStatusCode as C;
-        let (code, message) = match self {
-            CsiError::InvalidArgument { field, why } => {
-                (C::INVALID_ARGUMENT, format!("{field}: {why}"))
-            }
-            CsiError::InvalidParameter(ParamError { key, why }) => {
-                (C::INVALID_ARGUMENT, format!("parameters.{key}: {why}"))
-            }
-            CsiError::Unsupported(m) => (C::INVALID_ARGUMENT, m.clone()),
-            CsiError::NoRds(rpc) => (
-                C::UNIMPLEMENTED,
-                format!("{rpc} needs RDS: start the controller with --rds-url"),
-            ),
-            CsiError::NodeNotFound(n) => (C::NOT_FOUND, format!("node {n:?} not found")),
-            CsiError::Standalone => (
-                C::FAILED_PRECONDITION,
-                "no Kubernetes API is configured: attachments cannot be recorded (standalone mode)"
-                    .into(),
-            ),
-            CsiError::Attach(e) => (attach_code(e), e.to_string()),
-            CsiError::Volume(e) => (volume_code(e), e.to_string()),
-            CsiError::Kube(e) => (kube_code(e), e.to_string()),
-        };
-        RpcStatus::with_message(code, message)
-    }
-}
-
-fn attach_code(e: &AttachError) -> RpcStatusCode {
-    match e {
-        AttachError::HeldByOtherNode { .. }
-        | AttachError::HeldByTwoNodes { .. }
-        | AttachError::MigrationExpired { .. } => RpcStatusCode::FAILED_PRECONDITION,
-        AttachError::UnknownVolume { .. } => RpcStatusCode::NOT_FOUND,
-        AttachError::Busy { .. } => RpcStatusCode::ABORTED,
-        AttachError::Persist { source, .. } => kube_code(source),
-    }
-}
-
-fn volume_code(e: &VolumeError) -> RpcStatusCode {
-    use RpcStatusCode as C;
-    match e {
-        VolumeError::OutOfRange(_) => C::OUT_OF_RANGE,
-        VolumeError::AlreadyExists(_) => C::ALREADY_EXISTS,
-        VolumeError::NotFound(_) => C::NOT_FOUND,
-        VolumeError::InUse { .. } | VolumeError::Foreign { .. } | VolumeError::NoPool { .. } => {
-            C::FAILED_PRECONDITION
-        }
-        VolumeError::BadToken(_) | VolumeError::Busy(_) => C::ABORTED,
-        VolumeError::Attach(e) => attach_code(e),
-        VolumeError::Rds(e) => rds_code(e),
-    }
-}
-
-/// RDS failures: a full pool is RESOURCE_EXHAUSTED, a refused request
-/// (RouterOS said `failure: ...`) FAILED_PRECONDITION, a missing item
-/// NOT_FOUND; anything that may pass (unreachable, timed out, 5xx,
-/// credentials or policy being fixed) UNAVAILABLE, which callers retry.
-fn rds_code(e: &rds::Error) -> RpcStatusCode {
-    use RpcStatusCode as C;
-    match e {
-        rds::Error::NotEnoughSpace(_) => C::RESOURCE_EXHAUSTED,
-        rds::Error::NotFound(_) => C::NOT_FOUND,
-        rds::Error::Rejected(_) => C::FAILED_PRECONDITION,
-        rds::Error::Unauthorized(_)
-        | rds::Error::NotAllowed(_)
-        | rds::Error::Server(_)
-        | rds::Error::Timeout(_)
-        | rds::Error::Unreachable(_)
-        | rds::Error::Decode(_)
-        | rds::Error::Config(_) => C::UNAVAILABLE,
-        rds::Error::Deadline(_) => C::DEADLINE_EXCEEDED,
-    }
-}
-
-/// Kubernetes failures are the CO's to retry: a lost race (conflicts
-/// exhausted) is ABORTED, the call's deadline DEADLINE_EXCEEDED, anything
-/// else UNAVAILABLE.
-fn kube_code(e: &kube::Error) -> RpcStatusCode {
-    match e {
-        kube::Error::Conflict(_) => RpcStatusCode::ABORTED,
-        kube::Error::NotFound(_)
-        | kube::Error::AlreadyExists(_)
-        | kube::Error::Expired(_)
-        | kube::Error::Unauthorized(_)
-        | kube::Error::Forbidden(_)
-        | kube::Error::Invalid(_)
-        | kube::Error::TooManyRequests(_)
-        | kube::Error::BadRequest(_)
-        | kube::Error::Server(_)
-        | kube::Error::Timeout(_)
-        | kube::Error::Transport(_)
-        | kube::Error::Decode(_)
-        | kube::Error::Config(_) => RpcStatusCode::UNAVAILABLE,
-        kube::Error::Deadline(_) => RpcStatusCode::DEADLINE_EXCEEDED,
-    }
 }
 
 impl From<AttachError> for CsiError {
@@ -161,5 +60,119 @@ impl From<ParamError> for CsiError {
 impl From<kube::Error> for CsiError {
     fn from(e: kube::Error) -> Self {
         CsiError::Kube(e)
+    }
+}
+
+/// The mapping itself; only the server needs it.
+#[cfg(feature = "grpc")]
+mod status {
+    use grpcio::{RpcStatus, RpcStatusCode};
+
+    use super::CsiError;
+    use crate::{
+        attachment::AttachError,
+        kube, rds,
+        volume::{ParamError, VolumeError},
+    };
+
+    impl CsiError {
+        /// The gRPC status for this error. Exhaustive by design: a new variant
+        /// must decide its code here.
+        pub fn to_status(&self) -> RpcStatus {
+            use RpcStatusCode as C;
+            let (code, message) = match self {
+                CsiError::InvalidArgument { field, why } => {
+                    (C::INVALID_ARGUMENT, format!("{field}: {why}"))
+                }
+                CsiError::InvalidParameter(ParamError { key, why }) => {
+                    (C::INVALID_ARGUMENT, format!("parameters.{key}: {why}"))
+                }
+                CsiError::Unsupported(m) => (C::INVALID_ARGUMENT, m.clone()),
+                CsiError::NoRds(rpc) => (
+                    C::UNIMPLEMENTED,
+                    format!("{rpc} needs RDS: start the controller with --rds-url"),
+                ),
+                CsiError::NodeNotFound(n) => (C::NOT_FOUND, format!("node {n:?} not found")),
+                CsiError::Standalone => (
+                    C::FAILED_PRECONDITION,
+                    "no Kubernetes API is configured: attachments cannot be recorded (standalone mode)"
+                        .into(),
+                ),
+                CsiError::Attach(e) => (attach_code(e), e.to_string()),
+                CsiError::Volume(e) => (volume_code(e), e.to_string()),
+                CsiError::Kube(e) => (kube_code(e), e.to_string()),
+            };
+            RpcStatus::with_message(code, message)
+        }
+    }
+
+    fn attach_code(e: &AttachError) -> RpcStatusCode {
+        match e {
+            AttachError::HeldByOtherNode { .. }
+            | AttachError::HeldByTwoNodes { .. }
+            | AttachError::MigrationExpired { .. } => RpcStatusCode::FAILED_PRECONDITION,
+            AttachError::UnknownVolume { .. } => RpcStatusCode::NOT_FOUND,
+            AttachError::Busy { .. } => RpcStatusCode::ABORTED,
+            AttachError::Persist { source, .. } => kube_code(source),
+        }
+    }
+
+    fn volume_code(e: &VolumeError) -> RpcStatusCode {
+        use RpcStatusCode as C;
+        match e {
+            VolumeError::OutOfRange(_) => C::OUT_OF_RANGE,
+            VolumeError::AlreadyExists(_) => C::ALREADY_EXISTS,
+            VolumeError::NotFound(_) => C::NOT_FOUND,
+            VolumeError::InUse { .. }
+            | VolumeError::Foreign { .. }
+            | VolumeError::NoPool { .. } => C::FAILED_PRECONDITION,
+            VolumeError::BadToken(_) | VolumeError::Busy(_) => C::ABORTED,
+            VolumeError::Attach(e) => attach_code(e),
+            VolumeError::Rds(e) => rds_code(e),
+        }
+    }
+
+    /// RDS failures: a full pool is RESOURCE_EXHAUSTED, a refused request
+    /// (RouterOS said `failure: ...`) FAILED_PRECONDITION, a missing item
+    /// NOT_FOUND; anything that may pass (unreachable, timed out, 5xx,
+    /// credentials or policy being fixed) UNAVAILABLE, which callers retry.
+    fn rds_code(e: &rds::Error) -> RpcStatusCode {
+        use RpcStatusCode as C;
+        match e {
+            rds::Error::NotEnoughSpace(_) => C::RESOURCE_EXHAUSTED,
+            rds::Error::NotFound(_) => C::NOT_FOUND,
+            rds::Error::Rejected(_) => C::FAILED_PRECONDITION,
+            rds::Error::Unauthorized(_)
+            | rds::Error::NotAllowed(_)
+            | rds::Error::Server(_)
+            | rds::Error::Timeout(_)
+            | rds::Error::Unreachable(_)
+            | rds::Error::Decode(_)
+            | rds::Error::Config(_) => C::UNAVAILABLE,
+            rds::Error::Deadline(_) => C::DEADLINE_EXCEEDED,
+        }
+    }
+
+    /// Kubernetes failures are the CO's to retry: a lost race (conflicts
+    /// exhausted) is ABORTED, the call's deadline DEADLINE_EXCEEDED, anything
+    /// else UNAVAILABLE.
+    fn kube_code(e: &kube::Error) -> RpcStatusCode {
+        match e {
+            kube::Error::Conflict(_) => RpcStatusCode::ABORTED,
+            kube::Error::NotFound(_)
+            | kube::Error::AlreadyExists(_)
+            | kube::Error::Expired(_)
+            | kube::Error::Unauthorized(_)
+            | kube::Error::Forbidden(_)
+            | kube::Error::Invalid(_)
+            | kube::Error::TooManyRequests(_)
+            | kube::Error::BadRequest(_)
+            | kube::Error::Server(_)
+            | kube::Error::Timeout(_)
+            | kube::Error::Transport(_)
+            | kube::Error::Decode(_)
+            | kube::Error::Config(_) => RpcStatusCode::UNAVAILABLE,
+            kube::Error::Deadline(_) => RpcStatusCode::DEADLINE_EXCEEDED,
+        }
     }
 }

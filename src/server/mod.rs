@@ -4,11 +4,10 @@
 //! answered on grpcio's completion-queue thread.
 
 mod dispatch;
-mod endpoint;
 mod self_probe;
 
+pub use crate::endpoint::{Endpoint, SOCKET_MODE};
 pub use dispatch::{Answer, Job, Pool, Refused, Rejection};
-pub use endpoint::{Endpoint, SOCKET_MODE};
 pub use self_probe::SelfProbe;
 
 use std::{
@@ -47,7 +46,7 @@ impl Server {
     /// first; a live server on it, or a bind failure, is an error.
     pub fn start(driver: Arc<Driver>, opts: &ServeOptions) -> Result<Server, String> {
         if let Endpoint::Unix(path) = &opts.endpoint {
-            endpoint::clear_stale_socket(path)?;
+            crate::endpoint::clear_stale_socket(path)?;
         }
         let pool = Arc::new(Pool::new(opts.workers, opts.queue_depth));
         let handlers = Handlers {
@@ -62,7 +61,7 @@ impl Server {
         grpc.add_listening_port(opts.endpoint.grpc_address(), ServerCredentials::insecure())
             .map_err(|e| format!("cannot listen on {}: {e}", opts.endpoint))?;
         if let Endpoint::Unix(path) = &opts.endpoint {
-            endpoint::set_socket_mode(path)
+            crate::endpoint::set_socket_mode(path)
                 .map_err(|e| format!("chmod {}: {e}", path.display()))?;
         }
         grpc.start();
