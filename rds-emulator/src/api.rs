@@ -85,6 +85,11 @@ fn handle(shared: &Shared, req: Request, _w: &mut dyn Write) -> Outcome {
             }
             FaultAction::Delay { millis } => std::thread::sleep(Duration::from_millis(millis)),
             FaultAction::DropAfter => after = Some(()),
+            FaultAction::SlowCopy { millis } => {
+                let resp = slow_copy(shared, &method, &req, Duration::from_millis(millis));
+                record(resp.code);
+                return Outcome::Respond(resp);
+            }
         }
     }
     let resp = route(&mut shared.lock(), &method, &req);
@@ -92,6 +97,48 @@ fn handle(shared: &Shared, req: Request, _w: &mut dyn Write) -> Outcome {
     match after {
         Some(()) => Outcome::Drop,
         None => Outcome::Respond(resp),
+    }
+}
+
+/// A request under [`FaultAction::SlowCopy`]: a `copy-from` add is made
+/// at once, then its disk and content are held back for `takes` while its
+/// file shows empty; anything else is only delayed.
+fn slow_copy(shared: &Shared, method: &str, req: &Request, takes: Duration) -> Response {
+    let is_copy = method == "PUT"
+        && req.path.trim_end_matches('/') == "/rest/disk"
+        && serde_json::from_slice::<Value>(&req.body).is_ok_and(|b| b.get("copy-from").is_some());
+    if !is_copy {
+        std::thread::sleep(takes);
+        return route(&mut shared.lock(), method, req);
+    }
+    let (resp, held) = {
+        let mut st = shared.lock();
+        let resp = route(&mut st, method, req);
+        let added = (resp.code == 200)
+            .then(|| serde_json::from_slice::<Value>(&resp.body).ok())
+            .flatten()
+            .and_then(|d| d.get(".id").and_then(Value::as_str).and_then(parse_id));
+        let Some(key) = added else {
+            return resp;
+        };
+        let disk = st.disks.remove(&key).expect("the disk just added");
+        let path = disk.get("file-path").cloned().unwrap_or_default();
+        let file = st.file_named_mut(&path).expect("the copy's file");
+        let content = (file.id.clone(), file.size, std::mem::take(&mut file.data));
+        file.size = 0;
+        (resp, (key, disk, path, content))
+    };
+    std::thread::sleep(takes);
+    let (key, disk, path, (file_id, size, data)) = held;
+    let mut st = shared.lock();
+    match st.file_named_mut(&path).filter(|f| f.id == file_id) {
+        Some(file) => {
+            file.size = size;
+            file.data = data;
+            st.disks.insert(key, disk);
+            resp
+        }
+        None => error(400, "failure: copy aborted: its file was removed"),
     }
 }
 

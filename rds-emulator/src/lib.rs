@@ -119,6 +119,13 @@ pub enum FaultAction {
     DropAfter,
     /// Answer 400 `failure: not enough space`, unprocessed.
     NotEnoughSpace,
+    /// A `copy-from` add that takes `millis` to copy: its file is there at
+    /// once, empty; the disk item and the file's content appear when the
+    /// copy ends, and only then does the add answer. A client that gives
+    /// up sooner leaves the copy running; removing the file meanwhile
+    /// aborts it (no disk appears; the add answers 400). Any other
+    /// request it matches is only delayed, as by `Delay`.
+    SlowCopy { millis: u64 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -367,3 +367,57 @@ fn copy_from_makes_a_copy_never_an_alias_and_never_overwrites() {
     );
     assert!(emu.disk("snap-2").is_none() && emu.disk("snap-3").is_none());
 }
+
+#[test]
+fn a_slow_copy_shows_an_empty_file_until_it_ends_and_stops_if_the_file_goes() {
+    let (emu, c) = start();
+    let (_, src) = c.call("PUT", "/rest/disk", Some(file_disk("pvc-src", "1M")));
+    assert!(emu.write_file("storage-pool/metal-csi/pvc-src.img", b"data"));
+    let copy_body = |slot: &str| {
+        json!({
+            "type": "file",
+            "slot": slot,
+            "file-path": format!("storage-pool/metal-csi/{slot}.img"),
+            "copy-from": src[".id"],
+        })
+    };
+    let slow = |times| {
+        emu.inject(Fault {
+            matches: Match::default(),
+            skip: 0,
+            times,
+            action: FaultAction::SlowCopy { millis: 600 },
+        })
+    };
+    // A copy that ends: empty file and no disk meanwhile, then both whole.
+    slow(1);
+    let started = std::time::Instant::now();
+    let answer = std::thread::scope(|s| {
+        let call = s.spawn(|| c.call("PUT", "/rest/disk", Some(copy_body("snap-a"))));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mid = emu.file("storage-pool/metal-csi/snap-a.img").unwrap();
+        assert_eq!((mid.size, mid.data.len()), (0, 0));
+        assert!(emu.disk("snap-a").is_none());
+        call.join().unwrap()
+    });
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(600));
+    assert_eq!(emu.disk("snap-a").unwrap()["slot"], "snap-a");
+    let whole = emu.file("storage-pool/metal-csi/snap-a.img").unwrap();
+    assert_eq!((whole.size, whole.data), (1 << 20, b"data".to_vec()));
+    // Its file removed while it copies: no disk ever appears.
+    slow(1);
+    let answer = std::thread::scope(|s| {
+        let call = s.spawn(|| c.call("PUT", "/rest/disk", Some(copy_body("snap-b"))));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let id = emu.file("storage-pool/metal-csi/snap-b.img").unwrap().id;
+        assert_eq!(c.call("DELETE", &format!("/rest/file/{id}"), None).0, 204);
+        call.join().unwrap()
+    });
+    assert_eq!(answer.0, 400, "{}", answer.1);
+    assert!(emu.disk("snap-b").is_none());
+    assert!(emu.file("storage-pool/metal-csi/snap-b.img").is_none());
+    // Not a copy: only delayed.
+    slow(1);
+    assert_eq!(c.call("GET", "/rest/disk", None).0, 200);
+}

@@ -417,6 +417,9 @@ enum RdsClass {
     SlowBeyondTimeout,
     NotEnoughSpace,
     PasswordRotated401,
+    /// A `copy-from` that outlasts `--rds-timeout` and goes on after the
+    /// call gave up; the retry comes while it still copies.
+    SlowCopy,
 }
 
 impl RdsClass {
@@ -430,6 +433,18 @@ impl RdsClass {
         RdsClass::NotEnoughSpace,
         RdsClass::PasswordRotated401,
     ];
+    /// The classes for the calls that copy: all, and a slow copy.
+    const COPYING: &'static [RdsClass] = &[
+        RdsClass::Refused,
+        RdsClass::Http500,
+        RdsClass::Http503,
+        RdsClass::ConnectionDrop,
+        RdsClass::AnswerLost,
+        RdsClass::SlowBeyondTimeout,
+        RdsClass::NotEnoughSpace,
+        RdsClass::PasswordRotated401,
+        RdsClass::SlowCopy,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -441,17 +456,18 @@ impl RdsClass {
             RdsClass::SlowBeyondTimeout => "slower than --rds-timeout",
             RdsClass::NotEnoughSpace => "400 not enough space",
             RdsClass::PasswordRotated401 => "401, password rotated",
+            RdsClass::SlowCopy => "copy slower than --rds-timeout",
         }
     }
 
     /// Arms the fault for the next `method` request under `path`.
-    fn arm(self, rds: &rds_emulator::Emulator, method: &str, path: &str) {
+    fn arm(self, rds: &rds_emulator::Emulator, method: &str, path: &str, creds: &std::path::Path) {
         use rds_emulator::{Fault, FaultAction as A, Match};
         let action = match self {
             RdsClass::Refused => return rds.set_refusing(true),
-            // Each call meets its own rotation: a password named after it.
+            // Each call meets its own rotation: a password never used before.
             RdsClass::PasswordRotated401 => {
-                return rds.set_users(vec![rds_emulator::User::admin("csi", &rotated(method))])
+                return rds.set_users(vec![rds_emulator::User::admin("csi", &rotated(creds))])
             }
             RdsClass::Http500 => A::Status {
                 code: 500,
@@ -465,6 +481,7 @@ impl RdsClass {
             RdsClass::AnswerLost => A::DropAfter,
             RdsClass::SlowBeyondTimeout => A::Delay { millis: 1500 },
             RdsClass::NotEnoughSpace => A::NotEnoughSpace,
+            RdsClass::SlowCopy => A::SlowCopy { millis: 1500 },
         };
         rds.inject(Fault {
             matches: Match {
@@ -478,12 +495,12 @@ impl RdsClass {
         });
     }
 
-    fn disarm(self, rds: &rds_emulator::Emulator, method: &str, creds: &std::path::Path) {
+    fn disarm(self, rds: &rds_emulator::Emulator, creds: &std::path::Path) {
         rds.clear_faults();
         rds.set_refusing(false);
         if let RdsClass::PasswordRotated401 = self {
             // The Secret follows the device: the next 401 re-reads it.
-            std::fs::write(creds.join("password"), rotated(method)).unwrap();
+            std::fs::write(creds.join("password"), rotated(creds)).unwrap();
         }
         // A write slower than the time limit lands after the call failed
         // (1.5 s after it was sent, 0.5 s after the 1 s time-out).
@@ -506,8 +523,9 @@ impl RdsClass {
     }
 }
 
-fn rotated(method: &str) -> String {
-    format!("rotated-for-{method}")
+/// The password after the one in the Secret now.
+fn rotated(creds: &std::path::Path) -> String {
+    std::fs::read_to_string(creds.join("password")).unwrap() + "+"
 }
 
 #[test]
@@ -539,9 +557,9 @@ fn rds_fault_matrix() {
         // CreateVolume: at most one disk, whatever the fault.
         let v = format!("pvc-create-{i}");
         let before = disks(&rds);
-        class.arm(&rds, "PUT", "/rest/disk");
+        class.arm(&rds, "PUT", "/rest/disk", &creds);
         let first = k.create(&v, GIB, &[]).map(|_| ());
-        class.disarm(&rds, "PUT", &creds);
+        class.disarm(&rds, &creds);
         assert!(class.acceptable(&first), "{label}: create gave {first:?}");
         k.create(&v, GIB, &[])
             .unwrap_or_else(|e| panic!("{label}: create retry {e:?}"));
@@ -549,9 +567,9 @@ fn rds_fault_matrix() {
         let create = done(&first);
 
         // ControllerExpandVolume: grown once, to the size asked.
-        class.arm(&rds, "PATCH", "/rest/disk");
+        class.arm(&rds, "PATCH", "/rest/disk", &creds);
         let first = k.expand(&v, 2 * GIB, false).map(|_| ());
-        class.disarm(&rds, "PATCH", &creds);
+        class.disarm(&rds, &creds);
         assert!(class.acceptable(&first), "{label}: expand gave {first:?}");
         let grown = k
             .expand(&v, 2 * GIB, false)
@@ -560,9 +578,9 @@ fn rds_fault_matrix() {
         let expand = done(&first);
 
         // DeleteVolume: the disk and the file are gone after the retry.
-        class.arm(&rds, "DELETE", "/rest/disk");
+        class.arm(&rds, "DELETE", "/rest/disk", &creds);
         let first = k.delete(&v);
-        class.disarm(&rds, "DELETE", &creds);
+        class.disarm(&rds, &creds);
         assert!(class.acceptable(&first), "{label}: delete gave {first:?}");
         k.delete(&v)
             .unwrap_or_else(|e| panic!("{label}: delete retry {e:?}"));
@@ -581,6 +599,122 @@ fn rds_fault_matrix() {
     assert_eq!(threads(c.child.id()), threads_before, "threads leaked");
     println!("| RDS fault | CreateVolume | ControllerExpandVolume | DeleteVolume |");
     println!("|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+}
+
+/// The snapshot columns: CreateSnapshot, a restore, a clone and
+/// DeleteSnapshot under every RDS fault class and a copy slower than the
+/// time limit. Each ends in a retryable (or the documented) code; the
+/// retry converges to exactly one disk, holding the source's content, and
+/// nothing is left behind.
+#[test]
+fn rds_fault_matrix_for_snapshots() {
+    const GIB: i64 = 1 << 30;
+    let dir = TempDir::new("snapfaults");
+    let (rds, creds) = rds(dir.path());
+    let mut flags = rds_flags(&rds, &creds);
+    flags.extend(["--rds-timeout".into(), "1s".into()]); // the last one counts
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let c = Controller::start(dir.path(), None, &flags);
+    let k = c.csi();
+    let file = |id: &str| format!("storage-pool/metal-csi/{id}.img");
+    let content = |id: &str| rds.file(&file(id)).map(|f| f.data);
+    k.create("pvc-origin", GIB, &[]).unwrap();
+    assert!(rds.write_file(&file("pvc-origin"), b"origin content"));
+    let threads_before = threads(c.child.id());
+    let disk_count = |rds: &rds_emulator::Emulator| {
+        rds.disks()
+            .into_iter()
+            .filter(|d| d["type"] == "file")
+            .count()
+    };
+    let done = |r: &Result<(), (RpcStatusCode, String)>| match r {
+        Ok(()) => "OK".to_string(),
+        Err(_) => format!("{} → retry OK", outcome(r)),
+    };
+
+    let mut rows = Vec::new();
+    for (i, class) in RdsClass::COPYING.iter().enumerate() {
+        let label = class.label();
+        // CreateSnapshot: one snapshot disk, a copy of the source, ready.
+        let name = format!("snapshot-{i}");
+        let before = disk_count(&rds);
+        class.arm(&rds, "PUT", "/rest/disk", &creds);
+        let first = k.create_snapshot(&name, "pvc-origin").map(|_| ());
+        class.disarm(&rds, &creds);
+        assert!(class.acceptable(&first), "{label}: snapshot gave {first:?}");
+        let snap = k
+            .create_snapshot(&name, "pvc-origin")
+            .unwrap_or_else(|e| panic!("{label}: snapshot retry {e:?}"));
+        assert!(snap.get_ready_to_use(), "{label}");
+        let id = snap.get_snapshot_id().to_string();
+        assert_eq!(disk_count(&rds), before + 1, "{label}: one snapshot disk");
+        assert_eq!(
+            content(&id).as_deref(),
+            Some(&b"origin content"[..]),
+            "{label}"
+        );
+        let snapshot = done(&first);
+
+        // A restore and a clone: one exported disk each, holding the content.
+        let mut copies = Vec::new();
+        for (kind, source, clone) in [
+            ("restore", id.as_str(), false),
+            ("clone", "pvc-origin", true),
+        ] {
+            let v = format!("pvc-{kind}-{i}");
+            let before = disk_count(&rds);
+            class.arm(&rds, "PUT", "/rest/disk", &creds);
+            let first = k
+                .create_with(&create_from(&v, GIB, source, clone))
+                .map(|_| ());
+            class.disarm(&rds, &creds);
+            assert!(class.acceptable(&first), "{label}: {kind} gave {first:?}");
+            k.create_with(&create_from(&v, GIB, source, clone))
+                .unwrap_or_else(|e| panic!("{label}: {kind} retry {e:?}"));
+            assert_eq!(disk_count(&rds), before + 1, "{label}: one {kind} disk");
+            assert_eq!(rds.disk(&v).unwrap()["nvme-tcp-export"], "true", "{label}");
+            assert_eq!(
+                content(&v).as_deref(),
+                Some(&b"origin content"[..]),
+                "{label}"
+            );
+            copies.push(done(&first));
+            k.delete(&v).unwrap();
+        }
+
+        // DeleteSnapshot: the disk and the file are gone after the retry.
+        class.arm(&rds, "DELETE", "/rest/disk", &creds);
+        let first = k.delete_snapshot(&id);
+        class.disarm(&rds, &creds);
+        assert!(class.acceptable(&first), "{label}: delete gave {first:?}");
+        k.delete_snapshot(&id)
+            .unwrap_or_else(|e| panic!("{label}: delete retry {e:?}"));
+        assert!(rds.disk(&id).is_none(), "{label}");
+        assert!(rds.file(&file(&id)).is_none(), "{label}");
+        let delete = done(&first);
+        rows.push(format!(
+            "| {label} | {snapshot} | {} | {} | {delete} |",
+            copies[0], copies[1]
+        ));
+    }
+    // A copy the retry overtook must not land later.
+    std::thread::sleep(std::time::Duration::from_millis(1600));
+    assert_eq!(disk_count(&rds), 1, "only the source volume is left");
+    let img = rds
+        .files()
+        .into_iter()
+        .filter(|f| f.name.ends_with(".img"))
+        .map(|f| f.name)
+        .collect::<Vec<_>>();
+    assert_eq!(img, vec![file("pvc-origin")], "no file left behind");
+    let logs = c.logs();
+    assert!(!logs.contains("panicked"), "{logs}");
+    assert_eq!(threads(c.child.id()), threads_before, "threads leaked");
+    println!("| RDS fault | CreateSnapshot | restore | clone | DeleteSnapshot |");
+    println!("|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }
