@@ -28,10 +28,11 @@ use crate::{
         ControllerUnpublishVolumeResponse, CreateSnapshotRequest, CreateSnapshotResponse,
         CreateVolumeRequest, CreateVolumeResponse, DeleteSnapshotRequest, DeleteSnapshotResponse,
         DeleteVolumeRequest, DeleteVolumeResponse, GetCapacityRequest, GetCapacityResponse,
-        GetPluginCapabilitiesResponse, GetPluginInfoResponse, ListSnapshotsRequest,
-        ListSnapshotsResponse, ListSnapshotsResponse_Entry, ListVolumesRequest,
-        ListVolumesResponse, ListVolumesResponse_Entry, ListVolumesResponse_VolumeStatus,
-        PluginCapability, PluginCapability_Service, PluginCapability_Service_Type as Service,
+        GetPluginCapabilitiesResponse, GetPluginInfoResponse, GetSnapshotRequest,
+        GetSnapshotResponse, ListSnapshotsRequest, ListSnapshotsResponse,
+        ListSnapshotsResponse_Entry, ListVolumesRequest, ListVolumesResponse,
+        ListVolumesResponse_Entry, ListVolumesResponse_VolumeStatus, PluginCapability,
+        PluginCapability_Service, PluginCapability_Service_Type as Service,
         PluginCapability_VolumeExpansion, PluginCapability_VolumeExpansion_Type as Expansion,
         ProbeResponse, Snapshot, ValidateVolumeCapabilitiesRequest,
         ValidateVolumeCapabilitiesResponse, ValidateVolumeCapabilitiesResponse_Confirmed, Volume,
@@ -394,6 +395,16 @@ pub fn list_snapshots(
         r.mut_entries().push(entry);
     }
     r.set_next_token(next.unwrap_or_default());
+    Ok(r)
+}
+
+/// One snapshot by ID; an unknown one (or an ID that is not a snapshot's)
+/// → `NOT_FOUND`.
+pub fn get_snapshot(d: &Driver, req: &GetSnapshotRequest) -> Result<GetSnapshotResponse, CsiError> {
+    let manager = volumes(d, "GetSnapshot")?;
+    let id = validate::volume_id_field("snapshot_id", req.get_snapshot_id())?;
+    let mut r = GetSnapshotResponse::new();
+    r.set_snapshot(to_snapshot(manager.get_snapshot(id)?));
     Ok(r)
 }
 

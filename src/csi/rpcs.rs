@@ -155,6 +155,13 @@ pub fn table(r: &mut impl Router) {
         list_snapshots,
     );
     r.route(
+        // Served, not advertised: sidecars built on a CSI spec older than
+        // GET_SNAPSHOT crash on the capability (csi-provisioner v5.2.0
+        // does, at startup); a caller that asks gets the answer anyway.
+        rpc!("Controller", "GetSnapshot", InPool, [], Rds),
+        get_snapshot,
+    );
+    r.route(
         rpc!("Controller", "DeleteVolume", InPool, [], Rds),
         delete_volume,
     );
@@ -241,6 +248,7 @@ impl CallSubject for pb::ControllerGetCapabilitiesRequest {}
 impl CallSubject for pb::GetCapacityRequest {}
 impl CallSubject for pb::ListVolumesRequest {}
 impl CallSubject for pb::ListSnapshotsRequest {}
+impl CallSubject for pb::GetSnapshotRequest {}
 impl CallSubject for pb::CreateSnapshotRequest {
     fn subject(&self) -> (&str, &str) {
         (self.get_source_volume_id(), "")

@@ -228,6 +228,19 @@ impl VolumeManager {
         Ok(())
     }
 
+    /// The snapshot `id`, from one RDS request. Not a snapshot ID, no such
+    /// disk, or a disk at that slot that is not a snapshot → `NotFound`.
+    pub fn get_snapshot(&self, id: &str) -> Result<Snapshot, VolumeError> {
+        let missing = || VolumeError::NotFound(format!("snapshot {id:?}"));
+        if !is_snapshot_id(id) {
+            return Err(missing());
+        }
+        match self.rds.disk_by_slot(id)? {
+            Some(d) if is_snapshot_disk(&d) => Ok(describe(&d, None)),
+            _ => Err(missing()),
+        }
+    }
+
     /// Up to `max` snapshots (0: all) in ID order from `token` (empty: the
     /// first), only `snapshot_id` or only those of `source` when given;
     /// the next page's token. Tokens are `v1.<snapshot ID>`; any other →
@@ -246,12 +259,23 @@ impl VolumeManager {
                 .filter(|id| is_snapshot_id(id))
                 .ok_or_else(|| VolumeError::BadToken(token.into()))?,
         };
+        // By ID: one look-up by slot, not the whole listing.
+        if !snapshot_id.is_empty() {
+            let found = match self.get_snapshot(snapshot_id) {
+                Ok(s) => Some(s),
+                Err(VolumeError::NotFound(_)) => None,
+                Err(e) => return Err(e),
+            };
+            let snaps = found
+                .filter(|s| s.id.as_str() >= from)
+                .filter(|s| source.is_empty() || s.source_volume_id == source);
+            return Ok((snaps.into_iter().collect(), None));
+        }
         let mut snaps: Vec<Snapshot> = self
             .rds
             .disks()?
             .iter()
             .filter(|d| is_snapshot_disk(d) && d.slot.as_str() >= from)
-            .filter(|d| snapshot_id.is_empty() || d.slot == snapshot_id)
             .map(|d| describe(d, None))
             .filter(|s| source.is_empty() || s.source_volume_id == source)
             .collect();

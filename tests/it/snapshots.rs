@@ -224,6 +224,29 @@ fn snapshots_pages_filters_and_lineage_survive_a_restart() {
             .0,
         Code::ABORTED
     );
+    // GetSnapshot: one look-up by slot; anything not a snapshot is NOT_FOUND.
+    s.rds.clear_requests();
+    let got = csi.get_snapshot(made[1].get_snapshot_id()).unwrap();
+    assert_eq!(got, made[1], "the same as CreateSnapshot answered");
+    assert_eq!(lifecycle_requests(&s.rds).len(), 1);
+    for missing in [snapshot_id("never"), "pvc-a".to_string()] {
+        let (code, msg) = csi.get_snapshot(&missing).unwrap_err();
+        assert_eq!(code, Code::NOT_FOUND, "{missing}: {msg}");
+    }
+    assert_eq!(
+        csi.list_snapshots(&snapshot_id("never"), "", 0, "")
+            .unwrap()
+            .get_entries()
+            .len(),
+        0
+    );
+    assert_eq!(
+        csi.list_snapshots(go, "pvc-a", 0, "")
+            .unwrap()
+            .get_entries()
+            .len(),
+        0
+    );
     // The Go snapshot restores and deletes like ours.
     csi.create_with(&create_from("pvc-from-go", GIB, go, false))
         .unwrap();

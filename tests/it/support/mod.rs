@@ -660,6 +660,15 @@ impl Csi {
             .map_err(code_of)
     }
 
+    pub fn get_snapshot(&self, id: &str) -> CsiResult<csi::Snapshot> {
+        let mut r = csi::GetSnapshotRequest::new();
+        r.set_snapshot_id(id.into());
+        self.controller
+            .get_snapshot_opt(&r, self.opt())
+            .map(|mut r| r.take_snapshot())
+            .map_err(code_of)
+    }
+
     /// ListSnapshots by snapshot ID, source volume, page size and token.
     pub fn list_snapshots(
         &self,
