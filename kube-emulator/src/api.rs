@@ -240,8 +240,8 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
                 .and_then(|b| st.update(&target, convert::to_storage(kind, b)))
                 .map(|v| wire(200, v)),
             "patch" => st.patch(&target, &req, &validation).map(|v| wire(200, v)),
-            "delete" => st
-                .delete(kind, &target.namespace, &target.name)
+            "delete" => delete_options(&req)
+                .and_then(|o| st.delete_if(kind, &target.namespace, &target.name, &o))
                 .map(|v| wire(200, v)),
             "deletecollection" => Ok(st.delete_collection(&target, &req)),
             _ => unreachable!("verbs are matched above"),
@@ -255,6 +255,16 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
         return Outcome::Drop;
     }
     Outcome::Respond(result)
+}
+
+/// A DELETE's body: DeleteOptions (JSON or protobuf, as client-go sends
+/// it), or nothing (`null`); anything else → 400 as kube-apiserver
+/// answers it.
+fn delete_options(req: &Request) -> Result<Value, Response> {
+    if req.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    parse_body(req)
 }
 
 /// kube-apiserver's validation of list and watch options, as a 422 naming

@@ -274,10 +274,15 @@ impl Emulator {
 
     /// The stored object, if any.
     pub fn get(&self, resource: &str, name: &str) -> Option<Value> {
+        self.get_in(resource, "", name)
+    }
+
+    /// The stored object `name` of namespace `ns`, if any.
+    pub fn get_in(&self, resource: &str, ns: &str, name: &str) -> Option<Value> {
         let st = self.shared.lock();
         st.objects
             .get(resource)?
-            .get(&(String::new(), name.to_string()))
+            .get(&(ns.to_string(), name.to_string()))
             .map(|v| (**v).clone())
     }
 
@@ -293,7 +298,19 @@ impl Emulator {
     /// Changes a stored object in place, bumping its resourceVersion (an
     /// update by some other client).
     pub fn modify(&self, resource: &str, name: &str, f: impl FnOnce(&mut Value)) -> bool {
-        store::modify(&self.shared, resource, name, f)
+        store::modify(&self.shared, resource, "", name, f)
+    }
+
+    /// [`Emulator::modify`] for the object `name` of namespace `ns`
+    /// (status included: what a controller writing it would leave).
+    pub fn modify_in(
+        &self,
+        resource: &str,
+        ns: &str,
+        name: &str,
+        f: impl FnOnce(&mut Value),
+    ) -> bool {
+        store::modify(&self.shared, resource, ns, name, f)
     }
 
     pub fn delete(&self, resource: &str, name: &str) -> bool {

@@ -309,6 +309,15 @@ fn schema(message: &str) -> Option<&'static [Field]> {
             f(2, "message", Str),
             f(3, "errorCode", Int),
         ],
+        // What client-go sends as the body of every DELETE.
+        "DeleteOptions" => fields![
+            f(1, "gracePeriodSeconds", Int),
+            f(2, "preconditions", Msg("Preconditions")),
+            f(3, "orphanDependents", Bool),
+            f(4, "propagationPolicy", Str),
+            list(5, "dryRun", Str),
+        ],
+        "Preconditions" => fields![f(1, "uid", Str), f(2, "resourceVersion", Str)],
         "CSIStorageCapacity" => fields![
             f(1, "metadata", Msg("ObjectMeta")),
             f(2, "nodeTopology", Msg("LabelSelector")),

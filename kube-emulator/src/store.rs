@@ -68,6 +68,7 @@ pub(crate) fn insert_raw(shared: &Shared, resource: &str, mut obj: Value) {
 pub(crate) fn modify(
     shared: &Shared,
     resource: &str,
+    ns: &str,
     name: &str,
     f: impl FnOnce(&mut Value),
 ) -> bool {
@@ -75,7 +76,7 @@ pub(crate) fn modify(
         return false;
     };
     let mut st = shared.lock();
-    let key = (String::new(), name.to_string());
+    let key = (ns.to_string(), name.to_string());
     let Some(cur) = st
         .objects
         .get(kind.resource)
@@ -347,6 +348,19 @@ impl State {
         ns: &str,
         name: &str,
     ) -> Result<Value, Response> {
+        self.delete_if(kind, ns, name, &Value::Null)
+    }
+
+    /// DELETE with DeleteOptions `options`: its `preconditions` (`uid`,
+    /// `resourceVersion`) must match the stored object, else 409 Conflict
+    /// with kube-apiserver's "Precondition failed" message.
+    pub(crate) fn delete_if(
+        &mut self,
+        kind: &'static Kind,
+        ns: &str,
+        name: &str,
+        options: &Value,
+    ) -> Result<Value, Response> {
         let key = (ns.to_string(), name.to_string());
         let Some(current) = self
             .objects
@@ -356,6 +370,29 @@ impl State {
         else {
             return Err(model::not_found(kind, name));
         };
+        for (field, label) in [("uid", "UID"), ("resourceVersion", "ResourceVersion")] {
+            let Some(want) = options
+                .pointer(&format!("/preconditions/{field}"))
+                .and_then(Value::as_str)
+            else {
+                continue;
+            };
+            let have = current
+                .pointer(&format!("/metadata/{field}"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if want != have {
+                return Err(model::status(
+                    409,
+                    "Conflict",
+                    &format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: {label} in precondition: {want}, {label} in object meta: {have}",
+                        kind.qualified()
+                    ),
+                    Some(serde_json::json!({"name": name, "group": kind.group, "kind": kind.resource})),
+                ));
+            }
+        }
         let has_finalizers = current
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)

@@ -590,3 +590,95 @@ fn deletecollection_deletes_what_the_selector_matches() {
         "a finalizer holds it"
     );
 }
+
+#[test]
+fn deletes_take_delete_options_in_protobuf_and_json_and_honour_preconditions() {
+    let emu = emulator();
+    let pv = |name: &str| {
+        let (code, body) = call(
+            &emu,
+            "POST",
+            "/api/v1/persistentvolumes",
+            json_body(
+                "application/json",
+                json!({"apiVersion": "v1", "kind": "PersistentVolume",
+                       "metadata": {"name": name},
+                       "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                                "csi": {"driver": "rds.csi.srvlab.io", "volumeHandle": name}}}),
+            ),
+        );
+        assert_eq!(code, 201, "{body}");
+        body["metadata"]["uid"].as_str().unwrap().to_string()
+    };
+    // What the provisioner sends to delete a PV: protobuf DeleteOptions
+    // with a UID precondition (client-go's default content type).
+    let uid = pv("pvc-a");
+    let options = |uid: &str| {
+        let mut pre = Vec::new();
+        field(1, uid.as_bytes(), &mut pre);
+        let mut opts = Vec::new();
+        field(2, &pre, &mut opts);
+        envelope("v1", "DeleteOptions", &opts)
+    };
+    let proto = "application/vnd.kubernetes.protobuf";
+    let (code, body) = call(
+        &emu,
+        "DELETE",
+        "/api/v1/persistentvolumes/pvc-a",
+        Some((proto, options("other"))),
+    );
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(body["reason"], "Conflict");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Precondition failed: UID in precondition: other"),
+        "{body}"
+    );
+    let (code, body) = call(
+        &emu,
+        "DELETE",
+        "/api/v1/persistentvolumes/pvc-a",
+        Some((proto, options(&uid))),
+    );
+    assert_eq!(code, 200, "{body}");
+    // JSON DeleteOptions, and none at all.
+    let uid = pv("pvc-b");
+    let json_opts = |uid: &str| {
+        json_body(
+            "application/json",
+            json!({"kind": "DeleteOptions", "apiVersion": "v1",
+                                             "preconditions": {"uid": uid}}),
+        )
+    };
+    assert_eq!(
+        call(
+            &emu,
+            "DELETE",
+            "/api/v1/persistentvolumes/pvc-b",
+            json_opts("x")
+        )
+        .0,
+        409
+    );
+    assert_eq!(
+        call(
+            &emu,
+            "DELETE",
+            "/api/v1/persistentvolumes/pvc-b",
+            json_opts(&uid)
+        )
+        .0,
+        200
+    );
+    pv("pvc-c");
+    assert_eq!(
+        call(&emu, "DELETE", "/api/v1/persistentvolumes/pvc-c", None).0,
+        200
+    );
+    assert_eq!(
+        call(&emu, "DELETE", "/api/v1/persistentvolumes/pvc-c", None).0,
+        404
+    );
+}
