@@ -46,7 +46,7 @@ step() { printf '\n== %s\n' "$*"; }
 pass() { printf '   ok: %s\n' "$*"; }
 fail() {
   printf '\nFAIL: %s\n' "$*" >&2
-  for f in controller csi-attacher csi-provisioner csi-resizer csi-snapshotter snapshot-controller; do
+  for f in controller csi-attacher csi-provisioner csi-resizer csi-snapshotter snapshot-controller snapshot-schedule; do
     printf -- '\n--- last lines of %s ---\n' "$f" >&2
     tail -n 25 "$work/$f.log" >&2
   done
@@ -357,6 +357,34 @@ for sn in snap-1 snap-2; do
   wait_for "$sn's content $c is gone" 60 gone volumesnapshotcontent "$c"
   wait_for "RDS has neither disk nor file for $h" 10 no_disk_nor_file "$h"
 done
+
+step "scheduled snapshots: snapshot-schedule makes VolumeSnapshots the stock snapshot-controller takes, and retires them"
+k label pvc data -n default rds.csi.srvlab.io/backup=daily >/dev/null || fail "labelling PVC data"
+nightly() { # nightly TIME: one run of the schedule for that minute, --keep 1
+  "$bin/rds-csi-controller" snapshot-schedule --namespace default --schedule nightly \
+    --snapshot-class rds-nvme-snapshots --selector rds.csi.srvlab.io/backup=daily --keep 1 \
+    --scheduled-time "$1" >>"$work/snapshot-schedule.log" 2>&1
+}
+handle_of() { jp volumesnapshotcontent "$(jp volumesnapshot "$1" '{.status.boundVolumeSnapshotContentName}')" '{.status.snapshotHandle}'; }
+nightly 2026-12-01T02:00:00Z || fail "snapshot-schedule for Dec 1 (see snapshot-schedule.log)"
+wait_for "nightly-data-20261201-0200 is readyToUse" 120 ready nightly-data-20261201-0200
+first=$(handle_of nightly-data-20261201-0200)
+disk "$first" | grep -q '"nvme-tcp-export":"false"' || fail "RDS has no snapshot disk $first"
+pass "RDS holds $first, the schedule's first snapshot"
+nightly 2026-12-02T02:00:00Z || fail "snapshot-schedule for Dec 2"
+wait_for "nightly-data-20261202-0200 is readyToUse" 120 ready nightly-data-20261202-0200
+k get volumesnapshot nightly-data-20261201-0200 -n default >/dev/null 2>&1 ||
+  fail "the first snapshot went while the second was not ready yet"
+pass "the first snapshot stayed while the second was not ready (the newest ready one is kept)"
+# The Job retried for Dec 2: nothing new; now the first is over --keep 1.
+nightly 2026-12-02T02:00:00Z || fail "snapshot-schedule retried for Dec 2"
+wait_for "retention deleted nightly-data-20261201-0200" 60 gone volumesnapshot nightly-data-20261201-0200 -n default
+wait_for "RDS has neither disk nor file for $first" 60 no_disk_nor_file "$first"
+[ "$(k get volumesnapshot -n default -l rds.csi.srvlab.io/snapshot-schedule=nightly -o name | wc -l)" = 1 ] ||
+  fail "the schedule should have exactly one snapshot left"
+second=$(handle_of nightly-data-20261202-0200)
+k delete volumesnapshot nightly-data-20261202-0200 -n default --wait=false >/dev/null || fail "deleting the second"
+wait_for "RDS has neither disk nor file for $second" 60 no_disk_nor_file "$second"
 
 step "kill -9 the controller mid-story: a second claim is provisioned and attached after the restart"
 claim logs 1Gi || fail "kubectl apply of PVC logs"

@@ -9,6 +9,7 @@ pub const USAGE: &str = "\
 rds-csi-controller: CSI controller for MikroTik ROSE Data Server NVMe/TCP volumes
 
 Usage: rds-csi-controller [OPTIONS]
+       rds-csi-controller snapshot-schedule [OPTIONS]   (see its --help)
 
 Options:
   --endpoint ADDR            where to serve CSI: unix:///path, a path, or
@@ -116,6 +117,9 @@ pub struct RdsArgs {
 #[derive(Debug)]
 pub enum Command {
     Run(Box<Args>),
+    /// `snapshot-schedule` and the arguments after it (see
+    /// [`crate::schedule`]).
+    SnapshotSchedule(Vec<String>),
     Help,
     Version,
 }
@@ -158,7 +162,10 @@ pub fn parse(
         volume_path: crate::volume::DEFAULT_VOLUME_PATH.into(),
         timeout: Duration::from_secs(10),
     };
-    let mut it = args.into_iter();
+    let mut it = args.into_iter().peekable();
+    if it.peek().map(String::as_str) == Some("snapshot-schedule") {
+        return Ok(Command::SnapshotSchedule(it.skip(1).collect()));
+    }
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -349,19 +356,39 @@ fn positive(flag: &str, v: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{flag}: {v:?} is not a whole number from 1 to 1048576"))
 }
 
-fn duration(flag: &str, v: &str) -> Result<Duration, String> {
-    let bad = || format!("{flag}: {v:?} is not a duration like 500ms, 10s or 2m");
-    let (num, unit) = match v.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => v.split_at(i),
-        None => (v, "s"),
-    };
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(bad()),
-    };
+/// A duration like `500ms`, `10s`, `2m`, `168h`, `7d` or `1h30m` (a bare
+/// number is seconds).
+pub fn duration(flag: &str, v: &str) -> Result<Duration, String> {
+    let bad = || format!("{flag}: {v:?} is not a duration like 500ms, 10s, 2m, 168h or 1h30m");
+    if v.is_empty() {
+        return Err(bad());
+    }
+    if v.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let n: f64 = v.parse().map_err(|_| bad())?;
+        return Duration::try_from_secs_f64(n).map_err(|_| bad());
+    }
+    let mut secs = 0f64;
+    let mut rest = v;
+    while !rest.is_empty() {
+        let i = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
+        let (num, tail) = rest.split_at(i);
+        let j = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(j);
+        let n: f64 = num.parse().map_err(|_| bad())?;
+        secs += n * match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => return Err(bad()),
+        };
+        rest = tail;
+    }
     Duration::try_from_secs_f64(secs).map_err(|_| bad())
 }
 
@@ -373,6 +400,19 @@ mod tests {
         match parse(args.iter().map(|s| s.to_string()), |_| None)? {
             Command::Run(a) => Ok(*a),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn durations_take_units_up_to_days_and_compounds() {
+        let d = |v| duration("--x", v);
+        assert_eq!(d("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(d("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(d("168h"), Ok(Duration::from_secs(168 * 3600)));
+        assert_eq!(d("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(d("1h30m"), Ok(Duration::from_secs(5400)));
+        for bad in ["", "h", "1w", "-1s", "1h3", "1 h"] {
+            assert!(d(bad).is_err(), "{bad:?}");
         }
     }
 
@@ -413,7 +453,8 @@ mod tests {
         for (args, needle) in [
             (&["--workers", "0"][..], "--workers"),
             (&["--queue-depth", "x"], "--queue-depth"),
-            (&["--shutdown-grace", "10h"], "--shutdown-grace"),
+            (&["--shutdown-grace", "10y"], "--shutdown-grace"),
+            (&["--shutdown-grace", "1h3"], "--shutdown-grace"),
             (&["--driver-name", "-bad"], "--driver-name"),
             (&["--driver-name"], "--driver-name needs a value"),
             (&["--log-level", "loud"], "--log-level"),

@@ -16,7 +16,8 @@
 //! [`events`] (Kubernetes Events), [`metrics`] (Prometheus metrics and the
 //! health endpoint), [`health`] (background checks behind Probe), [`csi`]
 //! (the calls), [`server`] (grpcio and the worker pool), [`driver`] (ties
-//! them), and [`run`], the process life cycle.
+//! them), and [`run`], the process life cycle; [`schedule`] is the
+//! `snapshot-schedule` subcommand.
 
 pub mod attachment;
 pub mod cli;
@@ -32,6 +33,7 @@ mod lifecycle;
 pub mod metrics;
 pub mod proto;
 pub mod rds;
+pub mod schedule;
 #[cfg(feature = "grpc")]
 pub mod server;
 pub mod turns;

@@ -1,11 +1,12 @@
 use std::io::Write as _;
 
-use rds_csi_controller::{cli, run, EXIT_OK, EXIT_USAGE};
+use rds_csi_controller::{cli, kube, run, schedule, EXIT_OK, EXIT_USAGE};
 
 fn main() {
     let parsed = cli::parse(std::env::args().skip(1), |k| std::env::var(k).ok());
     let args = match parsed {
         Ok(cli::Command::Run(a)) => a,
+        Ok(cli::Command::SnapshotSchedule(rest)) => std::process::exit(snapshot_schedule(rest)),
         Ok(cli::Command::Help) => {
             print!("{}", cli::USAGE);
             std::process::exit(EXIT_OK);
@@ -38,6 +39,31 @@ fn main() {
     }
     logger.init();
     std::process::exit(run(*args));
+}
+
+/// `snapshot-schedule`: its own flags and help; logs as text to stderr.
+fn snapshot_schedule(args: Vec<String>) -> i32 {
+    let sa_namespace = || {
+        std::fs::read_to_string(std::path::Path::new(kube::SERVICE_ACCOUNT_DIR).join("namespace"))
+            .ok()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+    };
+    match schedule::parse(args, |k| std::env::var(k).ok(), sa_namespace) {
+        Ok(schedule::Command::Help) => {
+            print!("{}", schedule::USAGE);
+            schedule::EXIT_OK
+        }
+        Ok(schedule::Command::Run(a)) => {
+            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+                .init();
+            schedule::run(&a)
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n\n{}", schedule::USAGE);
+            schedule::EXIT_USAGE
+        }
+    }
 }
 
 /// A record's key-value pairs as a JSON object of strings.

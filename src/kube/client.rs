@@ -109,6 +109,7 @@ enum Verb {
     Post,
     /// A JSON merge patch.
     Patch,
+    Delete,
 }
 
 impl Verb {
@@ -118,13 +119,14 @@ impl Verb {
             Verb::Put => http::Method::PUT,
             Verb::Post => http::Method::POST,
             Verb::Patch => http::Method::PATCH,
+            Verb::Delete => http::Method::DELETE,
         }
     }
 
     fn content_type(self) -> &'static str {
         match self {
             Verb::Patch => "application/merge-patch+json",
-            Verb::Get | Verb::Put | Verb::Post => "application/json",
+            Verb::Get | Verb::Put | Verb::Post | Verb::Delete => "application/json",
         }
     }
 }
@@ -195,19 +197,19 @@ impl Client {
     /// that do not decode (hostile or corrupt objects) are skipped with a
     /// warning and named in the result.
     pub fn list_pvs(&self) -> Result<Listed<PvSummary>, Error> {
-        self.collect("/api/v1/persistentvolumes")
+        self.collect("/api/v1/persistentvolumes", "")
     }
 
     /// Like [`Client::list_pvs`], one item at a time, so that only what the
     /// caller keeps stays in memory. On [`Visit::Restart`] the caller drops
     /// what it gathered: the list starts over.
     pub fn visit_pvs(&self, visit: impl FnMut(Visit<PvSummary>)) -> Result<u32, Error> {
-        self.visit("/api/v1/persistentvolumes", visit)
+        self.visit("/api/v1/persistentvolumes", "", visit)
     }
 
     /// Every VolumeAttachment, as summaries; paging as [`Client::list_pvs`].
     pub fn list_volume_attachments(&self) -> Result<Listed<VolumeAttachmentSummary>, Error> {
-        self.collect("/apis/storage.k8s.io/v1/volumeattachments")
+        self.collect("/apis/storage.k8s.io/v1/volumeattachments", "")
     }
 
     /// Whether the Node exists: 404 → `Ok(false)`.
@@ -244,6 +246,48 @@ impl Client {
             .map(|_| ())
     }
 
+    /// GET the object at `path` (built with [`object_path`]), whole.
+    /// 404 → [`Error::NotFound`].
+    pub fn get_object(&self, path: &str) -> Result<Value, Error> {
+        self.json(Verb::Get, path, None)
+    }
+
+    /// Every object of the collection at `path`, paged as
+    /// [`Client::list_pvs`]; with a `label_selector`, only those it selects
+    /// (the server evaluates it; a malformed one → [`Error::BadRequest`]).
+    pub fn list_objects(&self, path: &str, label_selector: &str) -> Result<Vec<Value>, Error> {
+        let query = match label_selector {
+            "" => String::new(),
+            sel => format!("&labelSelector={}", percent_encode(sel)),
+        };
+        Ok(self.collect::<Value>(path, &query)?.items)
+    }
+
+    /// POST `object` into the collection at `path`; the stored object.
+    /// A name taken → [`Error::AlreadyExists`]. Not retried but on 429.
+    pub fn create_object(&self, path: &str, object: &Value) -> Result<Value, Error> {
+        let body = serde_json::to_vec(object).map_err(|e| Error::Decode(e.to_string()))?;
+        self.json(Verb::Post, path, Some(&body))
+    }
+
+    /// DELETE the object at `path`, only if it is still the one with
+    /// `uid` (a precondition: an object of the same name made since is
+    /// left alone, → [`Error::Conflict`]). Gone already → `Ok(false)`.
+    /// Transient failures are retried: the precondition makes a repeat safe.
+    pub fn delete_object(&self, path: &str, uid: &str) -> Result<bool, Error> {
+        let options = serde_json::json!({
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": { "uid": uid },
+        });
+        let body = serde_json::to_vec(&options).map_err(|e| Error::Decode(e.to_string()))?;
+        match self.send(Verb::Delete, path, Some(&body)) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// GET `/version`: a cheap reachability and authentication check.
     pub fn server_version(&self) -> Result<String, Error> {
         #[derive(Deserialize)]
@@ -255,13 +299,13 @@ impl Client {
             .map(|v| v.git_version)
     }
 
-    fn collect<T: ListItem>(&self, path: &str) -> Result<Listed<T>, Error> {
+    fn collect<T: ListItem>(&self, path: &str, query: &str) -> Result<Listed<T>, Error> {
         let mut out = Listed {
             items: Vec::new(),
             skipped: Vec::new(),
             pages: 0,
         };
-        out.pages = self.visit(path, |v| match v {
+        out.pages = self.visit(path, query, |v| match v {
             Visit::Restart => {
                 out.items.clear();
                 out.skipped.clear();
@@ -272,11 +316,13 @@ impl Client {
         Ok(out)
     }
 
-    /// Pages through `path`, handing each item to `visit`; returns the
-    /// number of pages read in the pass that completed.
+    /// Pages through `path` (with `query`, `&`-prefixed parameters, on
+    /// every page), handing each item to `visit`; returns the number of
+    /// pages read in the pass that completed.
     fn visit<T: ListItem>(
         &self,
         path: &str,
+        query: &str,
         mut visit: impl FnMut(Visit<T>),
     ) -> Result<u32, Error> {
         let limit = self.inner.opts.page_size.max(1);
@@ -285,7 +331,7 @@ impl Client {
             let mut pages = 0;
             let mut cont = String::new();
             loop {
-                let mut url = format!("{path}?limit={limit}");
+                let mut url = format!("{path}?limit={limit}{query}");
                 if !cont.is_empty() {
                     url.push_str("&continue=");
                     url.push_str(&percent_encode(&cont));
@@ -360,6 +406,9 @@ impl Client {
             }
             let retryable = match verb {
                 Verb::Get => err.is_transient(),
+                // A DELETE carries a UID precondition (see
+                // `delete_object`): a repeat can only find the object gone.
+                Verb::Delete => err.is_transient(),
                 Verb::Put | Verb::Post | Verb::Patch => matches!(err, Error::TooManyRequests(_)),
             };
             if !retryable || attempt >= inner.opts.attempts {
@@ -438,6 +487,7 @@ impl Verb {
             Verb::Put => "update",
             Verb::Post => "create",
             Verb::Patch => "patch",
+            Verb::Delete => "delete",
         }
     }
 }
@@ -445,7 +495,14 @@ impl Verb {
 /// The resource a path names, from the fixed set this client uses.
 fn resource_of(path: &str) -> &'static str {
     let path = path.split('?').next().unwrap_or(path);
-    for r in ["persistentvolumes", "nodes", "volumeattachments", "events"] {
+    for r in [
+        "persistentvolumes",
+        "persistentvolumeclaims",
+        "nodes",
+        "volumeattachments",
+        "volumesnapshots",
+        "events",
+    ] {
         if path.split('/').any(|s| s == r) {
             return r;
         }
@@ -691,6 +748,28 @@ fn segment(name: &str) -> Result<&str, Error> {
             "{name:?} is not a valid object name"
         )))
     }
+}
+
+/// The API path of a namespaced object (`name` given) or collection of
+/// `resource` in `group_version` (`v1` for the core group, else
+/// `group/version`). A namespace or name that is not a valid object name →
+/// [`Error::Config`], so nothing odd reaches a URL.
+pub fn object_path(
+    group_version: &str,
+    resource: &str,
+    namespace: &str,
+    name: Option<&str>,
+) -> Result<String, Error> {
+    let root = match group_version {
+        "v1" => "/api/v1".to_string(),
+        gv => format!("/apis/{gv}"),
+    };
+    let mut path = format!("{root}/namespaces/{}/{resource}", segment(namespace)?);
+    if let Some(name) = name {
+        path.push('/');
+        path.push_str(segment(name)?);
+    }
+    Ok(path)
 }
 
 fn percent_encode(s: &str) -> String {

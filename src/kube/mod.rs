@@ -1,6 +1,7 @@
 //! A small blocking Kubernetes REST client: exactly the calls this
-//! controller makes (PVs, Nodes, VolumeAttachments, Events), over `ureq`
-//! with rustls.
+//! controller makes (PVs, Nodes, VolumeAttachments, Events) and the few
+//! whole-object verbs the snapshot schedule uses (claims, snapshots), over
+//! `ureq` with rustls.
 //!
 //! Failure model: every non-2xx answer is an [`Error`] carrying the server's
 //! [`Status`]; GETs and LISTs retry transient failures with bounded backoff;
@@ -16,8 +17,8 @@ mod objects;
 mod ratelimit;
 
 pub use client::{
-    decode_page, is_valid_name, retry_on_conflict, Client, ClientOptions, Listed, Observed, Page,
-    Visit,
+    decode_page, is_valid_name, object_path, retry_on_conflict, Client, ClientOptions, Listed,
+    Observed, Page, Visit,
 };
 pub use config::{ClientIdentity, Config, Credential, SERVICE_ACCOUNT_DIR};
 pub use error::{Error, Status};

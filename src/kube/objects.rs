@@ -18,6 +18,17 @@ pub trait ListItem: Sized {
     ) -> Result<Result<Self, Option<String>>, D::Error>;
 }
 
+/// Any object, whole: for the few small lists read as JSON (the snapshot
+/// schedule's claims and snapshots). Only a non-object item is malformed.
+impl ListItem for serde_json::Value {
+    fn decode<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Result<Self, Option<String>>, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        Ok(if v.is_object() { Ok(v) } else { Err(None) })
+    }
+}
+
 /// What rebuild and reconciliation need of a PersistentVolume.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PvSummary {

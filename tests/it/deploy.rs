@@ -439,3 +439,60 @@ fn snapshots_have_their_sidecar_role_and_an_optional_class() {
     assert_eq!(class["driver"], "rds.csi.srvlab.io");
     assert_eq!(class["deletionPolicy"], "Delete");
 }
+
+#[test]
+fn the_snapshot_schedule_component_is_hardened_opt_in_and_runs_our_image() {
+    let Some(base) = rendered() else { return };
+    assert!(
+        !base.iter().any(|o| o["kind"] == "CronJob"),
+        "off by default"
+    );
+    let with = rendered_from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/overlays/with-snapshot-schedule"
+    ))
+    .unwrap();
+    let find = |kind: &str, name: &str| {
+        with.iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind}/{name}"))
+    };
+    let cron = find("CronJob", "rds-csi-snapshot-daily");
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    // The controller's own image, as the Deployment runs it.
+    let deployment = find("Deployment", "rds-csi-controller");
+    assert_eq!(
+        c["image"],
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    );
+    // Its arguments are a valid command line of the subcommand.
+    let args: Vec<String> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    match rds_csi_controller::cli::parse(args, |_| None) {
+        Ok(rds_csi_controller::cli::Command::SnapshotSchedule(rest)) => {
+            let parsed = rds_csi_controller::schedule::parse(rest, |_| None, || Some("ns".into()));
+            assert!(
+                matches!(parsed, Ok(rds_csi_controller::schedule::Command::Run(_))),
+                "{parsed:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Its ServiceAccount is bound to the schedule's role.
+    assert_eq!(pod["serviceAccountName"], "rds-csi-snapshot-schedule");
+    let binding = find("RoleBinding", "rds-csi-snapshot-schedule");
+    assert_eq!(binding["roleRef"]["name"], "rds-csi-snapshot-schedule");
+    assert_eq!(binding["subjects"][0]["name"], "rds-csi-snapshot-schedule");
+    find("ClusterRole", "rds-csi-snapshot-schedule");
+    find("ServiceAccount", "rds-csi-snapshot-schedule");
+}

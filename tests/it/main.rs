@@ -15,6 +15,7 @@ mod migration;
 mod operability;
 mod rbac;
 mod security;
+mod snapshot_schedule;
 mod snapshots;
 mod spine;
 mod takeover;
