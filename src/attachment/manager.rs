@@ -1,7 +1,7 @@
 //! The attachment map (volume → node) and the rules for changing it.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, SystemTime},
 };
@@ -14,6 +14,7 @@ use crate::{
 use super::{
     rebuild::{self, RebuildReport},
     store::{Allow, Claim, Holders, PvStore, Released, StoreError, DEFAULT_MIGRATION_WINDOW},
+    table::Table,
 };
 
 /// How a successful [`AttachmentManager::untrack`] came about.
@@ -163,9 +164,8 @@ pub struct AttachmentManager {
 
 #[derive(Default)]
 struct State {
-    attachments: HashMap<String, AttachmentState>,
-    /// Node names are shared by many volumes: one allocation per node.
-    nodes: HashSet<Arc<str>>,
+    /// Volume → attachment, compact (see [`Table`]).
+    attachments: Table,
 }
 
 impl State {
@@ -175,41 +175,18 @@ impl State {
     fn released(&mut self, volume: &str, released: &Released) {
         match released {
             Released::Nothing => {}
-            Released::Cleared { .. } => {
-                self.attachments.remove(volume);
-            }
+            Released::Cleared { .. } => self.attachments.remove(volume),
             Released::HandedOver { to, .. } => {
                 let at = self
                     .attachments
                     .get(volume)
-                    .and_then(|c| c.migration.as_ref())
+                    .and_then(|c| c.migration)
                     .filter(|m| *m.node == **to)
                     .map_or_else(SystemTime::now, |m| m.started_at);
-                let node = self.intern(to);
-                self.attachments.insert(
-                    volume.to_string(),
-                    AttachmentState {
-                        node,
-                        attached_at: at,
-                        migration: None,
-                    },
-                );
+                self.attachments.insert(volume, to, at, None);
             }
-            Released::TargetLeft { .. } => {
-                if let Some(c) = self.attachments.get_mut(volume) {
-                    c.migration = None;
-                }
-            }
+            Released::TargetLeft { .. } => self.attachments.clear_migration(volume),
         }
-    }
-
-    fn intern(&mut self, node: &str) -> Arc<str> {
-        if let Some(n) = self.nodes.get(node) {
-            return n.clone();
-        }
-        let n: Arc<str> = Arc::from(node);
-        self.nodes.insert(n.clone());
-        n
     }
 }
 
@@ -512,7 +489,7 @@ impl AttachmentManager {
         let mut state = self.lock();
         if released == Released::Nothing {
             // The PV named none of it: whatever this map said is past.
-            let drop_node = match (state.attachments.get(volume), node) {
+            let drop_node = match (state.attachments.get(volume).as_ref(), node) {
                 (Some(_), None) => Some(Released::Cleared {
                     node: String::new(),
                 }),
@@ -552,12 +529,12 @@ impl AttachmentManager {
 
     /// The attachment of `volume`, if any.
     pub fn get(&self, volume: &str) -> Option<AttachmentState> {
-        self.lock().attachments.get(volume).cloned()
+        self.lock().attachments.get(volume)
     }
 
     /// A copy of every attachment.
     pub fn list(&self) -> HashMap<String, AttachmentState> {
-        self.lock().attachments.clone()
+        self.lock().attachments.all()
     }
 
     /// Number of tracked attachments.
@@ -583,29 +560,12 @@ impl AttachmentManager {
                     node,
                     at,
                     migration,
-                } => {
-                    let node = rebuilt.intern(node);
-                    let migration = migration.map(|(n, started_at)| {
-                        Box::new(Migration {
-                            node: rebuilt.intern(n),
-                            started_at,
-                        })
-                    });
-                    rebuilt.attachments.insert(
-                        volume,
-                        AttachmentState {
-                            node,
-                            attached_at: at,
-                            migration,
-                        },
-                    );
-                }
+                } => rebuilt.attachments.insert(&volume, node, at, migration),
             })?;
         store.set_index(index);
         {
             let mut state = self.lock();
             state.attachments = rebuilt.attachments;
-            state.nodes = rebuilt.nodes;
         }
         log::info!(
             "State rebuild complete: {} attachments recovered",
@@ -624,31 +584,13 @@ impl AttachmentManager {
         migration: Option<(&str, SystemTime)>,
     ) -> Arc<str> {
         let mut state = self.lock();
-        let node = state.intern(node);
-        let migration = migration.map(|(n, started_at)| {
-            Box::new(Migration {
-                node: state.intern(n),
-                started_at,
-            })
-        });
-        state.attachments.insert(
-            volume.to_string(),
-            AttachmentState {
-                node: node.clone(),
-                attached_at: at,
-                migration,
-            },
-        );
-        node
+        state.attachments.insert(volume, node, at, migration);
+        state.attachments.intern(node)
     }
 
     /// Volumes attached to two nodes for a live migration.
     pub fn migrations(&self) -> usize {
-        self.lock()
-            .attachments
-            .values()
-            .filter(|a| a.migration.is_some())
-            .count()
+        self.lock().attachments.migrations()
     }
 
     fn take_turn(&self, volume: &str) -> Result<Turn<'_>, AttachError> {
@@ -669,29 +611,27 @@ mod tests {
     #[test]
     fn node_names_are_shared_between_volumes() {
         let mut state = State::default();
-        let a = state.intern("node-1");
-        let b = state.intern("node-1");
+        let a = state.attachments.intern("node-1");
+        let b = state.attachments.intern("node-1");
         assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(state.nodes.len(), 1);
+        state
+            .attachments
+            .insert("v1", "node-1", SystemTime::now(), None);
+        state
+            .attachments
+            .insert("v2", "node-1", SystemTime::now(), None);
+        let (v1, v2) = (state.attachments.get("v1"), state.attachments.get("v2"));
+        assert!(Arc::ptr_eq(&v1.unwrap().node, &v2.unwrap().node));
+        assert_eq!(state.attachments.node_count(), 1);
     }
 
     #[test]
     fn a_release_moves_the_map_as_the_pv_moved() {
         let mut state = State::default();
-        let node = state.intern("a");
-        let target = state.intern("b");
         let started = SystemTime::now() - Duration::from_secs(5);
-        state.attachments.insert(
-            "v".into(),
-            AttachmentState {
-                node,
-                attached_at: SystemTime::now(),
-                migration: Some(Box::new(Migration {
-                    node: target,
-                    started_at: started,
-                })),
-            },
-        );
+        state
+            .attachments
+            .insert("v", "a", SystemTime::now(), Some(("b", started)));
         state.released(
             "v",
             &Released::HandedOver {
@@ -699,12 +639,21 @@ mod tests {
                 to: "b".into(),
             },
         );
-        let now = &state.attachments["v"];
+        let now = state.attachments.get("v").unwrap();
+        let started_us = started
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_micros();
+        let at_us = now
+            .attached_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_micros();
         assert_eq!(
-            (&*now.node, now.attached_at, now.migration.is_none()),
-            ("b", started, true)
+            (&*now.node, at_us, now.migration.is_none()),
+            ("b", started_us, true)
         );
         state.released("v", &Released::Cleared { node: "b".into() });
-        assert!(state.attachments.is_empty());
+        assert_eq!(state.attachments.len(), 0);
     }
 }

@@ -5,6 +5,7 @@ mod manager;
 mod rebuild;
 mod reconcile;
 mod store;
+mod table;
 mod timestamp;
 
 pub use manager::{
