@@ -1,10 +1,13 @@
 //! Per-volume exclusion shared by every call that changes a volume:
 //! Publish, Unpublish, Create, Delete and Expand on one volume ID run one
 //! at a time, so each sees the previous one's final outcome; calls on
-//! different volumes run in parallel.
+//! different volumes run in parallel. A call that only reads a volume
+//! while it copies it (a restore or clone of it) takes a shared hold:
+//! any number run side by side, and a call taking the turn waits for them
+//! all, as they wait for it.
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     sync::{Condvar, Mutex},
     time::{Duration, Instant},
 };
@@ -12,16 +15,26 @@ use std::{
 /// How long a call waits for an earlier call on the same volume.
 pub const VOLUME_WAIT: Duration = Duration::from_secs(30);
 
-/// The set of volumes with a call in progress.
+/// The volumes with a call in progress.
 #[derive(Debug, Default)]
 pub struct Turns {
-    /// Scope: membership tests and updates only; never held across I/O.
-    busy: Mutex<HashSet<String>>,
-    /// Signalled when a volume leaves the busy set.
+    /// Volume → its holders. Scope: membership tests and updates only;
+    /// never held across I/O.
+    busy: Mutex<HashMap<String, Hold>>,
+    /// Signalled when a hold is released.
     idle: Condvar,
 }
 
-/// Holds a volume's turn; released (and waiters woken) on drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// One call has the turn.
+    Turn,
+    /// This many calls read the volume.
+    Shared(usize),
+}
+
+/// Holds a volume's turn (or a shared hold); released, and waiters woken,
+/// on drop.
 #[derive(Debug)]
 pub struct Turn<'a> {
     turns: &'a Turns,
@@ -56,10 +69,35 @@ impl Turns {
         self.take_within(volume, VOLUME_WAIT)
     }
 
+    /// A shared hold on `volume`: it waits only for a call holding the
+    /// turn (then as [`Turns::take`]); other shared holds run alongside.
+    pub fn share(&self, volume: &str) -> Result<Turn<'_>, Busy> {
+        self.hold(volume, true, VOLUME_WAIT)
+    }
+
     fn take_within(&self, volume: &str, wait: Duration) -> Result<Turn<'_>, Busy> {
+        self.hold(volume, false, wait)
+    }
+
+    fn hold(&self, volume: &str, shared: bool, wait: Duration) -> Result<Turn<'_>, Busy> {
         let deadline = Instant::now() + wait;
         let mut busy = self.busy.lock().expect("turns lock poisoned");
-        while busy.contains(volume) {
+        loop {
+            match (busy.get_mut(volume), shared) {
+                (None, false) => {
+                    busy.insert(volume.to_string(), Hold::Turn);
+                    break;
+                }
+                (None, true) => {
+                    busy.insert(volume.to_string(), Hold::Shared(1));
+                    break;
+                }
+                (Some(Hold::Shared(n)), true) => {
+                    *n += 1;
+                    break;
+                }
+                (Some(_), _) => {}
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || crate::deadline::passed() {
                 return Err(Busy {
@@ -72,7 +110,6 @@ impl Turns {
                 .expect("turns lock poisoned")
                 .0;
         }
-        busy.insert(volume.to_string());
         Ok(Turn {
             turns: self,
             volume: volume.to_string(),
@@ -82,11 +119,14 @@ impl Turns {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.turns
-            .busy
-            .lock()
-            .expect("turns lock poisoned")
-            .remove(&self.volume);
+        let mut busy = self.turns.busy.lock().expect("turns lock poisoned");
+        match busy.get_mut(&self.volume) {
+            Some(Hold::Shared(n)) if *n > 1 => *n -= 1,
+            _ => {
+                busy.remove(&self.volume);
+            }
+        }
+        drop(busy);
         self.turns.idle.notify_all();
     }
 }
@@ -110,6 +150,24 @@ mod tests {
         );
         drop(held);
         assert!(turns.take_within("v1", Duration::from_millis(30)).is_ok());
+    }
+
+    #[test]
+    fn shared_holds_run_side_by_side_and_exclude_the_turn() {
+        let turns = Turns::default();
+        let short = Duration::from_millis(30);
+        let a = turns.share("snap").unwrap();
+        let b = turns.hold("snap", true, short).unwrap();
+        // A delete of the source waits for every copy reading it.
+        assert!(turns.take_within("snap", short).is_err());
+        drop(a);
+        assert!(turns.take_within("snap", short).is_err());
+        drop(b);
+        let delete = turns.take_within("snap", short).unwrap();
+        // And a copy waits for the delete.
+        assert!(turns.hold("snap", true, short).is_err());
+        drop(delete);
+        assert!(turns.hold("snap", true, short).is_ok());
     }
 
     #[test]

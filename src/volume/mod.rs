@@ -243,7 +243,9 @@ impl VolumeManager {
         if !shaped {
             return Err(missing());
         }
-        let _source_turn = self.turns.take(source)?;
+        // Shared: restores and clones of one source copy side by side; a
+        // delete or expand of it waits for them (and they for it).
+        let _source_hold = self.turns.share(source)?;
         let from = self
             .rds
             .disk_by_slot(source)?
