@@ -16,9 +16,10 @@ Options:
                              tcp://127.0.0.1:PORT (debugging) [env CSI_ENDPOINT]
                              [default: unix:///csi/csi.sock]
   --driver-name NAME         CSI driver name [default: rds.csi.srvlab.io]
-  --workers N                worker threads serving calls [default: 4]
+  --workers N                worker threads serving calls; each waits on one
+                             API or RDS request at a time [default: 64]
   --queue-depth N            calls that may wait for a worker; more are refused
-                             with RESOURCE_EXHAUSTED [default: 64]
+                             with RESOURCE_EXHAUSTED [default: 128]
   --shutdown-grace DURATION  time in-flight calls get after SIGTERM [default: 10s]
   --startup-timeout DURATION how long to retry the attachment rebuild before
                              giving up [default: 60s]
@@ -136,8 +137,12 @@ pub fn parse(
     let mut a = Args {
         endpoint: Endpoint::Tcp(([127, 0, 0, 1], 0).into()),
         driver_name: DEFAULT_DRIVER_NAME.into(),
-        workers: 4,
-        queue_depth: 64,
+        // Sized from the provisioning burst (BENCHMARKS.md): a worker
+        // blocked on a request costs a mostly untouched stack, and the
+        // stock sidecars send up to 130 calls at once (csi-provisioner's
+        // 100 worker threads, 10 each for the others): all fit.
+        workers: 64,
+        queue_depth: 128,
         shutdown_grace: Duration::from_secs(10),
         startup_timeout: Duration::from_secs(60),
         kubeconfig: None,
@@ -420,7 +425,7 @@ mod tests {
     fn defaults_and_both_value_forms() {
         let a = run(&[]).unwrap();
         assert_eq!(a.endpoint, Endpoint::Unix("/csi/csi.sock".into()));
-        assert_eq!((a.workers, a.queue_depth), (4, 64));
+        assert_eq!((a.workers, a.queue_depth), (64, 128));
         let a = run(&[
             "--workers=2",
             "--queue-depth",

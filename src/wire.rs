@@ -51,8 +51,17 @@ impl<T> std::fmt::Debug for Hook<T> {
 /// The agent of a JSON REST client: non-2xx answers are the caller's to
 /// decode (not ureq errors), no redirects, our user agent, and a resolver
 /// that spares a thread per request.
+/// Kept-alive connections per agent (and per host): the default number of
+/// workers.
+const IDLE_CONNECTIONS: usize = 64;
+
 pub(crate) fn json_agent(connect: Duration, request: Duration, tls: TlsConfig) -> Agent {
     let config = Agent::config_builder()
+        // As many kept-alive connections as calls may run at once by
+        // default (`--workers`): a burst reuses them instead of paying a
+        // TLS handshake per request (ureq keeps 3 per host otherwise).
+        .max_idle_connections(IDLE_CONNECTIONS)
+        .max_idle_connections_per_host(IDLE_CONNECTIONS)
         .http_status_as_error(false)
         .timeout_connect(Some(connect))
         .timeout_global(Some(request))
