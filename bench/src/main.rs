@@ -11,6 +11,9 @@
 //! gRPC floor is `grpc-floor`. The kube emulator of the Publish section
 //! runs in this process on loopback HTTPS.
 
+mod burst;
+mod snapshots;
+
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -35,8 +38,9 @@ fn main() {
         controller: PathBuf::from("target/release/rds-csi-controller"),
         binary: None,
         held: 100_000,
-        exec_pvs: 10_000,
+        exec_pvs: vec![10_000, 100_000],
         volumes: 10_000,
+        snapshots: 10_000,
         only: None,
     };
     let mut it = args.into_iter();
@@ -54,8 +58,16 @@ fn main() {
             "--controller" => opts.controller = PathBuf::from(it.next().unwrap()),
             "--binary" => opts.binary = Some(PathBuf::from(it.next().unwrap())),
             "--held" => opts.held = it.next().unwrap().parse().unwrap(),
-            "--exec-pvs" => opts.exec_pvs = it.next().unwrap().parse().unwrap(),
+            "--exec-pvs" => {
+                opts.exec_pvs = it
+                    .next()
+                    .unwrap()
+                    .split(',')
+                    .map(|s| s.parse().unwrap())
+                    .collect()
+            }
             "--volumes" => opts.volumes = it.next().unwrap().parse().unwrap(),
+            "--snapshots" => opts.snapshots = it.next().unwrap().parse().unwrap(),
             "--only" => opts.only = it.next(),
             // Every contender once at 1 000 PVs, and the hop: proves the
             // harness runs, measures nothing worth quoting.
@@ -80,13 +92,57 @@ struct BenchOpts {
     binary: Option<PathBuf>,
     /// Attachments held for the RSS measure.
     held: usize,
-    /// PVs to rebuild for the exec → Probe measure.
-    exec_pvs: usize,
+    /// PVs to rebuild for the exec → Probe measures.
+    exec_pvs: Vec<usize>,
     /// Volumes on RDS for the ListVolumes RSS measure.
     volumes: usize,
-    /// Run one section only: `rebuild`, `hop`, `publish`, `volumes`,
-    /// `footprint`; or `smoke`.
+    /// Snapshots on RDS for the ListSnapshots measure.
+    snapshots: usize,
+    /// Run one section only (a name in [`SECTIONS`]), or `smoke`.
     only: Option<String>,
+}
+
+/// A section: its name (for `--only`), heading, and the measure.
+type Section = (&'static str, &'static str, fn(&Path, &BenchOpts));
+
+/// The sections in the order a full run prints them.
+const SECTIONS: &[Section] = &[
+    (
+        "rebuild",
+        "Rebuild (median of runs; page size 500)",
+        |d, o| rebuild(d, o),
+    ),
+    ("hop", "The gRPC hop (median of runs)", |d, o| {
+        hop(d, &o.controller, o.runs)
+    }),
+    (
+        "publish",
+        "Publish path (1 node cached, --kube-api-qps 0)",
+        |d, o| publish_path(d, &o.controller),
+    ),
+    (
+        "volumes",
+        "Volume lifecycle on RDS (--rds-url, RDS emulator over HTTPS)",
+        |d, o| volume_path(d, o.shipped(), o.volumes),
+    ),
+    (
+        "snapshots",
+        "Snapshots on RDS (--rds-url, RDS emulator over HTTPS)",
+        |d, o| snapshots::snapshot_path(d, o.shipped(), o.snapshots),
+    ),
+    (
+        "burst",
+        "Provisioning bursts (RDS emulator with added latency, provisioner-like retries)",
+        |d, o| burst::bursts(d, o.shipped(), o.runs),
+    ),
+    ("footprint", "Footprint", |d, o| footprint(d, o)),
+];
+
+impl BenchOpts {
+    /// The shipped binary when given, else the harness-built controller.
+    fn shipped(&self) -> &Path {
+        self.binary.as_deref().unwrap_or(&self.controller)
+    }
 }
 
 fn run(o: &BenchOpts) {
@@ -100,49 +156,16 @@ fn run(o: &BenchOpts) {
         std::fs::remove_dir_all(&dir).ok();
         return;
     }
-    if o.only.as_deref() == Some("footprint") {
-        println!("## Footprint\n");
-        footprint(&dir, o);
-        std::fs::remove_dir_all(&dir).ok();
-        return;
+    let chosen: Vec<_> = SECTIONS
+        .iter()
+        .filter(|(name, _, _)| o.only.as_deref().is_none_or(|only| only == *name))
+        .collect();
+    assert!(!chosen.is_empty(), "no section {:?}", o.only);
+    for (i, (_, heading, measure)) in chosen.into_iter().enumerate() {
+        let heading = heading.replace("of runs", &format!("of {} runs", o.runs));
+        println!("{}## {heading}\n", if i > 0 { "\n" } else { "" });
+        measure(&dir, o);
     }
-    if o.only.as_deref() == Some("publish") {
-        println!("## Publish path (1 node cached, --kube-api-qps 0)\n");
-        publish_path(&dir, &o.controller);
-        std::fs::remove_dir_all(&dir).ok();
-        return;
-    }
-    if o.only.as_deref() == Some("rebuild") {
-        println!("## Rebuild (median of {} runs; page size 500)\n", o.runs);
-        rebuild(&dir, o);
-        std::fs::remove_dir_all(&dir).ok();
-        return;
-    }
-    if o.only.as_deref() == Some("hop") {
-        println!("## The gRPC hop (median of {} runs)\n", o.runs);
-        hop(&dir, &o.controller, o.runs);
-        std::fs::remove_dir_all(&dir).ok();
-        return;
-    }
-    if o.only.as_deref() == Some("volumes") {
-        println!("## Volume lifecycle on RDS (--rds-url, RDS emulator over HTTPS)\n");
-        volume_path(&dir, o.binary.as_ref().unwrap_or(&o.controller), o.volumes);
-        std::fs::remove_dir_all(&dir).ok();
-        return;
-    }
-    println!("## Rebuild (median of {} runs; page size 500)\n", o.runs);
-    rebuild(&dir, o);
-
-    println!("\n## The gRPC hop (median of {} runs)\n", o.runs);
-    hop(&dir, &o.controller, o.runs);
-    println!("\n## Publish path (1 node cached, --kube-api-qps 0)\n");
-    publish_path(&dir, &o.controller);
-
-    println!("\n## Volume lifecycle on RDS (--rds-url, RDS emulator over HTTPS)\n");
-    volume_path(&dir, o.binary.as_ref().unwrap_or(&o.controller), o.volumes);
-
-    println!("\n## Footprint\n");
-    footprint(&dir, o);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -169,7 +192,8 @@ fn seeded(dir: &Path, n: usize, annotate_quarter: bool) -> (Emulator, PathBuf) {
         .unwrap();
     for i in 0..n {
         let ours = i % 2 == 0;
-        let name = format!("pvc-{i:07}");
+        // The provisioner's names: pvc-<the claim's UID>.
+        let name = pvc_name(i);
         let mut pv = json!({
             "apiVersion": "v1", "kind": "PersistentVolume",
             "metadata": {"name": name, "finalizers": ["kubernetes.io/pv-protection"], "labels": {"app": "bench"}},
@@ -181,12 +205,21 @@ fn seeded(dir: &Path, n: usize, annotate_quarter: bool) -> (Emulator, PathBuf) {
             "status": {"phase": "Bound"}
         });
         if annotate_quarter && ours && i % 4 == 0 {
+            let node = format!("node-{}", i % 7);
             pv["metadata"]["annotations"] = json!({
-                "rds.csi.srvlab.io/attached-node": format!("node-{}", i % 7),
+                "rds.csi.srvlab.io/attached-node": node,
                 "rds.csi.srvlab.io/attached-at": "2024-01-02T03:04:05.123456Z",
             });
+            // As csi-attacher leaves it: the adoption pass reads these.
+            emu.insert_raw(
+                "volumeattachments",
+                json!({"apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
+                       "metadata": {"name": format!("csi-{i:064x}")},
+                       "spec": {"attacher": DRIVER, "nodeName": node, "source": {"persistentVolumeName": name}},
+                       "status": {"attached": true}}),
+            );
         }
-        emu.create("persistentvolumes", pv).unwrap();
+        emu.insert_raw("persistentvolumes", pv);
     }
     let kc = emu
         .write_kubeconfig(
@@ -195,6 +228,11 @@ fn seeded(dir: &Path, n: usize, annotate_quarter: bool) -> (Emulator, PathBuf) {
         )
         .unwrap();
     (emu, kc)
+}
+
+/// The `i`th PV's name, shaped as the provisioner names them.
+fn pvc_name(i: usize) -> String {
+    format!("pvc-00000000-0000-4000-8000-{i:012}")
 }
 
 trait TapMkdir {
@@ -214,6 +252,21 @@ fn rss_kb(pid: u32) -> u64 {
 
 fn hwm_kb(pid: u32) -> u64 {
     rds_bench::status_kb(&pid.to_string(), "VmHWM:")
+}
+
+/// CPU time (user + system) process `pid` has used, from /proc (10 ms
+/// ticks).
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the parenthesised name: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11)
+        .zip(f.get(12))
+        .map_or(0.0, |(u, s)| (u + s) as f64 * 10.0)
 }
 
 struct Controller {
@@ -486,7 +539,7 @@ fn footprint(dir: &Path, o: &BenchOpts) {
     })
     .unwrap();
     for i in 0..o.held {
-        let name = format!("pvc-{i:07}");
+        let name = pvc_name(i);
         emu.insert_raw(
             "persistentvolumes",
             json!({"metadata": {"name": name, "annotations": {"rds.csi.srvlab.io/attached-node": format!("node-{}", i % 50), "rds.csi.srvlab.io/attached-at": "2024-01-02T03:04:05.123456Z"}},
@@ -506,19 +559,27 @@ fn footprint(dir: &Path, o: &BenchOpts) {
     drop(c);
     drop(emu);
 
-    let (emu, kc) = seeded(dir, o.exec_pvs, true);
-    let mut times: Vec<f64> = (0..o.runs.max(3))
-        .map(|i| {
-            let (_c, t) = start_controller(&bin, dir, Some(&kc), &format!("exec{i}"));
-            t.as_secs_f64() * 1000.0
-        })
-        .collect();
-    println!(
-        "| exec → Probe ready, {} PVs (median) | {:.0} ms |",
-        o.exec_pvs,
-        median(&mut times)
-    );
-    drop(emu);
+    for &n in &o.exec_pvs {
+        let (emu, kc) = seeded(dir, n, true);
+        let runs: Vec<[f64; 3]> = (0..o.runs.max(3))
+            .map(|i| {
+                let (c, t) = start_controller(&bin, dir, Some(&kc), &format!("exec{n}-{i}"));
+                let pid = c.child.id();
+                [
+                    t.as_secs_f64() * 1000.0,
+                    cpu_ms(pid),
+                    hwm_kb(pid) as f64 / 1024.0,
+                ]
+            })
+            .collect();
+        let col = |i: usize| median(&mut runs.iter().map(|r| r[i]).collect::<Vec<_>>());
+        let (wall, cpu, peak) = (col(0), col(1), col(2));
+        println!(
+            "| exec → Probe ready, {n} PVs, {} attached, as many VolumeAttachments (median) | {wall:.0} ms (controller CPU {cpu:.0} ms), peak RSS {peak:.1} MiB |",
+            n / 4,
+        );
+        drop(emu);
+    }
 }
 
 /// CreateVolume over the socket against the RDS emulator's own add, the

@@ -62,6 +62,10 @@ fn handle(shared: &Shared, req: Request, _w: &mut dyn Write) -> Outcome {
             code,
         })
     };
+    let latency = shared.latency_us.load(Ordering::SeqCst);
+    if latency > 0 {
+        std::thread::sleep(Duration::from_micros(latency));
+    }
     if let Err(resp) = authenticate(shared, &req) {
         record(resp.code);
         return Outcome::Respond(resp);

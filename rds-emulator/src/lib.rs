@@ -184,6 +184,9 @@ pub(crate) struct State {
 
 pub(crate) struct Shared {
     state: Mutex<State>,
+    /// Added to every `/rest` request before it is processed (a device
+    /// or link this much slower), in microseconds.
+    pub(crate) latency_us: std::sync::atomic::AtomicU64,
     refusing: AtomicBool,
     stopping: AtomicBool,
 }
@@ -225,6 +228,7 @@ impl Emulator {
         state.seed_pool();
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
+            latency_us: Default::default(),
             refusing: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
         });
@@ -401,6 +405,13 @@ impl Emulator {
 
     pub fn clear_faults(&self) {
         self.shared.lock().faults.clear();
+    }
+
+    /// Every `/rest` request waits `latency` before it is processed (0:
+    /// none), as on a slower device or link; requests wait side by side.
+    pub fn set_latency(&self, latency: std::time::Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.shared.latency_us.store(us, Ordering::SeqCst);
     }
 
     /// While on, every new connection is closed at once.

@@ -30,7 +30,7 @@ pub struct Limits {
 /// candidate goes when its rank is `keep` or more, or it is older than
 /// `max_age`. Snapshots that are not ready, being deleted or undated are
 /// never deleted and do not count toward `keep`.
-pub fn to_delete<'a>(snapshots: &'a [Taken], limits: Limits, now: SystemTime) -> Vec<&'a Taken> {
+pub fn to_delete(snapshots: &[Taken], limits: Limits, now: SystemTime) -> Vec<&Taken> {
     let mut ready: Vec<(&Taken, SystemTime)> = snapshots
         .iter()
         .filter(|s| s.ready && !s.deleting)
