@@ -13,7 +13,7 @@ use std::{
 use grpcio::{CallOption, RpcStatusCode};
 use rds_csi_controller::{proto::csi, volume::snapshot_id};
 
-use super::{clients, median, snapshots::create, start_controller_with};
+use super::{clients, median, on_rds, snapshots::create};
 
 /// csi-provisioner's `--retry-interval-start` default.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -33,25 +33,13 @@ fn bursts_on_one_controller(
     restore: bool,
     run: usize,
 ) -> [(Duration, usize); 2] {
-    let rds = rds_emulator::Emulator::start(rds_emulator::Options {
-        pool_bytes: 1 << 60,
-        ..Default::default()
-    })
-    .unwrap();
-    let creds = rds
-        .write_credentials(&dir.join(format!("rds-creds-burst-{run}")))
-        .unwrap();
-    let extra = vec![
-        "--rds-url".to_string(),
-        rds.url(),
-        "--rds-credentials-dir".into(),
-        creds.display().to_string(),
-        "--workers".into(),
+    let pool_flags = [
+        "--workers".to_string(),
         pool.0.to_string(),
         "--queue-depth".into(),
         pool.1.to_string(),
     ];
-    let (c, _) = start_controller_with(bin, dir, None, &format!("burst-{run}"), &extra);
+    let (rds, _creds, c) = on_rds(bin, dir, &format!("burst-{run}"), &pool_flags);
     let (_, ctl) = clients(&c.socket);
     let opt = || CallOption::default().timeout(Duration::from_secs(120));
     ctl.create_volume_opt(&create("pvc-source", None), opt())

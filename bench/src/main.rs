@@ -290,6 +290,34 @@ fn clients(socket: &Path) -> (csi_grpc::IdentityClient, csi_grpc::ControllerClie
     )
 }
 
+/// A fresh RDS emulator (over HTTPS, a pool too large to fill) and the
+/// controller at `bin` pointed at it, with `flags` besides; the emulator,
+/// the credentials directory and the controller.
+fn on_rds(
+    bin: &Path,
+    dir: &Path,
+    tag: &str,
+    flags: &[String],
+) -> (rds_emulator::Emulator, PathBuf, Controller) {
+    let rds = rds_emulator::Emulator::start(rds_emulator::Options {
+        pool_bytes: 1 << 60,
+        ..Default::default()
+    })
+    .unwrap();
+    let creds = rds
+        .write_credentials(&dir.join(format!("rds-creds-{tag}")))
+        .unwrap();
+    let mut extra = vec![
+        "--rds-url".to_string(),
+        rds.url(),
+        "--rds-credentials-dir".into(),
+        creds.display().to_string(),
+    ];
+    extra.extend_from_slice(flags);
+    let (c, _) = start_controller_with(bin, dir, None, tag, &extra);
+    (rds, creds, c)
+}
+
 /// Starts the controller and returns it with the time from exec to the
 /// first Probe answering ready.
 fn start_controller(
@@ -587,19 +615,7 @@ fn footprint(dir: &Path, o: &BenchOpts) {
 /// it lists `volumes` volumes.
 fn volume_path(dir: &Path, bin: &Path, volumes: usize) {
     let samples = 500;
-    let rds = rds_emulator::Emulator::start(rds_emulator::Options {
-        pool_bytes: 1 << 50,
-        ..Default::default()
-    })
-    .unwrap();
-    let creds = rds.write_credentials(&dir.join("rds-creds")).unwrap();
-    let extra = vec![
-        "--rds-url".to_string(),
-        rds.url(),
-        "--rds-credentials-dir".into(),
-        creds.display().to_string(),
-    ];
-    let (c, _) = start_controller_with(bin, dir, None, "volumes", &extra);
+    let (rds, creds, c) = on_rds(bin, dir, "volumes", &[]);
     let (_, ctl) = clients(&c.socket);
     let opt = || CallOption::default().timeout(Duration::from_secs(10));
     let create = |name: &str| {

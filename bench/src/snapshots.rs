@@ -6,7 +6,7 @@ use std::{path::Path, time::Duration, time::Instant};
 use grpcio::CallOption;
 use rds_csi_controller::{attachment::format_micros, proto::csi, volume::snapshot_id};
 
-use super::{clients, hwm_kb, percentile, rss_kb, start_controller_with};
+use super::{clients, hwm_kb, on_rds, percentile, rss_kb};
 
 const GIB: i64 = 1 << 30;
 
@@ -14,19 +14,7 @@ const GIB: i64 = 1 << 30;
 /// the background health checks), then `snapshots` snapshots listed 500 a
 /// page and all at once, with RSS before, after and at the peak.
 pub(super) fn snapshot_path(dir: &Path, bin: &Path, snapshots: usize) {
-    let rds = rds_emulator::Emulator::start(rds_emulator::Options {
-        pool_bytes: 1 << 60,
-        ..Default::default()
-    })
-    .unwrap();
-    let creds = rds.write_credentials(&dir.join("rds-creds-snap")).unwrap();
-    let extra = vec![
-        "--rds-url".to_string(),
-        rds.url(),
-        "--rds-credentials-dir".into(),
-        creds.display().to_string(),
-    ];
-    let (c, _) = start_controller_with(bin, dir, None, "snapshots", &extra);
+    let (rds, _creds, c) = on_rds(bin, dir, "snapshots", &[]);
     let (_, ctl) = clients(&c.socket);
     let opt = || CallOption::default().timeout(Duration::from_secs(60));
     ctl.create_volume_opt(&create("pvc-src", None), opt())

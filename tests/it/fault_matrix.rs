@@ -528,15 +528,29 @@ fn rotated(creds: &std::path::Path) -> String {
     std::fs::read_to_string(creds.join("password")).unwrap() + "+"
 }
 
-#[test]
-fn rds_fault_matrix() {
-    const GIB: i64 = 1 << 30;
-    let dir = TempDir::new("rdsfaults");
+/// A controller on a fresh RDS emulator with `--rds-timeout 1s`, so that
+/// a write slower than that is cut off.
+fn on_rds_with_a_1s_timeout(
+    tag: &str,
+) -> (
+    TempDir,
+    rds_emulator::Emulator,
+    std::path::PathBuf,
+    Controller,
+) {
+    let dir = TempDir::new(tag);
     let (rds, creds) = rds(dir.path());
     let mut flags = rds_flags(&rds, &creds);
     flags.extend(["--rds-timeout".into(), "1s".into()]); // the last one counts
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let c = Controller::start(dir.path(), None, &flags);
+    (dir, rds, creds, c)
+}
+
+#[test]
+fn rds_fault_matrix() {
+    const GIB: i64 = 1 << 30;
+    let (_dir, rds, creds, c) = on_rds_with_a_1s_timeout("rdsfaults");
     let k = c.csi();
     k.create("pvc-warmup", GIB, &[]).unwrap();
     let threads_before = threads(c.child.id());
@@ -612,12 +626,7 @@ fn rds_fault_matrix() {
 #[test]
 fn rds_fault_matrix_for_snapshots() {
     const GIB: i64 = 1 << 30;
-    let dir = TempDir::new("snapfaults");
-    let (rds, creds) = rds(dir.path());
-    let mut flags = rds_flags(&rds, &creds);
-    flags.extend(["--rds-timeout".into(), "1s".into()]); // the last one counts
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let c = Controller::start(dir.path(), None, &flags);
+    let (_dir, rds, creds, c) = on_rds_with_a_1s_timeout("snapfaults");
     let k = c.csi();
     let file = |id: &str| format!("storage-pool/metal-csi/{id}.img");
     let content = |id: &str| rds.file(&file(id)).map(|f| f.data);

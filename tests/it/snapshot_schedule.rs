@@ -80,6 +80,20 @@ impl Cluster {
         self.set_ready(name, ready);
     }
 
+    /// What the `daily` schedule left for `pvc` on each of `days` of
+    /// November 2026 (`daily-<pvc>-202611DD-0200`), ready or not.
+    fn dailies(&self, pvc: &str, days: &[u32], ready: bool) {
+        for day in days {
+            self.snapshot(
+                &format!("daily-{pvc}-202611{day:02}-0200"),
+                Some("daily"),
+                pvc,
+                &format!("2026-11-{day:02}T02:00:00Z"),
+                ready,
+            );
+        }
+    }
+
     fn set_ready(&self, name: &str, ready: bool) {
         assert!(self
             .emu
@@ -205,16 +219,8 @@ fn a_run_snapshots_each_selected_bound_pvc_once_and_a_retry_adds_nothing() {
 fn retention_keeps_at_most_n_ready_snapshots_and_never_the_newest_or_an_unready_one() {
     let c = cluster(schedule_rules());
     c.pvc("db-0", json!({"backup": "daily"}), "Bound");
-    for (day, ready) in [(1, true), (2, true), (3, true), (4, true), (5, false)] {
-        let name = format!("daily-db-0-2026110{day}-0200");
-        c.snapshot(
-            &name,
-            Some("daily"),
-            "db-0",
-            &format!("2026-11-0{day}T02:00:00Z"),
-            ready,
-        );
-    }
+    c.dailies("db-0", &[1, 2, 3, 4], true);
+    c.dailies("db-0", &[5], false);
     // Not this schedule's, or nobody's: never touched.
     c.snapshot(
         "weekly-db-0-20261001-0200",
@@ -262,16 +268,7 @@ fn retention_keeps_at_most_n_ready_snapshots_and_never_the_newest_or_an_unready_
 fn retention_by_age_measures_from_the_scheduled_time_and_keeps_the_newest() {
     let c = cluster(schedule_rules());
     c.pvc("db-0", json!({"backup": "daily"}), "Bound");
-    for day in [1, 2, 3] {
-        let name = format!("daily-db-0-2026110{day}-0200");
-        c.snapshot(
-            &name,
-            Some("daily"),
-            "db-0",
-            &format!("2026-11-0{day}T02:00:00Z"),
-            true,
-        );
-    }
+    c.dailies("db-0", &[1, 2, 3], true);
     // At Nov 4, 02:00 with --max-age 48h: the 1st is 72 h old, the 2nd
     // exactly 48 h (not older), the 3rd 24 h.
     let args = daily(&[
@@ -316,16 +313,7 @@ fn api_errors_mid_run_leave_work_undone_but_delete_nothing_that_should_stay() {
     c.pvc("db-0", json!({"backup": "daily"}), "Bound");
     c.pvc("db-1", json!({"backup": "daily"}), "Bound");
     for pvc in ["db-0", "db-1"] {
-        for day in [1, 2] {
-            let name = format!("daily-{pvc}-2026110{day}-0200");
-            c.snapshot(
-                &name,
-                Some("daily"),
-                pvc,
-                &format!("2026-11-0{day}T02:00:00Z"),
-                true,
-            );
-        }
+        c.dailies(pvc, &[1, 2], true);
     }
     let before = c.snapshots();
     let fail = |verb: &str, name: &str, code: u16| {
@@ -368,16 +356,7 @@ fn api_errors_mid_run_leave_work_undone_but_delete_nothing_that_should_stay() {
     // The listing of snapshots failing: nothing is deleted at all.
     let c2 = cluster(schedule_rules());
     c2.pvc("db-0", json!({"backup": "daily"}), "Bound");
-    for day in [1, 2] {
-        let name = format!("daily-db-0-2026110{day}-0200");
-        c2.snapshot(
-            &name,
-            Some("daily"),
-            "db-0",
-            &format!("2026-11-0{day}T02:00:00Z"),
-            true,
-        );
-    }
+    c2.dailies("db-0", &[1, 2], true);
     c2.emu.inject(Fault {
         matches: Match {
             verb: Some("list".into()),
@@ -518,20 +497,7 @@ fn bad_flags_are_refused_before_any_request() {
 fn a_dry_run_changes_nothing() {
     let c = cluster(schedule_rules());
     c.pvc("db-0", json!({"backup": "daily"}), "Bound");
-    c.snapshot(
-        "daily-db-0-20261101-0200",
-        Some("daily"),
-        "db-0",
-        "2026-11-01T02:00:00Z",
-        true,
-    );
-    c.snapshot(
-        "daily-db-0-20261102-0200",
-        Some("daily"),
-        "db-0",
-        "2026-11-02T02:00:00Z",
-        true,
-    );
+    c.dailies("db-0", &[1, 2], true);
     let before = c.snapshots();
     let args = daily(&[
         "--keep",
@@ -564,20 +530,7 @@ fn workload(rules: Vec<Rule>) -> Vec<kube_emulator::RequestRecord> {
     let c = cluster(Vec::new());
     c.emu.set_rbac(None);
     c.pvc("db-0", json!({"backup": "daily"}), "Bound");
-    c.snapshot(
-        "daily-db-0-20261101-0200",
-        Some("daily"),
-        "db-0",
-        "2026-11-01T02:00:00Z",
-        true,
-    );
-    c.snapshot(
-        "daily-db-0-20261102-0200",
-        Some("daily"),
-        "db-0",
-        "2026-11-02T02:00:00Z",
-        true,
-    );
+    c.dailies("db-0", &[1, 2], true);
     c.emu.clear_requests();
     c.emu.set_rbac(Some(rules));
     let args = daily(&["--keep", "1", "--scheduled-time", "2026-11-03T02:00:00Z"]);
