@@ -618,16 +618,7 @@ fn volume_path(dir: &Path, bin: &Path, volumes: usize) {
     let (rds, creds, c) = on_rds(bin, dir, "volumes", &[]);
     let (_, ctl) = clients(&c.socket);
     let opt = || CallOption::default().timeout(Duration::from_secs(10));
-    let create = |name: &str| {
-        let mut r = csi::CreateVolumeRequest::new();
-        r.set_name(name.into());
-        r.mut_capacity_range().set_required_bytes(1 << 30);
-        r.mut_volume_capabilities().push(
-            csi::ControllerPublishVolumeRequest::single_node_writer(name, "-")
-                .take_volume_capability(),
-        );
-        r
-    };
+    let create = |name: &str| snapshots::create(name, None);
     ctl.create_volume_opt(&create("pvc-warm"), opt()).unwrap();
 
     let count = |f: &dyn Fn()| {

@@ -434,17 +434,9 @@ impl RdsClass {
         RdsClass::PasswordRotated401,
     ];
     /// The classes for the calls that copy: all, and a slow copy.
-    const COPYING: &'static [RdsClass] = &[
-        RdsClass::Refused,
-        RdsClass::Http500,
-        RdsClass::Http503,
-        RdsClass::ConnectionDrop,
-        RdsClass::AnswerLost,
-        RdsClass::SlowBeyondTimeout,
-        RdsClass::NotEnoughSpace,
-        RdsClass::PasswordRotated401,
-        RdsClass::SlowCopy,
-    ];
+    fn copying() -> impl Iterator<Item = RdsClass> {
+        RdsClass::ALL.iter().copied().chain([RdsClass::SlowCopy])
+    }
 
     fn label(self) -> &'static str {
         match self {
@@ -645,7 +637,7 @@ fn rds_fault_matrix_for_snapshots() {
     };
 
     let mut rows = Vec::new();
-    for (i, class) in RdsClass::COPYING.iter().enumerate() {
+    for (i, class) in RdsClass::copying().enumerate() {
         let label = class.label();
         // CreateSnapshot: one snapshot disk, a copy of the source, ready.
         let name = format!("snapshot-{i}");
