@@ -318,6 +318,17 @@ fn on_rds(
     (rds, creds, c)
 }
 
+/// The RDS requests `f` makes through the controller, less the background
+/// health checks (look-ups by mount point).
+fn requests_made(rds: &rds_emulator::Emulator, f: &dyn Fn()) -> usize {
+    rds.clear_requests();
+    f();
+    rds.requests()
+        .iter()
+        .filter(|r| !r.query.contains("mount-point="))
+        .count()
+}
+
 /// Starts the controller and returns it with the time from exec to the
 /// first Probe answering ready.
 fn start_controller(
@@ -621,15 +632,7 @@ fn volume_path(dir: &Path, bin: &Path, volumes: usize) {
     let create = |name: &str| snapshots::create(name, None);
     ctl.create_volume_opt(&create("pvc-warm"), opt()).unwrap();
 
-    let count = |f: &dyn Fn()| {
-        rds.clear_requests();
-        f();
-        // Less the background health checks (look-ups by mount point).
-        rds.requests()
-            .iter()
-            .filter(|r| !r.query.contains("mount-point="))
-            .count()
-    };
+    let count = |f: &dyn Fn()| requests_made(&rds, f);
     let per_create = count(&|| {
         ctl.create_volume_opt(&create("pvc-count"), opt()).unwrap();
     });

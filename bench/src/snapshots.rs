@@ -6,7 +6,7 @@ use std::{path::Path, time::Duration, time::Instant};
 use grpcio::CallOption;
 use rds_csi_controller::{attachment::format_micros, proto::csi, volume::snapshot_id};
 
-use super::{clients, hwm_kb, on_rds, percentile, rss_kb};
+use super::{clients, hwm_kb, on_rds, percentile, requests_made, rss_kb};
 
 const GIB: i64 = 1 << 30;
 
@@ -20,14 +20,7 @@ pub(super) fn snapshot_path(dir: &Path, bin: &Path, snapshots: usize) {
     ctl.create_volume_opt(&create("pvc-src", None), opt())
         .unwrap();
 
-    let count = |f: &dyn Fn()| {
-        rds.clear_requests();
-        f();
-        rds.requests()
-            .iter()
-            .filter(|r| !r.query.contains("mount-point="))
-            .count()
-    };
+    let count = |f: &dyn Fn()| requests_made(&rds, f);
     let snap = snapshot_id("bench-snap");
     let per_snapshot = count(&|| {
         ctl.create_snapshot_opt(&snapshot_request("bench-snap"), opt())
