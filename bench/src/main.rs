@@ -420,7 +420,7 @@ fn publish_path(dir: &Path, bin: &Path) {
     );
     let (id, ctl) = clients(&c.socket);
     let opt = || CallOption::default().timeout(Duration::from_secs(10));
-    let vol = |i: usize| format!("pvc-{:07}", 2 * i);
+    let vol = |i: usize| pvc_name(2 * i);
     let mut probe = Vec::with_capacity(samples);
     for _ in 0..samples {
         let t = Instant::now();
@@ -476,7 +476,7 @@ fn publish_path(dir: &Path, bin: &Path) {
     let mut put = Vec::with_capacity(samples);
     let mut get = Vec::with_capacity(samples);
     for i in 0..samples {
-        let name = format!("pvc-{:07}", 2 * i + 1);
+        let name = pvc_name(2 * i + 1);
         let t = Instant::now();
         let mut pv = client.get_pv(&name).unwrap();
         get.push(t.elapsed());
@@ -494,7 +494,7 @@ fn publish_path(dir: &Path, bin: &Path) {
             std::thread::spawn(move || {
                 let (_, ctl) = clients(&socket);
                 for k in 0..per_thread {
-                    let v = format!("pvc-{:07}", 2 * (base + t * per_thread + k));
+                    let v = pvc_name(2 * (base + t * per_thread + k));
                     ctl.controller_publish_volume_opt(
                         &publish_request(&v, "node-1"),
                         CallOption::default().timeout(Duration::from_secs(30)),
