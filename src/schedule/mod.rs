@@ -313,7 +313,13 @@ pub fn snapshot_name(schedule: &str, pvc: &str, at: SystemTime) -> String {
         pvc.to_string()
     } else {
         let hash = sha1_smol::Sha1::from(pvc).digest().to_string();
-        let cut = pvc[..room - 9].trim_end_matches(['-', '.']);
+        // Names the API lists are ASCII; a cut on a character boundary
+        // all the same, so that no name can make this panic.
+        let end = (0..=room - 9)
+            .rev()
+            .find(|i| pvc.is_char_boundary(*i))
+            .unwrap_or(0);
+        let cut = pvc[..end].trim_end_matches(['-', '.']);
         format!("{cut}-{}", &hash[..8])
     };
     format!("{schedule}-{pvc}-{stamp}")
@@ -744,5 +750,7 @@ mod tests {
         assert!(is_dns_subdomain(&n), "{n}");
         assert_eq!(n, snapshot_name(&"s".repeat(40), &long, at));
         assert_ne!(n, snapshot_name(&"s".repeat(40), &"p".repeat(252), at));
+        // Never a panic, whatever the name.
+        assert!(snapshot_name("d", &"é".repeat(200), at).len() <= 253);
     }
 }
