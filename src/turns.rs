@@ -84,12 +84,9 @@ impl Turns {
         let mut busy = self.busy.lock().expect("turns lock poisoned");
         loop {
             match (busy.get_mut(volume), shared) {
-                (None, false) => {
-                    busy.insert(volume.to_string(), Hold::Turn);
-                    break;
-                }
-                (None, true) => {
-                    busy.insert(volume.to_string(), Hold::Shared(1));
+                (None, _) => {
+                    let hold = if shared { Hold::Shared(1) } else { Hold::Turn };
+                    busy.insert(volume.to_string(), hold);
                     break;
                 }
                 (Some(Hold::Shared(n)), true) => {

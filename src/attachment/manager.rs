@@ -532,11 +532,6 @@ impl AttachmentManager {
         self.lock().attachments.get(volume)
     }
 
-    /// A copy of every attachment.
-    pub fn list(&self) -> HashMap<String, AttachmentState> {
-        self.lock().attachments.all()
-    }
-
     /// Number of tracked attachments.
     pub fn len(&self) -> usize {
         self.lock().attachments.len()

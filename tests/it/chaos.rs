@@ -666,12 +666,7 @@ fn volume_lifecycle_survives_kill_9_and_leaks_nothing() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(50 + rng.below(300) as u64));
-        c.kill9();
-        stop.store(true, Ordering::Relaxed);
-        for h in load {
-            h.join().unwrap();
-        }
+        kill_under_load(&mut c, &mut rng, &stop, load);
     }
     let c = Controller::start(dir.path(), None, &flags);
     settle(&c.csi());
@@ -786,12 +781,7 @@ fn snapshots_restores_and_clones_survive_kill_9_and_leak_nothing() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(50 + rng.below(300) as u64));
-        c.kill9();
-        stop.store(true, Ordering::Relaxed);
-        for h in load {
-            h.join().unwrap();
-        }
+        kill_under_load(&mut c, &mut rng, &stop, load);
     }
     let c = Controller::start(dir.path(), None, &flags);
     for (i, slot) in model.iter().enumerate() {
@@ -880,6 +870,22 @@ fn cut_off(code: RpcStatusCode) -> bool {
             | RpcStatusCode::CANCELLED
             | RpcStatusCode::UNKNOWN
     )
+}
+
+/// Lets `load` run for 50–350 ms, then `kill -9`s the controller under it
+/// and waits for the load threads to stop.
+fn kill_under_load(
+    c: &mut Controller,
+    rng: &mut Rng,
+    stop: &AtomicBool,
+    load: Vec<std::thread::JoinHandle<()>>,
+) {
+    std::thread::sleep(Duration::from_millis(50 + rng.below(300) as u64));
+    c.kill9();
+    stop.store(true, Ordering::Relaxed);
+    for h in load {
+        h.join().unwrap();
+    }
 }
 
 /// `.img` files on RDS whose disk (one of `slots`) is gone.
