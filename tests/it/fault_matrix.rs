@@ -713,6 +713,12 @@ fn rds_fault_matrix_for_snapshots() {
     assert_eq!(img, vec![file("pvc-origin")], "no file left behind");
     let logs = c.logs();
     assert!(!logs.contains("panicked"), "{logs}");
+    // The slow copies' retries came while those copies still ran: they
+    // found the file without its disk, removed it and copied again.
+    assert!(
+        logs.contains("removing a file an earlier copy left without its disk"),
+        "no retry met a copy still running: {logs}"
+    );
     assert_eq!(threads(c.child.id()), threads_before, "threads leaked");
     println!("| RDS fault | CreateSnapshot | restore | clone | DeleteSnapshot |");
     println!("|---|---|---|---|---|");
