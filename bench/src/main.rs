@@ -46,26 +46,12 @@ fn main() {
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--sizes" => {
-                opts.sizes = it
-                    .next()
-                    .unwrap()
-                    .split(',')
-                    .map(|s| s.parse().unwrap())
-                    .collect()
-            }
+            "--sizes" => opts.sizes = counts(&it.next().unwrap()),
             "--runs" => opts.runs = it.next().unwrap().parse().unwrap(),
             "--controller" => opts.controller = PathBuf::from(it.next().unwrap()),
             "--binary" => opts.binary = Some(PathBuf::from(it.next().unwrap())),
             "--held" => opts.held = it.next().unwrap().parse().unwrap(),
-            "--exec-pvs" => {
-                opts.exec_pvs = it
-                    .next()
-                    .unwrap()
-                    .split(',')
-                    .map(|s| s.parse().unwrap())
-                    .collect()
-            }
+            "--exec-pvs" => opts.exec_pvs = counts(&it.next().unwrap()),
             "--volumes" => opts.volumes = it.next().unwrap().parse().unwrap(),
             "--snapshots" => opts.snapshots = it.next().unwrap().parse().unwrap(),
             "--only" => opts.only = it.next(),
@@ -80,6 +66,11 @@ fn main() {
         }
     }
     run(&opts);
+}
+
+/// `1000,10000`: a comma-separated list of counts.
+fn counts(list: &str) -> Vec<usize> {
+    list.split(',').map(|s| s.parse().unwrap()).collect()
 }
 
 struct BenchOpts {
