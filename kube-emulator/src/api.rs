@@ -221,6 +221,20 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
         watch(shared, &target, &req, w);
         return Outcome::Streamed;
     }
+    if verb == "list" {
+        // Chosen under the lock, rendered after it.
+        let page = {
+            let mut st = shared.lock();
+            let page = st.list(&target, &req);
+            st.requests
+                .push(record(page.as_ref().map_or_else(|e| e.code, |_| 200)));
+            page
+        };
+        if drop_after {
+            return Outcome::Drop;
+        }
+        return Outcome::Respond(page.map_or_else(|e| e, |p| p.render()));
+    }
     let result = {
         let mut st = shared.lock();
         let kind = target.kind;
@@ -229,7 +243,6 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
         let checked = |b: Value| field_validation(kind, &validation, b);
         let r = match verb {
             "get" => st.get(&target).map(|v| wire(200, v)),
-            "list" => st.list(&target, &req),
             "create" => parse_body(&req)
                 .and_then(checked)
                 .map(|b| status_on_create(kind, b))

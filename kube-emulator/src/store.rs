@@ -452,7 +452,11 @@ impl State {
         Response::json(200, to_vec(&body))
     }
 
-    pub(crate) fn list(&mut self, t: &Target, req: &Request) -> Result<Response, Response> {
+    /// The page a list request asks for, as references to the stored
+    /// objects: rendering it ([`ListPage::render`]) needs no lock, so a
+    /// long list does not stop every other request while it is written
+    /// (kube-apiserver serves lists concurrently too).
+    pub(crate) fn list(&mut self, t: &Target, req: &Request) -> Result<ListPage, Response> {
         let kind = t.kind;
         let cont = req.query("continue").unwrap_or("");
         let rv_param = req.query("resourceVersion").unwrap_or("");
@@ -511,15 +515,7 @@ impl State {
             page = limit.div_ceil(2);
         }
         let end = (offset + page).min(total);
-        let mut items = Vec::with_capacity(end.saturating_sub(offset));
-        for v in &snap.items[offset.min(total)..end] {
-            let mut item = convert::to_wire(kind, (**v).clone());
-            if let Some(o) = item.as_object_mut() {
-                o.remove("kind");
-                o.remove("apiVersion");
-            }
-            items.push(item);
-        }
+        let items = snap.items[offset.min(total)..end].to_vec();
         let mut meta = json!({"resourceVersion": snap.rv.to_string()});
         if end < total {
             meta["continue"] = Value::String(encode_continue(snap_id, end, snap.rv));
@@ -527,8 +523,65 @@ impl State {
         } else {
             self.snapshots.remove(&snap_id);
         }
-        let body = json!({"kind": format!("{}List", kind.kind), "apiVersion": kind.api_version(), "metadata": meta, "items": items});
-        Ok(Response::json(200, to_vec(&body)))
+        Ok(ListPage { kind, meta, items })
+    }
+}
+
+/// One page of a list: what [`State::list`] chose, rendered later.
+pub(crate) struct ListPage {
+    kind: &'static Kind,
+    meta: Value,
+    items: Vec<Arc<Value>>,
+}
+
+impl ListPage {
+    /// The `<Kind>List` body: items in their API version's form, without
+    /// `kind` and `apiVersion` (kube-apiserver leaves them out of a
+    /// list's items).
+    pub(crate) fn render(&self) -> Response {
+        let kind = self.kind;
+        let mut out = Vec::with_capacity(256 + self.items.len() * 2048);
+        out.extend_from_slice(b"{\"kind\":");
+        serde_json::to_writer(&mut out, &format!("{}List", kind.kind)).expect("serialise");
+        out.extend_from_slice(b",\"apiVersion\":");
+        serde_json::to_writer(&mut out, &kind.api_version()).expect("serialise");
+        out.extend_from_slice(b",\"metadata\":");
+        serde_json::to_writer(&mut out, &self.meta).expect("serialise");
+        out.extend_from_slice(b",\"items\":[");
+        for (i, v) in self.items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let converted;
+            let wire = if std::ptr::eq(convert::stored(kind), kind) {
+                &**v
+            } else {
+                converted = convert::to_wire(kind, (**v).clone());
+                &converted
+            };
+            match wire.as_object() {
+                Some(o) => serde_json::to_writer(&mut out, &WithoutTypeMeta(o)).expect("serialise"),
+                None => serde_json::to_writer(&mut out, wire).expect("serialise"),
+            }
+        }
+        out.extend_from_slice(b"]}");
+        Response::json(200, out)
+    }
+}
+
+/// An object serialised without its `kind` and `apiVersion`, in place.
+struct WithoutTypeMeta<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for WithoutTypeMeta<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in self.0 {
+            if k != "kind" && k != "apiVersion" {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
     }
 }
 

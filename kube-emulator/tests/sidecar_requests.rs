@@ -519,6 +519,16 @@ fn events_written_through_events_k8s_io_are_read_through_core_v1() {
         None,
     );
     assert_eq!(list["items"][0]["regarding"]["name"], "pv-1");
+    // A list names its own kind and version; its items carry neither.
+    assert_eq!(list["kind"], "EventList");
+    assert_eq!(list["apiVersion"], "events.k8s.io/v1");
+    assert!(list["items"][0].get("kind").is_none(), "{list}");
+    assert!(list["items"][0].get("apiVersion").is_none(), "{list}");
+    let (_, core_list) = call(&emu, "GET", "/api/v1/namespaces/default/events", None);
+    assert_eq!(core_list["kind"], "EventList");
+    assert_eq!(core_list["apiVersion"], "v1");
+    assert_eq!(core_list["items"][0]["message"], "attached");
+    assert!(core_list["items"][0].get("kind").is_none(), "{core_list}");
 }
 
 #[test]
