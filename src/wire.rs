@@ -55,6 +55,14 @@ impl<T> std::fmt::Debug for Hook<T> {
 /// workers.
 const IDLE_CONNECTIONS: usize = 64;
 
+/// Each connection's read and write buffers (ureq allocates a pair for
+/// TCP and another for TLS, 128 KiB each by default: 512 KiB for every
+/// connection kept alive, 32 MiB for [`IDLE_CONNECTIONS`]). A TLS record
+/// is at most 16 KiB, so a larger read buffer saves no work; the answers'
+/// headers are a few hundred bytes, requests a few KiB.
+const READ_BUFFER: usize = 16 * 1024;
+const WRITE_BUFFER: usize = 8 * 1024;
+
 pub(crate) fn json_agent(connect: Duration, request: Duration, tls: TlsConfig) -> Agent {
     let config = Agent::config_builder()
         // As many kept-alive connections as calls may run at once by
@@ -62,6 +70,11 @@ pub(crate) fn json_agent(connect: Duration, request: Duration, tls: TlsConfig) -
         // TLS handshake per request (ureq keeps 3 per host otherwise).
         .max_idle_connections(IDLE_CONNECTIONS)
         .max_idle_connections_per_host(IDLE_CONNECTIONS)
+        .input_buffer_size(READ_BUFFER)
+        .output_buffer_size(WRITE_BUFFER)
+        // Headers that do not fit the read buffer are refused as too
+        // large (rather than as a connection that made no progress).
+        .max_response_header_size(READ_BUFFER)
         .http_status_as_error(false)
         .timeout_connect(Some(connect))
         .timeout_global(Some(request))
@@ -83,6 +96,10 @@ pub(crate) struct Request<'a> {
     pub body: Option<(&'static str, &'a [u8])>,
     /// Largest body read; a longer one is a transport failure.
     pub max_body: u64,
+    /// Bytes the answer is expected to take (0: not known). The body is
+    /// read into a buffer of this size, so a list page the size of the
+    /// last one is read without the buffer doubling past it.
+    pub size_hint: usize,
 }
 
 /// An answer of any HTTP status.
@@ -132,12 +149,17 @@ fn send(agent: &Agent, r: Request<'_>) -> Result<Answer, Failure> {
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = response
-        .into_body()
-        .with_config()
-        .limit(r.max_body)
-        .read_to_vec()
-        .map_err(failure)?;
+    let hint = usize::try_from(r.max_body).map_or(r.size_hint, |max| r.size_hint.min(max));
+    let mut body = Vec::with_capacity(hint);
+    std::io::Read::read_to_end(
+        &mut response
+            .into_body()
+            .with_config()
+            .limit(r.max_body)
+            .reader(),
+        &mut body,
+    )
+    .map_err(|e| failure(ureq::Error::from(e)))?;
     Ok(Answer {
         code,
         retry_after,
