@@ -74,19 +74,25 @@ fn parse_pvc(volume: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-#[derive(Debug, Clone)]
+/// An attachment without its volume name: 16 bytes, so that an entry of
+/// the map of `pvc-<uuid>` volumes is 32.
+#[derive(Debug, Clone, Copy)]
 struct Entry {
-    node: u32,
     /// Microseconds since 1970 (negative before).
     attached_at: i64,
-    /// Rare: boxed, so that an entry without one stays small.
-    migration: Option<Box<Migration>>,
+    node: u32,
 }
 
 /// Volume → attachment, with the node names interned.
 #[derive(Debug, Default)]
 pub(super) struct Table {
-    entries: HashMap<Key, Entry>,
+    /// Volumes named `pvc-<uuid>` (what the provisioner names them), by
+    /// their 16 bytes.
+    pvcs: HashMap<[u8; 16], Entry>,
+    /// Volumes of any other name.
+    named: HashMap<Box<str>, Entry>,
+    /// Migrations in progress, by volume; rare, so kept out of the entries.
+    migrations: HashMap<Key, Migration>,
     /// Node names by index; each stored once, never removed (a cluster
     /// has few nodes).
     nodes: Vec<Arc<str>>,
@@ -117,7 +123,16 @@ impl Table {
     }
 
     pub(super) fn get(&self, volume: &str) -> Option<AttachmentState> {
-        self.entries.get(&Key::of(volume)).map(|e| self.state(e))
+        let key = Key::of(volume);
+        let entry = match &key {
+            Key::Pvc(b) => self.pvcs.get(b),
+            Key::Name(n) => self.named.get(n),
+        }?;
+        Some(AttachmentState {
+            node: self.nodes[entry.node as usize].clone(),
+            attached_at: time(entry.attached_at),
+            migration: self.migrations.get(&key).cloned().map(Box::new),
+        })
     }
 
     /// Records `volume` held by `node` since `at`, with `migration`.
@@ -128,51 +143,49 @@ impl Table {
         at: SystemTime,
         migration: Option<(&str, SystemTime)>,
     ) {
-        let node = self.node_id(node);
-        let migration = migration.map(|(n, started_at)| {
-            Box::new(Migration {
-                node: self.intern(n),
-                started_at,
-            })
-        });
-        self.entries.insert(
-            Key::of(volume),
-            Entry {
-                node,
-                attached_at: micros(at),
-                migration,
-            },
-        );
+        let entry = Entry {
+            node: self.node_id(node),
+            attached_at: micros(at),
+        };
+        let key = Key::of(volume);
+        match migration {
+            Some((n, started_at)) => {
+                let m = Migration {
+                    node: self.intern(n),
+                    started_at,
+                };
+                self.migrations.insert(key.clone(), m);
+            }
+            None => {
+                self.migrations.remove(&key);
+            }
+        }
+        match key {
+            Key::Pvc(b) => self.pvcs.insert(b, entry),
+            Key::Name(n) => self.named.insert(n, entry),
+        };
     }
 
     pub(super) fn remove(&mut self, volume: &str) {
-        self.entries.remove(&Key::of(volume));
+        let key = Key::of(volume);
+        self.migrations.remove(&key);
+        match &key {
+            Key::Pvc(b) => self.pvcs.remove(b),
+            Key::Name(n) => self.named.remove(n),
+        };
     }
 
     /// Ends `volume`'s migration, if it has one.
     pub(super) fn clear_migration(&mut self, volume: &str) {
-        if let Some(e) = self.entries.get_mut(&Key::of(volume)) {
-            e.migration = None;
-        }
+        self.migrations.remove(&Key::of(volume));
     }
 
     pub(super) fn len(&self) -> usize {
-        self.entries.len()
+        self.pvcs.len() + self.named.len()
     }
 
     pub(super) fn migrations(&self) -> usize {
-        self.entries
-            .values()
-            .filter(|e| e.migration.is_some())
-            .count()
-    }
-
-    fn state(&self, e: &Entry) -> AttachmentState {
-        AttachmentState {
-            node: self.nodes[e.node as usize].clone(),
-            attached_at: time(e.attached_at),
-            migration: e.migration.clone(),
-        }
+        self.migrations.len()
     }
 }
 
@@ -214,8 +227,8 @@ mod tests {
             assert!(matches!(Key::of(other), Key::Name(_)), "{other}");
             assert_eq!(Key::of(other).name(), other);
         }
-        assert_eq!(std::mem::size_of::<Key>(), 24);
-        assert_eq!(std::mem::size_of::<Entry>(), 24);
+        // An entry of the map of `pvc-<uuid>` volumes: key and value.
+        assert_eq!(std::mem::size_of::<([u8; 16], Entry)>(), 32);
     }
 
     #[test]
