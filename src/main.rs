@@ -2,6 +2,14 @@ use std::io::Write as _;
 
 use rds_csi_controller::{cli, kube, run, schedule, EXIT_OK, EXIT_USAGE};
 
+#[cfg(all(target_os = "linux", any(test, target_env = "musl")))]
+mod allocator;
+
+// The static build's allocator (why: src/allocator.rs).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: allocator::Allocator = allocator::Allocator;
+
 fn main() {
     let parsed = cli::parse(std::env::args().skip(1), |k| std::env::var(k).ok());
     let args = match parsed {
