@@ -13,7 +13,7 @@ use std::{
 use grpcio::{CallOption, RpcStatusCode};
 use rds_csi_controller::{proto::csi, volume::snapshot_id};
 
-use super::{clients, median, on_rds, snapshots::create};
+use super::{clients, median, on_rds, rss_kb, snapshots::create};
 
 /// csi-provisioner's `--retry-interval-start` default.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -22,7 +22,8 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// snapshot when `restore`), `latency` per RDS request; the first opens
 /// its connections to RDS (cold), the second finds them kept alive
 /// (warm, as for a controller that has been running). For each: the time
-/// until every volume exists, and how many calls were bounced.
+/// until every volume exists, and how many calls were bounced; then the
+/// controller's RSS (KiB), its connections to RDS kept alive.
 /// `pool`: `--workers`, `--queue-depth`.
 fn bursts_on_one_controller(
     dir: &Path,
@@ -32,7 +33,7 @@ fn bursts_on_one_controller(
     latency: Duration,
     restore: bool,
     run: usize,
-) -> [(Duration, usize); 2] {
+) -> ([(Duration, usize); 2], u64) {
     let pool_flags = [
         "--workers".to_string(),
         pool.0.to_string(),
@@ -101,29 +102,32 @@ fn bursts_on_one_controller(
     };
     let cold = fire("cold");
     let warm = fire("warm");
+    let rss = rss_kb(c.child.id());
     drop(c);
-    [cold, warm]
+    ([cold, warm], rss)
 }
 
-/// Both bursts at 2, 20 and 100 ms, with the pool sized as before this
-/// measure (4 workers, queue 64) and as now (the defaults: 64, 128):
-/// medians of `runs` (the warm burst; the cold one beside it), with the
-/// floors.
-pub(super) fn bursts(dir: &Path, bin: &Path, runs: usize) {
-    println!("| burst | latency | pool (workers, queue) | all exist, warm (median of {runs}) | bounced | cold: all exist, bounced | one at a time | unbounded | target |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+/// Both bursts at each of `latencies` (ms; 2, 20 and 100 by default),
+/// with the pool sized as before this measure (4 workers, queue 64) and
+/// as now (the defaults: 64, 128): medians of `runs` (the warm burst; the
+/// cold one beside it), with the floors, and the controller's RSS after.
+pub(super) fn bursts(dir: &Path, bin: &Path, runs: usize, latencies: &[u64]) {
+    println!("| burst | latency | pool (workers, queue) | all exist, warm (median of {runs}) | bounced | cold: all exist, bounced | RSS after, MiB | one at a time | unbounded | target |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let shapes = [
         ("100 CreateVolumes", 100, false, 2u64),
         ("50 restores of one snapshot", 50, true, 3),
     ];
     for (what, calls, restore, requests) in shapes {
-        for ms in [2u64, 20, 100] {
+        for &ms in latencies {
             for pool in [(4, 64), (64, 128)] {
                 let latency = Duration::from_millis(ms);
                 let mut figures = [(); 4].map(|_| Vec::new());
+                let mut rss = Vec::new();
                 for run in 0..runs {
-                    let [cold, warm] =
+                    let ([cold, warm], kb) =
                         bursts_on_one_controller(dir, bin, pool, calls, latency, restore, run);
+                    rss.push(kb as f64 / 1024.0);
                     for (i, (t, b)) in [warm, cold].into_iter().enumerate() {
                         figures[2 * i].push(t.as_secs_f64() * 1000.0);
                         figures[2 * i + 1].push(b as f64);
@@ -138,13 +142,14 @@ pub(super) fn bursts(dir: &Path, bin: &Path, runs: usize) {
                     "—".into()
                 };
                 println!(
-                    "| {what} | {ms} ms | {}, {} | {:.0} ms | {:.0} | {:.0} ms, {:.0} | {serial} ms | {unbounded} ms | {target} |",
+                    "| {what} | {ms} ms | {}, {} | {:.0} ms | {:.0} | {:.0} ms, {:.0} | {:.1} | {serial} ms | {unbounded} ms | {target} |",
                     pool.0,
                     pool.1,
                     median(&mut wt),
                     median(&mut wb),
                     median(&mut ct),
-                    median(&mut cb)
+                    median(&mut cb),
+                    median(&mut rss)
                 );
             }
         }

@@ -41,6 +41,7 @@ fn main() {
         exec_pvs: vec![10_000, 100_000],
         volumes: 10_000,
         snapshots: 10_000,
+        latencies: vec![2, 20, 100],
         only: None,
     };
     let mut it = args.into_iter();
@@ -54,6 +55,12 @@ fn main() {
             "--exec-pvs" => opts.exec_pvs = counts(&it.next().unwrap()),
             "--volumes" => opts.volumes = it.next().unwrap().parse().unwrap(),
             "--snapshots" => opts.snapshots = it.next().unwrap().parse().unwrap(),
+            "--latencies" => {
+                opts.latencies = counts(&it.next().unwrap())
+                    .into_iter()
+                    .map(|n| n as u64)
+                    .collect()
+            }
             "--only" => opts.only = it.next(),
             // Every contender once at 1 000 PVs, and the hop: proves the
             // harness runs, measures nothing worth quoting.
@@ -89,6 +96,8 @@ struct BenchOpts {
     volumes: usize,
     /// Snapshots on RDS for the ListSnapshots measure.
     snapshots: usize,
+    /// RDS latencies (ms) of the burst section.
+    latencies: Vec<u64>,
     /// Run one section only (a name in [`SECTIONS`]), or `smoke`.
     only: Option<String>,
 }
@@ -124,7 +133,7 @@ const SECTIONS: &[Section] = &[
     (
         "burst",
         "Provisioning bursts (RDS emulator with added latency, provisioner-like retries)",
-        |d, o| burst::bursts(d, o.shipped(), o.runs),
+        |d, o| burst::bursts(d, o.shipped(), o.runs, &o.latencies),
     ),
     ("footprint", "Footprint", |d, o| footprint(d, o)),
 ];
