@@ -59,7 +59,8 @@ const IDLE_CONNECTIONS: usize = 64;
 /// TCP and another for TLS, 128 KiB each by default: 512 KiB for every
 /// connection kept alive, 32 MiB for [`IDLE_CONNECTIONS`]). A TLS record
 /// is at most 16 KiB, so a larger read buffer saves no work; the answers'
-/// headers are a few hundred bytes, requests a few KiB.
+/// headers are a few hundred bytes. A request streams through the write
+/// buffer; only its headers (a bearer token among them) must fit in it.
 const READ_BUFFER: usize = 16 * 1024;
 const WRITE_BUFFER: usize = 8 * 1024;
 
@@ -96,10 +97,6 @@ pub(crate) struct Request<'a> {
     pub body: Option<(&'static str, &'a [u8])>,
     /// Largest body read; a longer one is a transport failure.
     pub max_body: u64,
-    /// Bytes the answer is expected to take (0: not known). The body is
-    /// read into a buffer of this size, so a list page the size of the
-    /// last one is read without the buffer doubling past it.
-    pub size_hint: usize,
 }
 
 /// An answer of any HTTP status.
@@ -149,17 +146,12 @@ fn send(agent: &Agent, r: Request<'_>) -> Result<Answer, Failure> {
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let hint = usize::try_from(r.max_body).map_or(r.size_hint, |max| r.size_hint.min(max));
-    let mut body = Vec::with_capacity(hint);
-    std::io::Read::read_to_end(
-        &mut response
-            .into_body()
-            .with_config()
-            .limit(r.max_body)
-            .reader(),
-        &mut body,
-    )
-    .map_err(|e| failure(ureq::Error::from(e)))?;
+    let body = response
+        .into_body()
+        .with_config()
+        .limit(r.max_body)
+        .read_to_vec()
+        .map_err(failure)?;
     Ok(Answer {
         code,
         retry_after,

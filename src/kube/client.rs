@@ -327,7 +327,6 @@ impl Client {
     ) -> Result<u32, Error> {
         let limit = self.inner.opts.page_size.max(1);
         let mut restarts = 0u32;
-        let mut hint = 0;
         'restart: loop {
             let mut pages = 0;
             let mut cont = String::new();
@@ -337,7 +336,7 @@ impl Client {
                     url.push_str("&continue=");
                     url.push_str(&percent_encode(&cont));
                 }
-                let bytes = match self.send_hinted(Verb::Get, &url, None, hint) {
+                let bytes = match self.send(Verb::Get, &url, None) {
                     Ok(b) => b,
                     // The snapshot the token pointed into is gone: start over.
                     Err(Error::Expired(s)) if !cont.is_empty() && restarts < 5 => {
@@ -361,10 +360,6 @@ impl Client {
                     Error::Decode(m) => Error::Decode(format!("list {path}: {m}")),
                     other => other,
                 })?;
-                // The next page is about as long as this one: read it into
-                // a buffer of that size (plus an eighth), not one that
-                // doubled past it; this one is gone before it is read.
-                hint = bytes.len() + bytes.len() / 8;
                 drop(bytes);
                 pages += 1;
                 match next {
@@ -390,18 +385,6 @@ impl Client {
     /// failure; PUT/POST: only 429, which the server refuses before acting).
     /// A 401 with a token file re-reads the file and tries once more.
     fn send(&self, verb: Verb, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>, Error> {
-        self.send_hinted(verb, path, body, 0)
-    }
-
-    /// [`Client::send`], expecting an answer of about `size_hint` bytes
-    /// (see [`wire::Request::size_hint`]).
-    fn send_hinted(
-        &self,
-        verb: Verb,
-        path: &str,
-        body: Option<&[u8]>,
-        size_hint: usize,
-    ) -> Result<Vec<u8>, Error> {
         let inner = &*self.inner;
         let mut attempt = 0u32;
         let mut reloaded = false;
@@ -411,7 +394,7 @@ impl Client {
             if crate::deadline::passed() {
                 return Err(Error::Deadline(format!("{verb:?} {path}")));
             }
-            let err = match self.send_once(verb, path, body, size_hint) {
+            let err = match self.send_once(verb, path, body) {
                 Ok(bytes) => return Ok(bytes),
                 Err(e) => e,
             };
@@ -444,13 +427,7 @@ impl Client {
         }
     }
 
-    fn send_once(
-        &self,
-        verb: Verb,
-        path: &str,
-        body: Option<&[u8]>,
-        size_hint: usize,
-    ) -> Result<Vec<u8>, Error> {
+    fn send_once(&self, verb: Verb, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>, Error> {
         let inner = &*self.inner;
         let waited = Instant::now();
         inner.limiter.acquire();
@@ -467,7 +444,6 @@ impl Client {
                 authorization: token.as_deref(),
                 body: body.map(|b| (verb.content_type(), b)),
                 max_body: inner.opts.max_body_bytes,
-                size_hint,
             },
         );
         if let Some(hook) = &inner.opts.observer {

@@ -257,7 +257,6 @@ impl Client {
                 authorization: Some(&session.authorization),
                 body: body.map(|b| ("application/json", b)),
                 max_body: MAX_BODY,
-                size_hint: 0,
             },
         );
         if let Some(hook) = &self.inner.observer {
