@@ -131,7 +131,7 @@ impl Table {
         Some(AttachmentState {
             node: self.nodes[entry.node as usize].clone(),
             attached_at: time(entry.attached_at),
-            migration: self.migrations.get(&key).cloned().map(Box::new),
+            migration: self.migration_of(&key).cloned().map(Box::new),
         })
     }
 
@@ -156,9 +156,7 @@ impl Table {
                 };
                 self.migrations.insert(key.clone(), m);
             }
-            None => {
-                self.migrations.remove(&key);
-            }
+            None => self.forget_migration(&key),
         }
         match key {
             Key::Pvc(b) => self.pvcs.insert(b, entry),
@@ -168,7 +166,7 @@ impl Table {
 
     pub(super) fn remove(&mut self, volume: &str) {
         let key = Key::of(volume);
-        self.migrations.remove(&key);
+        self.forget_migration(&key);
         match &key {
             Key::Pvc(b) => self.pvcs.remove(b),
             Key::Name(n) => self.named.remove(n),
@@ -177,7 +175,21 @@ impl Table {
 
     /// Ends `volume`'s migration, if it has one.
     pub(super) fn clear_migration(&mut self, volume: &str) {
-        self.migrations.remove(&Key::of(volume));
+        self.forget_migration(&Key::of(volume));
+    }
+
+    // Migrations are rare: with none, the hot paths skip hashing the key
+    // a second time.
+    fn migration_of(&self, key: &Key) -> Option<&Migration> {
+        (!self.migrations.is_empty())
+            .then(|| self.migrations.get(key))
+            .flatten()
+    }
+
+    fn forget_migration(&mut self, key: &Key) {
+        if !self.migrations.is_empty() {
+            self.migrations.remove(key);
+        }
     }
 
     pub(super) fn len(&self) -> usize {
