@@ -64,6 +64,12 @@ pub fn to_storage(kind: &Kind, obj: Value) -> Value {
     Value::Object(out)
 }
 
+/// Whether `kind`'s objects are served in their stored form ([`to_wire`]
+/// gives them back unchanged).
+pub fn served_as_stored(kind: &Kind) -> bool {
+    !is_events_v1(kind)
+}
+
 /// A stored object as `kind`'s API version shows it.
 pub fn to_wire(kind: &Kind, obj: Value) -> Value {
     if !is_events_v1(kind) {

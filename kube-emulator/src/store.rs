@@ -553,7 +553,7 @@ impl ListPage {
                 out.push(b',');
             }
             let converted;
-            let wire = if std::ptr::eq(convert::stored(kind), kind) {
+            let wire = if convert::served_as_stored(kind) {
                 &**v
             } else {
                 converted = convert::to_wire(kind, (**v).clone());
