@@ -9,7 +9,11 @@ cd "$(dirname "$0")/.."
 scripts/build-deps.sh
 targets=${TARGETS:-"x86_64-unknown-linux-musl aarch64-unknown-linux-musl"}
 
-python3 -m ziglang version >/dev/null 2>&1 || python3 -m pip install --quiet ziglang
+# Pinned: the libc (and its malloc) comes with zig, and src/allocator.rs
+# and BENCHMARKS.md were measured against this one.
+zig_version=0.17.1
+[ "$(python3 -m ziglang version 2>/dev/null)" = "$zig_version" ] ||
+  python3 -m pip install --quiet "ziglang==$zig_version"
 command -v cargo-zigbuild >/dev/null 2>&1 || cargo install --locked --quiet cargo-zigbuild
 installed=$(rustup target list --installed)
 for t in $targets; do
