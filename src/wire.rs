@@ -48,9 +48,6 @@ impl<T> std::fmt::Debug for Hook<T> {
     }
 }
 
-/// The agent of a JSON REST client: non-2xx answers are the caller's to
-/// decode (not ureq errors), no redirects, our user agent, and a resolver
-/// that spares a thread per request.
 /// Kept-alive connections per agent (and per host): the default number of
 /// workers.
 const IDLE_CONNECTIONS: usize = 64;
@@ -64,6 +61,9 @@ const IDLE_CONNECTIONS: usize = 64;
 const READ_BUFFER: usize = 16 * 1024;
 const WRITE_BUFFER: usize = 8 * 1024;
 
+/// The agent of a JSON REST client: non-2xx answers are the caller's to
+/// decode (not ureq errors), no redirects, our user agent, and a resolver
+/// that spares a thread per request.
 pub(crate) fn json_agent(connect: Duration, request: Duration, tls: TlsConfig) -> Agent {
     let config = Agent::config_builder()
         // As many kept-alive connections as calls may run at once by
