@@ -105,7 +105,20 @@ unsafe impl GlobalAlloc for Allocator {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+
+    /// Taken by the tests that map large blocks, so that none maps pages
+    /// another has just unmapped while that one looks at them.
+    static MAPPING: Mutex<()> = Mutex::new(());
+
+    /// Whether the `len` bytes at page-aligned `p` are all mapped
+    /// (`mincore` fails with ENOMEM on any unmapped page).
+    fn is_mapped(p: *const u8, len: usize) -> bool {
+        let mut pages = vec![0u8; len.div_ceil(PAGE)];
+        unsafe { libc::mincore(p as *mut libc::c_void, len, pages.as_mut_ptr()) == 0 }
+    }
 
     /// A block of `size` from `a`, filled with its offsets (mod 251).
     unsafe fn filled(a: &Allocator, size: usize) -> (*mut u8, Layout) {
@@ -124,6 +137,7 @@ mod tests {
 
     #[test]
     fn blocks_keep_their_bytes_across_every_resize() {
+        let _mapping = MAPPING.lock().unwrap();
         let a = Allocator;
         unsafe {
             // Small → small, small → large, large → large, large → small.
@@ -148,6 +162,10 @@ mod tests {
             }
             let p = a.realloc(p, l, 5 * 1024 * 1024);
             assert!(holds_offsets(p, 300 * 1024));
+            assert!(
+                is_mapped(p, 5 * 1024 * 1024),
+                "grown in place or moved whole"
+            );
             let l = Layout::from_size_align(5 * 1024 * 1024, 8).unwrap();
             let p = a.realloc(p, l, 100);
             assert!(holds_offsets(p, 100));
@@ -156,7 +174,22 @@ mod tests {
     }
 
     #[test]
+    fn large_blocks_go_back_to_the_kernel_when_freed() {
+        let _mapping = MAPPING.lock().unwrap();
+        let a = Allocator;
+        let size = 4 * LARGE;
+        unsafe {
+            let (p, l) = filled(&a, size);
+            assert_eq!(p as usize % PAGE, 0);
+            assert!(is_mapped(p, size));
+            a.dealloc(p, l);
+            assert!(!is_mapped(p, size), "freed pages are unmapped");
+        }
+    }
+
+    #[test]
     fn zeroed_blocks_are_zero_small_and_large() {
+        let _mapping = MAPPING.lock().unwrap();
         let a = Allocator;
         for size in [24, 4096, LARGE, 3 * LARGE + 5] {
             let layout = Layout::from_size_align(size, 16).unwrap();
@@ -171,6 +204,7 @@ mod tests {
 
     #[test]
     fn an_alignment_past_a_page_is_honoured() {
+        let _mapping = MAPPING.lock().unwrap();
         let a = Allocator;
         let layout = Layout::from_size_align(LARGE, 2 * PAGE).unwrap();
         unsafe {
@@ -183,6 +217,7 @@ mod tests {
 
     #[test]
     fn threads_allocate_side_by_side() {
+        let _mapping = MAPPING.lock().unwrap();
         let threads: Vec<_> = (0..8)
             .map(|t| {
                 std::thread::spawn(move || {
