@@ -491,11 +491,10 @@ impl Reconciler {
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e),
         };
-        let csi = &pv["spec"]["csi"];
-        Ok(csi["volumeHandle"]
-            .as_str()
-            .filter(|h| !h.is_empty() && csi["driver"].as_str() == Some(store.driver()))
-            .map(str::to_string))
+        Ok(
+            (!pv.volume_handle().is_empty() && pv.driver() == store.driver())
+                .then(|| pv.volume_handle().to_string()),
+        )
     }
 
     /// Rewrites the record of `r.volume` from `r.from` to `r.to` in the

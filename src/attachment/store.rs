@@ -318,7 +318,7 @@ impl PvStore {
                     };
                 };
                 first = false;
-                let annotations = annotations_mut(&mut pv);
+                let annotations = pv.annotations_mut();
                 let outcome = Holders::read(annotations).claim(node, SystemTime::now(), allow);
                 if !matches!(
                     outcome,
@@ -357,7 +357,7 @@ impl PvStore {
                 let Some((name, mut pv)) = self.fetch(volume)? else {
                     return Ok(Released::Nothing);
                 };
-                let annotations = annotations_mut(&mut pv);
+                let annotations = pv.annotations_mut();
                 let held = Holders::read(annotations);
                 let outcome = held.release(node);
                 match &outcome {
@@ -417,9 +417,10 @@ impl PvStore {
         let Some((_, mut pv)) = self.fetch(volume)? else {
             return Ok(None);
         };
-        let held = Holders::read(annotations_mut(&mut pv));
+        let held = Holders::read(pv.annotations_mut());
         let holder = (!held.node.is_empty()).then_some(held.node);
         let migration_target = held.target.map(|(node, _)| node);
+        let pv = pv.value();
         let attributes: std::collections::HashMap<String, String> = pv["spec"]["csi"]
             ["volumeAttributes"]
             .as_object()
@@ -466,7 +467,7 @@ impl PvStore {
     /// a name. When that finds no PV of ours, a re-list (at most one per
     /// [`RELIST_EVERY`]) refreshes the index and the lookup is tried once
     /// more. `None`: no PV of this driver carries the handle.
-    fn fetch(&self, volume: &str) -> Result<Option<(String, Value)>, kube::Error> {
+    fn fetch(&self, volume: &str) -> Result<Option<(String, kube::Pv)>, kube::Error> {
         let indexed = self.lookup(volume);
         if let Some(found) = self.get_ours(volume, indexed.as_deref().unwrap_or(volume))? {
             return Ok(Some(found));
@@ -481,7 +482,11 @@ impl PvStore {
         }
     }
 
-    fn get_ours(&self, volume: &str, name: &str) -> Result<Option<(String, Value)>, kube::Error> {
+    fn get_ours(
+        &self,
+        volume: &str,
+        name: &str,
+    ) -> Result<Option<(String, kube::Pv)>, kube::Error> {
         if !kube::is_valid_name(name) {
             return Ok(None);
         }
@@ -533,38 +538,14 @@ impl PvStore {
         }
     }
 
-    fn is_ours(&self, pv: &Value, volume: &str) -> bool {
-        let csi = &pv["spec"]["csi"];
-        csi["driver"].as_str() == Some(self.driver.as_str())
-            && csi["volumeHandle"].as_str() == Some(volume)
+    fn is_ours(&self, pv: &kube::Pv, volume: &str) -> bool {
+        pv.driver() == self.driver && pv.volume_handle() == volume
     }
-}
-
-/// `metadata.annotations` as a mutable map, created when absent (or when a
-/// hostile object holds something else there).
-fn annotations_mut(pv: &mut Value) -> &mut Map<String, Value> {
-    if !pv.is_object() {
-        *pv = Value::Object(Map::new());
-    }
-    let metadata = child_object(pv.as_object_mut().expect("object"), "metadata");
-    child_object(metadata, "annotations")
-}
-
-/// `parent[key]` as an object, replacing whatever else is there.
-fn child_object<'a>(parent: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
-    let child = parent
-        .entry(key)
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !child.is_object() {
-        *child = Value::Object(Map::new());
-    }
-    child.as_object_mut().expect("object")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn holders(node: &str, target: Option<(&str, Option<SystemTime>)>, at: SystemTime) -> Holders {
         Holders {
@@ -741,25 +722,5 @@ mod tests {
         ] {
             assert_eq!(holders(node, target, now).release(leaving), want, "{who}");
         }
-    }
-
-    #[test]
-    fn annotations_are_made_writable_whatever_the_object_holds() {
-        for mut pv in [
-            json!({}),
-            json!({"metadata": 7}),
-            json!({"metadata": {"annotations": [1]}}),
-            json!(null),
-        ] {
-            annotations_mut(&mut pv).insert(ATTACHED_NODE.into(), json!("n1"));
-            assert_eq!(pv["metadata"]["annotations"][ATTACHED_NODE], "n1");
-        }
-        let mut pv =
-            json!({"metadata": {"name": "x", "annotations": {"keep": "me"}}, "spec": {"a": 1}});
-        annotations_mut(&mut pv).insert(ATTACHED_AT.into(), json!("t"));
-        assert_eq!(
-            pv,
-            json!({"metadata": {"name": "x", "annotations": {"keep": "me", ATTACHED_AT: "t"}}, "spec": {"a": 1}})
-        );
     }
 }

@@ -26,6 +26,7 @@ use super::{
     config::Config,
     lenient,
     objects::{ListItem, NodeRef, PvSummary, VolumeAttachmentSummary},
+    pv::Pv,
     ratelimit::{RateLimiter, DEFAULT_BURST, DEFAULT_QPS},
     Error, Status,
 };
@@ -166,23 +167,26 @@ impl Client {
         })
     }
 
-    /// GET a PV as its full JSON object, so that a later [`Client::replace_pv`]
-    /// keeps every field we do not model. 404 → [`Error::NotFound`].
-    pub fn get_pv(&self, name: &str) -> Result<Value, Error> {
-        self.json(
-            Verb::Get,
-            &format!("/api/v1/persistentvolumes/{}", segment(name)?),
-            None,
-        )
+    /// GET a PV for a compare-and-set: its annotations and CSI identity
+    /// decoded, the rest kept as sent (see [`Pv`]), so that a later
+    /// [`Client::replace_pv`] keeps every field we do not model.
+    /// 404 → [`Error::NotFound`]; a body that is not JSON → [`Error::Decode`].
+    pub fn get_pv(&self, name: &str) -> Result<Pv, Error> {
+        let path = format!("/api/v1/persistentvolumes/{}", segment(name)?);
+        let bytes = self.send(Verb::Get, &path, None)?;
+        Pv::parse(bytes).map_err(|e| match e {
+            Error::Decode(m) => Error::Decode(format!("{path}: {m}")),
+            other => other,
+        })
     }
 
-    /// PUT a PV. With `metadata.resourceVersion` set this is a compare-and-set:
+    /// PUT `pv` back (compare-and-set on its `metadata.resourceVersion`):
     /// a stale version → [`Error::Conflict`]; a missing PV → [`Error::NotFound`].
     /// Never retried here (see [`retry_on_conflict`]), except on 429. The
     /// stored object the server answers with is checked to be JSON, not
     /// built: no caller reads it (the next change reads the PV afresh).
-    pub fn replace_pv(&self, name: &str, pv: &Value) -> Result<(), Error> {
-        let body = serde_json::to_vec(pv).map_err(|e| Error::Decode(e.to_string()))?;
+    pub fn replace_pv(&self, name: &str, pv: &Pv) -> Result<(), Error> {
+        let body = pv.to_json();
         self.json::<serde::de::IgnoredAny>(
             Verb::Put,
             &format!("/api/v1/persistentvolumes/{}", segment(name)?),
@@ -318,7 +322,11 @@ impl Client {
 
     /// Pages through `path` (with `query`, `&`-prefixed parameters, on
     /// every page), handing each item to `visit`; returns the number of
-    /// pages read in the pass that completed.
+    /// pages read in the pass that completed. The first page takes a token
+    /// from the rate limiter; the pages after it do not: one list asks for
+    /// one page at a time, paced by the server's answers, and a long list
+    /// neither waits out the limit page by page nor uses up the tokens
+    /// concurrent calls need.
     fn visit<T: ListItem>(
         &self,
         path: &str,
@@ -336,7 +344,7 @@ impl Client {
                     url.push_str("&continue=");
                     url.push_str(&percent_encode(&cont));
                 }
-                let bytes = match self.send(Verb::Get, &url, None) {
+                let bytes = match self.send_paced(Verb::Get, &url, None, pages == 0) {
                     Ok(b) => b,
                     // The snapshot the token pointed into is gone: start over.
                     Err(Error::Expired(s)) if !cont.is_empty() && restarts < 5 => {
@@ -385,6 +393,18 @@ impl Client {
     /// failure; PUT/POST: only 429, which the server refuses before acting).
     /// A 401 with a token file re-reads the file and tries once more.
     fn send(&self, verb: Verb, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>, Error> {
+        self.send_paced(verb, path, body, true)
+    }
+
+    /// [`Client::send`]; `limited: false` skips the rate limiter (a list's
+    /// later pages, see `Client::visit`).
+    fn send_paced(
+        &self,
+        verb: Verb,
+        path: &str,
+        body: Option<&[u8]>,
+        limited: bool,
+    ) -> Result<Vec<u8>, Error> {
         let inner = &*self.inner;
         let mut attempt = 0u32;
         let mut reloaded = false;
@@ -394,7 +414,7 @@ impl Client {
             if crate::deadline::passed() {
                 return Err(Error::Deadline(format!("{verb:?} {path}")));
             }
-            let err = match self.send_once(verb, path, body) {
+            let err = match self.send_once(verb, path, body, limited) {
                 Ok(bytes) => return Ok(bytes),
                 Err(e) => e,
             };
@@ -427,10 +447,18 @@ impl Client {
         }
     }
 
-    fn send_once(&self, verb: Verb, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>, Error> {
+    fn send_once(
+        &self,
+        verb: Verb,
+        path: &str,
+        body: Option<&[u8]>,
+        limited: bool,
+    ) -> Result<Vec<u8>, Error> {
         let inner = &*self.inner;
         let waited = Instant::now();
-        inner.limiter.acquire();
+        if limited {
+            inner.limiter.acquire();
+        }
         let throttled = waited.elapsed();
         if crate::deadline::passed() {
             return Err(Error::Deadline(format!("{verb:?} {path}")));

@@ -14,6 +14,7 @@ mod config;
 mod error;
 mod lenient;
 mod objects;
+mod pv;
 mod ratelimit;
 
 pub use client::{
@@ -23,4 +24,5 @@ pub use client::{
 pub use config::{ClientIdentity, Config, Credential, SERVICE_ACCOUNT_DIR};
 pub use error::{Error, Status};
 pub use objects::{ListItem, PvSummary, VolumeAttachmentSummary};
+pub use pv::Pv;
 pub use ratelimit::{DEFAULT_BURST, DEFAULT_QPS};

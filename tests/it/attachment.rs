@@ -73,6 +73,55 @@ fn publish_writes_annotations_and_unpublish_clears_them() {
 }
 
 #[test]
+fn publish_and_unpublish_change_the_annotations_and_nothing_else() {
+    let dir = TempDir::new("att-fidelity");
+    let (emu, kc) = emulator(dir.path());
+    emu.create("nodes", node("node-1")).unwrap();
+    let mut volume = pv("vol-1", "vol-1", DRIVER);
+    volume["metadata"]["labels"] = serde_json::json!({"app": "db", "tier": "ü\"q"});
+    volume["metadata"]["annotations"] = serde_json::json!({"example.com/keep": "me"});
+    volume["spec"]["csi"]["volumeAttributes"]["escaped"] =
+        serde_json::json!("tab\t, quote \", é, \u{1}");
+    volume["spec"]["mountOptions"] = serde_json::json!(["noatime", "nodiscard"]);
+    volume["spec"]["capacity"] = serde_json::json!({"storage": "10Gi"});
+    volume["status"] =
+        serde_json::json!({"phase": "Bound", "lastPhaseTransitionTime": "2024-01-02T03:04:05Z"});
+    emu.create("persistentvolumes", volume).unwrap();
+    let before = emu.get("persistentvolumes", "vol-1").unwrap();
+    let c = Controller::start(dir.path(), Some(&kc), &[]);
+    let k = c.csi();
+
+    // Everything but the annotations (and the version the server bumps)
+    // is as it was; other annotations too.
+    let same_but_annotations = |a: &serde_json::Value, b: &serde_json::Value| {
+        let strip = |v: &serde_json::Value| {
+            let mut v = v.clone();
+            let m = v["metadata"].as_object_mut().unwrap();
+            m.remove("annotations");
+            m.remove("resourceVersion");
+            m.remove("managedFields");
+            v
+        };
+        assert_eq!(strip(a), strip(b));
+    };
+    k.publish("vol-1", "node-1").unwrap();
+    let published = emu.get("persistentvolumes", "vol-1").unwrap();
+    same_but_annotations(&before, &published);
+    let annotations = published["metadata"]["annotations"].as_object().unwrap();
+    assert_eq!(annotations["example.com/keep"], "me");
+    assert_eq!(annotations[ATTACHED_NODE], "node-1");
+    assert_eq!(annotations.len(), 3, "{annotations:?}");
+
+    k.unpublish("vol-1", "node-1").unwrap();
+    let unpublished = emu.get("persistentvolumes", "vol-1").unwrap();
+    same_but_annotations(&before, &unpublished);
+    assert_eq!(
+        unpublished["metadata"]["annotations"],
+        before["metadata"]["annotations"]
+    );
+}
+
+#[test]
 fn publish_survives_restart() {
     let dir = TempDir::new("att-restart");
     let (emu, kc) = emulator(dir.path());

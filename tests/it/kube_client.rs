@@ -11,7 +11,7 @@ use std::{
 use crate::support::*;
 use kube_emulator::{Emulator, Fault, FaultAction, Match, Options};
 use rds_csi_controller::kube::{
-    retry_on_conflict, Client, ClientOptions, Config, Credential, Error,
+    retry_on_conflict, Client, ClientOptions, Config, Credential, Error, Pv,
 };
 use serde_json::json;
 
@@ -100,7 +100,7 @@ fn each_error_class_is_decoded_from_a_real_status_body() {
     emu.modify("persistentvolumes", "pv-1", |p| {
         p["metadata"]["labels"] = json!({"x": "y"})
     });
-    stale["metadata"]["annotations"] = json!({"a": "b"});
+    stale.annotations_mut().insert("a".into(), json!("b"));
     match c.replace_pv("pv-1", &stale) {
         Err(Error::Conflict(s)) => assert_eq!(
             s.message,
@@ -110,15 +110,16 @@ fn each_error_class_is_decoded_from_a_real_status_body() {
     }
 
     let mut bad = c.get_pv("pv-1").unwrap();
-    bad["metadata"]["annotations"] = json!({"-not-a-key": "v"});
+    bad.annotations_mut()
+        .insert("-not-a-key".into(), json!("v"));
     assert!(
         matches!(c.replace_pv("pv-1", &bad), Err(Error::Invalid(s)) if s.code == 422 && s.message.contains("metadata.annotations"))
     );
 
-    let mut gone = c.get_pv("pv-1").unwrap();
+    let mut gone = c.get_pv("pv-1").unwrap().value();
     gone["metadata"]["name"] = json!("pv-ghost");
     assert!(matches!(
-        c.replace_pv("pv-ghost", &gone),
+        c.replace_pv("pv-ghost", &Pv::from_value(&gone)),
         Err(Error::NotFound(_))
     ));
 
@@ -399,12 +400,13 @@ fn annotate(c: &Client, name: &str, seen: &Arc<Mutex<Vec<String>>>) -> Result<()
         || {
             let mut pv = c.get_pv(name)?;
             seen.lock().unwrap().push(
-                pv["metadata"]["resourceVersion"]
+                pv.value()["metadata"]["resourceVersion"]
                     .as_str()
                     .unwrap()
                     .to_string(),
             );
-            pv["metadata"]["annotations"] = json!({"example.com/k": "v"});
+            pv.annotations_mut()
+                .insert("example.com/k".into(), json!("v"));
             c.replace_pv(name, &pv)
         },
         Error::is_conflict,
@@ -597,4 +599,42 @@ fn volume_attachments_are_listed_as_summaries() {
     );
     assert!(third.attached && !listed.items[1].attached);
     assert_eq!(third.attacher, DRIVER);
+}
+
+#[test]
+fn a_lists_later_pages_are_not_held_by_the_rate_limiter() {
+    let emu = tls_emulator();
+    for i in 0..6 {
+        let name = format!("pv-{i}");
+        emu.create("persistentvolumes", pv(&name, &name, DRIVER))
+            .unwrap();
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let opts = ClientOptions {
+        page_size: 2,
+        qps: 2.0,
+        burst: 1,
+        observer: Some(rds_csi_controller::Hook::new(
+            move |o: &rds_csi_controller::kube::Observed| {
+                log.lock().unwrap().push((o.verb, o.throttled))
+            },
+        )),
+        ..Default::default()
+    };
+    let c = Client::new(&config(&emu, Credential::Token(TOKEN.into())), opts).unwrap();
+    assert_eq!(c.list_pvs().unwrap().items.len(), 6);
+    // The list took the one token; a request of its own waits for the next.
+    c.get_pv("pv-1").unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let verbs: Vec<_> = seen.iter().map(|(v, _)| *v).collect();
+    assert_eq!(verbs, ["list", "list", "list", "get"]);
+    for (verb, throttled) in &seen[..3] {
+        assert_eq!(*throttled, Duration::ZERO, "{verb} waited {throttled:?}");
+    }
+    assert!(
+        seen[3].1 >= Duration::from_millis(200),
+        "the GET after the list waits for a token: {:?}",
+        seen[3].1
+    );
 }
