@@ -165,3 +165,20 @@ pub fn keep_attached(
         map.insert(csi.volume_handle.clone(), node.clone());
     }
 }
+
+/// The contender "ours" (`AttachmentManager::rebuild`) against the page
+/// server named on the command line; `rebuild-ours` and
+/// `rebuild-ours-shipped` differ only in their allocator.
+pub fn rebuild_ours() {
+    use rds_csi_controller::{attachment::AttachmentManager, kube};
+    let t = Target::from_args();
+    let cfg = kube::Config::from_kubeconfig(&t.kubeconfig).unwrap();
+    let opts = kube::ClientOptions {
+        qps: 0.0,
+        ..Default::default()
+    };
+    let manager = AttachmentManager::new(kube::Client::new(&cfg, opts).unwrap(), DRIVER);
+    let run = Run::start();
+    let recovered = manager.rebuild().unwrap().recovered;
+    run.finish(recovered);
+}

@@ -93,9 +93,6 @@ impl Pv {
                 _ => pv.members.push((key, span(raw))),
             }
         }
-        if !pv.had.0 {
-            pv.metadata_at = 0;
-        }
         pv.body = body;
         Ok(pv)
     }
@@ -114,10 +111,6 @@ impl Pv {
     /// `spec.csi.volumeHandle`; empty when absent.
     pub fn volume_handle(&self) -> &str {
         &self.volume_handle
-    }
-
-    pub fn annotations(&self) -> &Map<String, Value> {
-        &self.annotations
     }
 
     pub fn annotations_mut(&mut self) -> &mut Map<String, Value> {
