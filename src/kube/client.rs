@@ -174,10 +174,7 @@ impl Client {
     pub fn get_pv(&self, name: &str) -> Result<Pv, Error> {
         let path = format!("/api/v1/persistentvolumes/{}", segment(name)?);
         let bytes = self.send(Verb::Get, &path, None)?;
-        Pv::parse(bytes).map_err(|e| match e {
-            Error::Decode(m) => Error::Decode(format!("{path}: {m}")),
-            other => other,
-        })
+        Pv::parse(bytes).map_err(|e| Error::Decode(format!("{path}: {e}")))
     }
 
     /// PUT `pv` back (compare-and-set on its `metadata.resourceVersion`):

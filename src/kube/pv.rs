@@ -12,7 +12,7 @@ use serde::{
 };
 use serde_json::{value::RawValue, Map, Value};
 
-use super::{lenient, Error};
+use super::lenient;
 
 /// See the module doc. Built by [`Pv::parse`]; written by [`Pv::to_json`].
 pub struct Pv {
@@ -33,14 +33,13 @@ pub struct Pv {
 }
 
 impl Pv {
-    /// Reads `body`. Not well-formed JSON → [`Error::Decode`]. A value of
+    /// Reads `body`. Not well-formed JSON → the parser's error. A value of
     /// another type where an object belongs (the body, `metadata`,
     /// `annotations`, `spec.csi`) or a string (the driver and handle) reads
     /// as absent: such a PV is of no driver, and a write replaces the
     /// malformed member with an object holding the annotations.
-    pub fn parse(body: Vec<u8>) -> Result<Pv, Error> {
-        let decode = |e: serde_json::Error| Error::Decode(e.to_string());
-        let top = serde_json::from_slice::<Members>(&body).map_err(decode)?;
+    pub fn parse(body: Vec<u8>) -> Result<Pv, serde_json::Error> {
+        let top = serde_json::from_slice::<Members>(&body)?;
         let span = |raw: &RawValue| {
             let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
             start..start + raw.get().len()
@@ -61,7 +60,7 @@ impl Pv {
                 "metadata" if !pv.had.0 => {
                     pv.had.0 = true;
                     pv.metadata_at = pv.members.len();
-                    let meta = serde_json::from_str::<Members>(raw.get()).map_err(decode)?;
+                    let meta = serde_json::from_str::<Members>(raw.get())?;
                     for (key, raw) in meta.0.unwrap_or_default() {
                         if key == "annotations" && !pv.had.1 {
                             pv.had.1 = true;
@@ -345,10 +344,7 @@ mod tests {
             assert_eq!((pv.driver(), pv.volume_handle()), ("", ""), "{spec}");
             assert_eq!(written(&pv)["spec"], spec, "kept as it was");
         }
-        assert!(matches!(
-            Pv::parse(b"{\"spec\":".to_vec()),
-            Err(Error::Decode(_))
-        ));
+        assert!(Pv::parse(b"{\"spec\":".to_vec()).is_err());
     }
 
     #[test]
