@@ -186,9 +186,111 @@ pub fn end_chunked<W: Write + ?Sized>(w: &mut W) -> io::Result<()> {
     w.flush()
 }
 
+/// How many bytes of a chunked body are gathered before they go out: Go's
+/// `net/http` (so kube-apiserver) likewise sends a handler's output as it
+/// is written, a buffer at a time, when it sets no length.
+const CHUNK: usize = 8 * 1024;
+
+/// Room kept in front of a chunk for its size line.
+const SIZE_LINE: usize = 16;
+
+/// The body of a chunked answer (after [`start_chunked`]), sent a chunk
+/// at a time as it is written. With `cut_after`, the connection is lost
+/// after that many bytes of it: writing past them fails, and so does
+/// [`ChunkedBody::finish`].
+pub struct ChunkedBody<'w> {
+    w: &'w mut dyn Write,
+    /// `SIZE_LINE` bytes of room, then the chunk's data.
+    buf: Vec<u8>,
+    left: Option<usize>,
+}
+
+impl<'w> ChunkedBody<'w> {
+    pub fn new(w: &'w mut dyn Write, cut_after: Option<usize>) -> ChunkedBody<'w> {
+        let mut buf = Vec::with_capacity(SIZE_LINE + CHUNK + 2);
+        buf.resize(SIZE_LINE, 0);
+        ChunkedBody {
+            w,
+            buf,
+            left: cut_after,
+        }
+    }
+
+    /// Sends what is buffered as one chunk, in one write.
+    fn send(&mut self) -> io::Result<()> {
+        let len = self.buf.len() - SIZE_LINE;
+        if len == 0 {
+            return Ok(());
+        }
+        let line = format!("{len:x}\r\n");
+        let start = SIZE_LINE - line.len();
+        self.buf[start..SIZE_LINE].copy_from_slice(line.as_bytes());
+        self.buf.extend_from_slice(b"\r\n");
+        let sent = self.w.write_all(&self.buf[start..]);
+        self.buf.truncate(SIZE_LINE);
+        sent
+    }
+
+    /// Sends the rest and the last chunk.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.send()?;
+        if self.left.is_some() {
+            return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "cut"));
+        }
+        self.w.write_all(b"0\r\n\r\n")?;
+        self.w.flush()
+    }
+}
+
+impl Write for ChunkedBody<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let take = match self.left {
+            Some(0) => {
+                self.send()?;
+                return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "cut"));
+            }
+            Some(left) => left.min(data.len()),
+            None => data.len(),
+        };
+        if let Some(left) = &mut self.left {
+            *left -= take;
+        }
+        self.buf.extend_from_slice(&data[..take]);
+        if self.buf.len() - SIZE_LINE >= CHUNK {
+            self.send()?;
+        }
+        Ok(take)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()?;
+        self.w.flush()
+    }
+}
+
+/// Writes `resp` with the length of its whole body but only the first
+/// `body_bytes` of it (a connection lost mid-answer).
+pub fn write_response_cut<W: Write + ?Sized>(
+    w: &mut W,
+    resp: &Response,
+    body_bytes: usize,
+) -> io::Result<()> {
+    let mut head = format!("HTTP/1.1 {} {}\r\n", resp.code, reason(resp.code));
+    for (k, v) in &resp.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", resp.body.len()));
+    w.write_all(head.as_bytes())?;
+    w.write_all(&resp.body[..body_bytes.min(resp.body.len())])?;
+    w.flush()
+}
+
 /// What the handler wants done with a request.
 pub enum Outcome {
     Respond(Response),
+    /// The handler wrote a whole answer itself (a chunked list); the
+    /// connection is kept, as after `Respond`.
+    Answered,
     /// Close the connection without answering (a dropped connection).
     Drop,
     /// The handler wrote the answer itself (a watch stream); close after.
@@ -222,6 +324,8 @@ pub fn serve_connection(
                     return;
                 }
             }
+            Outcome::Answered if close => return,
+            Outcome::Answered => {}
             Outcome::Drop | Outcome::Streamed => return,
         }
     }
@@ -265,4 +369,57 @@ pub fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The data of a chunked body, and the size of each chunk.
+    fn unchunk(mut wire: &[u8]) -> (Vec<u8>, Vec<usize>, bool) {
+        let (mut data, mut sizes) = (Vec::new(), Vec::new());
+        loop {
+            let Some(eol) = wire.windows(2).position(|w| w == b"\r\n") else {
+                return (data, sizes, false);
+            };
+            let n = usize::from_str_radix(std::str::from_utf8(&wire[..eol]).unwrap(), 16).unwrap();
+            if n == 0 {
+                return (data, sizes, &wire[eol..] == b"\r\n\r\n");
+            }
+            let chunk = &wire[eol + 2..];
+            let take = n.min(chunk.len());
+            data.extend_from_slice(&chunk[..take]);
+            if take < n {
+                return (data, sizes, false);
+            }
+            sizes.push(n);
+            wire = &chunk[n + 2..];
+        }
+    }
+
+    #[test]
+    fn a_chunked_body_goes_out_as_it_is_written_and_ends_with_the_last_chunk() {
+        let body: Vec<u8> = (0..20_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut wire = Vec::new();
+        let mut w = ChunkedBody::new(&mut wire, None);
+        for piece in body.chunks(1000) {
+            w.write_all(piece).unwrap();
+        }
+        w.finish().unwrap();
+        let (data, sizes, ended) = unchunk(&wire);
+        assert_eq!(data, body);
+        assert_eq!(sizes, [9000, 9000, 2000], "sent once 8 KiB are in");
+        assert!(ended);
+    }
+
+    #[test]
+    fn a_cut_body_stops_at_its_byte_without_the_last_chunk() {
+        let mut wire = Vec::new();
+        let mut w = ChunkedBody::new(&mut wire, Some(100));
+        assert!(w.write_all(&[b'x'; 500]).is_err());
+        assert!(w.finish().is_err());
+        let (data, _, ended) = unchunk(&wire);
+        assert_eq!(data.len(), 100);
+        assert!(!ended);
+    }
 }

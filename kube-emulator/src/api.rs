@@ -152,6 +152,7 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
         })
     };
     let mut drop_after = false;
+    let mut cut = None;
     match fault {
         None => {}
         Some(FaultAction::Status { code, retry_after }) => {
@@ -185,6 +186,7 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
             return Outcome::Drop;
         }
         Some(FaultAction::DropAfter) => drop_after = true,
+        Some(FaultAction::Cut { after_bytes }) => cut = Some(after_bytes),
         Some(FaultAction::Malformed) => {
             shared.lock().requests.push(record(200));
             return Outcome::Respond(Response::json(
@@ -233,7 +235,13 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
         if drop_after {
             return Outcome::Drop;
         }
-        return Outcome::Respond(page.map_or_else(|e| e, |p| p.render()));
+        return match page {
+            Ok(page) => match page.write_to(w, cut) {
+                Ok(()) => Outcome::Answered,
+                Err(_) => Outcome::Drop,
+            },
+            Err(resp) => Outcome::Respond(resp),
+        };
     }
     let result = {
         let mut st = shared.lock();
@@ -265,6 +273,10 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
     };
     shared.changed.notify_all();
     if drop_after {
+        return Outcome::Drop;
+    }
+    if let Some(n) = cut {
+        let _ = http::write_response_cut(w, &result, n);
         return Outcome::Drop;
     }
     Outcome::Respond(result)

@@ -85,6 +85,10 @@ pub enum FaultAction {
     Malformed,
     /// Answer 200 with a JSON body of this many bytes.
     Oversized { bytes: usize },
+    /// Process the request and start its answer, then close the
+    /// connection after this many bytes of the body (a connection lost
+    /// mid-answer; a list's page is cut wherever the byte falls).
+    Cut { after_bytes: usize },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
