@@ -1,6 +1,6 @@
 //! What the Kubernetes and RouterOS clients share: the agent and its
-//! address resolver, one HTTP exchange (send, cap and read the body,
-//! classify what failed), PEM certificate parsing and URL escaping. The
+//! address resolver, one HTTP exchange (send, cap and read the body, whole
+//! or as it arrives, classify what failed), PEM certificate parsing and URL escaping. The
 //! clients keep only what is theirs: paths, authentication, decoding,
 //! retries.
 
@@ -121,11 +121,49 @@ pub(crate) enum Failure {
 /// outcome and how long it took; nothing is retried here.
 pub(crate) fn exchange(agent: &Agent, r: Request<'_>) -> (Result<Answer, Failure>, Duration) {
     let started = Instant::now();
-    let outcome = send(agent, r);
+    let outcome = open(agent, r).and_then(Opened::read_whole);
     (outcome, started.elapsed())
 }
 
-fn send(agent: &Agent, r: Request<'_>) -> Result<Answer, Failure> {
+/// An answer whose status and headers are in, its body not yet read.
+pub(crate) struct Opened {
+    pub code: u16,
+    pub retry_after: Option<String>,
+    body: ureq::Body,
+    max_body: u64,
+}
+
+impl Opened {
+    /// The body, read whole (up to the request's `max_body`).
+    pub(crate) fn read_whole(self) -> Result<Answer, Failure> {
+        let body = self
+            .body
+            .into_with_config()
+            .limit(self.max_body)
+            .read_to_vec()
+            .map_err(failure)?;
+        Ok(Answer {
+            code: self.code,
+            retry_after: self.retry_after,
+            body,
+        })
+    }
+
+    /// The body as it arrives; reading past `max_body` fails (see
+    /// [`read_failure`]). The connection is kept for another request only
+    /// if the reader is read to its end.
+    pub(crate) fn into_reader(self) -> impl std::io::Read {
+        self.body.into_with_config().limit(self.max_body).reader()
+    }
+}
+
+/// What a failed read of [`Opened::into_reader`] was, as for a whole body.
+pub(crate) fn read_failure(e: std::io::Error) -> Failure {
+    failure(ureq::Error::from(e))
+}
+
+/// Sends `r` and reads the answer's status and headers.
+pub(crate) fn open(agent: &Agent, r: Request<'_>) -> Result<Opened, Failure> {
     let mut req = http::Request::builder().method(r.method).uri(r.url);
     if let Some(a) = r.authorization {
         req = req.header(http::header::AUTHORIZATION, a);
@@ -146,16 +184,11 @@ fn send(agent: &Agent, r: Request<'_>) -> Result<Answer, Failure> {
         .get(http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = response
-        .into_body()
-        .with_config()
-        .limit(r.max_body)
-        .read_to_vec()
-        .map_err(failure)?;
-    Ok(Answer {
+    Ok(Opened {
         code,
         retry_after,
-        body,
+        body: response.into_body(),
+        max_body: r.max_body,
     })
 }
 

@@ -3,15 +3,11 @@
 //! and bounded retries.
 
 use std::{
-    marker::PhantomData,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use serde::{
-    de::{DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor},
-    Deserialize,
-};
+use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::Value;
 use ureq::{
     http,
@@ -24,8 +20,8 @@ use crate::wire;
 use super::{
     auth::Bearer,
     config::Config,
-    lenient,
     objects::{ListItem, NodeRef, PvSummary, VolumeAttachmentSummary},
+    page::{Incremental, ReadError, Visit},
     pv::Pv,
     ratelimit::{RateLimiter, DEFAULT_BURST, DEFAULT_QPS},
     Error, Status,
@@ -341,37 +337,84 @@ impl Client {
                     url.push_str("&continue=");
                     url.push_str(&percent_encode(&cont));
                 }
-                let bytes = match self.send_paced(Verb::Get, &url, None, pages == 0) {
-                    Ok(b) => b,
-                    // The snapshot the token pointed into is gone: start over.
-                    Err(Error::Expired(s)) if !cont.is_empty() && restarts < 5 => {
-                        restarts += 1;
+                let mut handed_over = false;
+                let mut read = |body: &mut dyn std::io::Read| {
+                    let mut visit = |v: Visit<T>| {
+                        if let Visit::Skipped(name) = &v {
+                            log::warn!("list {path}: skipping {name:?}: not a well-formed object");
+                        }
+                        handed_over = true;
+                        visit(v)
+                    };
+                    Incremental::new(&mut visit).read_all(body)
+                };
+                let failure = match self.list_page(&url, pages == 0, &mut read) {
+                    Ok(next) => {
+                        pages += 1;
+                        match next {
+                            Some(next) => {
+                                cont = next;
+                                continue;
+                            }
+                            None => return Ok(pages),
+                        }
+                    }
+                    Err(failure) => failure,
+                };
+                match failure {
+                    // The snapshot the token pointed into is gone.
+                    PageFailure::Request(Error::Expired(s)) if !cont.is_empty() && restarts < 5 => {
                         log::info!(
                             "list {path}: continue token expired ({}); restarting the list",
                             s.message
                         );
-                        visit(Visit::Restart);
-                        continue 'restart;
                     }
-                    Err(e) => return Err(e),
-                };
-                let next = decode_page_with::<T>(&bytes, &mut |v| {
-                    if let Visit::Skipped(name) = &v {
-                        log::warn!("list {path}: skipping {name:?}: not a well-formed object");
+                    // The answer was cut off: what it handed over may
+                    // not be all of its page.
+                    PageFailure::Body(e) if e.is_transient() && restarts < 5 => {
+                        if !handed_over {
+                            restarts += 1;
+                            log::info!("list {path}: {e}; asking for the page again");
+                            continue;
+                        }
+                        log::info!("list {path}: {e} mid-page; restarting the list");
                     }
-                    visit(v)
-                })
-                .map_err(|e| match e {
-                    Error::Decode(m) => Error::Decode(format!("list {path}: {m}")),
-                    other => other,
-                })?;
-                drop(bytes);
-                pages += 1;
-                match next {
-                    Some(next) => cont = next,
-                    None => return Ok(pages),
+                    PageFailure::Request(e) | PageFailure::Body(e) => {
+                        return Err(match e {
+                            Error::Decode(m) => Error::Decode(format!("list {path}: {m}")),
+                            other => other,
+                        })
+                    }
                 }
+                restarts += 1;
+                visit(Visit::Restart);
+                continue 'restart;
             }
+        }
+    }
+
+    /// One page of a list: its body handed to `read` as it arrives.
+    /// Failures before the body are retried as for any GET; a failure
+    /// while the body is read is the caller's to handle (`read` may have
+    /// handed items over).
+    fn list_page(
+        &self,
+        url: &str,
+        limited: bool,
+        read: &mut dyn FnMut(&mut dyn std::io::Read) -> Result<Option<String>, ReadError>,
+    ) -> Result<Option<String>, PageFailure> {
+        let mut next = None;
+        let mut sink = |body: &mut dyn std::io::Read| {
+            next = read(body).map_err(|e| match e {
+                ReadError::Read(e) => wire_error(url, wire::read_failure(e)),
+                ReadError::Decode(e) => e,
+            })?;
+            Ok(())
+        };
+        match self.request(Verb::Get, url, None, limited, Some(&mut sink)) {
+            Ok(_) => Ok(next),
+            Err(Failed::Request(e)) => Err(PageFailure::Request(e)),
+            Err(Failed::Body(e)) => Err(PageFailure::Body(e)),
         }
     }
 
@@ -390,18 +433,22 @@ impl Client {
     /// failure; PUT/POST: only 429, which the server refuses before acting).
     /// A 401 with a token file re-reads the file and tries once more.
     fn send(&self, verb: Verb, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>, Error> {
-        self.send_paced(verb, path, body, true)
+        self.request(verb, path, body, true, None)
+            .map_err(Failed::into_error)
     }
 
     /// [`Client::send`]; `limited: false` skips the rate limiter (a list's
-    /// later pages, see `Client::visit`).
-    fn send_paced(
+    /// later pages, see `Client::visit`), and a 2xx answer's body goes to
+    /// `sink` as it arrives instead of being read whole (then `Ok` holds
+    /// nothing). A failure in `sink` ends the request, unretried.
+    fn request(
         &self,
         verb: Verb,
         path: &str,
         body: Option<&[u8]>,
         limited: bool,
-    ) -> Result<Vec<u8>, Error> {
+        mut sink: Option<Sink<'_, '_>>,
+    ) -> Result<Vec<u8>, Failed> {
         let inner = &*self.inner;
         let mut attempt = 0u32;
         let mut reloaded = false;
@@ -409,16 +456,17 @@ impl Client {
             attempt += 1;
             // No request starts once the caller has given up.
             if crate::deadline::passed() {
-                return Err(Error::Deadline(format!("{verb:?} {path}")));
+                return Err(Failed::Request(Error::Deadline(format!("{verb:?} {path}"))));
             }
-            let err = match self.send_once(verb, path, body, limited) {
+            let err = match self.send_once(verb, path, body, limited, sink.as_deref_mut()) {
                 Ok(bytes) => return Ok(bytes),
-                Err(e) => e,
+                Err(Failed::Request(e)) => e,
+                Err(body_failed) => return Err(body_failed),
             };
             if matches!(err, Error::Unauthorized(_)) && !reloaded && inner.bearer.can_reload() {
                 reloaded = true;
                 log::info!("{verb:?} {path}: 401, re-reading the token file");
-                inner.bearer.reload()?;
+                inner.bearer.reload().map_err(Failed::Request)?;
                 continue;
             }
             let retryable = match verb {
@@ -429,7 +477,7 @@ impl Client {
                 Verb::Put | Verb::Post | Verb::Patch => matches!(err, Error::TooManyRequests(_)),
             };
             if !retryable || attempt >= inner.opts.attempts {
-                return Err(err);
+                return Err(Failed::Request(err));
             }
             let backoff = FIRST_BACKOFF * 2u32.saturating_pow(attempt - 1);
             let wait = err
@@ -439,7 +487,7 @@ impl Client {
                 .min(MAX_BACKOFF);
             log::debug!("{verb:?} {path}: {err}; retry {attempt} in {wait:?}");
             if !crate::deadline::sleep(wait) {
-                return Err(err);
+                return Err(Failed::Request(err));
             }
         }
     }
@@ -450,7 +498,8 @@ impl Client {
         path: &str,
         body: Option<&[u8]>,
         limited: bool,
-    ) -> Result<Vec<u8>, Error> {
+        sink: Option<Sink<'_, '_>>,
+    ) -> Result<Vec<u8>, Failed> {
         let inner = &*self.inner;
         let waited = Instant::now();
         if limited {
@@ -458,10 +507,15 @@ impl Client {
         }
         let throttled = waited.elapsed();
         if crate::deadline::passed() {
-            return Err(Error::Deadline(format!("{verb:?} {path}")));
+            return Err(Failed::Request(Error::Deadline(format!("{verb:?} {path}"))));
         }
-        let token = inner.bearer.token()?.map(|t| format!("Bearer {t}"));
-        let (answer, took) = wire::exchange(
+        let token = inner
+            .bearer
+            .token()
+            .map_err(Failed::Request)?
+            .map(|t| format!("Bearer {t}"));
+        let started = Instant::now();
+        let opened = wire::open(
             &inner.agent,
             wire::Request {
                 method: verb.method(),
@@ -471,35 +525,80 @@ impl Client {
                 max_body: inner.opts.max_body_bytes,
             },
         );
+        let (code, outcome) = match opened {
+            Err(f) => (0, Err(Failed::Request(wire_error(path, f)))),
+            Ok(o) => match sink {
+                Some(sink) if (200..300).contains(&o.code) => {
+                    let code = o.code;
+                    let streamed = sink(&mut o.into_reader());
+                    (code, streamed.map(|()| Vec::new()).map_err(Failed::Body))
+                }
+                _ => match o.read_whole() {
+                    Err(f) => (0, Err(Failed::Request(wire_error(path, f)))),
+                    Ok(answer) => {
+                        log::trace!(
+                            "{verb:?} {path} -> {} ({} bytes, {:?})",
+                            answer.code,
+                            answer.body.len(),
+                            started.elapsed(),
+                        );
+                        let outcome = if (200..300).contains(&answer.code) {
+                            Ok(answer.body)
+                        } else {
+                            Err(Failed::Request(Error::from_status(Status::from_response(
+                                answer.code,
+                                answer.retry_after.as_deref(),
+                                &answer.body,
+                            ))))
+                        };
+                        (answer.code, outcome)
+                    }
+                },
+            },
+        };
         if let Some(hook) = &inner.opts.observer {
             hook.tell(&Observed {
                 verb: verb.name(path),
                 resource: resource_of(path),
-                code: answer.as_ref().map_or(0, |a| a.code),
-                took,
+                code,
+                took: started.elapsed(),
                 // Waits under a millisecond are the limiter's own cost.
                 throttled: throttled.saturating_sub(Duration::from_millis(1)),
             });
         }
-        let answer = answer.map_err(|f| match f {
-            wire::Failure::Timeout(m) => Error::Timeout(m),
-            wire::Failure::Transport(m) => Error::Transport(m),
-            wire::Failure::Invalid(m) => Error::Config(format!("request {path}: {m}")),
-        })?;
-        log::trace!(
-            "{verb:?} {path} -> {} ({} bytes, {took:?})",
-            answer.code,
-            answer.body.len(),
-        );
-        if (200..300).contains(&answer.code) {
-            Ok(answer.body)
-        } else {
-            Err(Error::from_status(Status::from_response(
-                answer.code,
-                answer.retry_after.as_deref(),
-                &answer.body,
-            )))
+        outcome
+    }
+}
+
+/// Where a 2xx answer's body goes when it is not read whole.
+type Sink<'s, 'f> = &'s mut (dyn FnMut(&mut dyn std::io::Read) -> Result<(), Error> + 'f);
+
+/// How a request failed: before its answer's body was being read (so it
+/// may be retried), or while a sink read it.
+enum Failed {
+    Request(Error),
+    Body(Error),
+}
+
+impl Failed {
+    fn into_error(self) -> Error {
+        match self {
+            Failed::Request(e) | Failed::Body(e) => e,
         }
+    }
+}
+
+/// How a page of a list failed: see [`Failed`].
+enum PageFailure {
+    Request(Error),
+    Body(Error),
+}
+
+fn wire_error(path: &str, f: wire::Failure) -> Error {
+    match f {
+        wire::Failure::Timeout(m) => Error::Timeout(m),
+        wire::Failure::Transport(m) => Error::Transport(m),
+        wire::Failure::Invalid(m) => Error::Config(format!("request {path}: {m}")),
     }
 }
 
@@ -537,181 +636,6 @@ fn resource_of(path: &str) -> &'static str {
     } else {
         "other"
     }
-}
-
-/// One decoded LIST page.
-#[derive(Debug)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    /// Names (or `<unnamed>`) of items that did not decode as `T`.
-    pub skipped: Vec<String>,
-    /// The continue token, when more pages follow.
-    pub next: Option<String>,
-}
-
-/// Decodes a LIST answer into typed items (see [`decode_page_with`]).
-pub fn decode_page<T: ListItem>(bytes: &[u8]) -> Result<Page<T>, Error> {
-    let (mut items, mut skipped) = (Vec::new(), Vec::new());
-    let next = decode_page_with::<T>(bytes, &mut |v| match v {
-        Visit::Item(t) => items.push(t),
-        Visit::Skipped(name) => skipped.push(name),
-        Visit::Restart => {}
-    })?;
-    Ok(Page {
-        items,
-        skipped,
-        next,
-    })
-}
-
-/// Decodes a LIST answer in one pass, handing each item to `visit` as it
-/// is read: only the fields `T` keeps are built, and a malformed item is
-/// handed over as `Skipped` by name instead of failing the page. Returns
-/// the continue token, when more pages follow. A body that is not a JSON
-/// object, or not well-formed → [`Error::Decode`] (items already handed
-/// over belong to a list that failed).
-pub(crate) fn decode_page_with<T: ListItem>(
-    bytes: &[u8],
-    visit: &mut dyn FnMut(Visit<T>),
-) -> Result<Option<String>, Error> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let next = PageSeed { visit }
-        .deserialize(&mut de)
-        .and_then(|next| de.end().map(|()| next))
-        .map_err(|e| Error::Decode(e.to_string()))?;
-    Ok(next.filter(|c| !c.is_empty()))
-}
-
-/// The top-level object of a LIST answer.
-struct PageSeed<'v, T> {
-    visit: &'v mut dyn FnMut(Visit<T>),
-}
-
-impl<'de, T: ListItem> DeserializeSeed<'de> for PageSeed<'_, T> {
-    type Value = Option<String>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de, T: ListItem> Visitor<'de> for PageSeed<'_, T> {
-    type Value = Option<String>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a LIST answer (an object with items)")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
-        #[derive(Deserialize, Default)]
-        #[serde(default)]
-        struct ListMeta {
-            #[serde(rename = "continue")]
-            next: lenient::Str,
-        }
-        let mut next = None;
-        while let Some(key) = map.next_key::<PageKey>()? {
-            match key {
-                PageKey::Metadata => {
-                    next = map
-                        .next_value::<lenient::Obj<ListMeta>>()?
-                        .0
-                        .and_then(|m| m.next.0)
-                }
-                PageKey::Items => map.next_value_seed(ItemsSeed {
-                    visit: &mut *self.visit,
-                })?,
-                PageKey::Other => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(next)
-    }
-}
-
-/// A member name of a LIST answer, told apart without being copied.
-enum PageKey {
-    Metadata,
-    Items,
-    Other,
-}
-
-impl<'de> Deserialize<'de> for PageKey {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct K;
-        impl Visitor<'_> for K {
-            type Value = PageKey;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_str<E>(self, s: &str) -> Result<PageKey, E> {
-                Ok(match s {
-                    "metadata" => PageKey::Metadata,
-                    "items" => PageKey::Items,
-                    _ => PageKey::Other,
-                })
-            }
-        }
-        d.deserialize_str(K)
-    }
-}
-
-/// The `items` array: each element decoded and handed over at once.
-struct ItemsSeed<'v, T> {
-    visit: &'v mut dyn FnMut(Visit<T>),
-}
-
-impl<'de, T: ListItem> DeserializeSeed<'de> for ItemsSeed<'_, T> {
-    type Value = ();
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de, T: ListItem> Visitor<'de> for ItemsSeed<'_, T> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a list of items")
-    }
-
-    /// `"items": null` is an empty list, as the API server writes it.
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(item) = seq.next_element_seed(OneItem::<T>(PhantomData))? {
-            (self.visit)(match item {
-                Ok(t) => Visit::Item(t),
-                Err(name) => Visit::Skipped(name.unwrap_or_else(|| "<unnamed>".into())),
-            });
-        }
-        Ok(())
-    }
-}
-
-struct OneItem<T>(PhantomData<T>);
-
-impl<'de, T: ListItem> DeserializeSeed<'de> for OneItem<T> {
-    type Value = Result<T, Option<String>>;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        T::decode(d)
-    }
-}
-
-/// What a paged LIST hands its visitor.
-#[derive(Debug)]
-pub enum Visit<T> {
-    /// The list starts over (its continue token expired): forget what
-    /// was visited so far.
-    Restart,
-    Item(T),
-    /// An item that did not decode, by name (or `<unnamed>`).
-    Skipped(String),
 }
 
 /// A LIST result: the items that decoded, and the names of those that did not.
@@ -829,27 +753,6 @@ mod tests {
             |_| true,
         );
         assert_eq!(r, Ok(3));
-    }
-
-    #[test]
-    fn a_page_skips_and_names_malformed_items_and_unescapes_the_token() {
-        let body =
-            br#"{"kind":"PersistentVolumeList","metadata":{"continue":"eyJ2\u003d\/x"},"items":[
-            {"metadata":{"name":"good"},"spec":{"csi":{"driver":"d","volumeHandle":"h"}}},
-            {"metadata":{"name":"bad","annotations":"not a map"}},
-            [1,2,3]]}"#;
-        let page = decode_page::<crate::kube::PvSummary>(body).unwrap();
-        assert_eq!(page.items.len(), 1);
-        assert_eq!(page.skipped, ["bad", "<unnamed>"]);
-        assert_eq!(page.next.as_deref(), Some("eyJ2=/x"));
-        assert!(matches!(
-            decode_page::<crate::kube::PvSummary>(b"[]"),
-            Err(Error::Decode(_))
-        ));
-        let last =
-            decode_page::<crate::kube::PvSummary>(br#"{"metadata":{"continue":""},"items":[]}"#)
-                .unwrap();
-        assert_eq!(last.next, None);
     }
 
     #[test]

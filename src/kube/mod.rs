@@ -14,15 +14,16 @@ mod config;
 mod error;
 mod lenient;
 mod objects;
+mod page;
 mod pv;
 mod ratelimit;
 
 pub use client::{
-    decode_page, is_valid_name, object_path, retry_on_conflict, Client, ClientOptions, Listed,
-    Observed, Page, Visit,
+    is_valid_name, object_path, retry_on_conflict, Client, ClientOptions, Listed, Observed,
 };
 pub use config::{ClientIdentity, Config, Credential, SERVICE_ACCOUNT_DIR};
 pub use error::{Error, Status};
 pub use objects::{ListItem, PvSummary, VolumeAttachmentSummary};
+pub use page::{decode_page, decode_pieces, Page, Visit};
 pub use pv::Pv;
 pub use ratelimit::{DEFAULT_BURST, DEFAULT_QPS};

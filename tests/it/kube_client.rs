@@ -11,7 +11,7 @@ use std::{
 use crate::support::*;
 use kube_emulator::{Emulator, Fault, FaultAction, Match, Options};
 use rds_csi_controller::kube::{
-    retry_on_conflict, Client, ClientOptions, Config, Credential, Error, Pv,
+    retry_on_conflict, Client, ClientOptions, Config, Credential, Error, Pv, Visit,
 };
 use serde_json::json;
 
@@ -495,6 +495,81 @@ fn pagination_over_many_pages_and_an_expired_token_restarts_cleanly() {
         3 + 5,
         "two pages, one 410, then a full list: {lists:?}"
     );
+}
+
+#[test]
+fn a_list_cut_off_mid_answer_is_read_again_and_hands_over_each_item_once() {
+    let emu = tls_emulator();
+    for i in 0..1200 {
+        let name = format!("pv-{i:04}");
+        emu.create("persistentvolumes", pv(&name, &name, DRIVER))
+            .unwrap();
+    }
+    let expected: Vec<_> = (0..1200).map(|i| format!("pv-{i:04}")).collect();
+    let c = client(&emu);
+    let list_codes = |emu: &Emulator| emu.requests().iter().filter(|r| r.verb == "list").count();
+
+    // Cut inside the first page's metadata, before any item: that page
+    // is asked for again.
+    emu.clear_requests();
+    emu.inject(fault(
+        "list",
+        "persistentvolumes",
+        1,
+        FaultAction::Cut { after_bytes: 60 },
+    ));
+    let listed = c.list_pvs().unwrap();
+    let names: Vec<_> = listed.items.iter().map(|p| p.name.clone()).collect();
+    assert_eq!(names, expected);
+    assert_eq!(list_codes(&emu), 1 + 3, "the cut page again, then two more");
+
+    // Cut in the middle of the second page, after some of its items were
+    // handed over: the list starts over, and what the visitor keeps holds
+    // each PV once.
+    emu.clear_requests();
+    let mut seen: Vec<String> = Vec::new();
+    let mut restarts = 0;
+    let pages = c
+        .visit_pvs(|v| match v {
+            Visit::Item(p) => {
+                if seen.len() == 10 && restarts == 0 {
+                    emu.inject(fault(
+                        "list",
+                        "persistentvolumes",
+                        1,
+                        FaultAction::Cut {
+                            after_bytes: 100_000,
+                        },
+                    ));
+                }
+                seen.push(p.name)
+            }
+            Visit::Restart => {
+                restarts += 1;
+                seen.clear();
+            }
+            Visit::Skipped(name) => panic!("skipped {name}"),
+        })
+        .unwrap();
+    assert_eq!(seen, expected);
+    assert_eq!((restarts, pages), (1, 3));
+    assert_eq!(
+        list_codes(&emu),
+        2 + 3,
+        "two pages, the second cut, then the list again"
+    );
+
+    // A list whose every answer is cut gives up with the transport's error.
+    emu.inject(fault(
+        "list",
+        "persistentvolumes",
+        100,
+        FaultAction::Cut {
+            after_bytes: 100_000,
+        },
+    ));
+    assert!(matches!(c.list_pvs(), Err(Error::Transport(_))));
+    emu.clear_faults();
 }
 
 #[test]
