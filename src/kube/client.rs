@@ -363,7 +363,7 @@ impl Client {
                 };
                 match failure {
                     // The snapshot the token pointed into is gone.
-                    PageFailure::Request(Error::Expired(s)) if !cont.is_empty() && restarts < 5 => {
+                    Failed::Request(Error::Expired(s)) if !cont.is_empty() && restarts < 5 => {
                         log::info!(
                             "list {path}: continue token expired ({}); restarting the list",
                             s.message
@@ -371,7 +371,7 @@ impl Client {
                     }
                     // The answer was cut off: what it handed over may
                     // not be all of its page.
-                    PageFailure::Body(e) if e.is_transient() && restarts < 5 => {
+                    Failed::Body(e) if e.is_transient() && restarts < 5 => {
                         if !handed_over {
                             restarts += 1;
                             log::info!("list {path}: {e}; asking for the page again");
@@ -379,7 +379,7 @@ impl Client {
                         }
                         log::info!("list {path}: {e} mid-page; restarting the list");
                     }
-                    PageFailure::Request(e) | PageFailure::Body(e) => {
+                    Failed::Request(e) | Failed::Body(e) => {
                         return Err(match e {
                             Error::Decode(m) => Error::Decode(format!("list {path}: {m}")),
                             other => other,
@@ -393,16 +393,17 @@ impl Client {
         }
     }
 
-    /// One page of a list: its body handed to `read` as it arrives.
-    /// Failures before the body are retried as for any GET; a failure
-    /// while the body is read is the caller's to handle (`read` may have
-    /// handed items over).
+    /// One page of a list: its body handed to `read` as it arrives (so
+    /// the request's observed time includes the decoding). Failures
+    /// before the body are retried as for any GET; a failure while the
+    /// body is read is the caller's to handle (`read` may have handed
+    /// items over).
     fn list_page(
         &self,
         url: &str,
         limited: bool,
         read: &mut dyn FnMut(&mut dyn std::io::Read) -> Result<Option<String>, ReadError>,
-    ) -> Result<Option<String>, PageFailure> {
+    ) -> Result<Option<String>, Failed> {
         let mut next = None;
         let mut sink = |body: &mut dyn std::io::Read| {
             next = read(body).map_err(|e| match e {
@@ -411,11 +412,8 @@ impl Client {
             })?;
             Ok(())
         };
-        match self.request(Verb::Get, url, None, limited, Some(&mut sink)) {
-            Ok(_) => Ok(next),
-            Err(Failed::Request(e)) => Err(PageFailure::Request(e)),
-            Err(Failed::Body(e)) => Err(PageFailure::Body(e)),
-        }
+        self.request(Verb::Get, url, None, limited, Some(&mut sink))?;
+        Ok(next)
     }
 
     fn json<T: DeserializeOwned>(
@@ -586,12 +584,6 @@ impl Failed {
             Failed::Request(e) | Failed::Body(e) => e,
         }
     }
-}
-
-/// How a page of a list failed: see [`Failed`].
-enum PageFailure {
-    Request(Error),
-    Body(Error),
 }
 
 fn wire_error(path: &str, f: wire::Failure) -> Error {
