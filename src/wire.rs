@@ -1,8 +1,8 @@
 //! What the Kubernetes and RouterOS clients share: the agent and its
 //! address resolver, one HTTP exchange (send, cap and read the body, whole
-//! or as it arrives, classify what failed), PEM certificate parsing and URL escaping. The
-//! clients keep only what is theirs: paths, authentication, decoding,
-//! retries.
+//! or as it arrives, classify what failed), PEM certificate parsing and
+//! URL escaping. The clients keep only what is theirs: paths,
+//! authentication, decoding, retries.
 
 use std::{
     net::{IpAddr, SocketAddr},

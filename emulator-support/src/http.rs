@@ -155,14 +155,7 @@ pub fn reason(code: u16) -> &'static str {
 }
 
 pub fn write_response<W: Write + ?Sized>(w: &mut W, resp: &Response) -> io::Result<()> {
-    let mut head = format!("HTTP/1.1 {} {}\r\n", resp.code, reason(resp.code));
-    for (k, v) in &resp.headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", resp.body.len()));
-    w.write_all(head.as_bytes())?;
-    w.write_all(&resp.body)?;
-    w.flush()
+    write_response_cut(w, resp, resp.body.len())
 }
 
 /// Starts a chunked (streaming) answer, as a watch sends.
@@ -269,7 +262,7 @@ impl Write for ChunkedBody<'_> {
 }
 
 /// Writes `resp` with the length of its whole body but only the first
-/// `body_bytes` of it (a connection lost mid-answer).
+/// `body_bytes` of it (a connection lost mid-answer, when they are fewer).
 pub fn write_response_cut<W: Write + ?Sized>(
     w: &mut W,
     resp: &Response,

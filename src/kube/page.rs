@@ -243,7 +243,8 @@ impl<'v, T: ListItem> Incremental<'v, T> {
                     &[(b':', State::Value(member))],
                     "expected `:` after a member name",
                 )?,
-                State::Value(Member::Items) if b == b'[' && self.scan.off == 0 => {
+                // Entered before any scan of the value starts.
+                State::Value(Member::Items) if b == b'[' => {
                     self.pos += 1;
                     self.state = State::Item { first: true };
                 }

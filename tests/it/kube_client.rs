@@ -160,6 +160,13 @@ fn each_error_class_is_decoded_from_a_real_status_body() {
     assert!(matches!(once.get_pv("pv-1"), Err(Error::Decode(_))));
     emu.inject(fault("get", "persistentvolumes", 1, FaultAction::Drop));
     assert!(matches!(once.get_pv("pv-1"), Err(Error::Transport(_))));
+    emu.inject(fault(
+        "get",
+        "persistentvolumes",
+        1,
+        FaultAction::Cut { after_bytes: 10 },
+    ));
+    assert!(matches!(once.get_pv("pv-1"), Err(Error::Transport(_))));
 
     let small = ClientOptions {
         attempts: 1,
