@@ -72,7 +72,8 @@ const READ: usize = 16 * 1024;
 /// bytes are split (the `pv_list` fuzz target checks this against a
 /// decoding of the whole): the framing here only finds where each member
 /// name, member and item ends, and serde_json decodes, and so validates,
-/// every one of them. An answer that is not such an object, or not
+/// every one of them (an item whose bytes are all in hand is decoded where
+/// it lies, and its end is where serde_json stopped). An answer that is not such an object, or not
 /// well-formed → [`Error::Decode`] naming the byte it was found at (items
 /// already handed over belong to a list that failed).
 pub(crate) struct Incremental<'v, T> {
@@ -203,6 +204,25 @@ impl<'v, T: ListItem> Incremental<'v, T> {
         self.scan.extent(&self.buf[self.pos..])
     }
 
+    /// The item at `pos` and its length, decoded where it lies when all of
+    /// it is in hand: most items are, and are then read once instead of
+    /// being scanned for their end first. `None` when this cannot be
+    /// told by decoding alone (the item is cut off, malformed, or ends
+    /// only where a byte follows it, as a number does); the caller then
+    /// finds its end with [`Scan`] and decodes it once that end is in.
+    #[allow(clippy::type_complexity)]
+    fn item_in_place(&self) -> Option<(serde_json::Result<Result<T, Option<String>>>, usize)> {
+        let rest = &self.buf[self.pos..];
+        if self.scan.off != 0 || !matches!(rest.first(), Some(b'{' | b'[' | b'"')) {
+            return None;
+        }
+        let mut items = serde_json::Deserializer::from_slice(rest).into_iter::<InPlace<T>>();
+        match items.next() {
+            Some(Ok(InPlace(item))) => Some((Ok(item), items.byte_offset())),
+            _ => None,
+        }
+    }
+
     /// Decodes as far as the bytes in hand allow.
     fn run(&mut self) -> Result<(), Error> {
         loop {
@@ -279,10 +299,16 @@ impl<'v, T: ListItem> Incremental<'v, T> {
                     self.state = State::AfterMember;
                 }
                 State::Item { .. } => {
-                    let Some(len) = self.complete_value() else {
-                        return Ok(());
+                    let (item, len) = match self.item_in_place() {
+                        Some(decoded) => decoded,
+                        None => {
+                            let Some(len) = self.complete_value() else {
+                                return Ok(());
+                            };
+                            let value = &self.buf[self.pos..self.pos + len];
+                            (exact(value, |de| T::decode(de)), len)
+                        }
                     };
-                    let item = exact(&self.buf[self.pos..self.pos + len], |de| T::decode(de));
                     let item = item.map_err(|e| self.error(&e.to_string()))?;
                     (self.visit)(match item {
                         Ok(t) => Visit::Item(t),
@@ -321,6 +347,16 @@ fn exact<'a, R>(
     let r = decode(&mut de)?;
     de.end()?;
     Ok(r)
+}
+
+/// A list item as a `Deserialize`, for serde_json's stream reader, which
+/// tells where a value it read ended.
+struct InPlace<T>(Result<T, Option<String>>);
+
+impl<'de, T: ListItem> Deserialize<'de> for InPlace<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::decode(d).map(InPlace)
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -445,6 +481,7 @@ mod tests {
         "items":[
             {"metadata":{"name":"good","annotations":{"a]":"}\"{"}},"spec":{"csi":{"driver":"d","volumeHandle":"h"}}},
             {"metadata":{"name":"bad","annotations":"not a map"}},
+            {"metadata":{"name":"num","uid":-1.5e+3,"labels":{"k":"\u00e9"}},"spec":{"csi":{"driver":"d","volumeHandle":"n"}}},
             [1,2,3], 17, "s", null]}"#;
 
     fn names(page: &Page<PvSummary>) -> Vec<&str> {
@@ -454,7 +491,7 @@ mod tests {
     #[test]
     fn a_page_skips_and_names_malformed_items_and_unescapes_the_token() {
         let page = decode_page::<PvSummary>(PAGE).unwrap();
-        assert_eq!(names(&page), ["good"]);
+        assert_eq!(names(&page), ["good", "num"]);
         assert_eq!(page.items[0].volume_handle, "h");
         assert_eq!(
             page.skipped,
