@@ -181,6 +181,7 @@ pub struct Gauges {
 pub struct Metrics {
     operations: CounterVec<2>,
     operation_duration: HistogramVec<1>,
+    worker_wait: HistogramVec<1>,
     rejected: CounterVec<1>,
     attachment_conflicts: Scalar,
     stale_cleared: Scalar,
@@ -230,6 +231,11 @@ impl Metrics {
             operation_duration: HistogramVec::new(
                 "rds_csi_operation_duration_seconds",
                 "Time from receiving a CSI call to answering it.",
+                ["rpc"],
+            ),
+            worker_wait: HistogramVec::new(
+                "rds_csi_worker_wait_seconds",
+                "Time from receiving a CSI call to a worker starting it, for calls a worker ran.",
                 ["rpc"],
             ),
             rejected: CounterVec::new(
@@ -337,6 +343,11 @@ impl Metrics {
         self.operation_duration.observe([rpc], took);
     }
 
+    /// A worker took a CSI call `waited` after it was received.
+    pub fn worker_wait(&self, rpc: &'static str, waited: Duration) {
+        self.worker_wait.observe([rpc], waited);
+    }
+
     /// A CSI call answered without running.
     pub fn rejected(&self, reason: &'static str) {
         self.rejected.inc([reason]);
@@ -428,6 +439,7 @@ impl Metrics {
         let mut out = String::with_capacity(16 << 10);
         self.operations.render(&mut out);
         self.operation_duration.render(&mut out);
+        self.worker_wait.render(&mut out);
         self.rejected.render(&mut out);
         gauge(
             &mut out,

@@ -177,6 +177,7 @@ impl<Req: CallSubject + Send + 'static, Resp: Send + 'static> Job for UnaryJob<R
             driver,
             work,
         } = *self;
+        driver.metrics().worker_wait(method, received.elapsed());
         // Everything the call does stops at the caller's deadline.
         let call = crate::deadline::Deadline::for_call(
             received,

@@ -203,6 +203,20 @@ fn a_scrape_parses_strictly_and_counts_what_happened() {
         at(r#"rds_csi_operation_duration_seconds_count{rpc="CreateVolume"}"#),
         2.0
     );
+    // Both Publishes and both CreateVolumes ran on a worker, each after a wait.
+    for rpc in ["CreateVolume", "ControllerPublishVolume"] {
+        assert_eq!(
+            at(&format!(
+                r#"rds_csi_worker_wait_seconds_count{{rpc="{rpc}"}}"#
+            )),
+            2.0
+        );
+        assert!(
+            at(&format!(
+                r#"rds_csi_worker_wait_seconds_sum{{rpc="{rpc}"}}"#
+            )) > 0.0
+        );
+    }
     assert_eq!(at("rds_csi_attachments"), 1.0);
     assert_eq!(at("rds_csi_attachment_conflicts_total"), 1.0);
     assert_eq!(
