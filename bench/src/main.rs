@@ -31,7 +31,48 @@ const DRIVER: &str = "rds.csi.srvlab.io";
 const TOKEN: &str = "bench-token";
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(opts)) => opts,
+        Ok(None) => {
+            print!("{}", usage());
+            return;
+        }
+        Err(e) => {
+            eprintln!("rds-bench: {e} (see --help)");
+            std::process::exit(2);
+        }
+    };
+    run(&opts);
+}
+
+/// The `--help` text: every option with its default.
+fn usage() -> String {
+    let names: Vec<&str> = SECTIONS.iter().map(|(name, _, _)| *name).collect();
+    format!(
+        "usage: rds-bench [options]
+
+  --only SECTION       run one section: {} (default: all)
+  --smoke              every rebuild contender once at 1 000 PVs, and the hop
+  --runs N             runs per measure; the median is reported (5)
+  --sizes N,N          PVs per rebuild (10000,100000)
+  --controller PATH    controller of the gRPC and Publish sections
+                       (target/release/rds-csi-controller)
+  --binary PATH        the shipped static binary (default: --controller)
+  --held N             attachments held for the RSS measure (100000)
+  --exec-pvs N,N       PVs rebuilt for exec -> Probe (10000,100000)
+  --volumes N          volumes on RDS for ListVolumes (10000)
+  --snapshots N        snapshots on RDS for ListSnapshots (10000)
+  --latencies MS,MS    RDS latencies of the burst section (2,20,100)
+  -h, --help           this text
+",
+        names.join(", ")
+    )
+}
+
+/// The options from the command line; `None` when help was asked for.
+/// An unknown option, a missing value or one that is not a count is an
+/// error naming it.
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<BenchOpts>, String> {
     let mut opts = BenchOpts {
         sizes: vec![10_000, 100_000],
         runs: 5,
@@ -46,38 +87,62 @@ fn main() {
     };
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
+        if a == "-h" || a == "--help" {
+            return Ok(None);
+        }
+        if a == "--smoke" {
+            opts.only = Some("smoke".into());
+            opts.sizes = vec![1000];
+            opts.runs = 1;
+            continue;
+        }
+        let value = match a.as_str() {
+            "--sizes" | "--runs" | "--controller" | "--binary" | "--held" | "--exec-pvs"
+            | "--volumes" | "--snapshots" | "--latencies" | "--only" => {
+                it.next().ok_or_else(|| format!("{a} needs a value"))?
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        };
         match a.as_str() {
-            "--sizes" => opts.sizes = counts(&it.next().unwrap()),
-            "--runs" => opts.runs = it.next().unwrap().parse().unwrap(),
-            "--controller" => opts.controller = PathBuf::from(it.next().unwrap()),
-            "--binary" => opts.binary = Some(PathBuf::from(it.next().unwrap())),
-            "--held" => opts.held = it.next().unwrap().parse().unwrap(),
-            "--exec-pvs" => opts.exec_pvs = counts(&it.next().unwrap()),
-            "--volumes" => opts.volumes = it.next().unwrap().parse().unwrap(),
-            "--snapshots" => opts.snapshots = it.next().unwrap().parse().unwrap(),
+            "--sizes" => opts.sizes = counts(&a, &value)?,
+            "--runs" => opts.runs = count(&a, &value)?,
+            "--controller" => opts.controller = PathBuf::from(value),
+            "--binary" => opts.binary = Some(PathBuf::from(value)),
+            "--held" => opts.held = count(&a, &value)?,
+            "--exec-pvs" => opts.exec_pvs = counts(&a, &value)?,
+            "--volumes" => opts.volumes = count(&a, &value)?,
+            "--snapshots" => opts.snapshots = count(&a, &value)?,
             "--latencies" => {
-                opts.latencies = counts(&it.next().unwrap())
-                    .into_iter()
-                    .map(|n| n as u64)
-                    .collect()
+                opts.latencies = value
+                    .split(',')
+                    .map(|ms| {
+                        ms.parse()
+                            .map_err(|_| format!("{a}: {ms:?} is not a count of milliseconds"))
+                    })
+                    .collect::<Result<_, _>>()?
             }
-            "--only" => opts.only = it.next(),
-            // Every contender once at 1 000 PVs, and the hop: proves the
-            // harness runs, measures nothing worth quoting.
-            "--smoke" => {
-                opts.only = Some("smoke".into());
-                opts.sizes = vec![1000];
-                opts.runs = 1;
+            _ => {
+                if !SECTIONS.iter().any(|(name, _, _)| *name == value) {
+                    return Err(format!("--only: no section {value:?}"));
+                }
+                opts.only = Some(value);
             }
-            other => panic!("unknown argument {other}"),
         }
     }
-    run(&opts);
+    Ok(Some(opts))
 }
 
-/// `1000,10000`: a comma-separated list of counts.
-fn counts(list: &str) -> Vec<usize> {
-    list.split(',').map(|s| s.parse().unwrap()).collect()
+/// A count of at least one, for option `name`.
+fn count(name: &str, value: &str) -> Result<usize, String> {
+    match value.parse() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{name}: {value:?} is not a count of at least 1")),
+    }
+}
+
+/// `1000,10000`: a comma-separated list of counts, for option `name`.
+fn counts(name: &str, list: &str) -> Result<Vec<usize>, String> {
+    list.split(',').map(|s| count(name, s)).collect()
 }
 
 struct BenchOpts {
@@ -160,7 +225,6 @@ fn run(o: &BenchOpts) {
         .iter()
         .filter(|(name, _, _)| o.only.as_deref().is_none_or(|only| only == *name))
         .collect();
-    assert!(!chosen.is_empty(), "no section {:?}", o.only);
     for (i, (_, heading, measure)) in chosen.into_iter().enumerate() {
         let heading = heading.replace("of runs", &format!("of {} runs", o.runs));
         println!("{}## {heading}\n", if i > 0 { "\n" } else { "" });
