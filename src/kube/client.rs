@@ -528,7 +528,21 @@ impl Client {
             Ok(o) => match sink {
                 Some(sink) if (200..300).contains(&o.code) => {
                     let code = o.code;
-                    let streamed = sink(&mut o.into_reader());
+                    let mut body = Counted {
+                        inner: o.into_reader(),
+                        bytes: 0,
+                    };
+                    let streamed = sink(&mut body);
+                    log::trace!(
+                        "{verb:?} {path} -> {code} ({} bytes streamed{}, {:?})",
+                        body.bytes,
+                        if streamed.is_ok() {
+                            ""
+                        } else {
+                            ", not read to the end"
+                        },
+                        started.elapsed(),
+                    );
                     (code, streamed.map(|()| Vec::new()).map_err(Failed::Body))
                 }
                 _ => match o.read_whole() {
@@ -565,6 +579,20 @@ impl Client {
             });
         }
         outcome
+    }
+}
+
+/// A body reader that counts what it hands over, for the trace line.
+struct Counted<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
     }
 }
 

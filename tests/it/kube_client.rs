@@ -651,6 +651,38 @@ fn no_log_line_carries_a_token_at_trace_level() {
 }
 
 #[test]
+fn a_streamed_list_page_logs_its_code_and_size_at_trace_level() {
+    logs();
+    let emu = tls_emulator();
+    for i in 0..3 {
+        let name = format!("pv-{i}");
+        emu.create("persistentvolumes", pv(&name, &name, DRIVER))
+            .unwrap();
+    }
+    // A page size no other test uses, so these lines are this test's.
+    let opts = ClientOptions {
+        page_size: 3,
+        ..Default::default()
+    };
+    let c = Client::new(&config(&emu, Credential::Token(TOKEN.into())), opts).unwrap();
+    assert_eq!(c.list_pvs().unwrap().items.len(), 3);
+    let lines = logs().0.lock().unwrap().clone();
+    let page: Vec<_> = lines
+        .iter()
+        .filter(|l| l.starts_with("TRACE rds_csi_controller::kube"))
+        .filter(|l| l.contains("/api/v1/persistentvolumes?limit=3"))
+        .collect();
+    assert_eq!(page.len(), 1, "one trace line for the one page: {lines:?}");
+    let bytes: u64 = page[0]
+        .split_once("-> 200 (")
+        .and_then(|(_, rest)| rest.split_once(" bytes streamed"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("code and size in {:?}", page[0]));
+    // Three PVs of the emulator's are several hundred bytes each.
+    assert!(bytes > 3 * 200, "{bytes} bytes for three PVs: {}", page[0]);
+}
+
+#[test]
 fn volume_attachments_are_listed_as_summaries() {
     let emu = tls_emulator();
     for i in 0..5 {
