@@ -457,10 +457,14 @@ fn route(path: &str) -> Result<Target, Response> {
         _ => return Err(not_found()),
     };
     let kind = model::kind_of(group, resource).ok_or_else(not_found)?;
-    if kind.namespaced != !namespace.is_empty() && !(kind.namespaced && name.is_empty()) {
+    // A namespaced kind needs a namespace, except when listed across all
+    // of them; a cluster-scoped kind must not have one.
+    let scoped = !namespace.is_empty();
+    if kind.namespaced != scoped && !(kind.namespaced && name.is_empty()) {
         return Err(not_found());
     }
-    if !sub.is_empty() && !(sub == "status" && kind.has_status) {
+    let known_sub = sub.is_empty() || (sub == "status" && kind.has_status);
+    if !known_sub {
         return Err(not_found());
     }
     Ok(Target {

@@ -439,10 +439,13 @@ impl PvStore {
             attributes.get("csi.storage.k8s.io/pvc/name"),
         ) {
             (Some(ns), Some(name)) => {
-                let uid = (claim_ref["namespace"] == ns.as_str()
-                    && claim_ref["name"] == name.as_str())
-                .then(|| text(&claim_ref["uid"]))
-                .unwrap_or_default();
+                let agree =
+                    claim_ref["namespace"] == ns.as_str() && claim_ref["name"] == name.as_str();
+                let uid = if agree {
+                    text(&claim_ref["uid"])
+                } else {
+                    String::new()
+                };
                 Some((ns.clone(), name.clone(), uid))
             }
             _ => claim_ref["name"].as_str().map(|name| {

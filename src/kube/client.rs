@@ -402,7 +402,7 @@ impl Client {
         &self,
         url: &str,
         limited: bool,
-        read: &mut dyn FnMut(&mut dyn std::io::Read) -> Result<Option<String>, ReadError>,
+        read: &mut PageReader<'_>,
     ) -> Result<Option<String>, Failed> {
         let mut next = None;
         let mut sink = |body: &mut dyn std::io::Read| {
@@ -595,6 +595,9 @@ impl<R: std::io::Read> std::io::Read for Counted<R> {
         Ok(n)
     }
 }
+
+/// Reads one list page's body as it arrives; returns the continue token.
+type PageReader<'f> = dyn FnMut(&mut dyn std::io::Read) -> Result<Option<String>, ReadError> + 'f;
 
 /// Where a 2xx answer's body goes when it is not read whole.
 type Sink<'s, 'f> = &'s mut (dyn FnMut(&mut dyn std::io::Read) -> Result<(), Error> + 'f);

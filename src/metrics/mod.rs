@@ -541,9 +541,14 @@ fn code_label(code: u16) -> &'static str {
         502 => "502",
         503 => "503",
         504 => "504",
-        200..=299 => "2xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        _ => match code / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            5 => "5xx",
+            _ => "other",
+        },
     }
 }
 
@@ -630,5 +635,8 @@ mod tests {
         );
         assert_eq!(escape_help("a\\b\nc"), "a\\\\b\\nc");
         assert_eq!(code_label(418), "4xx");
+        assert_eq!(code_label(307), "3xx");
+        assert_eq!(code_label(599), "5xx");
+        assert_eq!(code_label(999), "other");
     }
 }

@@ -178,11 +178,11 @@ mod tests {
 
     struct Harness {
         started: (Tx<usize>, Rx<usize>),
-        answers: (
-            Tx<(usize, Result<(), Rejection>)>,
-            Rx<(usize, Result<(), Rejection>)>,
-        ),
+        answers: (Tx<Answered>, Rx<Answered>),
     }
+
+    /// A job's id and whether it ran.
+    type Answered = (usize, Result<(), Rejection>);
 
     impl Harness {
         fn new() -> Harness {

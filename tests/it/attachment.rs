@@ -170,7 +170,8 @@ fn racing_publishes_to_32_nodes_have_exactly_one_winner() {
     let c = Controller::start(dir.path(), Some(&kc), &["--workers", "8"]);
     let socket = c.socket.clone();
     let barrier = Arc::new(Barrier::new(32));
-    let results: Vec<(String, Result<(), (RpcStatusCode, String)>)> = nodes
+    type Outcome = Result<(), (RpcStatusCode, String)>;
+    let results: Vec<(String, Outcome)> = nodes
         .iter()
         .cloned()
         .map(|n| {

@@ -162,7 +162,7 @@ fn controller_pod_is_hardened_and_images_are_pinned() {
     let ports = containers[0]["ports"].as_sequence().unwrap();
     assert!(ports
         .iter()
-        .any(|p| p["name"] == "metrics" && p["containerPort"] == Value::from(9809)));
+        .any(|p| p["name"] == "metrics" && p["containerPort"] == 9809));
     assert_eq!(
         containers[0]["readinessProbe"]["httpGet"]["path"],
         "/readyz"

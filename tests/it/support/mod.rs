@@ -329,6 +329,8 @@ pub fn raw_call(
             .map_err(|e| grpcio::Error::Codec(Box::new(e)))?;
         Ok(v)
     }
+    // The signature is grpcio's `SerializeFn<Vec<u8>>`.
+    #[allow(clippy::ptr_arg)]
     fn ser(v: &Vec<u8>, buf: &mut grpcio::GrpcSlice) -> grpcio::Result<()> {
         *buf = grpcio::GrpcSlice::from(v.clone());
         Ok(())
