@@ -18,14 +18,14 @@ use std::{
 use rds_bench::{ATTACHED_NODE, DRIVER, PAGE, TOKEN};
 
 fn pv(i: usize) -> String {
-    let ours = i % 2 == 0;
+    let ours = i.is_multiple_of(2);
     let name = format!("pvc-{:08x}-7c1e-4b5a-9d3f-{:012x}", i, i * 7919);
     let driver = if ours {
         DRIVER
     } else {
         "other.csi.example.com"
     };
-    let attached = if ours && i % 4 == 0 {
+    let attached = if ours && i.is_multiple_of(4) {
         format!(
             r#","{ATTACHED_NODE}":"node-{}","rds.csi.srvlab.io/attached-at":"2024-01-02T03:04:05.123456Z""#,
             i % 7
