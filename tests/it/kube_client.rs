@@ -72,6 +72,23 @@ fn client(emu: &Emulator) -> Client {
     .unwrap()
 }
 
+/// A client that asks for `page_size` items a page.
+fn paged_client(emu: &Emulator, page_size: u32) -> Client {
+    let opts = ClientOptions {
+        page_size,
+        ..Default::default()
+    };
+    Client::new(&config(emu, Credential::Token(TOKEN.into())), opts).unwrap()
+}
+
+/// One PV of this driver per name, its volume handle the name.
+fn create_pvs(emu: &Emulator, names: impl IntoIterator<Item = String>) {
+    for name in names {
+        emu.create("persistentvolumes", pv(&name, &name, DRIVER))
+            .unwrap();
+    }
+}
+
 fn fault(verb: &str, resource: &str, times: usize, action: FaultAction) -> Fault {
     Fault {
         matches: Match {
@@ -461,16 +478,8 @@ fn conflict_loop_retries_on_the_freshest_object_and_gives_up_after_five() {
 #[test]
 fn pagination_over_many_pages_and_an_expired_token_restarts_cleanly() {
     let emu = tls_emulator();
-    for i in 0..23 {
-        let name = format!("pv-{i:02}");
-        emu.create("persistentvolumes", pv(&name, &name, DRIVER))
-            .unwrap();
-    }
-    let opts = ClientOptions {
-        page_size: 5,
-        ..Default::default()
-    };
-    let c = Client::new(&config(&emu, Credential::Token(TOKEN.into())), opts.clone()).unwrap();
+    create_pvs(&emu, (0..23).map(|i| format!("pv-{i:02}")));
+    let c = paged_client(&emu, 5);
     let listed = c.list_pvs().unwrap();
     assert_eq!(listed.pages, 5);
     let names: Vec<_> = listed.items.iter().map(|p| p.name.clone()).collect();
@@ -507,11 +516,7 @@ fn pagination_over_many_pages_and_an_expired_token_restarts_cleanly() {
 #[test]
 fn a_list_cut_off_mid_answer_is_read_again_and_hands_over_each_item_once() {
     let emu = tls_emulator();
-    for i in 0..1200 {
-        let name = format!("pv-{i:04}");
-        emu.create("persistentvolumes", pv(&name, &name, DRIVER))
-            .unwrap();
-    }
+    create_pvs(&emu, (0..1200).map(|i| format!("pv-{i:04}")));
     let expected: Vec<_> = (0..1200).map(|i| format!("pv-{i:04}")).collect();
     let c = client(&emu);
     let list_codes = |emu: &Emulator| emu.requests().iter().filter(|r| r.verb == "list").count();
@@ -652,19 +657,10 @@ fn no_log_line_carries_a_token_at_trace_level() {
 
 #[test]
 fn a_streamed_list_page_logs_its_code_and_size_at_trace_level() {
-    logs();
     let emu = tls_emulator();
-    for i in 0..3 {
-        let name = format!("pv-{i}");
-        emu.create("persistentvolumes", pv(&name, &name, DRIVER))
-            .unwrap();
-    }
+    create_pvs(&emu, (0..3).map(|i| format!("pv-{i}")));
     // A page size no other test uses, so these lines are this test's.
-    let opts = ClientOptions {
-        page_size: 3,
-        ..Default::default()
-    };
-    let c = Client::new(&config(&emu, Credential::Token(TOKEN.into())), opts).unwrap();
+    let c = paged_client(&emu, 3);
     assert_eq!(c.list_pvs().unwrap().items.len(), 3);
     let lines = logs().0.lock().unwrap().clone();
     let page: Vec<_> = lines
@@ -694,11 +690,7 @@ fn volume_attachments_are_listed_as_summaries() {
         )
         .unwrap();
     }
-    let opts = ClientOptions {
-        page_size: 2,
-        ..Default::default()
-    };
-    let c = Client::new(&config(&emu, Credential::Token(TOKEN.into())), opts).unwrap();
+    let c = paged_client(&emu, 2);
     let listed = c.list_volume_attachments().unwrap();
     assert_eq!(listed.pages, 3);
     assert_eq!(listed.items.len(), 5);
@@ -718,11 +710,7 @@ fn volume_attachments_are_listed_as_summaries() {
 #[test]
 fn a_lists_later_pages_are_not_held_by_the_rate_limiter() {
     let emu = tls_emulator();
-    for i in 0..6 {
-        let name = format!("pv-{i}");
-        emu.create("persistentvolumes", pv(&name, &name, DRIVER))
-            .unwrap();
-    }
+    create_pvs(&emu, (0..6).map(|i| format!("pv-{i}")));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let opts = ClientOptions {
