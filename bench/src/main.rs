@@ -96,24 +96,18 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<BenchOpts
             opts.runs = 1;
             continue;
         }
-        let value = match a.as_str() {
-            "--sizes" | "--runs" | "--controller" | "--binary" | "--held" | "--exec-pvs"
-            | "--volumes" | "--snapshots" | "--latencies" | "--only" => {
-                it.next().ok_or_else(|| format!("{a} needs a value"))?
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        };
+        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
-            "--sizes" => opts.sizes = counts(&a, &value)?,
-            "--runs" => opts.runs = count(&a, &value)?,
-            "--controller" => opts.controller = PathBuf::from(value),
-            "--binary" => opts.binary = Some(PathBuf::from(value)),
-            "--held" => opts.held = count(&a, &value)?,
-            "--exec-pvs" => opts.exec_pvs = counts(&a, &value)?,
-            "--volumes" => opts.volumes = count(&a, &value)?,
-            "--snapshots" => opts.snapshots = count(&a, &value)?,
+            "--sizes" => opts.sizes = counts(&a, &value()?)?,
+            "--runs" => opts.runs = count(&a, &value()?)?,
+            "--controller" => opts.controller = PathBuf::from(value()?),
+            "--binary" => opts.binary = Some(PathBuf::from(value()?)),
+            "--held" => opts.held = count(&a, &value()?)?,
+            "--exec-pvs" => opts.exec_pvs = counts(&a, &value()?)?,
+            "--volumes" => opts.volumes = count(&a, &value()?)?,
+            "--snapshots" => opts.snapshots = count(&a, &value()?)?,
             "--latencies" => {
-                opts.latencies = value
+                opts.latencies = value()?
                     .split(',')
                     .map(|ms| {
                         ms.parse()
@@ -121,12 +115,14 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<BenchOpts
                     })
                     .collect::<Result<_, _>>()?
             }
-            _ => {
-                if !SECTIONS.iter().any(|(name, _, _)| *name == value) {
-                    return Err(format!("--only: no section {value:?}"));
+            "--only" => {
+                let section = value()?;
+                if !SECTIONS.iter().any(|(name, _, _)| *name == section) {
+                    return Err(format!("--only: no section {section:?}"));
                 }
-                opts.only = Some(value);
+                opts.only = Some(section);
             }
+            other => return Err(format!("unknown argument {other:?}")),
         }
     }
     Ok(Some(opts))
