@@ -45,27 +45,40 @@ fn main() {
     run(&opts);
 }
 
-/// The `--help` text: every option with its default.
+/// The `--help` text: every option with its default, taken from
+/// [`BenchOpts::default`] so the two cannot disagree.
 fn usage() -> String {
+    let d = BenchOpts::default();
     let names: Vec<&str> = SECTIONS.iter().map(|(name, _, _)| *name).collect();
+    fn list<T: ToString>(v: &[T]) -> String {
+        v.iter().map(T::to_string).collect::<Vec<_>>().join(",")
+    }
     format!(
         "usage: rds-bench [options]
 
   --only SECTION       run one section: {} (default: all)
   --smoke              every rebuild contender once at 1 000 PVs, and the hop
-  --runs N             runs per measure; the median is reported (5)
-  --sizes N,N          PVs per rebuild (10000,100000)
+  --runs N             runs per measure; the median is reported ({})
+  --sizes N,N          PVs per rebuild ({})
   --controller PATH    controller of the gRPC and Publish sections
-                       (target/release/rds-csi-controller)
+                       ({})
   --binary PATH        the shipped static binary (default: --controller)
-  --held N             attachments held for the RSS measure (100000)
-  --exec-pvs N,N       PVs rebuilt for exec -> Probe (10000,100000)
-  --volumes N          volumes on RDS for ListVolumes (10000)
-  --snapshots N        snapshots on RDS for ListSnapshots (10000)
-  --latencies MS,MS    RDS latencies of the burst section (2,20,100)
+  --held N             attachments held for the RSS measure ({})
+  --exec-pvs N,N       PVs rebuilt for exec -> Probe ({})
+  --volumes N          volumes on RDS for ListVolumes ({})
+  --snapshots N        snapshots on RDS for ListSnapshots ({})
+  --latencies MS,MS    RDS latencies of the burst section ({})
   -h, --help           this text
 ",
-        names.join(", ")
+        names.join(", "),
+        d.runs,
+        list(&d.sizes),
+        d.controller.display(),
+        d.held,
+        list(&d.exec_pvs),
+        d.volumes,
+        d.snapshots,
+        list(&d.latencies),
     )
 }
 
@@ -73,18 +86,7 @@ fn usage() -> String {
 /// An unknown option, a missing value or one that is not a count is an
 /// error naming it.
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<BenchOpts>, String> {
-    let mut opts = BenchOpts {
-        sizes: vec![10_000, 100_000],
-        runs: 5,
-        controller: PathBuf::from("target/release/rds-csi-controller"),
-        binary: None,
-        held: 100_000,
-        exec_pvs: vec![10_000, 100_000],
-        volumes: 10_000,
-        snapshots: 10_000,
-        latencies: vec![2, 20, 100],
-        only: None,
-    };
+    let mut opts = BenchOpts::default();
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         if a == "-h" || a == "--help" {
@@ -161,6 +163,23 @@ struct BenchOpts {
     latencies: Vec<u64>,
     /// Run one section only (a name in [`SECTIONS`]), or `smoke`.
     only: Option<String>,
+}
+
+impl Default for BenchOpts {
+    fn default() -> BenchOpts {
+        BenchOpts {
+            sizes: vec![10_000, 100_000],
+            runs: 5,
+            controller: PathBuf::from("target/release/rds-csi-controller"),
+            binary: None,
+            held: 100_000,
+            exec_pvs: vec![10_000, 100_000],
+            volumes: 10_000,
+            snapshots: 10_000,
+            latencies: vec![2, 20, 100],
+            only: None,
+        }
+    }
 }
 
 /// A section: its name (for `--only`), heading, and the measure.
