@@ -187,9 +187,9 @@ impl VolumeManager {
         let file = file_path(&req.params.volume_path, id);
         let nqn = nqn(id);
         let port = req.params.nvme_port.to_string();
-        let disk = match self.rds.disk_by_slot(id)? {
-            None if req.source.is_some() => self.copy_into(req, size, &file, &nqn, &port)?,
-            None => {
+        let disk = match (self.rds.disk_by_slot(id)?, &req.source) {
+            (None, Some(source)) => self.copy_into(req, source, size, &file, &nqn, &port)?,
+            (None, None) => {
                 let disk = self.rds.add_disk(&NewFileDisk {
                     kind: "file",
                     slot: id.to_string(),
@@ -206,7 +206,7 @@ impl VolumeManager {
                 );
                 disk
             }
-            Some(disk) => self.existing_for_create(disk, req, &file, &nqn, &port)?,
+            (Some(disk), _) => self.existing_for_create(disk, req, &file, &nqn, &port)?,
         };
         let capacity_bytes = disk.file_bytes().unwrap_or(size);
         Ok(Volume {
@@ -230,12 +230,13 @@ impl VolumeManager {
     fn copy_into(
         &self,
         req: &CreateRequest,
+        from_source: &Source,
         size: u64,
         file: &str,
         nqn: &str,
         port: &str,
     ) -> Result<Disk, VolumeError> {
-        let (source, what, shaped) = match req.source.as_ref().expect("a source") {
+        let (source, what, shaped) = match from_source {
             Source::Snapshot(s) => (s.as_str(), "snapshot", is_snapshot_id(s)),
             Source::Volume(v) => (v.as_str(), "volume", check_volume_id(v).is_ok()),
         };
@@ -249,9 +250,9 @@ impl VolumeManager {
         let from = self
             .rds
             .disk_by_slot(source)?
-            .filter(|d| match what {
-                "snapshot" => snapshot::is_snapshot_disk(d),
-                _ => is_ours(d),
+            .filter(|d| match from_source {
+                Source::Snapshot(_) => snapshot::is_snapshot_disk(d),
+                Source::Volume(_) => is_ours(d),
             })
             .ok_or_else(missing)?;
         let from_bytes = from.file_bytes().unwrap_or(0);

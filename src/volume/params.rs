@@ -308,17 +308,13 @@ impl Params {
                     }
                 }
                 k if k.starts_with(PROVISIONER_PREFIX) => {}
-                k if GO_KEYS_UNUSED.iter().any(|(g, _)| *g == k) => {
-                    let (key, why) = GO_KEYS_UNUSED
-                        .iter()
-                        .find(|(g, _)| *g == k)
-                        .expect("just matched");
-                    p.warnings.push(ParamWarning {
+                k => match GO_KEYS_UNUSED.iter().find(|(g, _)| *g == k) {
+                    Some((key, why)) => p.warnings.push(ParamWarning {
                         key,
                         why: format!("not used by this driver ({why}); ignored"),
-                    });
-                }
-                _ => return Err(bad("is not a parameter of this driver".into())),
+                    }),
+                    None => return Err(bad("is not a parameter of this driver".into())),
+                },
             }
         }
         // The NVMe target is RDS itself unless the StorageClass says otherwise.
