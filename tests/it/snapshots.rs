@@ -167,6 +167,37 @@ fn bad_snapshot_requests_are_named_and_change_nothing() {
 }
 
 #[test]
+fn a_restore_or_clone_from_the_wrong_kind_of_source_is_not_found_and_makes_nothing() {
+    let s = setup();
+    let csi = s.controller.csi();
+    csi.create("pvc-a", GIB, &[]).unwrap();
+    let snap = csi.create_snapshot("one", "pvc-a").unwrap();
+    // Disks whose slots have the right shape but which are not what the
+    // request names: one exported from a snapshot's slot (a snapshot is
+    // never exported), one in a volume's slot with no export of ours.
+    let exported = snapshot_id("exported");
+    s.rds
+        .insert_file_disk(&exported, &file_of(&exported), Some(1 << 20), Some(true));
+    s.rds
+        .insert_file_disk("pvc-foreign", &file_of("pvc-foreign"), Some(1 << 20), None);
+    let disks = s.rds.disks().len();
+    for (source, clone, what) in [
+        ("pvc-a", false, "a restore naming a volume"),
+        (snap.get_snapshot_id(), true, "a clone naming a snapshot"),
+        (exported.as_str(), false, "a restore from an exported disk"),
+        ("pvc-foreign", true, "a clone of a disk not this driver's"),
+    ] {
+        let (code, msg) = csi
+            .create_with(&create_from("pvc-x", GIB, source, clone))
+            .unwrap_err();
+        assert_eq!(code, Code::NOT_FOUND, "{what}: {msg}");
+        assert!(msg.contains(source), "{what}: {msg} names {source}");
+    }
+    assert!(s.rds.disk("pvc-x").is_none() && s.rds.file(&file_of("pvc-x")).is_none());
+    assert_eq!(s.rds.disks().len(), disks, "nothing added");
+}
+
+#[test]
 fn snapshots_pages_filters_and_lineage_survive_a_restart() {
     let mut s = setup();
     let csi = s.controller.csi();
