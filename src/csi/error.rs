@@ -122,7 +122,7 @@ mod status {
         match e {
             VolumeError::OutOfRange(_) => C::OUT_OF_RANGE,
             VolumeError::AlreadyExists(_) => C::ALREADY_EXISTS,
-            VolumeError::NotFound(_) => C::NOT_FOUND,
+            VolumeError::NotFound { .. } => C::NOT_FOUND,
             VolumeError::InUse { .. }
             | VolumeError::Foreign { .. }
             | VolumeError::NoPool { .. } => C::FAILED_PRECONDITION,

@@ -519,7 +519,7 @@ pub fn validate_volume_capabilities(
         (None, None) => true,
     };
     if !exists {
-        return Err(volume::VolumeError::NotFound(id.into()).into());
+        return Err(volume::VolumeError::no_volume(id).into());
     }
     let mut r = ValidateVolumeCapabilitiesResponse::new();
     match caps.iter().find_map(validate::unsupported) {

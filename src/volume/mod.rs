@@ -50,7 +50,15 @@ pub enum VolumeError {
     OutOfRange(String),
     /// A volume of that name exists and does not fit the request.
     AlreadyExists(String),
-    NotFound(String),
+    /// No `what` (`"volume"`, `"snapshot"`) of this driver's with that ID on
+    /// RDS. `field` names the request field that gave the ID when it is
+    /// not the call's own subject (a snapshot's source volume, a restore's
+    /// snapshot, a clone's volume).
+    NotFound {
+        what: &'static str,
+        id: String,
+        field: Option<&'static str>,
+    },
     /// The volume's PV still names an attached node.
     InUse {
         volume: String,
@@ -73,11 +81,47 @@ pub enum VolumeError {
     Rds(rds::Error),
 }
 
+impl VolumeError {
+    /// No volume `id` of this driver's on RDS.
+    pub fn no_volume(id: &str) -> VolumeError {
+        VolumeError::NotFound {
+            what: "volume",
+            id: id.into(),
+            field: None,
+        }
+    }
+
+    fn no_snapshot(id: &str) -> VolumeError {
+        VolumeError::NotFound {
+            what: "snapshot",
+            id: id.into(),
+            field: None,
+        }
+    }
+
+    /// The same error, naming the request field the missing ID came from.
+    fn named_by(self, by: &'static str) -> VolumeError {
+        match self {
+            VolumeError::NotFound { what, id, .. } => VolumeError::NotFound {
+                what,
+                id,
+                field: Some(by),
+            },
+            other => other,
+        }
+    }
+}
+
 impl fmt::Display for VolumeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             VolumeError::OutOfRange(m) | VolumeError::AlreadyExists(m) => f.write_str(m),
-            VolumeError::NotFound(v) => write!(f, "volume {v:?} does not exist on RDS"),
+            VolumeError::NotFound { what, id, field } => {
+                if let Some(field) = field {
+                    write!(f, "{field}: ")?;
+                }
+                write!(f, "{what} {id:?} does not exist on RDS")
+            }
             VolumeError::InUse { volume, node } => write!(
                 f,
                 "volume {volume:?} is still attached to node {node:?}; detach it first"
@@ -240,7 +284,13 @@ impl VolumeManager {
             Source::Snapshot(s) => (s.as_str(), "snapshot", is_snapshot_id(s)),
             Source::Volume(v) => (v.as_str(), "volume", check_volume_id(v).is_ok()),
         };
-        let missing = || VolumeError::NotFound(format!("{what} {source}"));
+        let missing = || match from_source {
+            Source::Snapshot(_) => VolumeError::no_snapshot(source)
+                .named_by("volume_content_source.snapshot.snapshot_id"),
+            Source::Volume(_) => {
+                VolumeError::no_volume(source).named_by("volume_content_source.volume.volume_id")
+            }
+        };
         if !shaped {
             return Err(missing());
         }
@@ -393,7 +443,7 @@ impl VolumeManager {
     /// disk is not ours → `Foreign`, nothing changed.
     pub fn expand(&self, id: &str, required: u64, limit: u64) -> Result<u64, VolumeError> {
         if check_volume_id(id).is_err() {
-            return Err(VolumeError::NotFound(id.into()));
+            return Err(VolumeError::no_volume(id));
         }
         if limit > 0 && required > limit {
             return Err(VolumeError::OutOfRange(format!(
@@ -414,7 +464,7 @@ impl VolumeManager {
                     why,
                 })
             }
-            Found::Absent => return Err(VolumeError::NotFound(id.into())),
+            Found::Absent => return Err(VolumeError::no_volume(id)),
         };
         let current = disk.file_bytes().unwrap_or(0);
         if required <= current {
@@ -448,9 +498,7 @@ impl VolumeManager {
     /// The volume with its condition: abnormal when its disk is not
     /// exported or its file is missing. Missing → `NotFound`.
     pub fn get(&self, id: &str) -> Result<Volume, VolumeError> {
-        let disk = self
-            .ours(id)?
-            .ok_or_else(|| VolumeError::NotFound(id.into()))?;
+        let disk = self.ours(id)?.ok_or_else(|| VolumeError::no_volume(id))?;
         let mut volume = self.describe(&disk);
         if volume.abnormal.is_none() && self.rds.file_by_name(&disk.file_path)?.is_none() {
             volume.abnormal = Some(format!(

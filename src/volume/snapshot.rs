@@ -143,7 +143,7 @@ impl VolumeManager {
         let _turn = self.turns.take(source)?;
         let source_disk = self
             .ours(source)?
-            .ok_or_else(|| VolumeError::NotFound(source.into()))?;
+            .ok_or_else(|| VolumeError::no_volume(source).named_by("source_volume_id"))?;
         let source_bytes = source_disk.file_bytes();
         if let Some(existing) = self.rds.disk_by_slot(&id)? {
             if !is_snapshot_disk(&existing) {
@@ -231,7 +231,7 @@ impl VolumeManager {
     /// The snapshot `id`, from one RDS request. Not a snapshot ID, no such
     /// disk, or a disk at that slot that is not a snapshot → `NotFound`.
     pub fn get_snapshot(&self, id: &str) -> Result<Snapshot, VolumeError> {
-        let missing = || VolumeError::NotFound(format!("snapshot {id:?}"));
+        let missing = || VolumeError::no_snapshot(id);
         if !is_snapshot_id(id) {
             return Err(missing());
         }
@@ -263,7 +263,7 @@ impl VolumeManager {
         if !snapshot_id.is_empty() {
             let found = match self.get_snapshot(snapshot_id) {
                 Ok(s) => Some(s),
-                Err(VolumeError::NotFound(_)) => None,
+                Err(VolumeError::NotFound { .. }) => None,
                 Err(e) => return Err(e),
             };
             let snaps = found

@@ -120,9 +120,11 @@ fn bad_snapshot_requests_are_named_and_change_nothing() {
     // The same name of another source.
     let (code, msg) = csi.create_snapshot("one", "pvc-b").unwrap_err();
     assert_eq!(code, Code::ALREADY_EXISTS, "{msg}");
+    let (code, msg) = csi.create_snapshot("two", "pvc-missing").unwrap_err();
+    assert_eq!(code, Code::NOT_FOUND, "{msg}");
     assert_eq!(
-        csi.create_snapshot("two", "pvc-missing").unwrap_err().0,
-        Code::NOT_FOUND
+        msg,
+        "source_volume_id: volume \"pvc-missing\" does not exist on RDS"
     );
     s.rds.clear_requests();
     for (name, source, field) in [
@@ -181,17 +183,24 @@ fn a_restore_or_clone_from_the_wrong_kind_of_source_is_not_found_and_makes_nothi
     s.rds
         .insert_file_disk("pvc-foreign", &file_of("pvc-foreign"), Some(1 << 20), None);
     let disks = s.rds.disks().len();
-    for (source, clone, what) in [
+    let restore = "volume_content_source.snapshot.snapshot_id: snapshot";
+    let clone = "volume_content_source.volume.volume_id: volume";
+    for (source, is_clone, what) in [
         ("pvc-a", false, "a restore naming a volume"),
         (snap.get_snapshot_id(), true, "a clone naming a snapshot"),
         (exported.as_str(), false, "a restore from an exported disk"),
         ("pvc-foreign", true, "a clone of a disk not this driver's"),
     ] {
         let (code, msg) = csi
-            .create_with(&create_from("pvc-x", GIB, source, clone))
+            .create_with(&create_from("pvc-x", GIB, source, is_clone))
             .unwrap_err();
         assert_eq!(code, Code::NOT_FOUND, "{what}: {msg}");
-        assert!(msg.contains(source), "{what}: {msg} names {source}");
+        let named = if is_clone { clone } else { restore };
+        assert_eq!(
+            msg,
+            format!("{named} {source:?} does not exist on RDS"),
+            "{what}"
+        );
     }
     assert!(s.rds.disk("pvc-x").is_none() && s.rds.file(&file_of("pvc-x")).is_none());
     assert_eq!(s.rds.disks().len(), disks, "nothing added");
@@ -263,6 +272,7 @@ fn snapshots_pages_filters_and_lineage_survive_a_restart() {
     for missing in [snapshot_id("never"), "pvc-a".to_string()] {
         let (code, msg) = csi.get_snapshot(&missing).unwrap_err();
         assert_eq!(code, Code::NOT_FOUND, "{missing}: {msg}");
+        assert_eq!(msg, format!("snapshot {missing:?} does not exist on RDS"));
     }
     assert_eq!(
         csi.list_snapshots(&snapshot_id("never"), "", 0, "")
