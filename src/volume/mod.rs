@@ -98,18 +98,6 @@ impl VolumeError {
             field: None,
         }
     }
-
-    /// The same error, naming the request field the missing ID came from.
-    fn named_by(self, by: &'static str) -> VolumeError {
-        match self {
-            VolumeError::NotFound { what, id, .. } => VolumeError::NotFound {
-                what,
-                id,
-                field: Some(by),
-            },
-            other => other,
-        }
-    }
 }
 
 impl fmt::Display for VolumeError {
@@ -280,16 +268,20 @@ impl VolumeManager {
         nqn: &str,
         port: &str,
     ) -> Result<Disk, VolumeError> {
-        let (source, what, shaped) = match from_source {
-            Source::Snapshot(s) => (s.as_str(), "snapshot", is_snapshot_id(s)),
-            Source::Volume(v) => (v.as_str(), "volume", check_volume_id(v).is_ok()),
-        };
-        let missing = || match from_source {
-            Source::Snapshot(_) => VolumeError::no_snapshot(source)
-                .named_by("volume_content_source.snapshot.snapshot_id"),
-            Source::Volume(_) => {
-                VolumeError::no_volume(source).named_by("volume_content_source.volume.volume_id")
+        let (source, what, field, shaped) = match from_source {
+            Source::Snapshot(s) => {
+                let field = "volume_content_source.snapshot.snapshot_id";
+                (s.as_str(), "snapshot", field, is_snapshot_id(s))
             }
+            Source::Volume(v) => {
+                let field = "volume_content_source.volume.volume_id";
+                (v.as_str(), "volume", field, check_volume_id(v).is_ok())
+            }
+        };
+        let missing = || VolumeError::NotFound {
+            what,
+            id: source.into(),
+            field: Some(field),
         };
         if !shaped {
             return Err(missing());

@@ -141,9 +141,11 @@ impl VolumeManager {
     pub fn create_snapshot(&self, name: &str, source: &str) -> Result<Snapshot, VolumeError> {
         let id = snapshot_id(name);
         let _turn = self.turns.take(source)?;
-        let source_disk = self
-            .ours(source)?
-            .ok_or_else(|| VolumeError::no_volume(source).named_by("source_volume_id"))?;
+        let source_disk = self.ours(source)?.ok_or_else(|| VolumeError::NotFound {
+            what: "volume",
+            id: source.into(),
+            field: Some("source_volume_id"),
+        })?;
         let source_bytes = source_disk.file_bytes();
         if let Some(existing) = self.rds.disk_by_slot(&id)? {
             if !is_snapshot_disk(&existing) {
