@@ -516,8 +516,8 @@ fn pagination_over_many_pages_and_an_expired_token_restarts_cleanly() {
 #[test]
 fn a_list_cut_off_mid_answer_is_read_again_and_hands_over_each_item_once() {
     let emu = tls_emulator();
-    create_pvs(&emu, (0..1200).map(|i| format!("pv-{i:04}")));
     let expected: Vec<_> = (0..1200).map(|i| format!("pv-{i:04}")).collect();
+    create_pvs(&emu, expected.iter().cloned());
     let c = client(&emu);
     let list_codes = |emu: &Emulator| emu.requests().iter().filter(|r| r.verb == "list").count();
 
