@@ -100,7 +100,6 @@ controller_args=()
 while read -r a; do
   case $a in
     --endpoint=*) controller_args+=("--endpoint=unix://$sock") ;;
-    --rds-url=*) controller_args+=("--rds-url=$rds_url") ;;
     --rds-credentials-dir=*) controller_args+=("--rds-credentials-dir=$work/rds") ;;
     --metrics-address=*) controller_args+=("--metrics-address=127.0.0.1:0") ;;
     *) controller_args+=("$a") ;;
@@ -111,7 +110,7 @@ serving_more_than() { [ "$(servings)" -gt "$1" ]; }
 start_controller() {
   local before
   before=$(servings)
-  RUST_LOG=info "$bin/rds-csi-controller" "${controller_args[@]}" >>"$work/controller.log" 2>&1 &
+  RDS_URL=$rds_url RUST_LOG=info "$bin/rds-csi-controller" "${controller_args[@]}" >>"$work/controller.log" 2>&1 &
   controller=$!
   wait_for "the controller serves on its socket" 30 serving_more_than "${before:-0}"
 }
@@ -126,6 +125,8 @@ for c in csi-attacher csi-provisioner csi-resizer csi-snapshotter; do
       *) args+=("$a") ;;
     esac
   done < <(deploy_args "$c")
+  # The pod's own namespace, where a sidecar in a pod elects its leader.
+  args+=("--leader-election-namespace=rds-csi")
   [ ${#args[@]} -gt 0 ] || fail "no arguments for $c in deploy/kubernetes/deployment.yaml"
   echo "   $c ${args[*]}"
   # The kubelet's part: a sidecar exits when it loses the CSI socket (the
@@ -161,8 +162,8 @@ done
 # CSINode and labels the Node with it (seeded above). The provisioner's
 # capacity objects select nodes by that label.
 step "the cluster's part: StorageClass from deploy/, CSINodes as the node plugin registers them"
-k apply -f deploy/kubernetes/storageclass.yaml >/dev/null || fail "kubectl apply of the StorageClass"
-pass "kubectl apply -f deploy/kubernetes/storageclass.yaml (validated by the server)"
+k apply -f deploy/kubernetes/components/driver/storageclass.yaml >/dev/null || fail "kubectl apply of the StorageClass"
+pass "kubectl apply -f deploy/kubernetes/components/driver/storageclass.yaml (validated by the server)"
 for n in node-a node-b; do
   k apply -f - >/dev/null <<EOF || fail "CSINode $n"
 apiVersion: storage.k8s.io/v1

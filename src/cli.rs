@@ -10,6 +10,7 @@ rds-csi-controller: CSI controller for MikroTik ROSE Data Server NVMe/TCP volume
 
 Usage: rds-csi-controller [OPTIONS]
        rds-csi-controller snapshot-schedule [OPTIONS]   (see its --help)
+       rds-csi-controller takeover [OPTIONS]            (see its --help)
 
 Options:
   --endpoint ADDR            where to serve CSI: unix:///path, a path, or
@@ -29,7 +30,8 @@ Options:
   --kube-api-burst N         requests allowed at once above the rate [default: 100]
   --kube-api-timeout DURATION  limit for one Kubernetes API request [default: 15s]
   --rds-url URL              RouterOS REST API of the RDS: https://HOST[:PORT]
-                             (http:// only for loopback addresses). Without it
+                             (http:// only for loopback addresses) [env RDS_URL].
+                             Without it
                              the controller only fences attachments; with it
                              it also creates, deletes and grows volumes
   --rds-credentials-dir DIR  files username, password and optionally ca.crt
@@ -121,6 +123,8 @@ pub enum Command {
     /// `snapshot-schedule` and the arguments after it (see
     /// [`crate::schedule`]).
     SnapshotSchedule(Vec<String>),
+    /// `takeover` and the arguments after it (see [`crate::takeover`]).
+    Takeover(Vec<String>),
     Help,
     Version,
 }
@@ -158,7 +162,7 @@ pub fn parse(
         metrics_address: None,
         log_format: LogFormat::Text,
     };
-    let mut rds_url: Option<String> = None;
+    let mut rds_url: Option<String> = env("RDS_URL");
     let mut rds = RdsArgs {
         url: String::new(),
         host: String::new(),
@@ -168,8 +172,10 @@ pub fn parse(
         timeout: Duration::from_secs(10),
     };
     let mut it = args.into_iter().peekable();
-    if it.peek().map(String::as_str) == Some("snapshot-schedule") {
-        return Ok(Command::SnapshotSchedule(it.skip(1).collect()));
+    match it.peek().map(String::as_str) {
+        Some("snapshot-schedule") => return Ok(Command::SnapshotSchedule(it.skip(1).collect())),
+        Some("takeover") => return Ok(Command::Takeover(it.skip(1).collect())),
+        _ => {}
     }
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -306,7 +312,7 @@ fn socket_address(v: &str) -> Result<std::net::SocketAddr, String> {
 
 /// Splits `scheme://host[:port][/]` into the URL to use and its host.
 /// `http` only for loopback hosts: the password would travel in clear.
-fn rds_url_parts(url: &str) -> Result<(String, String), String> {
+pub(crate) fn rds_url_parts(url: &str) -> Result<(String, String), String> {
     let (scheme, rest) = url
         .split_once("://")
         .ok_or("must start with https:// (or http:// on loopback)")?;
@@ -451,6 +457,24 @@ mod tests {
             panic!()
         };
         assert_eq!(a.endpoint, Endpoint::Unix("/y.sock".into()));
+    }
+
+    #[test]
+    fn rds_url_from_environment_unless_flagged() {
+        let env = |k: &str| (k == "RDS_URL").then(|| "https://10.0.0.5".to_string());
+        let Command::Run(a) = parse(Vec::new(), env).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.rds.unwrap().url, "https://10.0.0.5");
+        let flagged = vec!["--rds-url=https://10.0.0.6:8443".into()];
+        let Command::Run(a) = parse(flagged, env).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.rds.unwrap().host, "10.0.0.6");
+        let Command::Run(a) = parse(vec!["--rds-url=".into()], env).unwrap() else {
+            panic!()
+        };
+        assert!(a.rds.is_none(), "an empty flag turns RDS off");
     }
 
     #[test]

@@ -53,8 +53,27 @@ pub fn stored(kind: &'static Kind) -> &'static Kind {
     }
 }
 
-/// A request body of `kind` in its stored form.
-pub fn to_storage(kind: &Kind, obj: Value) -> Value {
+/// A request body of `kind` in its stored form. A Secret's `stringData`
+/// is write-only: kube-apiserver merges it into `data` (base64, winning
+/// over a `data` key of the same name) and never stores it.
+pub fn to_storage(kind: &Kind, mut obj: Value) -> Value {
+    if kind.group.is_empty() && kind.kind == "Secret" {
+        if let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|o| o.remove("stringData"))
+        {
+            let data = obj
+                .as_object_mut()
+                .expect("a Secret is an object")
+                .entry("data")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(data) = data {
+                for (k, v) in plain {
+                    let text = v.as_str().unwrap_or_default();
+                    data.insert(k, Value::String(base64(text.as_bytes())));
+                }
+            }
+        }
+        return obj;
+    }
     if !is_events_v1(kind) {
         return obj;
     }
@@ -62,6 +81,26 @@ pub fn to_storage(kind: &Kind, obj: Value) -> Value {
     out.insert("apiVersion".into(), Value::String("v1".into()));
     out.insert("kind".into(), Value::String("Event".into()));
     Value::Object(out)
+}
+
+/// Standard base64 with padding, as a Secret's `data` holds it.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Whether `kind`'s objects are served in their stored form ([`to_wire`]
@@ -98,5 +137,20 @@ mod tests {
         assert_eq!(stored["message"], "attached");
         assert_eq!(stored["apiVersion"], "v1");
         assert_eq!(to_wire(v1, stored), written);
+    }
+
+    #[test]
+    fn a_secrets_string_data_is_stored_as_base64_data() {
+        let secret = crate::model::kind_of("", "secrets").unwrap();
+        let stored = to_storage(
+            secret,
+            json!({"metadata": {"name": "s"}, "data": {"a": "eA==", "b": "eQ=="},
+                   "stringData": {"b": "csi", "c": "pass1", "d": ""}}),
+        );
+        assert_eq!(
+            stored["data"],
+            json!({"a": "eA==", "b": "Y3Np", "c": "cGFzczE=", "d": ""})
+        );
+        assert!(stored.get("stringData").is_none());
     }
 }

@@ -74,6 +74,18 @@ pub const KINDS: &[Kind] = &[
     kind("storageclasses", "StorageClass", "storage.k8s.io", false, false, &["sc"]),
     kind("leases", "Lease", "coordination.k8s.io", true, false, &[]),
     kind("deployments", "Deployment", "apps", true, true, &["deploy"]),
+    // What an installation of a driver is made of, so that `kubectl apply
+    // -k` and `delete -k` of one (ours, or the Go driver's) can be played.
+    kind("daemonsets", "DaemonSet", "apps", true, true, &["ds"]),
+    kind("replicasets", "ReplicaSet", "apps", true, true, &["rs"]),
+    kind("secrets", "Secret", "", true, false, &[]),
+    kind("configmaps", "ConfigMap", "", true, false, &["cm"]),
+    kind("services", "Service", "", true, true, &["svc"]),
+    kind("cronjobs", "CronJob", "batch", true, true, &["cj"]),
+    kind("poddisruptionbudgets", "PodDisruptionBudget", "policy", true, true, &["pdb"]),
+    // The Prometheus Operator's CRDs, as a cluster that installed it serves them.
+    kind("servicemonitors", "ServiceMonitor", "monitoring.coreos.com", true, false, &["smon"]),
+    kind("prometheusrules", "PrometheusRule", "monitoring.coreos.com", true, false, &["promrule"]),
     // The external-snapshotter CRDs, as kube-apiserver serves them once
     // installed: a status subresource on snapshots and contents.
     kind("volumesnapshots", "VolumeSnapshot", "snapshot.storage.k8s.io", true, true, &["vs"]),
@@ -147,6 +159,23 @@ pub fn top_level_fields(kind: &Kind) -> &'static [&'static str] {
             "automountServiceAccountToken",
         ],
         (_, "ClusterRole") => &["apiVersion", "kind", "metadata", "rules", "aggregationRule"],
+        ("", "Secret") => &[
+            "apiVersion",
+            "kind",
+            "metadata",
+            "data",
+            "stringData",
+            "type",
+            "immutable",
+        ],
+        ("", "ConfigMap") => &[
+            "apiVersion",
+            "kind",
+            "metadata",
+            "data",
+            "binaryData",
+            "immutable",
+        ],
         (_, "Role") => &["apiVersion", "kind", "metadata", "rules"],
         (_, "ClusterRoleBinding" | "RoleBinding") => {
             &["apiVersion", "kind", "metadata", "subjects", "roleRef"]

@@ -417,7 +417,34 @@ impl State {
         let mut gone = (*current).clone();
         model::meta_mut(&mut gone).insert("resourceVersion".into(), Value::String(rv.to_string()));
         self.record_event(rv, kind.resource, "DELETED", Arc::new(gone.clone()));
+        if kind.kind == "Namespace" && kind.group.is_empty() {
+            self.empty_namespace(name);
+        }
         Ok(gone)
+    }
+
+    /// The namespace controller's work on a deleted Namespace, done at
+    /// once: every object in it is deleted (one with finalizers is marked
+    /// for deletion, as a DELETE would mark it).
+    fn empty_namespace(&mut self, ns: &str) {
+        for kind in KINDS
+            .iter()
+            .filter(|k| k.namespaced && convert::served_as_stored(k))
+        {
+            let names: Vec<String> = self
+                .objects
+                .get(kind.resource)
+                .map(|m| {
+                    m.keys()
+                        .filter(|(n, _)| n == ns)
+                        .map(|(_, name)| name.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for name in names {
+                let _ = self.delete(kind, ns, &name);
+            }
+        }
     }
 
     /// DELETE on a collection: every object the selectors match, deleted

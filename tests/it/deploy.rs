@@ -7,8 +7,82 @@ use crate::support::kubectl_available;
 
 use serde_yaml_ng::Value;
 
+const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
+
+/// A fresh install: `deploy/overlays/install`.
 fn rendered() -> Option<Vec<Value>> {
-    rendered_from(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes"))
+    rendered_from(&format!("{DEPLOY}/overlays/install"))
+}
+
+/// What an operator's own overlay renders: `base` (an overlay of ours,
+/// relative to deploy/overlays), the `components` of deploy/kubernetes
+/// named, and `namespace` when one is set, as the README tells.
+fn operator_overlay(
+    base: &str,
+    components: &[&str],
+    namespace: Option<&str>,
+) -> Option<Vec<Value>> {
+    let dir = overlay_dir(base, components, namespace, "");
+    rendered_from(dir.path().to_str().unwrap())
+}
+
+/// Writes an operator's overlay (see [`operator_overlay`]) with `extra`
+/// appended to its kustomization. kustomize takes only relative paths to
+/// other kustomizations, so it lives under the target directory.
+fn overlay_dir(base: &str, components: &[&str], namespace: Option<&str>, extra: &str) -> Overlay {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("overlay-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let deploy = relative(&dir, std::path::Path::new(DEPLOY));
+    let mut k = format!("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {deploy}/overlays/{base}\n");
+    if let Some(ns) = namespace {
+        k.push_str(&format!("namespace: {ns}\n"));
+    }
+    if !components.is_empty() {
+        k.push_str("components:\n");
+        for c in components {
+            k.push_str(&format!("  - {deploy}/kubernetes/components/{c}\n"));
+        }
+    }
+    k.push_str(extra);
+    std::fs::write(dir.join("kustomization.yaml"), k).unwrap();
+    Overlay(dir)
+}
+
+/// An overlay directory, removed on drop.
+struct Overlay(std::path::PathBuf);
+
+impl Overlay {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+/// `to` as a path relative to the directory `from` (both absolute).
+fn relative(from: &std::path::Path, to: &std::path::Path) -> String {
+    let from = from.canonicalize().unwrap();
+    let to = to.canonicalize().unwrap();
+    let common = from
+        .components()
+        .zip(to.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let ups = from.components().count() - common;
+    let mut parts: Vec<String> = vec!["..".into(); ups];
+    parts.extend(
+        to.components()
+            .skip(common)
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    parts.join("/")
 }
 
 fn rendered_from(dir: &str) -> Option<Vec<Value>> {
@@ -49,15 +123,14 @@ fn kustomization_renders_every_object() {
     let Some(objs) = rendered() else { return };
     let k = kinds(&objs);
     for want in [
-        "Namespace/rds-csi",
-        "ServiceAccount/rds-csi-controller",
-        "ClusterRole/rds-csi-controller",
-        "ClusterRole/rds-csi-attacher",
-        "ClusterRoleBinding/rds-csi-controller",
-        "ClusterRole/rds-csi-provisioner",
-        "ClusterRole/rds-csi-resizer",
+        "ServiceAccount/rds-csi-rs-controller",
+        "ClusterRole/rds-csi-rs-controller",
+        "ClusterRole/rds-csi-rs-attacher",
+        "ClusterRoleBinding/rds-csi-rs-controller",
+        "ClusterRole/rds-csi-rs-provisioner",
+        "ClusterRole/rds-csi-rs-resizer",
         "CSIDriver/rds.csi.srvlab.io",
-        "Deployment/rds-csi-controller",
+        "Deployment/rds-csi-rs-controller",
         "StorageClass/rds-nvme",
     ] {
         assert!(k.iter().any(|x| x == want), "{want} missing from {k:?}");
@@ -75,10 +148,7 @@ fn kustomization_renders_every_object() {
 
 #[test]
 fn the_servicemonitor_component_scrapes_the_metrics_port() {
-    let Some(objs) = rendered_from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/overlays/with-servicemonitor"
-    )) else {
+    let Some(objs) = operator_overlay("install", &["servicemonitor"], None) else {
         return;
     };
     let monitor = objs
@@ -171,8 +241,15 @@ fn controller_pod_is_hardened_and_images_are_pinned() {
         containers[0]["readinessProbe"]["httpGet"]["port"],
         "metrics"
     );
-    // RDS: the URL flag and the credentials Secret, mounted read-only.
-    assert!(args(0).iter().any(|a| a.starts_with("--rds-url=https://")));
+    // RDS: the URL (an env entry an overlay patches by name) and the
+    // credentials Secret, mounted read-only.
+    let url = containers[0]["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "RDS_URL")
+        .expect("RDS_URL set");
+    assert!(url["value"].as_str().unwrap().starts_with("https://"));
     assert!(args(0).contains(&"--rds-credentials-dir=/etc/rds-csi".to_string()));
     let creds = containers[0]["volumeMounts"]
         .as_sequence()
@@ -212,7 +289,7 @@ fn apply_dry_run_against_the_emulator_renders_every_object() {
         .args([
             "apply",
             "-k",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/overlays/install"),
             "--dry-run=client",
             "-o",
             "yaml",
@@ -227,7 +304,6 @@ fn apply_dry_run_against_the_emulator_renders_every_object() {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     for kind in [
-        "Namespace",
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
@@ -325,7 +401,7 @@ fn the_csidriver_is_the_go_drivers_and_capacity_is_published() {
     // What the capacity code calls, in the namespace only.
     let role = objs
         .iter()
-        .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "rds-csi-provisioner-capacity")
+        .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "rds-csi-rs-provisioner-capacity")
         .expect("capacity Role");
     assert_eq!(role["metadata"]["namespace"], "rds-csi");
     let rules = role["rules"].as_sequence().unwrap();
@@ -357,26 +433,208 @@ fn the_csidriver_is_the_go_drivers_and_capacity_is_published() {
     assert!(objs
         .iter()
         .any(|o| o["kind"] == "RoleBinding"
-            && o["roleRef"]["name"] == "rds-csi-provisioner-capacity"));
+            && o["roleRef"]["name"] == "rds-csi-rs-provisioner-capacity"));
+}
+
+/// The objects of a Go installation (v0.11–v0.13) in namespace `rds-csi`,
+/// as (kind, namespace, name), from its published layout: the raw
+/// manifests, and the Helm chart installed as its README says (release
+/// `rds-csi`, so every name is `rds-csi-rds-csi-driver-…`).
+fn go_installation() -> Vec<(&'static str, &'static str, &'static str)> {
+    vec![
+        // Raw manifests.
+        ("Namespace", "", "rds-csi"),
+        ("Secret", "rds-csi", "rds-csi-secret"),
+        ("ConfigMap", "rds-csi", "rds-csi-config"),
+        ("Deployment", "rds-csi", "rds-csi-controller"),
+        ("DaemonSet", "rds-csi", "rds-csi-node"),
+        ("ServiceAccount", "rds-csi", "rds-csi-controller"),
+        ("ServiceAccount", "rds-csi", "rds-csi-node"),
+        ("ClusterRole", "", "rds-csi-controller-role"),
+        ("ClusterRole", "", "rds-csi-node-role"),
+        ("ClusterRoleBinding", "", "rds-csi-controller-binding"),
+        ("ClusterRoleBinding", "", "rds-csi-node-binding"),
+        ("CSIDriver", "", "rds.csi.srvlab.io"),
+        ("VolumeSnapshotClass", "", "rds-csi-snapclass"),
+        // The Helm chart.
+        ("Deployment", "rds-csi", "rds-csi-rds-csi-driver-controller"),
+        ("DaemonSet", "rds-csi", "rds-csi-rds-csi-driver-node"),
+        (
+            "ServiceAccount",
+            "rds-csi",
+            "rds-csi-rds-csi-driver-controller",
+        ),
+        ("ServiceAccount", "rds-csi", "rds-csi-rds-csi-driver-node"),
+        ("ClusterRole", "", "rds-csi-rds-csi-driver-controller-role"),
+        ("ClusterRole", "", "rds-csi-rds-csi-driver-node-role"),
+        (
+            "ClusterRoleBinding",
+            "",
+            "rds-csi-rds-csi-driver-controller-binding",
+        ),
+        (
+            "ClusterRoleBinding",
+            "",
+            "rds-csi-rds-csi-driver-node-binding",
+        ),
+        ("Service", "rds-csi", "rds-csi-rds-csi-driver-metrics"),
+        ("ServiceMonitor", "rds-csi", "rds-csi-rds-csi-driver"),
+        ("StorageClass", "", "rds-nvme"),
+        ("StorageClass", "", "rds-nvme-rwx"),
+    ]
+}
+
+/// (kind, namespace, name) of each rendered object.
+fn identities(objs: &[Value]) -> Vec<(String, String, String)> {
+    objs.iter()
+        .map(|o| {
+            let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+            (
+                s(&o["kind"]),
+                s(&o["metadata"]["namespace"]),
+                s(&o["metadata"]["name"]),
+            )
+        })
+        .collect()
+}
+
+/// Every component an operator may add to the takeover overlay.
+const TAKEOVER_COMPONENTS: &[&str] = &["servicemonitor", "snapshot-class", "snapshot-schedule"];
+
+#[test]
+fn the_takeover_overlay_renders_nothing_a_go_installation_owns() {
+    let Some(objs) = operator_overlay("takeover", TAKEOVER_COMPONENTS, None) else {
+        return;
+    };
+    let go = go_installation();
+    for (kind, ns, name) in identities(&objs) {
+        assert!(
+            !go.iter()
+                .any(|(k, n, m)| (*k, *n, *m) == (&kind, &ns, &name)),
+            "{kind} {ns}/{name} is the Go installation's: `kubectl delete -k` would delete it"
+        );
+        assert!(
+            !matches!(
+                kind.as_str(),
+                "Namespace" | "CSIDriver" | "StorageClass" | "PersistentVolume"
+            ),
+            "{kind}/{name}: shared with the Go installation, not ours to delete"
+        );
+    }
+    // The controller, its sidecars and their RBAC are there.
+    let k = kinds(&objs);
+    for want in [
+        "Deployment/rds-csi-rs-controller",
+        "ServiceAccount/rds-csi-rs-controller",
+        "ClusterRoleBinding/rds-csi-rs-attacher",
+        "Role/rds-csi-rs-leader-election",
+    ] {
+        assert!(k.iter().any(|x| x == want), "{want} missing from {k:?}");
+    }
 }
 
 #[test]
-fn the_takeover_overlay_leaves_the_go_installations_objects_alone() {
-    let Some(base) = rendered() else { return };
-    let objs = rendered_from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/overlays/takeover"
-    ))
-    .unwrap();
-    let k = kinds(&objs);
-    assert!(!k.iter().any(|o| o.starts_with("StorageClass/")), "{k:?}");
-    assert!(!k.iter().any(|o| o.starts_with("CSIDriver/")), "{k:?}");
-    // Everything else of the base, unchanged.
-    let rest: Vec<&Value> = base
+fn no_overlay_renders_a_namespace_or_a_name_of_the_go_installation() {
+    let go = go_installation();
+    let Some(install) = operator_overlay("install", TAKEOVER_COMPONENTS, None) else {
+        return;
+    };
+    for (kind, ns, name) in identities(&install) {
+        assert_ne!(
+            kind, "Namespace",
+            "{name}: the operator's namespace is not ours to delete"
+        );
+        // The fresh install owns its CSIDriver and StorageClass (no Go
+        // driver there); nothing else may carry a Go object's name.
+        if kind == "CSIDriver" || kind == "StorageClass" {
+            continue;
+        }
+        assert!(
+            !go.iter()
+                .any(|(k, n, m)| (*k, *n, *m) == (&kind, &ns, &name)),
+            "{kind} {ns}/{name} collides with the Go installation"
+        );
+    }
+    // Whatever the release is called, the Go chart's names end in
+    // -rds-csi-driver(-…): none of ours does.
+    for (_, _, name) in identities(&install) {
+        assert!(!name.contains("rds-csi-driver"), "{name}");
+    }
+}
+
+#[test]
+fn nothing_hard_codes_a_namespace() {
+    let Some(objs) = operator_overlay("takeover", TAKEOVER_COMPONENTS, Some("storage")) else {
+        return;
+    };
+    let namespaced = [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceMonitor",
+        "CronJob",
+    ];
+    for o in &objs {
+        let kind = o["kind"].as_str().unwrap();
+        let ns = o["metadata"]["namespace"].as_str().unwrap_or("");
+        if namespaced.contains(&kind) {
+            assert_eq!(ns, "storage", "{kind}/{:?}", o["metadata"]["name"]);
+        }
+        for s in o["subjects"].as_sequence().into_iter().flatten() {
+            assert_eq!(
+                s["namespace"], "storage",
+                "{kind}/{:?}",
+                o["metadata"]["name"]
+            );
+        }
+    }
+    // No value anywhere names the default namespace: not a sidecar's
+    // --leader-election-namespace, not a subject, not an env entry.
+    let text = serde_yaml_ng::to_string(&objs).unwrap();
+    for (i, line) in text.lines().enumerate() {
+        let words = line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '/'));
+        assert!(
+            !words
+                .clone()
+                .any(|w| w == "rds-csi" || w.ends_with("namespace=rds-csi")),
+            "line {i} names the namespace rds-csi: {line}"
+        );
+    }
+    // The sidecars elect their leaders in the pod's own namespace: the one
+    // the Go installation's sidecars use there too.
+    let deploy = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    for c in deploy["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap()
+    {
+        for a in c["args"].as_sequence().into_iter().flatten() {
+            let a = a.as_str().unwrap();
+            assert!(
+                !a.starts_with("--leader-election-namespace"),
+                "{:?}: {a}",
+                c["name"]
+            );
+        }
+    }
+}
+
+#[test]
+fn the_provisioner_gives_classes_without_an_fstype_ext4_as_the_go_one_did() {
+    let Some(objs) = rendered() else { return };
+    let deploy = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let provisioner = deploy["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap()
         .iter()
-        .filter(|o| o["kind"] != "StorageClass" && o["kind"] != "CSIDriver")
-        .collect();
-    assert_eq!(objs.iter().collect::<Vec<_>>(), rest);
+        .find(|c| c["name"] == "csi-provisioner")
+        .unwrap();
+    assert!(provisioner["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|a| a == "--default-fstype=ext4"));
 }
 
 #[test]
@@ -406,7 +664,7 @@ fn snapshots_have_their_sidecar_role_and_an_optional_class() {
             })
             .collect()
     };
-    let snapshotter = role("rds-csi-snapshotter");
+    let snapshotter = role("rds-csi-rs-snapshotter");
     let verbs = |rules: &[(String, Vec<String>)], res: &str| -> Vec<String> {
         rules
             .iter()
@@ -423,15 +681,11 @@ fn snapshots_have_their_sidecar_role_and_an_optional_class() {
         ["get", "list", "watch"]
     );
     // Restores need the provisioner to read snapshots.
-    let provisioner = role("rds-csi-provisioner");
+    let provisioner = role("rds-csi-rs-provisioner");
     assert_eq!(verbs(&provisioner, "volumesnapshots"), ["get", "list"]);
     // The class is opt-in: the base never fails on a cluster without the CRDs.
     assert!(!base.iter().any(|o| o["kind"] == "VolumeSnapshotClass"));
-    let with = rendered_from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/overlays/with-snapshots"
-    ))
-    .unwrap();
+    let with = operator_overlay("install", &["snapshot-class"], None).unwrap();
     let class = with
         .iter()
         .find(|o| o["kind"] == "VolumeSnapshotClass")
@@ -447,11 +701,7 @@ fn the_snapshot_schedule_component_is_hardened_opt_in_and_runs_our_image() {
         !base.iter().any(|o| o["kind"] == "CronJob"),
         "off by default"
     );
-    let with = rendered_from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/overlays/with-snapshot-schedule"
-    ))
-    .unwrap();
+    let with = operator_overlay("install", &["snapshot-class", "snapshot-schedule"], None).unwrap();
     let find = |kind: &str, name: &str| {
         with.iter()
             .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
@@ -466,7 +716,7 @@ fn the_snapshot_schedule_component_is_hardened_opt_in_and_runs_our_image() {
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
     assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
     // The controller's own image, as the Deployment runs it.
-    let deployment = find("Deployment", "rds-csi-controller");
+    let deployment = find("Deployment", "rds-csi-rs-controller");
     assert_eq!(
         c["image"],
         deployment["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -495,4 +745,79 @@ fn the_snapshot_schedule_component_is_hardened_opt_in_and_runs_our_image() {
     assert_eq!(binding["subjects"][0]["name"], "rds-csi-snapshot-schedule");
     find("ClusterRole", "rds-csi-snapshot-schedule");
     find("ServiceAccount", "rds-csi-snapshot-schedule");
+}
+
+fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .args(args)
+        .output()
+        .expect("run kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The guide's install and its way back, as an operator runs them on a
+/// cluster with the Go driver: `kubectl apply -k` of an overlay of
+/// deploy/overlays/takeover (every optional component in it), then
+/// `kubectl delete -k` of the same. Neither changes nor deletes anything of
+/// the Go installation, in either layout, and the way back removes all
+/// that the install made.
+#[test]
+fn apply_and_delete_of_the_takeover_overlay_leave_every_go_object_as_it_was() {
+    if !kubectl_available() {
+        return;
+    }
+    for layout in ["raw", "helm"] {
+        let dir = crate::support::TempDir::new("takeover-apply");
+        let (emu, kubeconfig) = crate::support::emulator_unrestricted(dir.path());
+        let go = crate::support::seed_go_installation(&emu, layout);
+        let overlay = overlay_dir("takeover", TAKEOVER_COMPONENTS, None, "");
+        let overlay = overlay.path().to_str().unwrap();
+        let unchanged = |when: &str| {
+            for (resource, ns, name, rv) in &go {
+                let now = emu
+                    .get_in(resource, ns, name)
+                    .unwrap_or_else(|| panic!("{layout}: {when} deleted {resource} {ns}/{name}"));
+                assert_eq!(
+                    now["metadata"]["resourceVersion"].as_str().unwrap(),
+                    rv,
+                    "{layout}: {when} changed {resource} {ns}/{name}"
+                );
+            }
+        };
+        let applied = kubectl(&kubeconfig, &["apply", "-k", overlay]);
+        assert!(
+            applied.contains("deployment.apps/rds-csi-rs-controller created"),
+            "{applied}"
+        );
+        unchanged("kubectl apply -k");
+        assert!(emu
+            .get_in("deployments", "rds-csi", "rds-csi-rs-controller")
+            .is_some());
+        kubectl(&kubeconfig, &["delete", "-k", overlay]);
+        unchanged("kubectl delete -k");
+        for resource in [
+            "deployments",
+            "serviceaccounts",
+            "clusterroles",
+            "rolebindings",
+            "cronjobs",
+        ] {
+            let left: Vec<String> = emu
+                .list(resource)
+                .iter()
+                .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+                .filter(|n| n.starts_with("rds-csi-rs-") || n.starts_with("rds-csi-snapshot"))
+                .collect();
+            assert!(
+                left.is_empty(),
+                "{layout}: delete -k left {resource} {left:?}"
+            );
+        }
+    }
 }

@@ -301,7 +301,7 @@ pub fn deploy_rules() -> Vec<kube_emulator::Rule> {
         "/deploy/kubernetes/rbac.yaml"
     ))
     .unwrap();
-    kube_emulator::Emulator::rules_from_cluster_role(&yaml, "rds-csi-controller").unwrap()
+    kube_emulator::Emulator::rules_from_cluster_role(&yaml, "rds-csi-rs-controller").unwrap()
 }
 
 pub fn annotation(emu: &kube_emulator::Emulator, pv: &str, key: &str) -> Option<String> {
@@ -701,4 +701,32 @@ pub fn create_from(name: &str, bytes: i64, source: &str, clone: bool) -> csi::Cr
         cs.mut_snapshot().set_snapshot_id(source.into());
     }
     r
+}
+
+/// The Go installation of `layout` ("raw" or "helm") seeded into `emu`:
+/// (resource, namespace, name, resourceVersion) of each object.
+pub fn seed_go_installation(
+    emu: &kube_emulator::Emulator,
+    layout: &str,
+) -> Vec<(String, String, String, String)> {
+    let path = format!(
+        "{}/tests/fixtures/go-installation-{layout}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let items: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    items
+        .iter()
+        .map(|item| {
+            let resource = item["resource"].as_str().unwrap();
+            let made = emu.create(resource, item["object"].clone()).unwrap();
+            let meta = |k: &str| made["metadata"][k].as_str().unwrap_or("").to_string();
+            (
+                resource.to_string(),
+                meta("namespace"),
+                meta("name"),
+                meta("resourceVersion"),
+            )
+        })
+        .collect()
 }
