@@ -17,7 +17,7 @@
 //! health endpoint), [`health`] (background checks behind Probe), [`csi`]
 //! (the calls), [`server`] (grpcio and the worker pool), [`driver`] (ties
 //! them), and [`run`], the process life cycle; [`schedule`] is the
-//! `snapshot-schedule` subcommand.
+//! `snapshot-schedule` subcommand, [`takeover`] the `takeover` preflight.
 
 pub mod attachment;
 pub mod cli;
@@ -36,6 +36,7 @@ pub mod rds;
 pub mod schedule;
 #[cfg(feature = "grpc")]
 pub mod server;
+pub mod takeover;
 pub mod turns;
 pub mod volume;
 mod wire;

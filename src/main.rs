@@ -1,6 +1,6 @@
 use std::io::Write as _;
 
-use rds_csi_controller::{cli, kube, run, schedule, EXIT_OK, EXIT_USAGE};
+use rds_csi_controller::{cli, kube, run, schedule, takeover, EXIT_OK, EXIT_USAGE};
 
 #[cfg(all(target_os = "linux", any(test, target_env = "musl")))]
 mod allocator;
@@ -15,6 +15,7 @@ fn main() {
     let args = match parsed {
         Ok(cli::Command::Run(a)) => a,
         Ok(cli::Command::SnapshotSchedule(rest)) => std::process::exit(snapshot_schedule(rest)),
+        Ok(cli::Command::Takeover(rest)) => std::process::exit(takeover(rest)),
         Ok(cli::Command::Help) => {
             print!("{}", cli::USAGE);
             std::process::exit(EXIT_OK);
@@ -70,6 +71,26 @@ fn snapshot_schedule(args: Vec<String>) -> i32 {
         Err(e) => {
             eprintln!("error: {e}\n\n{}", schedule::USAGE);
             schedule::EXIT_USAGE
+        }
+    }
+}
+
+/// `takeover`: its own flags and help; findings on stdout, warnings of
+/// the clients on stderr.
+fn takeover(args: Vec<String>) -> i32 {
+    match takeover::parse(args, |k| std::env::var(k).ok()) {
+        Ok(takeover::Command::Help) => {
+            print!("{}", takeover::USAGE);
+            takeover::EXIT_READY
+        }
+        Ok(takeover::Command::Run(a)) => {
+            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+                .init();
+            takeover::run(&a)
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n\n{}", takeover::USAGE);
+            takeover::EXIT_USAGE
         }
     }
 }

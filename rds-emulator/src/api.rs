@@ -165,7 +165,7 @@ fn authenticate(shared: &Shared, req: &Request) -> Result<(), Response> {
         .iter()
         .find(|u| u.name == name && u.password == password)
         .ok_or_else(unauthorized)?;
-    if !user.rest_api {
+    if !user.grants("rest-api") {
         return Err(error(500, "not allowed"));
     }
     Ok(())
@@ -201,6 +201,13 @@ fn route(st: &mut State, method: &str, req: &Request) -> Response {
     let Some(rest) = req.path.strip_prefix("/rest/") else {
         return error(404, "");
     };
+    // The read-only menus the takeover preflight asks.
+    match (rest.trim_end_matches('/'), method) {
+        ("user", "GET") => return list(req, st.users.iter().map(user_item).collect()),
+        ("user/group", "GET") => return list(req, st.users.iter().map(group_item).collect()),
+        ("ip/service", "GET") => return list(req, services(st.tls)),
+        _ => {}
+    }
     let (menu, id) = match rest.split_once('/') {
         Some((m, id)) => (m, Some(id)),
         None => (rest.trim_end_matches('/'), None),
@@ -276,6 +283,73 @@ fn list(req: &Request, items: Vec<Map<String, Value>>) -> Response {
         })
         .collect();
     ok(Value::Array(out))
+}
+
+fn item(pairs: &[(&str, String)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
+        .collect()
+}
+
+/// A `/user` item: every user is in a group of its own name.
+fn user_item(u: &crate::User) -> Map<String, Value> {
+    item(&[
+        (".id", format!("*{}", 1 + u.name.len())),
+        ("name", u.name.clone()),
+        ("group", u.name.clone()),
+        ("address", String::new()),
+        ("disabled", "false".into()),
+    ])
+}
+
+/// A `/user/group` item, its policies as RouterOS prints them: each of
+/// [`crate::POLICIES`], granted or `!`denied.
+fn group_item(u: &crate::User) -> Map<String, Value> {
+    let policy: Vec<String> = crate::POLICIES
+        .iter()
+        .map(|p| {
+            if u.grants(p) {
+                p.to_string()
+            } else {
+                format!("!{p}")
+            }
+        })
+        .collect();
+    item(&[
+        (".id", format!("*{}", 10 + u.name.len())),
+        ("name", u.name.clone()),
+        ("policy", policy.join(",")),
+        ("skin", "default".into()),
+    ])
+}
+
+/// `/ip/service`: the web services, the one this emulator serves enabled.
+fn services(tls: bool) -> Vec<Map<String, Value>> {
+    [
+        ("*7", "www", "80", !tls),
+        ("*8", "www-ssl", "443", tls),
+        ("*9", "api", "8728", true),
+    ]
+    .iter()
+    .map(|(id, name, port, on)| {
+        item(&[
+            (".id", id.to_string()),
+            ("name", name.to_string()),
+            ("port", port.to_string()),
+            ("address", String::new()),
+            ("disabled", (!on).to_string()),
+            (
+                "certificate",
+                if *name == "www-ssl" {
+                    "rds-emulator".into()
+                } else {
+                    String::new()
+                },
+            ),
+        ])
+    })
+    .collect()
 }
 
 /// Properties a `type=file` disk takes.

@@ -1,5 +1,6 @@
 //! An emulator of the RouterOS v7 REST API of a ROSE Data Server, for
-//! tests: the `/disk` and `/file` menus that a CSI controller uses, as
+//! tests: the `/disk` and `/file` menus that a CSI controller uses (and, read-only,
+//! `/user`, `/user/group` and `/ip/service`: who the REST user is), as
 //! MikroTik documents them.
 //!
 //! - HTTPS (a CA made at start) or plain HTTP, on 127.0.0.1; HTTP Basic
@@ -64,23 +65,54 @@ impl Default for Options {
     }
 }
 
-/// A RouterOS user.
+/// A RouterOS user, in a group of its own name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub name: String,
     pub password: String,
-    /// Whether the user's group has the `rest-api` policy.
-    pub rest_api: bool,
+    /// The policies its group grants (`read`, `write`, `api`,
+    /// `rest-api`, …). Without `rest-api` every REST request is "not
+    /// allowed"; `/user/group` prints the others of [`POLICIES`] denied.
+    pub policies: Vec<String>,
 }
 
+/// RouterOS v7's user policies, in the order `/user group print` lists them.
+pub const POLICIES: &[&str] = &[
+    "local",
+    "telnet",
+    "ssh",
+    "ftp",
+    "reboot",
+    "read",
+    "write",
+    "policy",
+    "test",
+    "winbox",
+    "password",
+    "web",
+    "sniff",
+    "sensitive",
+    "api",
+    "romon",
+    "rest-api",
+];
+
 impl User {
-    /// A user allowed to use the REST API.
+    /// A user allowed to use the REST API: `read`, `write`, `api`, `rest-api`.
     pub fn admin(name: &str, password: &str) -> User {
+        User::with_policies(name, password, &["read", "write", "api", "rest-api"])
+    }
+
+    pub fn with_policies(name: &str, password: &str, policies: &[&str]) -> User {
         User {
             name: name.into(),
             password: password.into(),
-            rest_api: true,
+            policies: policies.iter().map(|p| p.to_string()).collect(),
         }
+    }
+
+    pub fn grants(&self, policy: &str) -> bool {
+        self.policies.iter().any(|p| p == policy)
     }
 }
 
@@ -178,6 +210,8 @@ pub(crate) struct State {
     pool_bytes: u64,
     mount_point: String,
     users: Vec<User>,
+    /// Whether it serves HTTPS (`www-ssl`) or plain HTTP (`www`).
+    tls: bool,
     faults: Vec<Fault>,
     requests: Vec<RequestRecord>,
 }
@@ -222,6 +256,7 @@ impl Emulator {
             pool_bytes: opts.pool_bytes,
             mount_point: opts.mount_point.clone(),
             users: opts.users.clone(),
+            tls: opts.tls,
             faults: Vec::new(),
             requests: Vec::new(),
         };

@@ -83,11 +83,7 @@ fn wrong_credentials_are_401_and_a_user_without_rest_api_is_not_allowed() {
         (code, body),
         (401, json!({"error": 401, "message": "Unauthorized"}))
     );
-    emu.set_users(vec![User {
-        name: "ro".into(),
-        password: "p".into(),
-        rest_api: false,
-    }]);
+    emu.set_users(vec![User::with_policies("ro", "p", &["read", "api"])]);
     let (code, body) = Client::new(&emu, "ro", "p").call("GET", "/rest/disk", None);
     assert_eq!(code, 500);
     assert_eq!(body["detail"], "not allowed");
@@ -420,4 +416,35 @@ fn a_slow_copy_shows_an_empty_file_until_it_ends_and_stops_if_the_file_goes() {
     // Not a copy: only delayed.
     slow(1);
     assert_eq!(c.call("GET", "/rest/disk", None).0, 200);
+}
+
+#[test]
+fn the_rest_users_group_and_the_web_services_are_listed_as_routeros_prints_them() {
+    let (emu, c) = start();
+    let (code, users) = c.call("GET", "/rest/user?name=csi", None);
+    assert_eq!(code, 200, "{users}");
+    assert_eq!(users[0]["group"], "csi");
+    let (_, groups) = c.call("GET", "/rest/user/group?name=csi", None);
+    let policy = groups[0]["policy"].as_str().unwrap();
+    assert!(
+        policy.starts_with("!local,!telnet,!ssh,!ftp,!reboot,read,write,"),
+        "{policy}"
+    );
+    assert!(policy.ends_with(",api,!romon,rest-api"), "{policy}");
+    let (_, services) = c.call("GET", "/rest/ip/service?name=www-ssl", None);
+    assert_eq!(services[0]["disabled"], "false");
+    assert_eq!(services[0]["port"], "443");
+    // Values are strings, as everywhere in RouterOS's REST answers.
+    assert!(services[0]
+        .as_object()
+        .unwrap()
+        .values()
+        .all(Value::is_string));
+    emu.set_users(vec![User::with_policies(
+        "csi",
+        "rds-test-password",
+        &["rest-api", "read"],
+    )]);
+    let (_, groups) = c.call("GET", "/rest/user/group", None);
+    assert!(groups[0]["policy"].as_str().unwrap().contains("!write"));
 }

@@ -12,6 +12,8 @@ pub use manager::{
     AttachError, AttachmentManager, AttachmentState, Migration, PvView, Tracked, Untracked,
 };
 pub use rebuild::RebuildReport;
-pub use reconcile::{Disagreement, DisagreementKind, ReconcileReport, Reconciler, Rewritten};
+pub use reconcile::{
+    preview, Disagreement, DisagreementKind, ReconcileReport, Reconciler, Rewritten,
+};
 pub use store::{ATTACHED_AT, ATTACHED_NODE, MIGRATION_NODE, MIGRATION_STARTED_AT};
 pub use timestamp::{format_micros, parse as parse_time};

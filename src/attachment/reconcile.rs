@@ -163,6 +163,76 @@ fn verdict<'a>(holders: &'a [String], vas: &[&'a Va]) -> Verdict<'a> {
     }
 }
 
+/// What the startup pass does with one PV: the rewrite rule first; when
+/// the PV names no node, its attached VolumeAttachments (none being
+/// deleted) are adopted.
+#[derive(Debug, PartialEq, Eq)]
+enum Startup<'a> {
+    Nothing,
+    Rewrite {
+        from: &'a str,
+        to: &'a str,
+        va: &'a str,
+    },
+    Disagrees(DisagreementKind),
+    Adopt(Vec<&'a Va>),
+}
+
+fn startup<'a>(holders: &'a [String], vas: &[&'a Va]) -> Startup<'a> {
+    match verdict(holders, vas) {
+        Verdict::Rewrite { from, to, va } => Startup::Rewrite { from, to, va },
+        Verdict::Disagrees(kind) => Startup::Disagrees(kind),
+        Verdict::Agrees if holders.is_empty() => Startup::Adopt(
+            vas.iter()
+                .copied()
+                .filter(|va| va.attached && !va.deleting)
+                .collect(),
+        ),
+        Verdict::Agrees => Startup::Nothing,
+    }
+}
+
+/// What [`Reconciler::adopt`] would do on this cluster now, decided by the
+/// same rules and changing nothing (the takeover preflight's dry run).
+/// One list of VolumeAttachments and one of PVs; an API error → `Err`.
+pub fn preview(client: &kube::Client, driver: &str) -> Result<ReconcileReport, kube::Error> {
+    let (vas, ours) = listed(client, driver)?;
+    let mut report = ReconcileReport {
+        annotated: ours.values().filter(|(_, h)| !h.is_empty()).count(),
+        attachments: vas.len(),
+        ..Default::default()
+    };
+    for (pv_name, pv_vas) in &by_pv(&vas) {
+        if !pv_vas.iter().any(|va| va.attached) {
+            continue;
+        }
+        let Some((handle, holders)) = ours.get(*pv_name) else {
+            continue;
+        };
+        match startup(holders, pv_vas) {
+            Startup::Rewrite { from, to, va } => report.rewritten.push(Rewritten {
+                volume: handle.clone(),
+                pv: pv_name.to_string(),
+                from: from.to_string(),
+                to: to.to_string(),
+                attachment: va.to_string(),
+            }),
+            Startup::Disagrees(kind) => report.disagreements.push(Disagreement {
+                volume: handle.clone(),
+                recorded: holders[0].clone(),
+                kind,
+            }),
+            Startup::Adopt(attached) => report.adopted.extend(
+                attached
+                    .iter()
+                    .map(|va| (handle.clone(), va.node_name.clone())),
+            ),
+            Startup::Nothing => {}
+        }
+    }
+    Ok(report)
+}
+
 /// Reconciles one manager's records with the VolumeAttachments; the
 /// manager knows nothing of it. Cheap to keep for the process's life.
 pub struct Reconciler {
@@ -213,7 +283,7 @@ impl Reconciler {
     /// nothing changed.
     pub fn reconcile(&self, grace: Duration) -> Result<ReconcileReport, kube::Error> {
         let store = self.manager.store();
-        let (vas, ours) = listed(store)?;
+        let (vas, ours) = listed(store.client(), store.driver())?;
         let mut vas_of = by_pv(&vas);
         vas_of.retain(|pv, _| ours.contains_key(*pv));
         let mut report = ReconcileReport {
@@ -376,8 +446,7 @@ type Ours = HashMap<String, (String, Vec<String>)>;
 /// of this driver, and its PVs that are annotated or that one of those
 /// names. The PVs are streamed, keeping only those: memory follows the
 /// attachments, not the cluster.
-fn listed(store: &PvStore) -> Result<(Vec<Va>, Ours), kube::Error> {
-    let (client, driver) = (store.client(), store.driver());
+fn listed(client: &kube::Client, driver: &str) -> Result<(Vec<Va>, Ours), kube::Error> {
     let vas = attachments_of(client, driver)?;
     let named: HashSet<&str> = vas.iter().map(|va| va.pv_name.as_str()).collect();
     let mut ours = Ours::new();
@@ -441,8 +510,8 @@ impl Reconciler {
                 .get(&handle)
                 .map(|a| a.nodes().map(str::to_string).collect())
                 .unwrap_or_default();
-            match verdict(&holders, pv_vas) {
-                Verdict::Rewrite { from, to, va } => {
+            match startup(&holders, pv_vas) {
+                Startup::Rewrite { from, to, va } => {
                     let r = Rewritten {
                         volume: handle.clone(),
                         pv: pv_name.to_string(),
@@ -454,7 +523,7 @@ impl Reconciler {
                         report.rewritten.push(r);
                     }
                 }
-                Verdict::Disagrees(kind) => {
+                Startup::Disagrees(kind) => {
                     let d = Disagreement {
                         volume: handle.clone(),
                         recorded: holders[0].clone(),
@@ -463,14 +532,14 @@ impl Reconciler {
                     log::warn!(volume = d.volume.as_str(), node = d.recorded.as_str(); "reconciliation at startup: {d}");
                     report.disagreements.push(d);
                 }
-                Verdict::Agrees if holders.is_empty() => {
-                    for va in pv_vas.iter().filter(|va| va.attached && !va.deleting) {
+                Startup::Adopt(attached) => {
+                    for va in attached {
                         if self.adopt_one(store, &handle, va, false) {
                             report.adopted.push((handle.clone(), va.node_name.clone()));
                         }
                     }
                 }
-                Verdict::Agrees => {}
+                Startup::Nothing => {}
             }
         }
         Ok(report)

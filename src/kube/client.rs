@@ -700,6 +700,28 @@ fn jitter(max: Duration) -> Duration {
     max.mul_f64((r % 1024) as f64 / 1024.0)
 }
 
+/// An object name as kube-apiserver takes it: lower-case letters, digits,
+/// '-' and '.', starting and ending with a letter or digit, ≤ 253 bytes.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// A namespace or label-like name: lower-case letters, digits and '-',
+/// alphanumeric at both ends, ≤ 63 bytes.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 /// Whether `name` can be an object name in a URL path: what could not be
 /// one is refused rather than escaped into a different request.
 pub fn is_valid_name(name: &str) -> bool {

@@ -19,7 +19,8 @@ mod pv;
 mod ratelimit;
 
 pub use client::{
-    is_valid_name, object_path, retry_on_conflict, Client, ClientOptions, Listed, Observed,
+    is_dns_label, is_dns_subdomain, is_valid_name, object_path, retry_on_conflict, Client,
+    ClientOptions, Listed, Observed,
 };
 pub use config::{ClientIdentity, Config, Credential, SERVICE_ACCOUNT_DIR};
 pub use error::{Error, Status};

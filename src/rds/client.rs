@@ -24,7 +24,7 @@ use ureq::{
 use crate::wire;
 
 use super::{
-    model::{Disk, File, NewCopy, NewFileDisk},
+    model::{Disk, File, Group, NewCopy, NewFileDisk, Service, User},
     Error, Reply,
 };
 
@@ -191,6 +191,21 @@ impl Client {
     /// Removes the file `id`. Already gone → `Ok(false)`.
     pub fn remove_file(&self, id: &str) -> Result<bool, Error> {
         self.remove(&format!("/rest/file/{}", encode(id)))
+    }
+
+    /// The `/user` item named `name`, if any (needs the `read` policy).
+    pub fn user(&self, name: &str) -> Result<Option<User>, Error> {
+        self.first(&format!("/rest/user?name={}", encode(name)))
+    }
+
+    /// The `/user/group` item named `name`, if any.
+    pub fn group(&self, name: &str) -> Result<Option<Group>, Error> {
+        self.first(&format!("/rest/user/group?name={}", encode(name)))
+    }
+
+    /// The `/ip/service` item named `name` (`www-ssl`), if any.
+    pub fn service(&self, name: &str) -> Result<Option<Service>, Error> {
+        self.first(&format!("/rest/ip/service?name={}", encode(name)))
     }
 
     fn first<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, Error> {

@@ -1,6 +1,7 @@
 //! A small blocking client for the RouterOS v7 REST API of a ROSE Data
-//! Server: exactly the `/disk` and `/file` calls the volume lifecycle
-//! makes, over `ureq` with rustls and HTTP Basic authentication.
+//! Server: the `/disk` and `/file` calls the volume lifecycle makes, and
+//! the `/user`, `/user/group` and `/ip/service` reads of the takeover
+//! preflight, over `ureq` with rustls and HTTP Basic authentication.
 //!
 //! Credentials come from files (`username`, `password`, optional `ca.crt`)
 //! re-read at most every minute and after a 401, so a rotated Secret takes
@@ -13,4 +14,4 @@ mod model;
 
 pub use client::{Client, ClientOptions, Observed, CREDENTIALS_REREAD};
 pub use error::{Error, Reply};
-pub use model::{bytes, flag, Disk, File, NewCopy, NewFileDisk};
+pub use model::{bytes, flag, Disk, File, Group, NewCopy, NewFileDisk, Service, User};

@@ -65,6 +65,41 @@ pub struct File {
     pub size: String,
 }
 
+/// One `/user` item: a RouterOS user and the group that holds its
+/// policies.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct User {
+    pub name: String,
+    pub group: String,
+    pub disabled: String,
+}
+
+/// One `/user/group` item. `policy` lists the policies as RouterOS prints
+/// them: comma-separated, a denied one prefixed with `!`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Group {
+    pub name: String,
+    pub policy: String,
+}
+
+impl Group {
+    /// Whether the group grants `policy` (listed, and not as `!policy`).
+    pub fn grants(&self, policy: &str) -> bool {
+        self.policy.split(',').map(str::trim).any(|p| p == policy)
+    }
+}
+
+/// One `/ip/service` item (`www`, `www-ssl`, `api`, …).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Service {
+    pub name: String,
+    pub port: String,
+    pub disabled: String,
+}
+
 /// The body of a `PUT /rest/disk` adding a file-backed disk exported over
 /// NVMe/TCP: one request carries every property, so no disk ever exists
 /// half-configured because of us.

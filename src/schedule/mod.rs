@@ -189,19 +189,19 @@ pub fn parse(
         }
     }
     let schedule = schedule.ok_or("--schedule is required")?;
-    if !is_dns_label(&schedule) || schedule.len() > MAX_SCHEDULE_NAME {
+    if !kube::is_dns_label(&schedule) || schedule.len() > MAX_SCHEDULE_NAME {
         return Err(format!(
             "--schedule: {schedule:?} is not a DNS label (lower-case letters, digits and '-') of at most {MAX_SCHEDULE_NAME} characters"
         ));
     }
     let class = class.ok_or("--snapshot-class is required")?;
-    if !is_dns_subdomain(&class) {
+    if !kube::is_dns_subdomain(&class) {
         return Err(format!(
             "--snapshot-class: {class:?} is not a valid object name"
         ));
     }
     let target = match (pvc, selector) {
-        (Some(p), None) if is_dns_subdomain(&p) => Target::Pvc(p),
+        (Some(p), None) if kube::is_dns_subdomain(&p) => Target::Pvc(p),
         (Some(p), None) => {
             return Err(format!(
                 "--pvc: {p:?} is not a valid object name (lower-case letters, digits, '-' and '.')"
@@ -215,7 +215,7 @@ pub fn parse(
         .or_else(|| env("POD_NAMESPACE").filter(|n| !n.is_empty()))
         .or_else(sa_namespace)
         .ok_or("--namespace is required outside a pod (no POD_NAMESPACE, no service account)")?;
-    if !is_dns_label(&namespace) {
+    if !kube::is_dns_label(&namespace) {
         return Err(format!(
             "--namespace: {namespace:?} is not a valid namespace"
         ));
@@ -235,26 +235,6 @@ pub fn parse(
         kubeconfig,
         dry_run,
     })))
-}
-
-/// An object name as kube-apiserver takes it: lower-case letters, digits,
-/// '-' and '.', starting and ending with a letter or digit, ≤ 253 bytes.
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 /// A label selector of the forms kube-apiserver takes (`k=v`, `k==v`,
@@ -747,7 +727,7 @@ mod tests {
         let long = "p".repeat(253);
         let n = snapshot_name(&"s".repeat(40), &long, at);
         assert!(n.len() <= 253, "{}", n.len());
-        assert!(is_dns_subdomain(&n), "{n}");
+        assert!(kube::is_dns_subdomain(&n), "{n}");
         assert_eq!(n, snapshot_name(&"s".repeat(40), &long, at));
         assert_ne!(n, snapshot_name(&"s".repeat(40), &"p".repeat(252), at));
         // Never a panic, whatever the name.

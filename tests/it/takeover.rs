@@ -177,3 +177,278 @@ fn a_go_installation_is_taken_over_without_a_refusal_a_second_writer_or_a_touche
         );
     }
 }
+
+/// `rds-csi-controller takeover` against `kube` and `rds`: its exit code
+/// and its JSON findings as (severity, check, subject).
+fn preflight(
+    kubeconfig: &std::path::Path,
+    rds: &rds_emulator::Emulator,
+    creds: &std::path::Path,
+    extra: &[&str],
+) -> (i32, Vec<(String, String, String)>, Value) {
+    let url = rds.url();
+    let mut args = vec![
+        "takeover",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--rds-url",
+        &url,
+        "--rds-credentials-dir",
+        creds.to_str().unwrap(),
+        "--rds-timeout",
+        "2s",
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let out = command(&args).output().unwrap();
+    let code = out.status.code().expect("exited");
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let findings = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap().to_string();
+            (s("severity"), s("check"), s("subject"))
+        })
+        .collect();
+    (code, findings, doc)
+}
+
+fn has(findings: &[(String, String, String)], severity: &str, check: &str, subject: &str) -> bool {
+    findings
+        .iter()
+        .any(|(s, c, j)| s == severity && c == check && j.contains(subject))
+}
+
+/// The writes each emulator saw: a preflight must make none.
+fn writes(kube: &kube_emulator::Emulator, rds: &rds_emulator::Emulator) -> usize {
+    kube.requests()
+        .iter()
+        .filter(|r| !matches!(r.verb.as_str(), "get" | "list" | "watch"))
+        .count()
+        + rds.requests().iter().filter(|r| r.method != "GET").count()
+}
+
+#[test]
+fn the_preflight_blocks_while_the_go_controller_runs_and_passes_once_it_is_stopped() {
+    for layout in ["raw", "helm"] {
+        let dir = TempDir::new("preflight");
+        let (kube, kc) = emulator_unrestricted(dir.path());
+        let (rds, creds) = rds(dir.path());
+        seed_go_installation(&kube, layout);
+        let go = match layout {
+            "raw" => "rds-csi-controller",
+            _ => "rds-csi-rds-csi-driver-controller",
+        };
+        // A volume the Go controller attached and kept in memory only.
+        kube.create("nodes", node("node-a")).unwrap();
+        let id = "pvc-11111111-1111-4111-8111-111111111111";
+        plant_volume(&rds, id, Some(GIB), true);
+        kube.create("persistentvolumes", go_pv(id, None)).unwrap();
+        kube.create(
+            "volumeattachments",
+            volume_attachment("va-1", id, "node-a", true),
+        )
+        .unwrap();
+        kube.clear_requests();
+        rds.clear_requests();
+
+        let (code, f, doc) = preflight(&kc, &rds, &creds, &[]);
+        assert_eq!(code, 1, "{layout}: {doc:#}");
+        assert_eq!(doc["verdict"], "blocked");
+        assert!(
+            has(
+                &f,
+                "block",
+                "go-controller",
+                &format!("Deployment rds-csi/{go}")
+            ),
+            "{layout}: {f:?}"
+        );
+        // What the startup will do, said before it happens, and done by no one.
+        assert!(has(&f, "info", "records", id), "{layout}: {f:?}");
+        assert!(
+            has(&f, "warn", "credentials", "rds-csi-credentials"),
+            "{f:?}"
+        );
+        assert!(has(&f, "ok", "rds-user", "csi"), "{f:?}");
+        assert!(has(&f, "ok", "www-ssl", "www-ssl"), "{f:?}");
+        assert!(
+            has(&f, "info", "leftover", "Secret rds-csi/rds-csi-secret"),
+            "{f:?}"
+        );
+        assert_eq!(annotation(&kube, id, ATTACHED_NODE), None);
+        assert_eq!(
+            writes(&kube, &rds),
+            0,
+            "{layout}: the preflight changed something"
+        );
+
+        // The guide's step: the Go controller stopped, the Secret made.
+        kube.modify_in("deployments", "rds-csi", go, |d| {
+            d["spec"]["replicas"] = json!(0);
+            d["status"] = json!({});
+        });
+        kube.create(
+            "secrets",
+            json!({"metadata": {"name": "rds-csi-credentials", "namespace": "rds-csi"}, "data": {}}),
+        )
+        .unwrap();
+        let (code, f, doc) = preflight(&kc, &rds, &creds, &[]);
+        assert_eq!(code, 0, "{layout}: {doc:#}");
+        assert_eq!(doc["verdict"], "ready");
+        // Helm brings it back on the next upgrade: said, but not blocking,
+        // since the sidecars of both share the Leases in rds-csi.
+        let helm_warns = has(&f, "warn", "go-controller", go);
+        assert_eq!(helm_warns, layout == "helm", "{layout}: {f:?}");
+        // In another namespace ours would not share the Go sidecars' Leases.
+        let (code, f, _) = preflight(&kc, &rds, &creds, &["--namespace", "storage"]);
+        if layout == "helm" {
+            assert_eq!(code, 1);
+            assert!(has(&f, "block", "leases", go), "{f:?}");
+        } else {
+            assert!(has(&f, "warn", "leases", go), "{f:?}");
+        }
+    }
+}
+
+#[test]
+fn the_preflight_finds_each_blocker_of_the_cluster_and_of_rds() {
+    let dir = TempDir::new("preflight-block");
+    let (kube, kc) = emulator_unrestricted(dir.path());
+    let (rds, creds) = rds(dir.path());
+    seed_go_installation(&kube, "raw");
+    kube.modify_in("deployments", "rds-csi", "rds-csi-controller", |d| {
+        d["spec"]["replicas"] = json!(0);
+        d["status"] = json!({});
+    });
+    // A class with a key no driver knows: CreateVolume would refuse it.
+    kube.create(
+        "storageclasses",
+        json!({"metadata": {"name": "typo"}, "provisioner": DRIVER, "parameters": {"nvmeProt": "4420"}}),
+    )
+    .unwrap();
+    // A snapshot a v0.11.0 controller was making: its disk is there under
+    // the old ID, the content has no handle yet.
+    let source = "pvc-aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
+    let uid = "11111111-2222-4333-8444-555555555555";
+    let uuid = rds_csi_controller::volume::uuid_v5(&format!("snapshot-{uid}"));
+    let old_id = format!(
+        "snap-{}-at-{}",
+        &source[4..],
+        uuid.replace('-', "")[..10].to_string()
+    );
+    rds.insert_file(&format!("storage-pool/metal-csi/{old_id}.img"), GIB);
+    rds.insert_disk(&[
+        ("slot", &old_id),
+        ("type", "file"),
+        ("file-path", &format!("storage-pool/metal-csi/{old_id}.img")),
+    ]);
+    kube.create(
+        "volumesnapshotcontents",
+        json!({"metadata": {"name": "snapcontent-1"}, "spec": {"driver": DRIVER, "deletionPolicy": "Delete",
+            "source": {"volumeHandle": source}, "volumeSnapshotRef": {"name": "s1", "namespace": "default", "uid": uid}}}),
+    )
+    .unwrap();
+    // And one whose disk is gone.
+    kube.create(
+        "volumesnapshotcontents",
+        json!({"metadata": {"name": "snapcontent-2"}, "spec": {"driver": DRIVER, "deletionPolicy": "Delete",
+            "source": {"volumeHandle": source}, "volumeSnapshotRef": {"name": "s2", "namespace": "default", "uid": "x"}},
+            "status": {"snapshotHandle": "snap-99999999-9999-5999-8999-999999999999-at-9999999999", "readyToUse": true}}),
+    )
+    .unwrap();
+    // The REST user without the api policy.
+    rds.set_users(vec![rds_emulator::User::with_policies(
+        "csi",
+        "rds-test-password",
+        &["read", "write", "rest-api"],
+    )]);
+    let (code, f, doc) = preflight(&kc, &rds, &creds, &[]);
+    assert_eq!(code, 1, "{doc:#}");
+    assert!(
+        has(&f, "block", "storageclass", "StorageClass typo"),
+        "{f:?}"
+    );
+    assert!(
+        has(&f, "ok", "storageclass", "StorageClass rds-nvme"),
+        "{f:?}"
+    );
+    assert!(has(&f, "block", "snapshot", "snapcontent-1"), "{f:?}");
+    assert!(has(&f, "warn", "snapshot", "snapcontent-2"), "{f:?}");
+    assert!(has(&f, "block", "rds-user", "csi"), "{f:?}");
+    let text = doc.to_string();
+    assert!(text.contains("parameters.nvmeProt"), "{text}");
+    assert!(text.contains("lacks api"), "{text}");
+    assert!(text.contains(&old_id), "{text}");
+}
+
+#[test]
+fn the_preflight_says_incomplete_when_rds_cannot_be_read_and_refuses_bad_flags() {
+    let dir = TempDir::new("preflight-unread");
+    let (kube, kc) = emulator_unrestricted(dir.path());
+    let (rds, creds) = rds(dir.path());
+    seed_go_installation(&kube, "raw");
+    kube.modify_in("deployments", "rds-csi", "rds-csi-controller", |d| {
+        d["spec"]["replicas"] = json!(0);
+        d["status"] = json!({});
+    });
+    rds.set_refusing(true);
+    let (code, f, doc) = preflight(&kc, &rds, &creds, &[]);
+    assert_eq!(code, 3, "{doc:#}");
+    assert_eq!(doc["verdict"], "incomplete");
+    assert!(has(&f, "unread", "rds", "RDS"), "{f:?}");
+    // The text form says the same for a person.
+    rds.set_refusing(false);
+    let out = command(&[
+        "takeover",
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "--rds-url",
+        &rds.url(),
+        "--rds-credentials-dir",
+        creds.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("OK     go-controller Deployment rds-csi/rds-csi-controller: the Go controller is scaled to 0"), "{text}");
+    assert!(
+        text.contains("\nready: nothing blocks the takeover"),
+        "{text}"
+    );
+    for (args, needle) in [
+        (vec!["takeover"], "--rds-url is required"),
+        (
+            vec!["takeover", "--rds-url", "https://x", "-o", "yaml"],
+            "-o: \"yaml\" is not text or json",
+        ),
+        (
+            vec![
+                "takeover",
+                "--rds-url",
+                "https://x",
+                "--namespace",
+                "Bad_NS",
+            ],
+            "--namespace",
+        ),
+        (
+            vec!["takeover", "--rds-url", "https://x", "--bogus"],
+            "unknown argument \"--bogus\"",
+        ),
+    ] {
+        let out = command(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

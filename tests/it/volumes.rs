@@ -708,11 +708,11 @@ fn rotated_rds_password_takes_effect_and_is_never_logged() {
     csi.create("pvc-two", GIB, &[]).unwrap();
 
     // A user without the rest-api policy gets a message that says so.
-    s.rds.set_users(vec![rds_emulator::User {
-        name: "csi".into(),
-        password: new_password.into(),
-        rest_api: false,
-    }]);
+    s.rds.set_users(vec![rds_emulator::User::with_policies(
+        "csi",
+        new_password,
+        &["read", "write", "api"],
+    )]);
     let (code, msg) = csi.create("pvc-three", GIB, &[]).unwrap_err();
     assert_eq!(code, Code::UNAVAILABLE);
     assert!(msg.contains("policy"), "{msg}");

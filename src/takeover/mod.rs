@@ -1,0 +1,405 @@
+//! `rds-csi-controller takeover`: the preflight of a takeover from the Go
+//! driver. It reads the cluster and RDS, changes nothing, and says what
+//! the takeover will do and what blocks it (see [`checks`] for each rule).
+//!
+//! Failure model: a read that fails is reported as [`Severity::Unread`]
+//! and the other checks go on; the verdict is then "incomplete" unless
+//! something certain blocks. Exit codes: [`EXIT_READY`], [`EXIT_BLOCKED`],
+//! [`EXIT_USAGE`], [`EXIT_INCOMPLETE`].
+
+mod checks;
+
+pub use checks::{Finding, Severity};
+
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
+
+use serde_json::{json, Value};
+
+use crate::{attachment, cli, kube, rds, volume};
+
+/// Nothing blocks the takeover.
+pub const EXIT_READY: i32 = 0;
+/// Something blocks it (the findings say what).
+pub const EXIT_BLOCKED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+/// Nothing certain blocks it, but something could not be read.
+pub const EXIT_INCOMPLETE: i32 = 3;
+
+pub const USAGE: &str = "\
+rds-csi-controller takeover: what taking over from the Go driver will do, and what blocks it
+
+Usage: rds-csi-controller takeover --rds-url URL [OPTIONS]
+
+Reads the cluster (the kubeconfig's user needs to read Deployments,
+StorageClasses, the CSIDriver, PVs, VolumeAttachments,
+VolumeSnapshotContents and Secrets) and RDS (the REST user's files);
+changes nothing. Exits 0 when nothing blocks, 1 when something does, 3 when
+something could not be read and nothing certain blocks, 2 on bad flags.
+
+Options:
+  --namespace NS             where this controller will run: the Go
+                             installation's namespace [default: rds-csi]
+  --kubeconfig PATH          kubeconfig to use [env KUBECONFIG]; else the
+                             in-cluster service account
+  --rds-url URL              RouterOS REST API of the RDS: https://HOST[:PORT]
+                             [env RDS_URL] (required)
+  --rds-credentials-dir DIR  files username, password and optionally ca.crt
+                             [default: /etc/rds-csi]
+  --rds-insecure-skip-verify do not verify RDS's TLS certificate
+  --rds-volume-path PATH     volume path of classes without volumePath
+                             [default: /storage-pool/metal-csi]
+  --rds-timeout DURATION     limit for one RDS request [default: 10s]
+  --driver-name NAME         CSI driver name [default: rds.csi.srvlab.io]
+  -o, --output FORMAT        text or json [default: text]
+  -h, --help                 print this help and exit
+";
+
+/// How the findings are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// Validated flags.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub namespace: String,
+    pub kubeconfig: Option<PathBuf>,
+    pub rds: cli::RdsArgs,
+    pub driver_name: String,
+    pub output: Output,
+}
+
+#[derive(Debug)]
+pub enum Command {
+    Run(Box<Args>),
+    Help,
+}
+
+/// Parses the arguments after `takeover`. `env` looks up environment
+/// variables (tests pass their own).
+pub fn parse(
+    args: impl IntoIterator<Item = String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Command, String> {
+    let non_empty = |k: &str| env(k).filter(|v| !v.is_empty());
+    let mut namespace = "rds-csi".to_string();
+    let mut kubeconfig = non_empty("KUBECONFIG").map(PathBuf::from);
+    let mut url = non_empty("RDS_URL");
+    let mut rds = cli::RdsArgs {
+        url: String::new(),
+        host: String::new(),
+        credentials_dir: PathBuf::from("/etc/rds-csi"),
+        insecure_skip_verify: false,
+        volume_path: volume::DEFAULT_VOLUME_PATH.into(),
+        timeout: Duration::from_secs(10),
+    };
+    let mut driver_name = cli::DEFAULT_DRIVER_NAME.to_string();
+    let mut output = Output::Text;
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || -> Result<String, String> {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--namespace" => namespace = value()?,
+            "--kubeconfig" => kubeconfig = Some(PathBuf::from(value()?)),
+            "--rds-url" => url = Some(value()?),
+            "--rds-credentials-dir" => rds.credentials_dir = PathBuf::from(value()?),
+            "--rds-insecure-skip-verify" => rds.insecure_skip_verify = true,
+            "--rds-volume-path" => {
+                let v = value()?;
+                volume::check_volume_path(&v).map_err(|e| format!("{flag}: {e}"))?;
+                rds.volume_path = v.trim_end_matches('/').to_string();
+            }
+            "--rds-timeout" => rds.timeout = cli::duration(&flag, &value()?)?,
+            "--driver-name" => driver_name = value()?,
+            "-o" | "--output" => {
+                output = match value()?.as_str() {
+                    "text" => Output::Text,
+                    "json" => Output::Json,
+                    other => return Err(format!("{flag}: {other:?} is not text or json")),
+                }
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if !kube::is_dns_label(&namespace) {
+        return Err(format!(
+            "--namespace: {namespace:?} is not a valid namespace"
+        ));
+    }
+    cli::check_driver_name(&driver_name)
+        .map_err(|e| format!("--driver-name {driver_name:?}: {e}"))?;
+    if rds.timeout.is_zero() {
+        return Err("--rds-timeout must be more than zero".into());
+    }
+    let url = url.ok_or("--rds-url is required (or RDS_URL)")?;
+    (rds.url, rds.host) =
+        cli::rds_url_parts(&url).map_err(|e| format!("--rds-url {url:?}: {e}"))?;
+    Ok(Command::Run(Box::new(Args {
+        namespace,
+        kubeconfig,
+        rds,
+        driver_name,
+        output,
+    })))
+}
+
+/// Runs every check and prints the findings; returns the exit code.
+pub fn run(args: &Args) -> i32 {
+    let findings = gather(args);
+    let code = verdict(&findings);
+    match args.output {
+        Output::Json => {
+            let doc = json!({
+                "verdict": match code {
+                    EXIT_READY => "ready",
+                    EXIT_BLOCKED => "blocked",
+                    _ => "incomplete",
+                },
+                "namespace": args.namespace,
+                "findings": findings,
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&doc).expect("findings serialize")
+            );
+        }
+        Output::Text => print!("{}", text(args, &findings, code)),
+    }
+    code
+}
+
+/// The exit code the findings call for.
+pub fn verdict(findings: &[Finding]) -> i32 {
+    if findings.iter().any(|f| f.severity == Severity::Block) {
+        EXIT_BLOCKED
+    } else if findings.iter().any(|f| f.severity == Severity::Unread) {
+        EXIT_INCOMPLETE
+    } else {
+        EXIT_READY
+    }
+}
+
+fn text(args: &Args, findings: &[Finding], code: i32) -> String {
+    let mut out = format!(
+        "takeover preflight: namespace {}, driver {}, RDS {}\n\n",
+        args.namespace, args.driver_name, args.rds.url
+    );
+    let mut sorted: Vec<&Finding> = findings.iter().collect();
+    sorted.sort_by_key(|f| f.severity);
+    for f in &sorted {
+        let subject = if f.subject.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", f.subject)
+        };
+        out.push_str(&format!(
+            "{:<7}{:<14}{subject}{}\n",
+            f.severity.label(),
+            f.check,
+            f.message
+        ));
+    }
+    let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
+    let verdict = match code {
+        EXIT_READY => "ready: nothing blocks the takeover",
+        EXIT_BLOCKED => "blocked: deal with every BLOCKS line, then run this again",
+        _ => "incomplete: something could not be read (UNREAD lines); run this again",
+    };
+    out.push_str(&format!(
+        "\n{verdict} ({} blocking, {} unread, {} warnings; exit {code})\n",
+        count(Severity::Block),
+        count(Severity::Unread),
+        count(Severity::Warn)
+    ));
+    out
+}
+
+fn unread(check: &'static str, what: &str, e: impl std::fmt::Display) -> Finding {
+    checks::finding(Severity::Unread, check, "", format!("reading {what}: {e}"))
+}
+
+/// A cluster-wide list; a missing resource (the snapshot CRDs) is `None`.
+fn list(client: &kube::Client, path: &str) -> Result<Option<Vec<Value>>, kube::Error> {
+    match client.list_objects(path, "") {
+        Ok(items) => Ok(Some(items)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every read and every check, in the order the guide's steps need them.
+fn gather(args: &Args) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let driver = args.driver_name.as_str();
+    let client = match kube::Config::discover(args.kubeconfig.as_deref())
+        .and_then(|c| {
+            c.ok_or_else(|| kube::Error::Config("no kubeconfig and not in a cluster".into()))
+        })
+        .and_then(|c| kube::Client::new(&c, kube::ClientOptions::default()))
+    {
+        Ok(c) => Some(c),
+        Err(e) => {
+            out.push(unread("cluster", "the kubeconfig", e));
+            None
+        }
+    };
+    let rds = rds::Client::new(&rds::ClientOptions {
+        url: args.rds.url.clone(),
+        credentials_dir: args.rds.credentials_dir.clone(),
+        insecure_skip_verify: args.rds.insecure_skip_verify,
+        timeout: args.rds.timeout,
+        observer: None,
+    });
+    let rds = match rds {
+        Ok(r) => Some(r),
+        Err(e) => {
+            out.push(unread("rds", "the REST user's credentials", e));
+            None
+        }
+    };
+    let mut go_secrets = Vec::new();
+    if let Some(client) = &client {
+        match client.list_objects("/apis/apps/v1/deployments", "") {
+            Ok(deployments) => {
+                let (found, secrets) = checks::go_controllers(&deployments, &args.namespace);
+                out.extend(found);
+                go_secrets = secrets;
+            }
+            Err(e) => out.push(unread("go-controller", "Deployments", e)),
+        }
+        match client.get_object(&format!("/apis/storage.k8s.io/v1/csidrivers/{driver}")) {
+            Ok(d) => out.push(checks::csidriver(driver, Some(&d))),
+            Err(e) if e.is_not_found() => out.push(checks::csidriver(driver, None)),
+            Err(e) => out.push(unread("csidriver", "the CSIDriver", e)),
+        }
+        let defaults = volume::Defaults {
+            volume_path: args.rds.volume_path.clone(),
+            address: args.rds.host.clone(),
+        };
+        match client.list_objects("/apis/storage.k8s.io/v1/storageclasses", "") {
+            Ok(classes) => out.extend(checks::storage_classes(&classes, driver, &defaults)),
+            Err(e) => out.push(unread("storageclass", "StorageClasses", e)),
+        }
+        match attachment::preview(client, driver) {
+            Ok(report) => out.extend(checks::records(&report)),
+            Err(e) => out.push(unread("records", "PVs and VolumeAttachments", e)),
+        }
+        let secret = format!(
+            "/api/v1/namespaces/{}/secrets/rds-csi-credentials",
+            args.namespace
+        );
+        match client.get_object(&secret) {
+            Ok(_) => out.push(checks::finding(
+                Severity::Ok,
+                "credentials",
+                format!("Secret {}/rds-csi-credentials", args.namespace),
+                "exists",
+            )),
+            Err(e) if e.is_not_found() => out.push(checks::finding(
+                Severity::Warn,
+                "credentials",
+                format!("Secret {}/rds-csi-credentials", args.namespace),
+                "does not exist: create it before applying the overlay (README, step 2), or the pod does not start",
+            )),
+            Err(e) => out.push(unread("credentials", "the credentials Secret", e)),
+        }
+    }
+    if let Some(rds) = &rds {
+        let slots = match rds.disks() {
+            Ok(disks) => Some(
+                disks
+                    .into_iter()
+                    .map(|d| d.slot)
+                    .collect::<BTreeSet<String>>(),
+            ),
+            Err(e) => {
+                out.push(rds_refusal(rds, &e));
+                None
+            }
+        };
+        if let Some(slots) = &slots {
+            out.push(checks::finding(
+                Severity::Ok,
+                "rds",
+                format!("RDS {}", args.rds.url),
+                format!("answers as {} ({} disks)", rds.username(), slots.len()),
+            ));
+            if let Some(client) = &client {
+                match list(
+                    client,
+                    "/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents",
+                ) {
+                    Ok(Some(contents)) => {
+                        out.extend(checks::snapshot_contents(&contents, driver, slots))
+                    }
+                    Ok(None) => out.push(checks::finding(
+                        Severity::Info,
+                        "snapshot",
+                        "",
+                        "the snapshot CRDs are not installed: no snapshots to take over",
+                    )),
+                    Err(e) => out.push(unread("snapshot", "VolumeSnapshotContents", e)),
+                }
+            }
+            let user = rds.username();
+            match rds.user(&user).and_then(|u| match u {
+                Some(u) => rds.group(&u.group),
+                None => Ok(None),
+            }) {
+                Ok(group) => out.push(checks::rest_user(&user, group.as_ref())),
+                Err(e) => out.push(checks::finding(
+                    Severity::Warn,
+                    "rds-user",
+                    format!("RDS user {user}"),
+                    format!("its group could not be read ({e}): check its policies by hand"),
+                )),
+            }
+            match rds.service("www-ssl") {
+                Ok(s) => out.push(checks::www_ssl(
+                    s.as_ref(),
+                    args.rds.url.starts_with("https://"),
+                )),
+                Err(e) => out.push(checks::finding(
+                    Severity::Warn,
+                    "www-ssl",
+                    "service www-ssl",
+                    format!("could not be read ({e})"),
+                )),
+            }
+        }
+    }
+    out.extend(checks::leftovers(&go_secrets));
+    out
+}
+
+/// A failed first request to RDS, said as what to fix.
+fn rds_refusal(rds: &rds::Client, e: &rds::Error) -> Finding {
+    let user = rds.username();
+    let (severity, message) = match e {
+        rds::Error::Unauthorized(_) => (
+            Severity::Block,
+            format!("refuses user {user} (401): check the username and password files"),
+        ),
+        rds::Error::NotAllowed(_) => (
+            Severity::Block,
+            format!(
+                "user {user} may not use the REST API: its group needs the policies {}",
+                checks::POLICIES.join(", ")
+            ),
+        ),
+        other => (Severity::Unread, format!("listing /disk: {other}")),
+    };
+    checks::finding(severity, "rds", "RDS", message)
+}
