@@ -63,7 +63,8 @@ Options:
   -V, --version              print the version and exit
   -h, --help                 print this help and exit
 
-Durations: 500ms, 10s, 2m, or a plain number of seconds.
+Durations: ms, s, m, h and d, alone or compounded (500ms, 10s, 1h30m, 7d),
+or a plain number of seconds.
 ";
 
 pub const DEFAULT_DRIVER_NAME: &str = "rds.csi.srvlab.io";
@@ -457,6 +458,26 @@ mod tests {
             panic!()
         };
         assert_eq!(a.endpoint, Endpoint::Unix("/y.sock".into()));
+    }
+
+    #[test]
+    fn every_duration_form_the_help_shows_parses() {
+        let line = USAGE
+            .lines()
+            .find(|l| l.starts_with("Durations:"))
+            .expect("the help says the duration forms");
+        let examples: Vec<&str> = line
+            .split(['(', ')', ','])
+            .map(str::trim)
+            .filter(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+            .collect();
+        assert_eq!(examples, ["500ms", "10s", "1h30m", "7d"]);
+        for e in examples {
+            assert!(duration("--x", e).is_ok(), "{e}");
+        }
+        for unit in ["ms", "s", "m", "h", "d"] {
+            assert!(duration("--x", &format!("2{unit}")).is_ok(), "{unit}");
+        }
     }
 
     #[test]

@@ -165,6 +165,34 @@ fn the_servicemonitor_component_scrapes_the_metrics_port() {
         service["spec"]["selector"]["app.kubernetes.io/name"],
         "rds-csi-controller"
     );
+    // The alerts' scrape job is that Service's name.
+    let rule = objs
+        .iter()
+        .find(|o| o["kind"] == "PrometheusRule")
+        .expect("PrometheusRule");
+    let job = format!("job=\"{}\"", service["metadata"]["name"].as_str().unwrap());
+    assert!(
+        serde_yaml_ng::to_string(rule).unwrap().contains(&job),
+        "{job}"
+    );
+    // A Prometheus selecting by label finds the monitor and the rule
+    // through the overlay's `labels:`, the pods' selectors unchanged.
+    let labelled = overlay_dir(
+        "install",
+        &["servicemonitor"],
+        None,
+        "labels:\n  - pairs: {release: kube-prometheus-stack}\n    includeSelectors: false\n",
+    );
+    let objs = rendered_from(labelled.path().to_str().unwrap()).unwrap();
+    for kind in ["ServiceMonitor", "PrometheusRule"] {
+        let o = objs.iter().find(|o| o["kind"] == kind).unwrap();
+        assert_eq!(
+            o["metadata"]["labels"]["release"], "kube-prometheus-stack",
+            "{kind}"
+        );
+    }
+    let deploy = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    assert!(deploy["spec"]["selector"]["matchLabels"]["release"].is_null());
 }
 
 #[test]

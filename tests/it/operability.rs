@@ -406,10 +406,11 @@ fn json_logs_parse_and_no_secret_appears_at_trace() {
     }
 }
 
-/// Every metric a query of the shipped Grafana dashboard names is one the
-/// binary exports (histograms by their `_bucket`, `_sum` and `_count`).
+/// Every metric a query of the shipped Grafana dashboard or an alert of
+/// the shipped PrometheusRule names is one the binary exports (histograms
+/// by their `_bucket`, `_sum` and `_count`).
 #[test]
-fn every_dashboard_query_names_an_exported_metric() {
+fn every_dashboard_query_and_alert_names_an_exported_metric() {
     let s = setup(&[]);
     let (_, text) = http_get(s.metrics, "/metrics");
     let mut exported: Vec<String> = Vec::new();
@@ -443,6 +444,24 @@ fn every_dashboard_query_names_an_exported_metric() {
             .to_string(),
     );
     assert!(queries.len() > 15, "{queries:?}");
+    let rules: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/kubernetes/components/servicemonitor/prometheusrule.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut alerts = 0;
+    for rule in rules["spec"]["groups"][0]["rules"].as_sequence().unwrap() {
+        let expr = rule["expr"].as_str().unwrap();
+        // The one alert on the scrape itself names no metric of ours.
+        if !expr.contains("absent(up{") {
+            queries.push(expr.to_string());
+        }
+        alerts += 1;
+    }
+    assert_eq!(alerts, 4);
     let mut named = 0;
     for q in &queries {
         let mut rest = q.as_str();
