@@ -68,7 +68,7 @@ pub fn to_storage(kind: &Kind, mut obj: Value) -> Value {
             if let Value::Object(data) = data {
                 for (k, v) in plain {
                     let text = v.as_str().unwrap_or_default();
-                    data.insert(k, Value::String(base64(text.as_bytes())));
+                    data.insert(k, Value::String(crate::base64(text.as_bytes())));
                 }
             }
         }
@@ -81,26 +81,6 @@ pub fn to_storage(kind: &Kind, mut obj: Value) -> Value {
     out.insert("apiVersion".into(), Value::String("v1".into()));
     out.insert("kind".into(), Value::String("Event".into()));
     Value::Object(out)
-}
-
-/// Standard base64 with padding, as a Secret's `data` holds it.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Whether `kind`'s objects are served in their stored form ([`to_wire`]

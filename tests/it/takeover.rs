@@ -222,6 +222,15 @@ fn preflight(
     (code, findings, doc)
 }
 
+/// What `kubectl scale --replicas=0` and the Deployment controller leave:
+/// none wanted, none running.
+fn stop_go_controller(kube: &kube_emulator::Emulator, name: &str) {
+    kube.modify_in("deployments", "rds-csi", name, |d| {
+        d["spec"]["replicas"] = json!(0);
+        d["status"] = json!({});
+    });
+}
+
 fn has(findings: &[(String, String, String)], severity: &str, check: &str, subject: &str) -> bool {
     findings
         .iter()
@@ -293,10 +302,7 @@ fn the_preflight_blocks_while_the_go_controller_runs_and_passes_once_it_is_stopp
         );
 
         // The guide's step: the Go controller stopped, the Secret made.
-        kube.modify_in("deployments", "rds-csi", go, |d| {
-            d["spec"]["replicas"] = json!(0);
-            d["status"] = json!({});
-        });
+        stop_go_controller(&kube, go);
         kube.create(
             "secrets",
             json!({"metadata": {"name": "rds-csi-credentials", "namespace": "rds-csi"}, "data": {}}),
@@ -326,10 +332,7 @@ fn the_preflight_finds_each_blocker_of_the_cluster_and_of_rds() {
     let (kube, kc) = emulator_unrestricted(dir.path());
     let (rds, creds) = rds(dir.path());
     seed_go_installation(&kube, "raw");
-    kube.modify_in("deployments", "rds-csi", "rds-csi-controller", |d| {
-        d["spec"]["replicas"] = json!(0);
-        d["status"] = json!({});
-    });
+    stop_go_controller(&kube, "rds-csi-controller");
     // A class with a key no driver knows: CreateVolume would refuse it.
     kube.create(
         "storageclasses",
@@ -341,11 +344,7 @@ fn the_preflight_finds_each_blocker_of_the_cluster_and_of_rds() {
     let source = "pvc-aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
     let uid = "11111111-2222-4333-8444-555555555555";
     let uuid = rds_csi_controller::volume::uuid_v5(&format!("snapshot-{uid}"));
-    let old_id = format!(
-        "snap-{}-at-{}",
-        &source[4..],
-        uuid.replace('-', "")[..10].to_string()
-    );
+    let old_id = format!("snap-{}-at-{}", &source[4..], &uuid.replace('-', "")[..10]);
     rds.insert_file(&format!("storage-pool/metal-csi/{old_id}.img"), GIB);
     rds.insert_disk(&[
         ("slot", &old_id),
@@ -397,10 +396,7 @@ fn the_preflight_says_incomplete_when_rds_cannot_be_read_and_refuses_bad_flags()
     let (kube, kc) = emulator_unrestricted(dir.path());
     let (rds, creds) = rds(dir.path());
     seed_go_installation(&kube, "raw");
-    kube.modify_in("deployments", "rds-csi", "rds-csi-controller", |d| {
-        d["spec"]["replicas"] = json!(0);
-        d["status"] = json!({});
-    });
+    stop_go_controller(&kube, "rds-csi-controller");
     rds.set_refusing(true);
     let (code, f, doc) = preflight(&kc, &rds, &creds, &[]);
     assert_eq!(code, 3, "{doc:#}");
