@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::{
     attachment::ReconcileReport,
+    kube::str_at,
     rds::{Group, Service},
     volume::{snapshot_id, uuid_v5, Defaults, Params},
 };
@@ -63,10 +64,6 @@ pub(super) fn finding(
         subject: subject.into(),
         message: message.into(),
     }
-}
-
-fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
 fn name_of(o: &Value) -> String {
@@ -476,9 +473,11 @@ pub fn rest_user(user: &str, group: Option<&Group>) -> Finding {
                 group.name,
                 missing.join(", "),
                 group.name,
-                [group.policy.as_str()]
-                    .into_iter()
-                    .filter(|p| !p.is_empty())
+                group
+                    .policy
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty() && !p.starts_with('!'))
                     .chain(missing.iter().copied())
                     .collect::<Vec<_>>()
                     .join(",")
@@ -722,6 +721,14 @@ mod tests {
         let f = rest_user("csi", Some(&group("read,write,rest-api,!api")));
         assert_eq!(f.severity, Severity::Block);
         assert!(f.message.contains("lacks api"), "{}", f.message);
+        // The fix it proposes grants what the group had and what it lacks,
+        // and denies nothing.
+        assert!(
+            f.message
+                .ends_with("/user group set csi policy=read,write,rest-api,api"),
+            "{}",
+            f.message
+        );
         assert_eq!(rest_user("csi", None).severity, Severity::Warn);
     }
 }
