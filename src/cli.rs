@@ -178,17 +178,9 @@ pub fn parse(
         Some("takeover") => return Ok(Command::Takeover(it.skip(1).collect())),
         _ => {}
     }
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+    let mut flags = Flags::new(it);
+    while let Some((flag, inline)) = flags.next_flag() {
+        let mut value = |name: &str| flags.value(name, inline.clone());
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
@@ -277,6 +269,38 @@ pub fn parse(
         a.rds = Some(rds);
     }
     Ok(Command::Run(Box::new(a)))
+}
+
+/// A command line read flag by flag, as every subcommand reads its own:
+/// `--flag=value`, `--flag value`, bare flags and short ones (`-v`).
+pub struct Flags<I: Iterator<Item = String>> {
+    args: I,
+}
+
+impl<I: Iterator<Item = String>> Flags<I> {
+    pub fn new(args: impl IntoIterator<Item = String, IntoIter = I>) -> Self {
+        Flags {
+            args: args.into_iter(),
+        }
+    }
+
+    /// The next flag, with the value written into it after `=` (long
+    /// flags only); `None` once the arguments are used up.
+    pub fn next_flag(&mut self) -> Option<(String, Option<String>)> {
+        let arg = self.args.next()?;
+        Some(match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg, None),
+        })
+    }
+
+    /// The value of `flag`: `inline` (from [`Flags::next_flag`]), else
+    /// the next argument; neither → an error naming the flag.
+    pub fn value(&mut self, flag: &str, inline: Option<String>) -> Result<String, String> {
+        inline
+            .or_else(|| self.args.next())
+            .ok_or_else(|| format!("{flag} needs a value"))
+    }
 }
 
 /// The CSI rule for plugin names: at most 63 characters, alphanumeric at

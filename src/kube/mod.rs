@@ -24,7 +24,7 @@ pub use client::{
 };
 pub use config::{ClientIdentity, Config, Credential, SERVICE_ACCOUNT_DIR};
 pub use error::{Error, Status};
-pub use objects::{ListItem, PvSummary, VolumeAttachmentSummary};
+pub use objects::{str_at, ListItem, PvSummary, VolumeAttachmentSummary};
 pub use page::{decode_page, decode_pieces, Page, Visit};
 pub use pv::Pv;
 pub use ratelimit::{DEFAULT_BURST, DEFAULT_QPS};

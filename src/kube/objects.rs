@@ -29,6 +29,15 @@ impl ListItem for serde_json::Value {
     }
 }
 
+/// The string at `pointer` in an object read as JSON (`/metadata/name`),
+/// empty when it is absent or not a string: how the subcommands read the
+/// few fields they need of objects this crate does not model.
+pub fn str_at<'a>(v: &'a serde_json::Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("")
+}
+
 /// What rebuild and reconciliation need of a PersistentVolume.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PvSummary {

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use crate::{
     attachment::{format_micros, parse_time},
-    kube,
+    kube::{self, str_at},
 };
 
 /// Exit codes (as the controller's).
@@ -141,18 +141,9 @@ pub fn parse(
         .filter(|k| !k.is_empty())
         .map(PathBuf::from);
     let mut dry_run = false;
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = || -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+    let mut flags = crate::cli::Flags::new(args);
+    while let Some((flag, inline)) = flags.next_flag() {
+        let mut value = || flags.value(&flag, inline.clone());
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--schedule" => schedule = Some(value()?),
@@ -605,10 +596,6 @@ fn taken(s: &Value) -> Taken {
         taken_at: parse_time(str_at(s, &annotation))
             .or_else(|| parse_time(str_at(s, "/metadata/creationTimestamp"))),
     }
-}
-
-fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
 #[cfg(test)]

@@ -97,18 +97,9 @@ pub fn parse(
     };
     let mut driver_name = cli::DEFAULT_DRIVER_NAME.to_string();
     let mut output = Output::Text;
-    let mut it = args.into_iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = || -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+    let mut flags = crate::cli::Flags::new(args);
+    while let Some((flag, inline)) = flags.next_flag() {
+        let mut value = || flags.value(&flag, inline.clone());
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--namespace" => namespace = value()?,

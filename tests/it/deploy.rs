@@ -29,13 +29,17 @@ fn operator_overlay(
 /// Writes an operator's overlay (see [`operator_overlay`]) with `extra`
 /// appended to its kustomization. kustomize takes only relative paths to
 /// other kustomizations, so it lives under the target directory.
-fn overlay_dir(base: &str, components: &[&str], namespace: Option<&str>, extra: &str) -> Overlay {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("overlay-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let deploy = relative(&dir, std::path::Path::new(DEPLOY));
+fn overlay_dir(
+    base: &str,
+    components: &[&str],
+    namespace: Option<&str>,
+    extra: &str,
+) -> crate::support::TempDir {
+    let dir = crate::support::TempDir::under(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "overlay",
+    );
+    let deploy = relative(dir.path(), std::path::Path::new(DEPLOY));
     let mut k = format!("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {deploy}/overlays/{base}\n");
     if let Some(ns) = namespace {
         k.push_str(&format!("namespace: {ns}\n"));
@@ -47,23 +51,8 @@ fn overlay_dir(base: &str, components: &[&str], namespace: Option<&str>, extra: 
         }
     }
     k.push_str(extra);
-    std::fs::write(dir.join("kustomization.yaml"), k).unwrap();
-    Overlay(dir)
-}
-
-/// An overlay directory, removed on drop.
-struct Overlay(std::path::PathBuf);
-
-impl Overlay {
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for Overlay {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
+    std::fs::write(dir.path().join("kustomization.yaml"), k).unwrap();
+    dir
 }
 
 /// `to` as a path relative to the directory `from` (both absolute).

@@ -21,10 +21,16 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
+        // Short: unix socket paths are limited to 107 bytes.
+        TempDir::under(&std::env::temp_dir(), tag)
+    }
+
+    /// A fresh directory in `parent`, for what must live there (kustomize
+    /// takes only relative paths to other kustomizations).
+    pub fn under(parent: &Path, tag: &str) -> TempDir {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        // Short: unix socket paths are limited to 107 bytes.
-        let p = std::env::temp_dir().join(format!("rds-{tag}-{}-{n}", std::process::id()));
+        let p = parent.join(format!("rds-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
