@@ -219,6 +219,7 @@ fn main() {
             port: 0,
             tls: true,
             token: Some("sanity-token".into()),
+            ..Default::default()
         })
         .expect("kube emulator"),
     );

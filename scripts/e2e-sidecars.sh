@@ -85,7 +85,13 @@ cat >"$work/seed.json" <<'JSON'
  {"resource": "nodes", "object": {"metadata": {"name": "node-b", "labels": {"topology.rds.csi.srvlab.io/zone": "default"}}}}
 ]
 JSON
-"$bin/kube-emulator" --tls --token e2e-token --kubeconfig-dir "$work" --seed "$work/seed.json" \
+# The administrator's token (kubectl, snapshot-controller: the cluster's
+# add-on) and the token of the ServiceAccount the install creates, whose
+# every request is authorized by the Roles and ClusterRoles the install
+# binds (kube-apiserver's RBAC authorizer over the applied objects).
+sa_user=system:serviceaccount:rds-csi:rds-csi-rs-controller
+"$bin/kube-emulator" --tls --token e2e-token --user-token "e2e-sa-token=$sa_user" \
+  --kubeconfig-dir "$work" --seed "$work/seed.json" \
   >"$work/kube.url" 2>"$work/kube-emulator.log" &
 pids+=($!)
 "$bin/rds-emulator" --credentials-dir "$work/rds" >"$work/rds.url" 2>"$work/rds-emulator.log" &
@@ -93,6 +99,14 @@ pids+=($!)
 for _ in $(seq 100); do [ -s "$work/kube.url" ] && [ -s "$work/rds.url" ] && break; sleep 0.1; done
 [ -s "$work/kube.url" ] && [ -s "$work/rds.url" ] || fail "the emulators did not start"
 rds_url=$(cat "$work/rds.url")
+sed 's/token: e2e-token/token: e2e-sa-token/' "$KUBECONFIG" >"$work/sa.kubeconfig"
+grep -q e2e-sa-token "$work/sa.kubeconfig" || fail "no kubeconfig for the ServiceAccount"
+
+step "the install as rendered: kubectl apply -k deploy/overlays/install"
+k apply -k deploy/overlays/install >/dev/null || fail "kubectl apply -k deploy/overlays/install"
+pass "ServiceAccount, Roles, ClusterRoles and bindings, CSIDriver, StorageClass (validated by the server)"
+k -n rds-csi get serviceaccount rds-csi-rs-controller >/dev/null 2>&1 ||
+  fail "the install made no ServiceAccount rds-csi-rs-controller in rds-csi"
 rds() { curl -s --cacert "$work/rds/ca.crt" -u "$(cat "$work/rds/username"):$(cat "$work/rds/password")" "$rds_url$1"; }
 
 sock=$work/csi.sock
@@ -110,7 +124,7 @@ serving_more_than() { [ "$(servings)" -gt "$1" ]; }
 start_controller() {
   local before
   before=$(servings)
-  RDS_URL=$rds_url RUST_LOG=info "$bin/rds-csi-controller" "${controller_args[@]}" >>"$work/controller.log" 2>&1 &
+  KUBECONFIG=$work/sa.kubeconfig RDS_URL=$rds_url RUST_LOG=info "$bin/rds-csi-controller" "${controller_args[@]}" >>"$work/controller.log" 2>&1 &
   controller=$!
   wait_for "the controller serves on its socket" 30 serving_more_than "${before:-0}"
 }
@@ -135,7 +149,7 @@ for c in csi-attacher csi-provisioner csi-resizer csi-snapshotter; do
     while :; do
       # The downward API's part (deployment.yaml sets both for the provisioner).
       NAMESPACE=rds-csi POD_NAME=rds-csi-controller-e2e \
-        "$CSI_SIDECARS_DIR/$c" --kubeconfig="$KUBECONFIG" "${args[@]}" >>"$work/$c.log" 2>&1
+        "$CSI_SIDECARS_DIR/$c" --kubeconfig="$work/sa.kubeconfig" "${args[@]}" >>"$work/$c.log" 2>&1
       echo "--- $c exited ($?); restarted as the kubelet would" >>"$work/$c.log"
       sleep 1
     done
@@ -161,9 +175,7 @@ done
 # topology.rds.csi.srvlab.io/zone=default: the kubelet writes its key into
 # CSINode and labels the Node with it (seeded above). The provisioner's
 # capacity objects select nodes by that label.
-step "the cluster's part: StorageClass from deploy/, CSINodes as the node plugin registers them"
-k apply -f deploy/kubernetes/components/driver/storageclass.yaml >/dev/null || fail "kubectl apply of the StorageClass"
-pass "kubectl apply -f deploy/kubernetes/components/driver/storageclass.yaml (validated by the server)"
+step "the cluster's part: CSINodes as the node plugin registers them"
 for n in node-a node-b; do
   k apply -f - >/dev/null <<EOF || fail "CSINode $n"
 apiVersion: storage.k8s.io/v1
@@ -425,6 +437,12 @@ for c in data logs restored cloned; do
   wait_for "csi-provisioner deleted the volume and PV $p" 60 gone pv "$p"
   wait_for "RDS has neither disk nor file for $p" 10 no_disk_nor_file "$p"
 done
+
+step "the install's roles were enough: no request of the controller or a sidecar was refused"
+if grep -hE '\b403\b|[Ff]orbidden' "$work"/controller.log "$work"/csi-*.log | cut -c1-300 | head -5 | grep .; then
+  fail "the roles deploy/ binds lack a verb (above)"
+fi
+pass "no 403 for $sa_user"
 
 step "no sidecar logged a failure against the emulator"
 # Lines a real kube-apiserver never causes: the emulator refusing what a sidecar sent.

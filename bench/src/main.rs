@@ -265,6 +265,7 @@ fn seeded(dir: &Path, n: usize, annotate_quarter: bool) -> (Emulator, PathBuf) {
         port: 0,
         tls: true,
         token: Some(TOKEN.into()),
+        ..Default::default()
     })
     .unwrap();
     emu.create("nodes", json!({"metadata": {"name": "node-1"}}))
@@ -661,6 +662,7 @@ fn footprint(dir: &Path, o: &BenchOpts) {
         port: 0,
         tls: true,
         token: Some(TOKEN.into()),
+        ..Default::default()
     })
     .unwrap();
     for i in 0..o.held {

@@ -4,6 +4,9 @@
 //! - `POST /emulator/faults` with a [`Fault`](crate::Fault) body; `DELETE` clears all
 //! - `POST /emulator/storm` `{"resource": "persistentvolumes", "name": "pv-1", "k": 3}`
 //! - `POST /emulator/token` `{"token": "new"}` (null: no auth)
+//! - `POST /emulator/user-token` `{"token": "t", "user": "system:serviceaccount:ns:sa"}`
+//! - `POST /emulator/pod-log` `{"namespace", "pod", "container", "file"}`: where
+//!   `pods/log` reads that container's output (the kubelet's part)
 //! - `POST /emulator/expire-continue`
 //! - `GET /emulator/requests` (JSON list of [`RequestRecord`](crate::RequestRecord)); `DELETE` clears
 //! - `POST /emulator/objects/{resource}`: store an object without validation
@@ -48,6 +51,23 @@ pub(crate) fn handle(shared: &Shared, req: &Request) -> Response {
         }
         ("POST", "/emulator/token") => {
             shared.lock().token = body["token"].as_str().map(str::to_string);
+            ok()
+        }
+        ("POST", "/emulator/user-token") => {
+            let (Some(t), Some(u)) = (body["token"].as_str(), body["user"].as_str()) else {
+                return model::bad_request("user-token needs token and user");
+            };
+            shared.lock().users.insert(t.into(), u.into());
+            ok()
+        }
+        ("POST", "/emulator/pod-log") => {
+            let s = |k: &str| body[k].as_str().map(str::to_string);
+            let (Some(ns), Some(pod), Some(c), Some(f)) =
+                (s("namespace"), s("pod"), s("container"), s("file"))
+            else {
+                return model::bad_request("pod-log needs namespace, pod, container and file");
+            };
+            shared.lock().pod_logs.insert((ns, pod, c), f.into());
             ok()
         }
         ("POST", "/emulator/expire-continue") => {

@@ -49,6 +49,7 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
             .map(str::trim);
         match (&st.token, bearer) {
             _ if cert_user => "x509-client".to_string(),
+            (_, Some(b)) if st.users.contains_key(b) => st.users[b].clone(),
             (None, _) => "anonymous-admin".to_string(),
             (Some(t), Some(b)) if t == b => "token-user".to_string(),
             _ => {
@@ -107,9 +108,21 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
     // Authorization.
     let denied = {
         let st = shared.lock();
-        st.rbac.as_ref().is_some_and(|rules| {
-            !crate::rbac::allows(rules, verb, target.kind.group, &resource, &target.name)
-        })
+        if st.users.values().any(|u| *u == user) {
+            !crate::rbac::authorize_stored(
+                &st.objects,
+                &crate::rbac::User::named(&user),
+                verb,
+                target.kind.group,
+                &resource,
+                &target.namespace,
+                &target.name,
+            )
+        } else {
+            st.rbac.as_ref().is_some_and(|rules| {
+                !crate::rbac::allows(rules, verb, target.kind.group, &resource, &target.name)
+            })
+        }
     };
     if denied {
         let scope = if target.kind.namespaced {
@@ -214,6 +227,25 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
         }
     }
 
+    if matches!(target.subresource.as_str(), "scale" | "log") {
+        let mut st = shared.lock();
+        let resp = match (target.subresource.as_str(), verb) {
+            ("scale", "get" | "update" | "patch") => {
+                crate::subresource::scale(&mut st, &target, verb, &req)
+            }
+            ("log", "get") => crate::subresource::log(&st, &target, &req),
+            _ => model::status(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+                None,
+            ),
+        };
+        st.requests.push(record(resp.code));
+        drop(st);
+        shared.changed.notify_all();
+        return Outcome::Respond(resp);
+    }
     if let ("watch" | "list", Some(resp)) = (verb, invalid_list_options(&req, verb == "watch")) {
         shared.lock().requests.push(record(resp.code));
         return Outcome::Respond(resp);
@@ -463,7 +495,10 @@ fn route(path: &str) -> Result<Target, Response> {
     if kind.namespaced != scoped && !(kind.namespaced && name.is_empty()) {
         return Err(not_found());
     }
-    let known_sub = sub.is_empty() || (sub == "status" && kind.has_status);
+    let known_sub = sub.is_empty()
+        || (sub == "status" && kind.has_status)
+        || (sub, kind.resource) == ("scale", "deployments")
+        || (sub, kind.resource) == ("log", "pods");
     if !known_sub {
         return Err(not_found());
     }
@@ -487,6 +522,12 @@ fn discovery(req: &Request) -> Option<Response> {
             }));
             if k.has_status {
                 out.push(json!({"name": format!("{}/status", k.resource), "singularName": "", "namespaced": k.namespaced, "kind": k.kind, "verbs": ["get", "patch", "update"]}));
+            }
+            if k.resource == "deployments" {
+                out.push(json!({"name": "deployments/scale", "singularName": "", "namespaced": true, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
+            }
+            if k.resource == "pods" {
+                out.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
             }
         }
         Value::Array(out)

@@ -22,6 +22,7 @@ mod openapi;
 mod protobuf;
 mod rbac;
 mod store;
+mod subresource;
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -47,7 +48,13 @@ pub struct Options {
     pub port: u16,
     pub tls: bool,
     /// Accepted bearer token; `None` accepts unauthenticated requests.
+    /// Its holder is not subject to the stored RBAC objects (as a member of
+    /// `system:masters` is not).
     pub token: Option<String>,
+    /// More tokens, each naming a user (`system:serviceaccount:NS:NAME`)
+    /// whose every request is authorized by the stored Roles, ClusterRoles
+    /// and bindings, as kube-apiserver's RBAC authorizer does.
+    pub user_tokens: Vec<(String, String)>,
 }
 
 /// Which requests a fault applies to; `None` fields match anything.
@@ -138,6 +145,10 @@ pub(crate) struct State {
     storms: HashMap<(String, String), usize>,
     requests: Vec<RequestRecord>,
     token: Option<String>,
+    /// token → user, authorized by the stored RBAC objects.
+    users: HashMap<String, String>,
+    /// (namespace, pod, container) → the file its output goes to.
+    pod_logs: BTreeMap<(String, String, String), std::path::PathBuf>,
     rbac: Option<Vec<Rule>>,
     short_pages: bool,
     /// Expire every continue token after this many more continued pages.
@@ -186,6 +197,8 @@ impl Emulator {
                 storms: HashMap::new(),
                 requests: Vec::new(),
                 token: opts.token.clone(),
+                users: opts.user_tokens.iter().cloned().collect(),
+                pod_logs: BTreeMap::new(),
                 rbac: None,
                 short_pages: false,
                 expire_after_pages: None,
@@ -321,6 +334,11 @@ impl Emulator {
         store::delete_object(&self.shared, resource, "", name)
     }
 
+    /// [`Emulator::delete`] for the object `name` of namespace `ns`.
+    pub fn delete_in(&self, resource: &str, ns: &str, name: &str) -> bool {
+        store::delete_object(&self.shared, resource, ns, name)
+    }
+
     pub fn inject(&self, fault: Fault) {
         self.shared.lock().faults.push(fault);
     }
@@ -344,6 +362,13 @@ impl Emulator {
     /// Replaces the accepted bearer token; the old one is refused from now on.
     pub fn set_token(&self, token: Option<String>) {
         self.shared.lock().token = token;
+    }
+
+    /// Accepts `token` from now on as `user` (e.g.
+    /// `system:serviceaccount:rds-csi:rds-csi-rs-controller`), whose every
+    /// request is authorized by the stored RBAC objects.
+    pub fn add_user_token(&self, token: &str, user: &str) {
+        self.shared.lock().users.insert(token.into(), user.into());
     }
 
     /// Expires every outstanding continue token (their next use → 410).

@@ -6,11 +6,13 @@ use std::{path::PathBuf, time::Duration};
 use kube_emulator::{Emulator, Options};
 
 const USAGE: &str =
-    "Usage: kube-emulator [--port N] [--tls] [--token T] [--kubeconfig-dir DIR] [--seed FILE.json]
+    "Usage: kube-emulator [--port N] [--tls] [--token T] [--user-token T=USER]... [--kubeconfig-dir DIR] [--seed FILE.json]
 
   --port N             port on 127.0.0.1 (default: any free port)
   --tls                serve HTTPS with a CA made at start
-  --token T            require this bearer token
+  --token T            require this bearer token (its holder is an administrator)
+  --user-token T=USER  accept token T as USER (e.g. system:serviceaccount:NS:NAME),
+                       authorized by the stored Roles, ClusterRoles and bindings
   --kubeconfig-dir D   write D/kubeconfig for kubectl and the controller
   --seed FILE          a JSON list of objects ({\"resource\": ..., \"object\": ...}) to create
 
@@ -35,6 +37,13 @@ fn main() {
             }
             "--tls" => opts.tls = true,
             "--token" => opts.token = Some(value()),
+            "--user-token" => {
+                let v = value();
+                let (t, u) = v
+                    .split_once('=')
+                    .unwrap_or_else(|| fail("--user-token takes TOKEN=USER"));
+                opts.user_tokens.push((t.to_string(), u.to_string()));
+            }
             "--kubeconfig-dir" => kubeconfig_dir = Some(PathBuf::from(value())),
             "--seed" => seed = Some(PathBuf::from(value())),
             "-h" | "--help" => {

@@ -96,11 +96,40 @@ fn is_go_controller(container: &Value) -> bool {
     args.contains(&"-controller") && args.iter().any(|a| a.starts_with("-rds-address"))
 }
 
+/// Whether Deployment `d` runs the Go driver's controller.
+pub fn is_go_controller_deployment(d: &Value) -> bool {
+    d["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(is_go_controller))
+}
+
+/// The label selector of Deployment `d`'s pods (`k=v,k=v`), from its
+/// `matchLabels`.
+pub fn pod_selector(d: &Value) -> String {
+    d["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
 /// The Go driver's controller Deployments among `deployments` (any
 /// namespace), with what stopping them takes and whether their sidecars
 /// share leader Leases with ours in `namespace`. Also the Secrets their
 /// controller container mounts (the SSH key), for [`leftovers`].
-pub fn go_controllers(deployments: &[Value], namespace: &str) -> (Vec<Finding>, Vec<String>) {
+///
+/// A Deployment runs while any of `pods` (those listed by each Go
+/// Deployment's [`pod_selector`]) is its: a pod that is terminating still
+/// serves, and the Deployment's own status lags its pods.
+pub fn go_controllers(
+    deployments: &[Value],
+    pods: &[Value],
+    namespace: &str,
+) -> (Vec<Finding>, Vec<String>) {
     let mut found = Vec::new();
     let mut secrets = Vec::new();
     for d in deployments {
@@ -116,7 +145,16 @@ pub fn go_controllers(deployments: &[Value], namespace: &str) -> (Vec<Finding>, 
         let name = str_at(d, "/metadata/name");
         let subject = format!("Deployment {ns}/{name}");
         let wanted = d["spec"]["replicas"].as_u64().unwrap_or(1);
-        let pods = d["status"]["replicas"].as_u64().unwrap_or(0);
+        let selector = d["spec"]["selector"]["matchLabels"].as_object();
+        let pods = pods
+            .iter()
+            .filter(|p| {
+                str_at(p, "/metadata/namespace") == ns
+                    && selector.is_some_and(|m| {
+                        !m.is_empty() && m.iter().all(|(k, v)| p["metadata"]["labels"][k] == *v)
+                    })
+            })
+            .count();
         let release = d
             .pointer("/metadata/annotations/meta.helm.sh~1release-name")
             .and_then(Value::as_str)
@@ -559,14 +597,27 @@ mod tests {
             meta["labels"] = json!({"app.kubernetes.io/managed-by": "Helm", "app.kubernetes.io/instance": "rds-csi"});
             meta["annotations"] = json!({"meta.helm.sh/release-name": "rds-csi"});
         }
-        json!({"metadata": meta, "spec": {"replicas": replicas, "template": {"spec": {
+        json!({"metadata": meta, "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "rds-csi-controller"}}, "template": {"spec": {
             "containers": [
                 {"name": "rds-csi-driver", "args": ["-controller", "-rds-address=10.0.0.1"],
                  "volumeMounts": [{"name": "creds", "mountPath": "/etc/rds-csi"}]},
                 {"name": "csi-attacher", "image": "registry.k8s.io/sig-storage/csi-attacher:v4.5.0", "args": sidecar_args},
             ],
             "volumes": [{"name": "creds", "secret": {"secretName": "rds-csi-secret"}}]}}},
-            "status": {"replicas": running}})
+            // The Deployment's status lags its pods: never read.
+            "status": {"replicas": 1 - running.min(1)}})
+    }
+
+    /// `n` pods of the Go Deployment in `ns`, and one of another app.
+    fn pods(ns: &str, n: usize) -> Vec<Value> {
+        let mut v: Vec<Value> = (0..n)
+            .map(|i| {
+                json!({"metadata": {"name": format!("rds-csi-controller-{i}"), "namespace": ns,
+                                         "labels": {"app": "rds-csi-controller"}}})
+            })
+            .collect();
+        v.push(json!({"metadata": {"name": "other", "namespace": ns, "labels": {"app": "other"}}}));
+        v
     }
 
     fn severities(f: &[Finding], check: &str) -> Vec<Severity> {
@@ -580,6 +631,7 @@ mod tests {
     fn a_running_go_controller_blocks_and_a_stopped_one_does_not() {
         let (f, secrets) = go_controllers(
             &[go_deployment("rds-csi", 1, 1, false, Some("rds-csi"))],
+            &pods("rds-csi", 1),
             "rds-csi",
         );
         assert_eq!(severities(&f, "go-controller"), [Severity::Block]);
@@ -588,9 +640,17 @@ mod tests {
             .contains("kubectl -n rds-csi scale deployment rds-csi-controller --replicas=0"));
         assert_eq!(secrets, ["rds-csi/rds-csi-secret"]);
         // Scaled to 0 but its pod still there: still blocks.
-        let (f, _) = go_controllers(&[go_deployment("rds-csi", 0, 1, false, None)], "rds-csi");
+        let (f, _) = go_controllers(
+            &[go_deployment("rds-csi", 0, 1, false, None)],
+            &pods("rds-csi", 1),
+            "rds-csi",
+        );
         assert_eq!(severities(&f, "go-controller"), [Severity::Block]);
-        let (f, _) = go_controllers(&[go_deployment("rds-csi", 0, 0, false, None)], "rds-csi");
+        let (f, _) = go_controllers(
+            &[go_deployment("rds-csi", 0, 0, false, None)],
+            &pods("rds-csi", 0),
+            "rds-csi",
+        );
         assert_eq!(severities(&f, "go-controller"), [Severity::Ok]);
         assert!(severities(&f, "leases").is_empty());
     }
@@ -599,12 +659,17 @@ mod tests {
     fn a_helm_managed_go_controller_can_come_back_and_must_share_our_leases() {
         let (f, _) = go_controllers(
             &[go_deployment("rds-csi", 0, 0, true, Some("rds-csi"))],
+            &pods("rds-csi", 0),
             "rds-csi",
         );
         assert_eq!(severities(&f, "go-controller"), [Severity::Warn]);
         assert!(severities(&f, "leases").is_empty());
         // Its sidecars elect in kube-system, ours would in rds-csi.
-        let (f, _) = go_controllers(&[go_deployment("kube-system", 0, 0, true, None)], "rds-csi");
+        let (f, _) = go_controllers(
+            &[go_deployment("kube-system", 0, 0, true, None)],
+            &pods("kube-system", 0),
+            "rds-csi",
+        );
         assert_eq!(severities(&f, "leases"), [Severity::Block]);
         assert!(f.iter().any(|x| x
             .message
@@ -612,6 +677,7 @@ mod tests {
         // The same, raw and stopped: only a warning.
         let (f, _) = go_controllers(
             &[go_deployment("kube-system", 0, 0, false, None)],
+            &pods("kube-system", 0),
             "rds-csi",
         );
         assert_eq!(severities(&f, "leases"), [Severity::Warn]);
@@ -621,7 +687,7 @@ mod tests {
     fn other_deployments_are_not_go_controllers() {
         let ours = json!({"metadata": {"name": "rds-csi-rs-controller", "namespace": "rds-csi"},
             "spec": {"template": {"spec": {"containers": [{"name": "rds-csi-controller", "args": ["--endpoint=unix:///csi/csi.sock"]}]}}}});
-        let (f, secrets) = go_controllers(&[ours], "rds-csi");
+        let (f, secrets) = go_controllers(&[ours], &[], "rds-csi");
         assert_eq!(severities(&f, "go-controller"), [Severity::Info]);
         assert!(secrets.is_empty());
     }

@@ -264,9 +264,30 @@ fn gather(args: &Args) -> Vec<Finding> {
     if let Some(client) = &client {
         match client.list_objects("/apis/apps/v1/deployments", "") {
             Ok(deployments) => {
-                let (found, secrets) = checks::go_controllers(&deployments, &args.namespace);
-                out.extend(found);
-                go_secrets = secrets;
+                let mut pods = Vec::new();
+                let mut unread_pods = None;
+                for d in deployments
+                    .iter()
+                    .filter(|d| checks::is_go_controller_deployment(d))
+                {
+                    let path = format!(
+                        "/api/v1/namespaces/{}/pods",
+                        kube::str_at(d, "/metadata/namespace")
+                    );
+                    match client.list_objects(&path, &checks::pod_selector(d)) {
+                        Ok(p) => pods.extend(p),
+                        Err(e) => unread_pods = Some(e),
+                    }
+                }
+                match unread_pods {
+                    None => {
+                        let (found, secrets) =
+                            checks::go_controllers(&deployments, &pods, &args.namespace);
+                        out.extend(found);
+                        go_secrets = secrets;
+                    }
+                    Some(e) => out.push(unread("go-controller", "the Go controller's pods", e)),
+                }
             }
             Err(e) => out.push(unread("go-controller", "Deployments", e)),
         }

@@ -49,6 +49,7 @@ fn tls_emulator() -> Emulator {
         port: 0,
         tls: true,
         token: Some(TOKEN.into()),
+        ..Default::default()
     })
     .unwrap()
 }
@@ -290,6 +291,7 @@ fn a_server_certificate_from_another_ca_is_refused_before_any_request() {
         port: 0,
         tls: true,
         token: None,
+        ..Default::default()
     })
     .unwrap();
     let mut cfg = config(&emu, Credential::Token(TOKEN.into()));

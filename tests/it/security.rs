@@ -71,6 +71,7 @@ fn a_server_certificate_from_another_ca_is_refused_and_nothing_is_served() {
         port: 0,
         tls: true,
         token: None,
+        ..Default::default()
     })
     .unwrap();
     std::fs::write(dir.path().join("other-ca.crt"), other.ca_pem().unwrap()).unwrap();

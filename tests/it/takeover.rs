@@ -222,13 +222,36 @@ fn preflight(
     (code, findings, doc)
 }
 
+/// The Go controller's pod, as the Deployment's ReplicaSet makes it.
+fn start_go_pod(kube: &kube_emulator::Emulator, name: &str) {
+    let d = kube.get_in("deployments", "rds-csi", name).unwrap();
+    kube.create(
+        "pods",
+        json!({"metadata": {"name": format!("{name}-6f7d-x1"), "namespace": "rds-csi",
+                            "labels": d["spec"]["template"]["metadata"]["labels"]},
+               "spec": {"containers": [{"name": "rds-csi-driver", "image": "go"}]}}),
+    )
+    .unwrap();
+}
+
+/// What `kubectl scale --replicas=0` does at once: none wanted. Its pod
+/// goes later (see [`go_pod_gone`]).
+fn scale_go_controller_to_zero(kube: &kube_emulator::Emulator, name: &str) {
+    kube.modify_in("deployments", "rds-csi", name, |d| {
+        d["spec"]["replicas"] = json!(0);
+    });
+}
+
+/// The kubelet has stopped the pod; the Deployment's status still lags.
+fn go_pod_gone(kube: &kube_emulator::Emulator, name: &str) {
+    kube.delete_in("pods", "rds-csi", &format!("{name}-6f7d-x1"));
+}
+
 /// What `kubectl scale --replicas=0` and the Deployment controller leave:
 /// none wanted, none running.
 fn stop_go_controller(kube: &kube_emulator::Emulator, name: &str) {
-    kube.modify_in("deployments", "rds-csi", name, |d| {
-        d["spec"]["replicas"] = json!(0);
-        d["status"] = json!({});
-    });
+    scale_go_controller_to_zero(kube, name);
+    go_pod_gone(kube, name);
 }
 
 fn has(findings: &[(String, String, String)], severity: &str, check: &str, subject: &str) -> bool {
@@ -257,6 +280,7 @@ fn the_preflight_blocks_while_the_go_controller_runs_and_passes_once_it_is_stopp
             "raw" => "rds-csi-controller",
             _ => "rds-csi-rds-csi-driver-controller",
         };
+        start_go_pod(&kube, go);
         // A volume the Go controller attached and kept in memory only.
         kube.create("nodes", node("node-a")).unwrap();
         let id = "pvc-11111111-1111-4111-8111-111111111111";
@@ -301,8 +325,20 @@ fn the_preflight_blocks_while_the_go_controller_runs_and_passes_once_it_is_stopp
             "{layout}: the preflight changed something"
         );
 
-        // The guide's step: the Go controller stopped, the Secret made.
-        stop_go_controller(&kube, go);
+        // Scaled to 0 while its pod still serves: still blocked, whatever
+        // the Deployment's status says.
+        scale_go_controller_to_zero(&kube, go);
+        kube.modify_in("deployments", "rds-csi", go, |d| d["status"] = json!({}));
+        let (code, f, doc) = preflight(&kc, &rds, &creds, &[]);
+        assert_eq!(code, 1, "{layout}: {doc:#}");
+        assert!(has(&f, "block", "go-controller", go), "{layout}: {f:?}");
+
+        // The guide's step: the Go controller stopped (its pod gone, the
+        // Deployment's status not yet updated), the Secret made.
+        kube.modify_in("deployments", "rds-csi", go, |d| {
+            d["status"] = json!({"replicas": 1})
+        });
+        go_pod_gone(&kube, go);
         kube.create(
             "secrets",
             json!({"metadata": {"name": "rds-csi-credentials", "namespace": "rds-csi"}, "data": {}}),

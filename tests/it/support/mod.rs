@@ -294,6 +294,7 @@ pub fn emulator_unrestricted(dir: &Path) -> (kube_emulator::Emulator, PathBuf) {
         port: 0,
         tls: true,
         token: Some("test-token-4f1d9c".into()),
+        ..Default::default()
     })
     .unwrap();
     let kc = emu.write_kubeconfig(dir).unwrap();
