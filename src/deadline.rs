@@ -1,6 +1,7 @@
 //! The deadline of the CSI call a worker thread is running, so that
 //! everything the call does stops at it: waiting for its volume's turn,
-//! and each Kubernetes and RDS request and its retries. No request starts
+//! for the Kubernetes client's rate limiter (the token is given back), and
+//! each Kubernetes and RDS request and its retries. No request starts
 //! once it has passed, so nothing is written after the caller gave up
 //! (and perhaps retried elsewhere).
 //!

@@ -500,11 +500,9 @@ impl Client {
     ) -> Result<Vec<u8>, Failed> {
         let inner = &*self.inner;
         let waited = Instant::now();
-        if limited {
-            inner.limiter.acquire();
-        }
+        let admitted = !limited || inner.limiter.acquire();
         let throttled = waited.elapsed();
-        if crate::deadline::passed() {
+        if !admitted || crate::deadline::passed() {
             return Err(Failed::Request(Error::Deadline(format!("{verb:?} {path}"))));
         }
         let token = inner

@@ -39,9 +39,17 @@ impl RateLimiter {
 
     /// Takes one token, sleeping until it is due. Callers queue fairly: each
     /// reserves its token first, so later callers wait longer.
-    pub(crate) fn acquire(&self) {
+    ///
+    /// The wait ends at the deadline of the call this thread runs (see
+    /// [`crate::deadline`]): then the reserved token is given back and
+    /// `false` is returned, so a call that gave up spends nothing. A call
+    /// whose deadline has already passed takes no token at all.
+    pub(crate) fn acquire(&self) -> bool {
         if self.qps <= 0.0 {
-            return;
+            return true;
+        }
+        if crate::deadline::passed() {
+            return false;
         }
         let wait = {
             let mut b = self.bucket.lock().expect("rate limiter lock poisoned");
@@ -55,9 +63,12 @@ impl RateLimiter {
                 Duration::from_secs_f64(-b.tokens / self.qps)
             }
         };
-        if !wait.is_zero() {
-            std::thread::sleep(wait);
+        if wait.is_zero() || crate::deadline::sleep(wait) {
+            return true;
         }
+        let mut b = self.bucket.lock().expect("rate limiter lock poisoned");
+        b.tokens = (b.tokens + 1.0).min(self.burst);
+        false
     }
 }
 
@@ -70,7 +81,7 @@ mod tests {
         let rl = RateLimiter::new(100.0, 3);
         let start = Instant::now();
         for _ in 0..8 {
-            rl.acquire();
+            assert!(rl.acquire());
         }
         // Three from the burst, five refilled at 100/s: at least ~50 ms.
         assert!(
@@ -89,7 +100,7 @@ mod tests {
         // instead of hanging it.
         std::thread::spawn(move || {
             for _ in 0..10_000 {
-                limiter.acquire();
+                assert!(limiter.acquire());
             }
             let _ = done.send(());
         });
@@ -103,5 +114,37 @@ mod tests {
             rl.bucket.lock().unwrap().tokens >= 1.0,
             "the bucket is not even touched"
         );
+    }
+
+    #[test]
+    fn a_call_whose_token_comes_after_its_deadline_stops_at_it_and_spends_nothing() {
+        use crate::deadline::{within, Deadline};
+        use std::sync::{
+            atomic::{AtomicBool, Ordering},
+            Arc,
+        };
+        let rl = Arc::new(RateLimiter::new(1.0, 1));
+        assert!(rl.acquire(), "the burst");
+        let gone = Arc::new(AtomicBool::new(false));
+        let flag = gone.clone();
+        let caller = Deadline::for_call(
+            Instant::now(),
+            Some(Arc::new(move || flag.load(Ordering::SeqCst))),
+        );
+        let cancel = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            gone.store(true, Ordering::SeqCst);
+        });
+        let start = Instant::now();
+        let got = within(caller, || rl.acquire());
+        cancel.join().unwrap();
+        assert!(!got, "the token came after the deadline");
+        assert!(
+            start.elapsed() < Duration::from_millis(400),
+            "stopped at the deadline, not at the token (1 s): {:?}",
+            start.elapsed()
+        );
+        let tokens = rl.bucket.lock().unwrap().tokens;
+        assert!(tokens > -0.5, "the reservation was given back: {tokens}");
     }
 }

@@ -17,20 +17,36 @@ use serde_json::json;
 
 const TOKEN: &str = "s3cr3t-bearer-token-7c1e";
 
-/// Captures every log record of this test binary, at trace level.
-struct Capture(Mutex<Vec<String>>);
+/// Captures every log record of this test binary, at trace level, with
+/// the thread that logged it: tests run in parallel and share the one
+/// process-wide logger, and a client logs on its caller's thread, so each
+/// test reads its own lines ([`my_logs`]).
+struct Capture(Mutex<Vec<(std::thread::ThreadId, String)>>);
 
 impl log::Log for Capture {
     fn enabled(&self, _: &log::Metadata<'_>) -> bool {
         true
     }
     fn log(&self, r: &log::Record<'_>) {
-        self.0
-            .lock()
-            .unwrap()
-            .push(format!("{} {} {}", r.level(), r.target(), r.args()));
+        self.0.lock().unwrap().push((
+            std::thread::current().id(),
+            format!("{} {} {}", r.level(), r.target(), r.args()),
+        ));
     }
     fn flush(&self) {}
+}
+
+/// The lines the calling test's thread logged.
+fn my_logs() -> Vec<String> {
+    let me = std::thread::current().id();
+    logs()
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| *t == me)
+        .map(|(_, l)| l.clone())
+        .collect()
 }
 
 fn logs() -> &'static Capture {
@@ -644,7 +660,7 @@ fn no_log_line_carries_a_token_at_trace_level() {
     )
     .unwrap();
     let _ = wrong.get_pv("pv-1");
-    let lines = logs().0.lock().unwrap().clone();
+    let lines = my_logs();
     assert!(
         lines.iter().any(|l| l.contains("persistentvolumes")),
         "trace logging was captured: {lines:?}"
@@ -661,10 +677,9 @@ fn no_log_line_carries_a_token_at_trace_level() {
 fn a_streamed_list_page_logs_its_code_and_size_at_trace_level() {
     let emu = tls_emulator();
     create_pvs(&emu, (0..3).map(|i| format!("pv-{i}")));
-    // A page size no other test uses, so these lines are this test's.
     let c = paged_client(&emu, 3);
     assert_eq!(c.list_pvs().unwrap().items.len(), 3);
-    let lines = logs().0.lock().unwrap().clone();
+    let lines = my_logs();
     let page: Vec<_> = lines
         .iter()
         .filter(|l| l.starts_with("TRACE rds_csi_controller::kube"))
@@ -756,5 +771,58 @@ fn a_lists_later_pages_are_not_held_by_the_rate_limiter() {
         seen[3].1 >= Duration::from_millis(500),
         "the GET after the list waits for a token: {:?}",
         seen[3].1
+    );
+}
+
+#[test]
+fn a_request_whose_token_comes_after_its_deadline_fails_at_the_deadline_and_spends_no_token() {
+    use rds_csi_controller::deadline::{within, Deadline};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+    let emu = tls_emulator();
+    create_pvs(&emu, ["pv-1".to_string()]);
+    let opts = ClientOptions {
+        qps: 1.0,
+        burst: 1,
+        ..Default::default()
+    };
+    let c = Client::new(&config(&emu, Credential::Token(TOKEN.into())), opts).unwrap();
+    c.get_pv("pv-1").unwrap();
+    let first = Instant::now();
+    emu.clear_requests();
+
+    // The next token is due in 1 s; the caller gives up after 100 ms.
+    let gone = Arc::new(AtomicBool::new(false));
+    let flag = gone.clone();
+    let call = Deadline::for_call(
+        Instant::now(),
+        Some(Arc::new(move || flag.load(Ordering::SeqCst))),
+    );
+    let giving_up = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        gone.store(true, Ordering::SeqCst);
+    });
+    let started = Instant::now();
+    let answer = within(call, || c.get_pv("pv-1"));
+    giving_up.join().unwrap();
+    assert!(
+        matches!(answer, Err(Error::Deadline(_))),
+        "{:?}",
+        answer.map(|_| ())
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "answered at the deadline, not when the token came: {:?}",
+        started.elapsed()
+    );
+    assert!(emu.requests().is_empty(), "nothing was sent");
+
+    // The token it reserved was given back: the next request gets it when
+    // it is due, 1 s after the first, not a second later.
+    c.get_pv("pv-1").unwrap();
+    assert!(
+        first.elapsed() < Duration::from_millis(1600),
+        "the abandoned call kept its token: {:?}",
+        first.elapsed()
     );
 }
