@@ -184,6 +184,49 @@ fn a_failing_events_api_never_fails_or_delays_the_call() {
     let metrics = metrics_address(&c.logs());
     let csi = c.csi();
     csi.publish("vol-1", "node-a").unwrap();
+    // The Events API refuses (as with a role that lacks the verb, or a
+    // sick API server): each refusal is still answered at once.
+    for (verb, code) in [
+        ("create", 403),
+        ("patch", 403),
+        ("create", 500),
+        ("patch", 500),
+    ] {
+        emu.inject(Fault {
+            matches: Match {
+                verb: Some(verb.into()),
+                resource: Some("events".into()),
+                name: None,
+            },
+            times: 3,
+            action: FaultAction::Status {
+                code,
+                retry_after: None,
+            },
+        });
+    }
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        let (code, _) = csi.publish("vol-1", "node-b").unwrap_err();
+        assert_eq!(code, Code::FAILED_PRECONDITION);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "five refusals took {:?} with a refusing Events API",
+        started.elapsed()
+    );
+    let refused = || {
+        emu.requests()
+            .iter()
+            .filter(|r| r.resource == "events" && r.code >= 400)
+            .count()
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while refused() < 2 && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(refused() >= 2, "the Events API was asked and refused");
+    emu.clear_faults();
     // Creating and patching (aggregating) Events both take 3 s.
     for verb in ["create", "patch"] {
         emu.inject(Fault {

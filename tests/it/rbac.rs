@@ -127,11 +127,22 @@ fn removing_any_granted_verb_breaks_the_workload() {
             let mut cut = rules.clone();
             cut[i].verbs.retain(|v| v != verb);
             let seen = workload(cut);
+            let denied: Vec<_> = seen.iter().filter(|r| r.code == 403).collect();
             assert!(
-                seen.iter().any(|r| r.code == 403 && &r.verb == verb),
+                !denied.is_empty(),
                 "without {verb} on {:?} nothing was denied: {seen:?}",
                 rule.resources
             );
+            // Exactly the step that needs the removed grant broke.
+            for r in denied {
+                assert!(
+                    &r.verb == verb && rule.resources.contains(&r.resource),
+                    "without {verb} on {:?}, {} {} was denied",
+                    rule.resources,
+                    r.verb,
+                    r.resource
+                );
+            }
         }
     }
 }

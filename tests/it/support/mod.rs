@@ -85,10 +85,11 @@ impl Controller {
         extra: &[&str],
     ) -> Controller {
         let socket = dir.join(sock);
-        let log = dir.join(format!(
-            "{sock}.{}.log",
-            Instant::now().elapsed().as_nanos()
-        ));
+        // A new file per start: a restart in the same directory keeps
+        // the earlier run's log.
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = dir.join(format!("{sock}.{n}.log"));
         let endpoint = format!("unix://{}", socket.display());
         let mut args = vec!["--endpoint", endpoint.as_str()];
         args.extend_from_slice(extra);
