@@ -124,7 +124,9 @@ serving_more_than() { [ "$(servings)" -gt "$1" ]; }
 start_controller() {
   local before
   before=$(servings)
-  KUBECONFIG=$work/sa.kubeconfig RDS_URL=$rds_url RUST_LOG=info "$bin/rds-csi-controller" "${controller_args[@]}" >>"$work/controller.log" 2>&1 &
+  # The downward API's part: the pod's name and namespace (its Lease's).
+  POD_NAMESPACE=rds-csi POD_NAME=rds-csi-controller-e2e \
+    KUBECONFIG=$work/sa.kubeconfig RDS_URL=$rds_url RUST_LOG=info "$bin/rds-csi-controller" "${controller_args[@]}" >>"$work/controller.log" 2>&1 &
   controller=$!
   wait_for "the controller serves on its socket" 30 serving_more_than "${before:-0}"
 }

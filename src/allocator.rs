@@ -4,9 +4,8 @@
 //! Why not the libc's: the libc the static (musl) build links has a
 //! malloc whose threads spin on a shared lock once they outnumber the
 //! cores. With 64 workers on 2 cores, a burst that opens connections to
-//! RDS spent most of its time there (BENCHMARKS.md, "Provisioning
-//! bursts": 100 CreateVolumes on a fresh controller took 290 ms, 104 ms
-//! with this allocator). dlmalloc (pure Rust, one heap behind a futex
+//! RDS spent most of its time there (the figures: BENCHMARKS.md,
+//! "Provisioning bursts"). dlmalloc (pure Rust, one heap behind a futex
 //! lock) waits instead of spinning, but never hands the inside of its
 //! heap back to the kernel; so, as C dlmalloc and glibc do past their
 //! mmap threshold, a block of [`LARGE`] or more is mapped on its own and

@@ -1,71 +1,178 @@
-//! Command-line flags: parsed and validated into [`Args`], with every
-//! default documented in [`USAGE`].
+//! The controller's command line: its flag table ([`USAGE`], which also
+//! writes `--help`, every default said there), parsed and validated into
+//! [`Args`]; and the subcommands, each with a table of its own.
 
 use std::{path::PathBuf, time::Duration};
 
-use crate::endpoint::Endpoint;
+use crate::{
+    endpoint::Endpoint,
+    flags::{self, Flag, Usage},
+};
 
-pub const USAGE: &str = "\
+pub use crate::flags::duration;
+
+pub static USAGE: Usage = Usage {
+    head: "\
 rds-csi-controller: CSI controller for MikroTik ROSE Data Server NVMe/TCP volumes
 
 Usage: rds-csi-controller [OPTIONS]
        rds-csi-controller snapshot-schedule [OPTIONS]   (see its --help)
        rds-csi-controller takeover [OPTIONS]            (see its --help)
-
-Options:
-  --endpoint ADDR            where to serve CSI: unix:///path, a path, or
-                             tcp://127.0.0.1:PORT (debugging) [env CSI_ENDPOINT]
-                             [default: unix:///csi/csi.sock]
-  --driver-name NAME         CSI driver name [default: rds.csi.srvlab.io]
-  --workers N                worker threads serving calls; each waits on one
-                             API or RDS request at a time [default: 64]
-  --queue-depth N            calls that may wait for a worker; more are refused
-                             with RESOURCE_EXHAUSTED [default: 128]
-  --shutdown-grace DURATION  time in-flight calls get after SIGTERM [default: 10s]
-  --startup-timeout DURATION how long to retry the attachment rebuild before
-                             giving up [default: 60s]
-  --kubeconfig PATH          kubeconfig to use [env KUBECONFIG]; else the
-                             in-cluster service account; else standalone mode
-  --kube-api-qps N           client-side rate limit, requests/s (0: off) [default: 50]
-  --kube-api-burst N         requests allowed at once above the rate [default: 100]
-  --kube-api-timeout DURATION  limit for one Kubernetes API request [default: 15s]
-  --rds-url URL              RouterOS REST API of the RDS: https://HOST[:PORT]
-                             (http:// only for loopback addresses) [env RDS_URL].
-                             Without it
-                             the controller only fences attachments; with it
-                             it also creates, deletes and grows volumes
-  --rds-credentials-dir DIR  files username, password and optionally ca.crt
-                             (PEM), re-read after a 401 and every 60s
-                             [default: /etc/rds-csi]
-  --rds-insecure-skip-verify do not verify RDS's TLS certificate
-  --rds-volume-path PATH     where volume files go unless a StorageClass says
-                             volumePath [default: /storage-pool/metal-csi]
-  --rds-timeout DURATION     limit for one RDS request [default: 10s]
-  --reconcile-interval DURATION  how often PV annotations are reconciled with
-                             VolumeAttachments, after a first pass at startup
-                             (0: never) [default: 5m]
-  --attachment-grace-period DURATION  an annotation without a VolumeAttachment
-                             is cleared once seen so for this long [default: 30s]
-  --unhealthy-after DURATION Probe and /readyz answer not-ready while the
-                             Kubernetes API or RDS has not answered a check
-                             for this long (also --rds-unhealthy-after)
-                             [default: 30s]
-  --health-interval DURATION how often the Kubernetes API and RDS are checked
-                             in the background [default: 10s]
-  --metrics-address ADDR     serve /metrics, /healthz and /readyz over HTTP on
-                             HOST:PORT (or :PORT for every address); empty: off
-                             [default: off]
-  --log-format FORMAT        text or json (one JSON object per line)
-                             [default: text]
-  --log-level LEVEL          error, warn, info, debug or trace [env RUST_LOG]
-                             [default: info]
-  -v, --verbose              same as --log-level debug
-  -V, --version              print the version and exit
-  -h, --help                 print this help and exit
-
-Durations: ms, s, m, h and d, alone or compounded (500ms, 10s, 1h30m, 7d),
-or a plain number of seconds.
-";
+",
+    flags: &[
+        Flag {
+            names: &["--endpoint"],
+            value: Some("ADDR"),
+            help: "where to serve CSI: unix:///path, a path, or\ntcp://127.0.0.1:PORT (debugging) [env CSI_ENDPOINT]\n[default: unix:///csi/csi.sock]",
+        },
+        Flag {
+            names: &["--driver-name"],
+            value: Some("NAME"),
+            help: "CSI driver name [default: rds.csi.srvlab.io]",
+        },
+        Flag {
+            names: &["--workers"],
+            value: Some("N"),
+            help: "worker threads serving calls; each waits on one\nAPI or RDS request at a time [default: 64]",
+        },
+        Flag {
+            names: &["--queue-depth"],
+            value: Some("N"),
+            help: "calls that may wait for a worker; more are refused\nwith RESOURCE_EXHAUSTED [default: 128]",
+        },
+        Flag {
+            names: &["--shutdown-grace"],
+            value: Some("DURATION"),
+            help: "time in-flight calls get after SIGTERM [default: 10s]",
+        },
+        Flag {
+            names: &["--startup-timeout"],
+            value: Some("DURATION"),
+            help: "how long to retry the attachment rebuild before\ngiving up [default: 60s]",
+        },
+        Flag {
+            names: &["--kubeconfig"],
+            value: Some("PATH"),
+            help: "kubeconfig to use [env KUBECONFIG]; else the\nin-cluster service account; else standalone mode",
+        },
+        Flag {
+            names: &["--kube-api-qps"],
+            value: Some("N"),
+            help: "client-side rate limit, requests/s (0: off) [default: 50]",
+        },
+        Flag {
+            names: &["--kube-api-burst"],
+            value: Some("N"),
+            help: "requests allowed at once above the rate [default: 100]",
+        },
+        Flag {
+            names: &["--kube-api-timeout"],
+            value: Some("DURATION"),
+            help: "limit for one Kubernetes API request [default: 15s]",
+        },
+        Flag {
+            names: &["--rds-url"],
+            value: Some("URL"),
+            help: "RouterOS REST API of the RDS: https://HOST[:PORT]\n(http:// only for loopback addresses) [env RDS_URL].\nWithout it\nthe controller only fences attachments; with it\nit also creates, deletes and grows volumes",
+        },
+        Flag {
+            names: &["--rds-credentials-dir"],
+            value: Some("DIR"),
+            help: "files username, password and optionally ca.crt\n(PEM), re-read after a 401 and every 60s\n[default: /etc/rds-csi]",
+        },
+        Flag {
+            names: &["--rds-insecure-skip-verify"],
+            value: None,
+            help: "do not verify RDS's TLS certificate",
+        },
+        Flag {
+            names: &["--rds-volume-path"],
+            value: Some("PATH"),
+            help: "where volume files go unless a StorageClass says\nvolumePath [default: /storage-pool/metal-csi]",
+        },
+        Flag {
+            names: &["--rds-timeout"],
+            value: Some("DURATION"),
+            help: "limit for one RDS request [default: 10s]",
+        },
+        Flag {
+            names: &["--reconcile-interval"],
+            value: Some("DURATION"),
+            help: "how often PV annotations are reconciled with\nVolumeAttachments, after a first pass at startup\n(0: never) [default: 5m]",
+        },
+        Flag {
+            names: &["--attachment-grace-period"],
+            value: Some("DURATION"),
+            help: "an annotation without a VolumeAttachment\nis cleared once seen so for this long [default: 30s]",
+        },
+        Flag {
+            names: &["--rds-unhealthy-after", "--unhealthy-after"],
+            value: Some("DURATION"),
+            help: "Probe and /readyz answer not-ready while the\nKubernetes API or RDS has not answered a check\nfor this long [default: 30s]",
+        },
+        Flag {
+            names: &["--health-interval"],
+            value: Some("DURATION"),
+            help: "how often the Kubernetes API and RDS are checked\nin the background [default: 10s]",
+        },
+        Flag {
+            names: &["--leader-election"],
+            value: None,
+            help: "run background work (reconciliation, adoption of records,\ntheir Events) only while holding the controller's Lease;\nCSI calls are served either way (for two replicas)",
+        },
+        Flag {
+            names: &["--leader-election-namespace"],
+            value: Some("NS"),
+            help: "the Lease's namespace [env POD_NAMESPACE; default:\nthe service account's namespace]",
+        },
+        Flag {
+            names: &["--leader-election-lease-duration"],
+            value: Some("DURATION"),
+            help: "how long a Lease not renewed stays its holder's\n[default: 15s]",
+        },
+        Flag {
+            names: &["--leader-election-renew-deadline"],
+            value: Some("DURATION"),
+            help: "how long the holder keeps trying to renew before it\nstops leading [default: 10s]",
+        },
+        Flag {
+            names: &["--leader-election-retry-period"],
+            value: Some("DURATION"),
+            help: "how often the Lease is renewed or tried [default: 5s]",
+        },
+        Flag {
+            names: &["--metrics-address"],
+            value: Some("ADDR"),
+            help: "serve /metrics, /healthz and /readyz over HTTP on\nHOST:PORT (or :PORT for every address); empty: off\n[default: off]",
+        },
+        Flag {
+            names: &["--log-format"],
+            value: Some("FORMAT"),
+            help: "text or json (one JSON object per line)\n[default: text]",
+        },
+        Flag {
+            names: &["--log-level"],
+            value: Some("LEVEL"),
+            help: "error, warn, info, debug or trace [env RUST_LOG]\n[default: info]",
+        },
+        Flag {
+            names: &["-v", "--verbose"],
+            value: None,
+            help: "same as --log-level debug",
+        },
+        Flag {
+            names: &["-V", "--version"],
+            value: None,
+            help: "print the version and exit",
+        },
+        Flag {
+            names: &["-h", "--help"],
+            value: None,
+            help: "print this help and exit",
+        },
+    ],
+    tail: "",
+};
 
 pub const DEFAULT_DRIVER_NAME: &str = "rds.csi.srvlab.io";
 
@@ -93,7 +200,20 @@ pub struct Args {
     pub attachment_grace_period: Duration,
     /// `None`: no metrics endpoint.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// `None`: no leader election; this process does all background work.
+    pub leader_election: Option<LeaderElection>,
     pub log_format: LogFormat,
+}
+
+/// The controller's own Lease (see [`crate::lease`]), as the CSI sidecars
+/// name their flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderElection {
+    /// `None`: the pod's own (`POD_NAMESPACE`, else the service account's).
+    pub namespace: Option<String>,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
 }
 
 /// How log lines are written.
@@ -142,10 +262,11 @@ pub fn parse(
     let mut a = Args {
         endpoint: Endpoint::Tcp(([127, 0, 0, 1], 0).into()),
         driver_name: DEFAULT_DRIVER_NAME.into(),
-        // Sized from the provisioning burst (BENCHMARKS.md): a worker
-        // blocked on a request costs a mostly untouched stack, and the
-        // stock sidecars send up to 130 calls at once (csi-provisioner's
-        // 100 worker threads, 10 each for the others): all fit.
+        // Sized from the burst measured in BENCHMARKS.md, "Provisioning
+        // bursts": a worker blocked on a request costs a mostly untouched
+        // stack, and the stock sidecars send up to 130 calls at once
+        // (csi-provisioner's 100 worker threads, 10 each for the others):
+        // all fit.
         workers: 64,
         queue_depth: 128,
         shutdown_grace: Duration::from_secs(10),
@@ -162,7 +283,15 @@ pub fn parse(
         attachment_grace_period: Duration::from_secs(30),
         metrics_address: None,
         log_format: LogFormat::Text,
+        leader_election: None,
     };
+    let mut election = LeaderElection {
+        namespace: env("POD_NAMESPACE").filter(|n| !n.is_empty()),
+        lease_duration: Duration::from_secs(15),
+        renew_deadline: Duration::from_secs(10),
+        retry_period: Duration::from_secs(5),
+    };
+    let mut elect = false;
     let mut rds_url: Option<String> = env("RDS_URL");
     let mut rds = RdsArgs {
         url: String::new(),
@@ -178,63 +307,73 @@ pub fn parse(
         Some("takeover") => return Ok(Command::Takeover(it.skip(1).collect())),
         _ => {}
     }
-    let mut flags = Flags::new(it);
-    while let Some((flag, inline)) = flags.next_flag() {
-        let mut value = |name: &str| flags.value(name, inline.clone());
-        match flag.as_str() {
+    for (flag, v) in USAGE.parse(it)? {
+        let value = || -> Result<String, String> { Ok(flags::value(v.clone())) };
+        match flag {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
             "-v" | "--verbose" => a.log_level = Some("debug".into()),
-            "--endpoint" => endpoint = value(&flag)?,
-            "--driver-name" => a.driver_name = value(&flag)?,
-            "--workers" => a.workers = positive(&flag, &value(&flag)?)?,
-            "--queue-depth" => a.queue_depth = positive(&flag, &value(&flag)?)?,
-            "--shutdown-grace" => a.shutdown_grace = duration(&flag, &value(&flag)?)?,
-            "--startup-timeout" => a.startup_timeout = duration(&flag, &value(&flag)?)?,
-            "--kubeconfig" => a.kubeconfig = Some(PathBuf::from(value(&flag)?)),
+            "--endpoint" => endpoint = value()?,
+            "--driver-name" => a.driver_name = value()?,
+            "--workers" => a.workers = positive(flag, &value()?)?,
+            "--queue-depth" => a.queue_depth = positive(flag, &value()?)?,
+            "--shutdown-grace" => a.shutdown_grace = duration(flag, &value()?)?,
+            "--startup-timeout" => a.startup_timeout = duration(flag, &value()?)?,
+            "--kubeconfig" => a.kubeconfig = Some(PathBuf::from(value()?)),
             "--kube-api-qps" => {
-                let v = value(&flag)?;
+                let v = value()?;
                 a.kube_api_qps = v
                     .parse::<f64>()
                     .ok()
                     .filter(|q| q.is_finite() && *q >= 0.0)
                     .ok_or_else(|| format!("{flag}: {v:?} is not a non-negative number"))?;
             }
-            "--kube-api-burst" => a.kube_api_burst = positive(&flag, &value(&flag)?)? as u32,
-            "--kube-api-timeout" => a.kube_api_timeout = duration(&flag, &value(&flag)?)?,
-            "--rds-url" => rds_url = Some(value(&flag)?),
-            "--rds-credentials-dir" => rds.credentials_dir = PathBuf::from(value(&flag)?),
+            "--kube-api-burst" => a.kube_api_burst = positive(flag, &value()?)? as u32,
+            "--kube-api-timeout" => a.kube_api_timeout = duration(flag, &value()?)?,
+            "--rds-url" => rds_url = Some(value()?),
+            "--rds-credentials-dir" => rds.credentials_dir = PathBuf::from(value()?),
             "--rds-insecure-skip-verify" => rds.insecure_skip_verify = true,
             "--rds-volume-path" => {
-                let v = value(&flag)?;
+                let v = value()?;
                 crate::volume::check_volume_path(&v).map_err(|e| format!("{flag}: {e}"))?;
                 rds.volume_path = v.trim_end_matches('/').to_string();
             }
-            "--rds-timeout" => rds.timeout = duration(&flag, &value(&flag)?)?,
-            "--unhealthy-after" | "--rds-unhealthy-after" => {
-                a.unhealthy_after = duration(&flag, &value(&flag)?)?
+            "--rds-timeout" => rds.timeout = duration(flag, &value()?)?,
+            "--unhealthy-after" => a.unhealthy_after = duration(flag, &value()?)?,
+            "--health-interval" => a.health_interval = duration(flag, &value()?)?,
+            "--reconcile-interval" => a.reconcile_interval = duration(flag, &value()?)?,
+            "--attachment-grace-period" => a.attachment_grace_period = duration(flag, &value()?)?,
+            "--leader-election" => elect = true,
+            "--leader-election-namespace" => {
+                let v = value()?;
+                if !crate::kube::is_dns_label(&v) {
+                    return Err(format!("{flag}: {v:?} is not a valid namespace"));
+                }
+                election.namespace = Some(v);
             }
-            "--health-interval" => a.health_interval = duration(&flag, &value(&flag)?)?,
-            "--reconcile-interval" => a.reconcile_interval = duration(&flag, &value(&flag)?)?,
-            "--attachment-grace-period" => {
-                a.attachment_grace_period = duration(&flag, &value(&flag)?)?
+            "--leader-election-lease-duration" => {
+                election.lease_duration = duration(flag, &value()?)?
             }
+            "--leader-election-renew-deadline" => {
+                election.renew_deadline = duration(flag, &value()?)?
+            }
+            "--leader-election-retry-period" => election.retry_period = duration(flag, &value()?)?,
             "--metrics-address" => {
-                let v = value(&flag)?;
+                let v = value()?;
                 a.metrics_address = match v.as_str() {
                     "" => None,
                     _ => Some(socket_address(&v).map_err(|e| format!("{flag} {v:?}: {e}"))?),
                 };
             }
             "--log-format" => {
-                a.log_format = match value(&flag)?.as_str() {
+                a.log_format = match value()?.as_str() {
                     "text" => LogFormat::Text,
                     "json" => LogFormat::Json,
                     other => return Err(format!("{flag}: {other:?} is not text or json")),
                 }
             }
             "--log-level" => {
-                let v = value(&flag)?.to_ascii_lowercase();
+                let v = value()?.to_ascii_lowercase();
                 if !["error", "warn", "info", "debug", "trace", "off"].contains(&v.as_str()) {
                     return Err(format!(
                         "{flag}: {v:?} is not one of error, warn, info, debug, trace, off"
@@ -242,7 +381,7 @@ pub fn parse(
                 }
                 a.log_level = Some(v);
             }
-            other => return Err(format!("unknown argument {other:?}")),
+            other => return Err(format!("{other}: in the flag table but not handled")),
         }
     }
     a.endpoint = Endpoint::parse(&endpoint).map_err(|e| format!("--endpoint {e}"))?;
@@ -264,43 +403,27 @@ pub fn parse(
             a.unhealthy_after, a.health_interval
         ));
     }
+    if elect {
+        // As client-go requires: the holder gives up before another may take it.
+        if election.retry_period.is_zero() || election.renew_deadline <= election.retry_period {
+            return Err(format!(
+                "--leader-election-renew-deadline ({:?}) must be more than --leader-election-retry-period ({:?}), which must be more than zero",
+                election.renew_deadline, election.retry_period
+            ));
+        }
+        if election.lease_duration <= election.renew_deadline {
+            return Err(format!(
+                "--leader-election-lease-duration ({:?}) must be more than --leader-election-renew-deadline ({:?})",
+                election.lease_duration, election.renew_deadline
+            ));
+        }
+        a.leader_election = Some(election);
+    }
     if let Some(url) = rds_url.filter(|u| !u.is_empty()) {
         (rds.url, rds.host) = rds_url_parts(&url).map_err(|e| format!("--rds-url {url:?}: {e}"))?;
         a.rds = Some(rds);
     }
     Ok(Command::Run(Box::new(a)))
-}
-
-/// A command line read flag by flag, as every subcommand reads its own:
-/// `--flag=value`, `--flag value`, bare flags and short ones (`-v`).
-pub struct Flags<I: Iterator<Item = String>> {
-    args: I,
-}
-
-impl<I: Iterator<Item = String>> Flags<I> {
-    pub fn new(args: impl IntoIterator<Item = String, IntoIter = I>) -> Self {
-        Flags {
-            args: args.into_iter(),
-        }
-    }
-
-    /// The next flag, with the value written into it after `=` (long
-    /// flags only); `None` once the arguments are used up.
-    pub fn next_flag(&mut self) -> Option<(String, Option<String>)> {
-        let arg = self.args.next()?;
-        Some(match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg, None),
-        })
-    }
-
-    /// The value of `flag`: `inline` (from [`Flags::next_flag`]), else
-    /// the next argument; neither → an error naming the flag.
-    pub fn value(&mut self, flag: &str, inline: Option<String>) -> Result<String, String> {
-        inline
-            .or_else(|| self.args.next())
-            .ok_or_else(|| format!("{flag} needs a value"))
-    }
 }
 
 /// The CSI rule for plugin names: at most 63 characters, alphanumeric at
@@ -392,42 +515,6 @@ fn positive(flag: &str, v: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{flag}: {v:?} is not a whole number from 1 to 1048576"))
 }
 
-/// A duration like `500ms`, `10s`, `2m`, `168h`, `7d` or `1h30m` (a bare
-/// number is seconds).
-pub fn duration(flag: &str, v: &str) -> Result<Duration, String> {
-    let bad = || format!("{flag}: {v:?} is not a duration like 500ms, 10s, 2m, 168h or 1h30m");
-    if v.is_empty() {
-        return Err(bad());
-    }
-    if v.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        let n: f64 = v.parse().map_err(|_| bad())?;
-        return Duration::try_from_secs_f64(n).map_err(|_| bad());
-    }
-    let mut secs = 0f64;
-    let mut rest = v;
-    while !rest.is_empty() {
-        let i = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(bad)?;
-        let (num, tail) = rest.split_at(i);
-        let j = tail
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(j);
-        let n: f64 = num.parse().map_err(|_| bad())?;
-        secs += n * match unit {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "d" => 86400.0,
-            _ => return Err(bad()),
-        };
-        rest = tail;
-    }
-    Duration::try_from_secs_f64(secs).map_err(|_| bad())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,22 +572,30 @@ mod tests {
     }
 
     #[test]
-    fn every_duration_form_the_help_shows_parses() {
-        let line = USAGE
-            .lines()
-            .find(|l| l.starts_with("Durations:"))
-            .expect("the help says the duration forms");
-        let examples: Vec<&str> = line
-            .split(['(', ')', ','])
-            .map(str::trim)
-            .filter(|w| w.starts_with(|c: char| c.is_ascii_digit()))
-            .collect();
-        assert_eq!(examples, ["500ms", "10s", "1h30m", "7d"]);
-        for e in examples {
-            assert!(duration("--x", e).is_ok(), "{e}");
-        }
-        for unit in ["ms", "s", "m", "h", "d"] {
-            assert!(duration("--x", &format!("2{unit}")).is_ok(), "{unit}");
+    fn every_flag_of_the_help_is_parsed_and_every_duration_form_it_shows_too() {
+        let help = USAGE.help();
+        assert!(help.contains(crate::flags::DURATIONS), "{help}");
+        for f in USAGE.flags {
+            let name = f.names[f.names.len() - 1];
+            let sample = match f.value {
+                None => None,
+                // Under 30s: --health-interval may not exceed --unhealthy-after.
+                Some("DURATION") => Some("10s500ms"),
+                Some("N") => Some("3"),
+                Some("ADDR") => Some("127.0.0.1:9809"),
+                Some("URL") => Some("https://10.0.0.5"),
+                Some("FORMAT") => Some("json"),
+                Some("LEVEL") => Some("debug"),
+                Some("NAME") => Some("rds.csi.srvlab.io"),
+                Some("NS") => Some("storage"),
+                Some(_) => Some("/x"),
+            };
+            let args: Vec<String> = std::iter::once(name.to_string())
+                .chain(sample.map(str::to_string))
+                .collect();
+            if let Err(e) = parse(args, |_| None) {
+                panic!("{name} (from the help) is refused: {e}");
+            }
         }
     }
 

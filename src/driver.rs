@@ -3,8 +3,8 @@
 //! before it serves.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, OnceLock},
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -19,11 +19,25 @@ use crate::{
     volume::{Defaults, VolumeManager},
 };
 
-/// How long a node seen to exist is taken to exist without asking again.
-/// Nodes are rarely deleted, and a Publish to a node deleted moments ago is
-/// caught by the CO anyway; this keeps Publish at two API requests.
-const NODE_TTL: Duration = Duration::from_secs(30);
-
+/// The controller's state: built once per process by [`Driver::new`] and
+/// shared by every worker thread behind an `Arc`; each CSI call runs
+/// against `&Driver`.
+///
+/// It owns the driver's name and Kubernetes client; built from that client,
+/// the [`AttachmentManager`] (the volume → node map, persisted on PV
+/// annotations) and its [`Reconciler`]; the [`VolumeManager`] when RDS is
+/// configured; one [`Turns`], shared by both managers, so that every change
+/// to one volume (attach or lifecycle) runs alone; the Events [`Recorder`];
+/// and handles on the process's [`Metrics`] and [`Health`].
+///
+/// Contract: building it sends nothing. Before serving, the caller runs
+/// [`Driver::initialize`] and does not serve if it fails (no fencing
+/// without the map); once the socket serves, [`Driver::set_ready`]: until
+/// then Probe answers not ready. Without a Kubernetes client (standalone)
+/// Publish and Unpublish are refused and nothing is fenced; without RDS the
+/// volume calls are refused (UNIMPLEMENTED). Events are best effort, and
+/// recorded only between [`Driver::start_events`] and
+/// [`Driver::stop_events`].
 pub struct Driver {
     name: String,
     client: Option<kube::Client>,
@@ -33,12 +47,11 @@ pub struct Driver {
     reconciler: Option<Reconciler>,
     /// Present when RDS is configured (`--rds-url`).
     volumes: Option<VolumeManager>,
-    /// Scope: node name → time it was last seen; lookups only, no I/O.
-    nodes_seen: Mutex<HashMap<String, Instant>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    /// Present with a Kubernetes client.
-    events: Option<Recorder>,
+    /// Set once by the process ([`Driver::start_events`]) when there is a
+    /// Kubernetes client; until then Events are not recorded.
+    events: OnceLock<Recorder>,
 }
 
 impl Driver {
@@ -51,6 +64,7 @@ impl Driver {
         rds: Option<(rds::Client, Defaults)>,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
+        shared: bool,
     ) -> Driver {
         let turns = Arc::new(Turns::default());
         let attachments = client.as_ref().map(|c| {
@@ -61,16 +75,7 @@ impl Driver {
             ))
         });
         let volumes = rds.map(|(rds, defaults)| {
-            VolumeManager::new(rds, defaults, turns.clone(), attachments.clone())
-        });
-        let events = client.as_ref().zip(attachments.clone()).map(|(c, a)| {
-            // The thread ends with the process (the queue's sender lives in the driver).
-            let (recorder, _poster) = Recorder::start(
-                c.clone(),
-                Box::new(move |v| objects_of(&a, v)),
-                metrics.clone(),
-            );
-            recorder
+            VolumeManager::new(rds, defaults, turns.clone(), attachments.clone(), shared)
         });
         let reconciler = attachments.clone().map(Reconciler::new);
         Driver {
@@ -79,10 +84,34 @@ impl Driver {
             attachments,
             reconciler,
             volumes,
-            nodes_seen: Mutex::new(HashMap::new()),
             metrics,
             health,
-            events,
+            events: OnceLock::new(),
+        }
+    }
+
+    /// Starts the thread that posts this driver's Events as `instance` (the
+    /// pod); `None` without a Kubernetes client. The caller owns the thread:
+    /// [`Driver::stop_events`], then join it.
+    pub fn start_events(&self, instance: &str) -> Option<JoinHandle<()>> {
+        let (client, attachments) = self.client.clone().zip(self.attachments.clone())?;
+        let (recorder, poster) = Recorder::start(
+            client,
+            Box::new(move |v| objects_of(&attachments, v)),
+            self.metrics.clone(),
+            instance.to_string(),
+        );
+        // A second start is a bug of the caller's: its thread ends at once.
+        if let Err(extra) = self.events.set(recorder) {
+            extra.close();
+        }
+        Some(poster)
+    }
+
+    /// No more Events: the posting thread ends once the queue is posted.
+    pub fn stop_events(&self) {
+        if let Some(r) = self.events.get() {
+            r.close();
         }
     }
 
@@ -166,9 +195,30 @@ impl Driver {
     /// Records a Kubernetes Event about `volume`, best effort (see
     /// [`Recorder`]); without a client, nothing.
     pub fn event(&self, volume: &str, kind: EventType, reason: &'static str, message: String) {
-        if let Some(r) = &self.events {
+        if let Some(r) = self.events.get() {
             r.record(volume, kind, reason, message);
         }
+    }
+
+    /// Reads the attachment map afresh from the PVs (another replica may
+    /// have written since it was built). A failure is logged and leaves
+    /// the map as it was: every decision is taken against the PV anyway.
+    pub fn refresh(&self) {
+        if let Some(manager) = &self.attachments {
+            match manager.rebuild() {
+                Ok(report) => log::info!(
+                    "attachment map refreshed from {} PVs: {} attachments",
+                    report.scanned,
+                    manager.len()
+                ),
+                Err(e) => log::warn!("attachment map not refreshed: {e}"),
+            }
+        }
+    }
+
+    /// The Kubernetes client, absent in standalone mode.
+    pub fn client(&self) -> Option<&kube::Client> {
+        self.client.as_ref()
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -189,9 +239,11 @@ impl Driver {
         self.volumes.as_ref()
     }
 
-    /// Rebuilds the attachment map from the PVs. Retries with backoff (API
-    /// unreachable, 403, 5xx, …) until `timeout` has passed, then returns
-    /// the last error: the caller must not serve without the map.
+    /// Rebuilds the attachment map from the PVs. Retries on any error (API
+    /// unreachable, 403, 5xx, …), waiting 250 ms doubled up to 5 s, until
+    /// `timeout` has passed, then returns the last error: the caller must
+    /// not serve without the map. Without a Kubernetes client, an empty
+    /// report at once.
     pub fn initialize(&self, timeout: Duration) -> Result<RebuildReport, kube::Error> {
         let Some(manager) = &self.attachments else {
             return Ok(RebuildReport::default());
@@ -217,8 +269,9 @@ impl Driver {
         }
     }
 
-    /// Marks startup finished: Probe answers ready from now on (while
-    /// RDS, once configured, answers; see [`Health`]).
+    /// Marks startup finished: Probe answers ready from now on, while each
+    /// configured target (the Kubernetes API, RDS) answers its checks; see
+    /// [`Health`].
     pub fn set_ready(&self) {
         self.health.set_rebuilt();
     }
@@ -226,32 +279,6 @@ impl Driver {
     /// What Probe answers. Never waits on I/O.
     pub fn is_ready(&self) -> bool {
         self.health.probe_ready()
-    }
-
-    /// Whether `node` exists; positive answers are cached for [`NODE_TTL`].
-    /// Without a client every node is taken to exist.
-    pub(crate) fn node_exists(&self, node: &str) -> Result<bool, kube::Error> {
-        let Some(client) = &self.client else {
-            return Ok(true);
-        };
-        if let Some(seen) = self
-            .nodes_seen
-            .lock()
-            .expect("node cache lock poisoned")
-            .get(node)
-        {
-            if seen.elapsed() < NODE_TTL {
-                return Ok(true);
-            }
-        }
-        let exists = client.node_exists(node)?;
-        let mut seen = self.nodes_seen.lock().expect("node cache lock poisoned");
-        if exists {
-            seen.insert(node.to_string(), Instant::now());
-        } else {
-            seen.remove(node);
-        }
-        Ok(exists)
     }
 }
 

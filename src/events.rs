@@ -12,7 +12,7 @@
 
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{Arc, Mutex},
     thread::JoinHandle,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -56,26 +56,40 @@ struct Pending {
     message: String,
 }
 
-/// The queue's sending side; dropping it ends the posting thread once the
-/// queue is drained.
+/// The queue's sending side. [`Recorder::close`] (or dropping it) ends the
+/// posting thread once the queue is drained.
 pub struct Recorder {
-    tx: Sender<Pending>,
+    /// Scope: one `try_send` (never blocks), or taking the sender to close.
+    tx: Mutex<Option<Sender<Pending>>>,
     metrics: Arc<Metrics>,
 }
 
 impl Recorder {
-    /// Starts the posting thread.
+    /// Starts the posting thread, whose Events name `instance` (the pod)
+    /// as their `reportingInstance`. The caller owns the thread: close the
+    /// recorder, then join it.
     pub fn start(
         client: kube::Client,
         resolve: Box<Resolve>,
         metrics: Arc<Metrics>,
+        instance: String,
     ) -> (Recorder, JoinHandle<()>) {
         let (tx, rx) = bounded(QUEUE);
         let poster = std::thread::Builder::new()
             .name("events".into())
-            .spawn(move || post(rx, &client, &*resolve))
+            .spawn(move || post(rx, &client, &*resolve, &instance))
             .expect("spawn events thread");
-        (Recorder { tx, metrics }, poster)
+        let recorder = Recorder {
+            tx: Mutex::new(Some(tx)),
+            metrics,
+        };
+        (recorder, poster)
+    }
+
+    /// No more Events: the posting thread ends once it has posted what is
+    /// queued. Later [`Recorder::record`]s are dropped and counted.
+    pub fn close(&self) {
+        self.tx.lock().expect("event queue lock poisoned").take();
     }
 
     /// Queues an Event about `volume`; never blocks.
@@ -86,7 +100,11 @@ impl Recorder {
             reason,
             message,
         };
-        match self.tx.try_send(pending) {
+        let sent = match &*self.tx.lock().expect("event queue lock poisoned") {
+            Some(tx) => tx.try_send(pending),
+            None => Err(TrySendError::Disconnected(pending)),
+        };
+        match sent {
             Ok(()) => {}
             Err(TrySendError::Full(p)) => {
                 self.metrics.event_dropped();
@@ -108,7 +126,7 @@ struct Posted {
     count: u64,
 }
 
-fn post(rx: Receiver<Pending>, client: &kube::Client, resolve: &Resolve) {
+fn post(rx: Receiver<Pending>, client: &kube::Client, resolve: &Resolve, instance: &str) {
     let mut posted: HashMap<(ObjectRef, &'static str, String), Posted> = HashMap::new();
     for p in rx {
         for object in resolve(&p.volume) {
@@ -135,7 +153,7 @@ fn post(rx: Receiver<Pending>, client: &kube::Client, resolve: &Resolve) {
                 ns => ns.to_string(),
             };
             let name = format!("{}.{:x}", object.name, unique());
-            let event = event(&object, &namespace, &name, &p, &now);
+            let event = event(&object, &namespace, &name, &p, &now, instance);
             match client.create_event(&namespace, &event) {
                 Ok(()) => {
                     if posted.len() >= REMEMBERED {
@@ -156,7 +174,14 @@ fn post(rx: Receiver<Pending>, client: &kube::Client, resolve: &Resolve) {
     }
 }
 
-fn event(object: &ObjectRef, namespace: &str, name: &str, p: &Pending, now: &str) -> Value {
+fn event(
+    object: &ObjectRef,
+    namespace: &str,
+    name: &str,
+    p: &Pending,
+    now: &str,
+    instance: &str,
+) -> Value {
     let mut involved = json!({"apiVersion": "v1", "kind": object.kind, "name": object.name});
     if !object.namespace.is_empty() {
         involved["namespace"] = Value::from(object.namespace.clone());
@@ -174,7 +199,7 @@ fn event(object: &ObjectRef, namespace: &str, name: &str, p: &Pending, now: &str
         "type": match p.kind { EventType::Normal => "Normal", EventType::Warning => "Warning" },
         "source": {"component": COMPONENT},
         "reportingComponent": COMPONENT,
-        "reportingInstance": std::env::var("HOSTNAME").unwrap_or_else(|_| COMPONENT.into()),
+        "reportingInstance": instance,
         "firstTimestamp": now,
         "lastTimestamp": now,
         "count": 1,
@@ -216,8 +241,16 @@ mod tests {
             reason: "AttachmentConflict",
             message: "m".into(),
         };
-        let e = event(&pvc, "apps", "data.1", &p, &t);
+        let e = event(
+            &pvc,
+            "apps",
+            "data.1",
+            &p,
+            &t,
+            "rds-csi-rs-controller-7d9f-x2",
+        );
         assert_eq!(e["involvedObject"]["namespace"], "apps");
+        assert_eq!(e["reportingInstance"], "rds-csi-rs-controller-7d9f-x2");
         assert_eq!(e["involvedObject"]["uid"], "u-1");
         assert_eq!(e["type"], "Warning");
         assert_eq!(e["count"], 1);

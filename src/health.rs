@@ -5,13 +5,20 @@
 //! and, when configured, RDS (the pool's `/disk` entry, which also feeds
 //! `rds_csi_rds_up` and `rds_csi_pool_free_bytes`).
 //!
-//! One verdict answers both Probe (what the livenessprobe sidecar and CSI
-//! callers see; not-ready is an answer, never an error) and `/readyz`:
-//! ready once the attachment map is rebuilt, while every configured target
-//! has answered a check within `unhealthy_after` — counted from its last
-//! good answer, or from the end of startup while none has come yet, so a
-//! slow first check does not flap. A dead target never makes the process
-//! look hung: it only turns not-ready.
+//! Two answers, for two askers:
+//! - CSI Probe says whether the controller can serve: ready once the
+//!   attachment map is rebuilt (the socket exists only then). The stock
+//!   sidecars wait at startup until Probe says ready (csi-lib-utils
+//!   `ProbeForever`); a Probe that followed RDS would keep a restarted
+//!   csi-attacher from ever starting while RDS is down, and attaches and
+//!   detaches need no RDS. An RDS outage shows in each call that needs RDS
+//!   (`UNAVAILABLE`), in `rds_csi_rds_up`, and in `/readyz`.
+//! - `/readyz` (for the operator and the kubelet's readiness probe) is
+//!   ready once rebuilt, while every configured target has answered a check
+//!   within `unhealthy_after` — counted from its last good answer, or from
+//!   the end of startup while none has come yet, so a slow first check does
+//!   not flap. A dead target never makes the process look hung: it only
+//!   turns not-ready.
 
 use std::{
     sync::{
@@ -67,9 +74,13 @@ impl Health {
         *self.rebuilt_at.lock().expect("health lock poisoned") = Some(Instant::now());
     }
 
-    /// What Probe answers: the [`verdict`](Self::verdict) is ready.
+    /// What Probe answers: the attachment map is rebuilt (see the module
+    /// doc for why RDS's health is not part of it).
     pub fn probe_ready(&self) -> bool {
-        self.verdict().is_ok()
+        self.rebuilt_at
+            .lock()
+            .expect("health lock poisoned")
+            .is_some()
     }
 
     /// What `/readyz` answers: the [`verdict`](Self::verdict), with the
@@ -78,7 +89,7 @@ impl Health {
         self.verdict()
     }
 
-    /// The one verdict (see the module doc).
+    /// The `/readyz` verdict (see the module doc).
     pub fn verdict(&self) -> Result<(), String> {
         let Some(rebuilt_at) = *self.rebuilt_at.lock().expect("health lock poisoned") else {
             return Err("attachment state not rebuilt yet".into());
@@ -133,8 +144,9 @@ impl Health {
         }
     }
 
-    /// Checks now, then every interval on a thread of its own until the
-    /// returned handle's health is dropped by [`Health::stop`].
+    /// Checks now, then every `interval`, on a thread of its own, until
+    /// [`Health::stop`]; join the returned handle after that. A check under
+    /// way finishes first (within the clients' own time limits).
     pub fn start(self: &Arc<Self>, targets: Targets, metrics: Arc<Metrics>) -> JoinHandle<()> {
         let health = self.clone();
         std::thread::Builder::new()
@@ -189,9 +201,10 @@ mod tests {
     }
 
     #[test]
-    fn probe_and_readyz_give_one_verdict_on_one_threshold() {
+    fn readyz_follows_the_targets_and_probe_only_the_rebuild() {
         let h = health(true, true, Duration::from_secs(30));
         assert!(h.ready().unwrap_err().contains("not rebuilt"));
+        assert!(!h.probe_ready());
         h.set_rebuilt();
         // Nothing answered yet, but within the threshold of startup: ready.
         assert!(h.ready().is_ok() && h.probe_ready());
@@ -204,7 +217,7 @@ mod tests {
             *h.kube_ok_at.lock().unwrap() = kube;
             *h.rds_ok_at.lock().unwrap() = rds;
             let verdict = h.ready();
-            assert_eq!(h.probe_ready(), verdict.is_ok(), "{verdict:?}");
+            assert!(h.probe_ready(), "Probe is ready whatever the targets say");
             match want {
                 None => assert!(verdict.is_ok(), "{verdict:?}"),
                 Some(who) => assert!(verdict.unwrap_err().contains(who)),
@@ -213,7 +226,7 @@ mod tests {
         // Startup long past and no answer ever: not ready.
         let h = health(false, true, Duration::from_secs(30));
         *h.rebuilt_at.lock().unwrap() = ago(60);
-        assert!(!h.probe_ready() && h.ready().is_err());
+        assert!(h.probe_ready() && h.ready().is_err());
         // Only the configured targets count.
         let h = health(false, false, Duration::from_secs(30));
         *h.rebuilt_at.lock().unwrap() = ago(60);

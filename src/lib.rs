@@ -9,15 +9,30 @@
 //! With `--rds-url` it also provisions: volumes are file-backed NVMe/TCP
 //! disks on RDS, managed through the RouterOS REST API.
 //!
-//! Modules: [`cli`] (flags), [`kube`] (Kubernetes REST client), [`rds`]
-//! (RouterOS REST client), [`attachment`] (the volume → node map),
-//! [`volume`] (the volume lifecycle on RDS), [`turns`] (per-volume
-//! exclusion), [`deadline`] (a call's deadline, for all it does),
-//! [`events`] (Kubernetes Events), [`metrics`] (Prometheus metrics and the
-//! health endpoint), [`health`] (background checks behind Probe), [`csi`]
-//! (the calls), [`server`] (grpcio and the worker pool), [`driver`] (ties
-//! them), and [`run`], the process life cycle; [`schedule`] is the
-//! `snapshot-schedule` subcommand, [`takeover`] the `takeover` preflight.
+//! Modules, as declared below:
+//!
+//! - [`attachment`]: the volume → node map, persisted on PV annotations.
+//! - [`cli`]: the command-line flags and their defaults.
+//! - [`csi`]: the CSI calls: validation, the work, gRPC status codes.
+//! - [`deadline`]: the served call's deadline, which stops all it does.
+//! - [`driver`]: the [`driver::Driver`] that owns the clients and managers.
+//! - [`endpoint`]: the `--endpoint` address and the unix socket's life cycle.
+//! - [`events`]: Kubernetes Events about volumes, posted best effort.
+//! - [`flags`]: the one flag layer: a table that parses and writes `--help`.
+//! - [`health`]: Probe's and `/readyz`'s answers, and the checks behind them.
+//! - [`kube`]: the Kubernetes REST client.
+//! - [`lease`]: leader election on the controller's Lease.
+//! - `lifecycle` (private, gRPC builds): the process life cycle, [`run`].
+//! - [`metrics`]: Prometheus metrics and the metrics/health HTTP endpoint.
+//! - [`proto`]: the CSI messages and gRPC glue generated from `proto/csi.proto`.
+//! - [`rds`]: the RouterOS REST client.
+//! - [`schedule`]: the `snapshot-schedule` subcommand.
+//! - [`server`] (gRPC builds): the grpcio server and its worker pool.
+//! - [`takeover`]: the `takeover` subcommand's preflight.
+//! - [`turns`]: per-volume exclusion between the calls that change a volume.
+//! - [`volume`]: the volume lifecycle on RDS.
+//! - `wire` (private): the HTTP exchange both REST clients share, and the
+//!   [`Hook`] through which they report each request (re-exported).
 
 pub mod attachment;
 pub mod cli;
@@ -26,8 +41,10 @@ pub mod deadline;
 pub mod driver;
 pub mod endpoint;
 pub mod events;
+pub mod flags;
 pub mod health;
 pub mod kube;
+pub mod lease;
 #[cfg(feature = "grpc")]
 mod lifecycle;
 pub mod metrics;

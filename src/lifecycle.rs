@@ -13,7 +13,9 @@ use signal_hook::{
     iterator::Signals,
 };
 
-use crate::{cli, driver, health, kube, metrics, rds, server, volume, Hook, EXIT_FAILURE, EXIT_OK};
+use crate::{
+    cli, driver, health, kube, lease, metrics, rds, server, volume, Hook, EXIT_FAILURE, EXIT_OK,
+};
 
 /// The process life cycle on the main thread: build the clients, rebuild
 /// the attachment map (fail closed: no socket without it), bind, serve
@@ -43,6 +45,7 @@ pub fn run(args: cli::Args) -> i32 {
         rds,
         metrics.clone(),
         health.clone(),
+        args.leader_election.is_some(),
     ));
     serve(&args, driver, health, targets, metrics)
 }
@@ -143,6 +146,10 @@ fn serve(
     targets: health::Targets,
     metrics: Arc<metrics::Metrics>,
 ) -> i32 {
+    // Whether this process does the background work: always without
+    // leader election, else while it holds the Lease.
+    let leading = Arc::new(AtomicBool::new(args.leader_election.is_none()));
+    metrics.set_leader(leading.load(Ordering::SeqCst));
     // Up before the rebuild, so that /readyz tells a slow start from a hung one.
     let pool: Arc<OnceLock<Weak<server::Pool>>> = Arc::default();
     // The socket, once it serves (for /healthz).
@@ -161,6 +168,7 @@ fn serve(
                     health.clone(),
                     pool.clone(),
                     serving.clone(),
+                    leading.clone(),
                 ),
             ) {
                 Ok(s) => Some(s),
@@ -173,6 +181,8 @@ fn serve(
         None => None,
     };
 
+    let identity = identity();
+    let events = driver.start_events(&identity);
     let started = Instant::now();
     match driver.initialize(args.startup_timeout) {
         Ok(report) => metrics.rebuild(started.elapsed(), report.scanned),
@@ -186,7 +196,11 @@ fn serve(
     }
     // Before serving, what VolumeAttachments say is attached is recorded
     // (so it is fenced); clearing waits for passes past the grace period.
-    if !args.reconcile_interval.is_zero() {
+    // With leader election, the Lease holder adopts when it takes the Lease
+    // (see `background`): every adoption is a compare-and-set on the PV,
+    // decided again inside the volume's turn, so a Publish served meanwhile
+    // by either replica wins and the adoption then changes nothing.
+    if !args.reconcile_interval.is_zero() && args.leader_election.is_none() {
         driver.adopt();
     }
 
@@ -212,10 +226,28 @@ fn serve(
     let _ = pool.set(Arc::downgrade(server.pool()));
     let _ = serving.set(args.endpoint.clone());
     driver.set_ready();
-    let checker = health.start(targets, metrics);
+    let checker = health.start(targets, metrics.clone());
     let stop_reconciling = Arc::new(AtomicBool::new(false));
     let reconciler = (!args.reconcile_interval.is_zero())
-        .then(|| reconcile_in_background(args, &driver, &stop_reconciling));
+        .then(|| reconcile_in_background(args, &driver, &leading, &stop_reconciling));
+    let stop_electing = Arc::new(AtomicBool::new(false));
+    let elector = match &args.leader_election {
+        None => None,
+        Some(settings) => match elect_in_background(
+            settings,
+            &driver,
+            &identity,
+            &leading,
+            &stop_electing,
+            &metrics,
+        ) {
+            Ok(thread) => thread,
+            Err(()) => {
+                server.shutdown(args.shutdown_grace);
+                return EXIT_FAILURE;
+            }
+        },
+    };
 
     if let Some(sig) = signals.forever().next() {
         log::info!(
@@ -225,19 +257,60 @@ fn serve(
     }
     health.stop();
     stop_reconciling.store(true, Ordering::SeqCst);
-    server.shutdown(args.shutdown_grace);
-    let _ = checker.join();
     if let Some(r) = reconciler {
         let _ = r.join();
+    }
+    // Background work has stopped: the Lease goes to the other replica
+    // while this one finishes its calls.
+    stop_electing.store(true, Ordering::SeqCst);
+    if let Some(e) = elector {
+        let _ = e.join();
+    }
+    server.shutdown(args.shutdown_grace);
+    let _ = checker.join();
+    driver.stop_events();
+    if let Some(poster) = events {
+        join_within(poster, "events", EVENTS_DRAIN);
     }
     EXIT_OK
 }
 
-/// A pass every `--reconcile-interval` on a thread of its own, until
-/// `stop` is set.
+/// How long exit waits for queued Events to be posted.
+const EVENTS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Joins `thread`, or gives up after `limit` (it is then left to end with
+/// the process: a thread blocked on the API must not hold the exit).
+fn join_within(thread: std::thread::JoinHandle<()>, what: &str, limit: std::time::Duration) {
+    let until = Instant::now() + limit;
+    while !thread.is_finished() {
+        if Instant::now() >= until {
+            log::warn!("{what}: not finished within {limit:?}; exiting without it");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = thread.join();
+}
+
+/// Who this process is, to the cluster: `POD_NAME` (the downward API), else
+/// the host name (a pod's name too, unless the pod sets `hostname`), else
+/// the component's name. Named in Events as their `reportingInstance`.
+fn identity() -> String {
+    let named = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    named(std::env::var("POD_NAME").ok())
+        .or_else(|| named(std::fs::read_to_string("/proc/sys/kernel/hostname").ok()))
+        .or_else(|| named(std::env::var("HOSTNAME").ok()))
+        .unwrap_or_else(|| "rds-csi-controller".into())
+}
+
+/// A pass every `--reconcile-interval` on a thread of its own while this
+/// process leads, until `stop` is set. On taking the lead (with leader
+/// election) it first refreshes the attachment map from the PVs (the other
+/// replica may have written since) and adopts what VolumeAttachments say.
 fn reconcile_in_background(
     args: &cli::Args,
     driver: &Arc<driver::Driver>,
+    leading: &Arc<AtomicBool>,
     stop: &Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     let (driver, interval, grace) = (
@@ -245,15 +318,110 @@ fn reconcile_in_background(
         args.reconcile_interval,
         args.attachment_grace_period,
     );
-    let stop = stop.clone();
+    let elected = args.leader_election.is_some();
+    let (leading, stop) = (leading.clone(), stop.clone());
     std::thread::Builder::new()
         .name("reconcile".into())
         .spawn(move || {
-            while !health::sleep_unless(&stop, interval) {
-                driver.reconcile(grace);
+            let mut led = !elected;
+            let mut next_pass = Instant::now() + interval;
+            loop {
+                let leads = leading.load(Ordering::SeqCst);
+                if leads && !led {
+                    driver.refresh();
+                    driver.adopt();
+                    next_pass = Instant::now() + interval;
+                }
+                led = leads;
+                if leads && Instant::now() >= next_pass {
+                    driver.reconcile(grace);
+                    next_pass = Instant::now() + interval;
+                }
+                let wait = next_pass
+                    .saturating_duration_since(Instant::now())
+                    .min(LEAD_POLL);
+                if health::sleep_unless(&stop, wait.max(std::time::Duration::from_millis(10))) {
+                    return;
+                }
             }
         })
         .expect("spawn reconcile thread")
+}
+
+/// How soon background work notices that this process took or lost the
+/// Lease.
+const LEAD_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The controller's Lease on a thread of its own (see [`lease::run`]).
+/// A Lease that cannot be named (no namespace known) is logged: `Err`.
+fn elect_in_background(
+    settings: &cli::LeaderElection,
+    driver: &Arc<driver::Driver>,
+    identity: &str,
+    leading: &Arc<AtomicBool>,
+    stop: &Arc<AtomicBool>,
+    metrics: &Arc<metrics::Metrics>,
+) -> Result<Option<std::thread::JoinHandle<()>>, ()> {
+    let Some(client) = driver.client() else {
+        log::warn!("--leader-election without a Kubernetes client: this process leads alone");
+        leading.store(true, Ordering::SeqCst);
+        metrics.set_leader(true);
+        return Ok(None);
+    };
+    let namespace = settings.namespace.clone().or_else(|| {
+        std::fs::read_to_string(std::path::Path::new(kube::SERVICE_ACCOUNT_DIR).join("namespace"))
+            .ok()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+    });
+    let Some(namespace) = namespace else {
+        log::error!(
+            "--leader-election: no namespace for the Lease (--leader-election-namespace, POD_NAMESPACE or a service account)"
+        );
+        return Err(());
+    };
+    let lease = lease::Settings {
+        namespace,
+        name: lease_name(driver.name()),
+        identity: identity.to_string(),
+        lease_duration: settings.lease_duration,
+        renew_deadline: settings.renew_deadline,
+        retry_period: settings.retry_period,
+    };
+    let elector = match lease::Elector::new(client.clone(), lease) {
+        Ok(e) => e,
+        Err(e) => {
+            log::error!("--leader-election: {e}");
+            return Err(());
+        }
+    };
+    let (leading, stop, metrics) = (leading.clone(), stop.clone(), metrics.clone());
+    Ok(Some(
+        std::thread::Builder::new()
+            .name("lease".into())
+            .spawn(move || lease::run(elector, &leading, &stop, &metrics))
+            .expect("spawn lease thread"),
+    ))
+}
+
+/// The controller's Lease: named after the driver as the sidecars name
+/// theirs (`external-attacher-leader-rds-csi-srvlab-io`), so that two
+/// drivers in one namespace never share one.
+fn lease_name(driver: &str) -> String {
+    let sanitized: String = driver
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!(
+        "rds-csi-controller-leader-{}",
+        sanitized.trim_end_matches('-')
+    )
 }
 
 /// `/metrics`, `/healthz` (liveness: starting, or the CSI socket answers
@@ -264,6 +432,7 @@ fn routes(
     health: Arc<health::Health>,
     pool: Arc<OnceLock<Weak<server::Pool>>>,
     serving: Arc<OnceLock<server::Endpoint>>,
+    leading: Arc<AtomicBool>,
 ) -> Arc<metrics::Route> {
     // Made at the first /healthz, so a process never scraped runs no client.
     let probe: OnceLock<server::SelfProbe> = OnceLock::new();
@@ -275,9 +444,13 @@ fn routes(
         };
         match path {
             "/metrics" => {
+                // A replica that does not lead may be behind the other's
+                // writes: its map's counts are left out, not served stale.
+                let leads = leading.load(Ordering::SeqCst);
+                let manager = driver.attachment_manager().filter(|_| leads);
                 let gauges = metrics::Gauges {
-                    attachments: driver.attachment_manager().map_or(0, |a| a.len()),
-                    migrations_active: driver.attachment_manager().map_or(0, |a| a.migrations()),
+                    attachments: manager.map(|a| a.len()),
+                    migrations_active: manager.map(|a| a.migrations()),
                     queue_depth: pool.get().and_then(Weak::upgrade).map_or(0, |p| p.queued()),
                 };
                 metrics::Answer {

@@ -17,7 +17,7 @@ fn main() {
         Ok(cli::Command::SnapshotSchedule(rest)) => std::process::exit(snapshot_schedule(rest)),
         Ok(cli::Command::Takeover(rest)) => std::process::exit(takeover(rest)),
         Ok(cli::Command::Help) => {
-            print!("{}", cli::USAGE);
+            print!("{}", cli::USAGE.help());
             std::process::exit(EXIT_OK);
         }
         Ok(cli::Command::Version) => {
@@ -25,7 +25,7 @@ fn main() {
             std::process::exit(EXIT_OK);
         }
         Err(e) => {
-            eprintln!("error: {e}\n\n{}", cli::USAGE);
+            eprintln!("error: {e}\n\n{}", cli::USAGE.help());
             std::process::exit(EXIT_USAGE);
         }
     };
@@ -60,7 +60,7 @@ fn snapshot_schedule(args: Vec<String>) -> i32 {
     };
     match schedule::parse(args, |k| std::env::var(k).ok(), sa_namespace) {
         Ok(schedule::Command::Help) => {
-            print!("{}", schedule::USAGE);
+            print!("{}", schedule::USAGE.help());
             schedule::EXIT_OK
         }
         Ok(schedule::Command::Run(a)) => {
@@ -69,7 +69,7 @@ fn snapshot_schedule(args: Vec<String>) -> i32 {
             schedule::run(&a)
         }
         Err(e) => {
-            eprintln!("error: {e}\n\n{}", schedule::USAGE);
+            eprintln!("error: {e}\n\n{}", schedule::USAGE.help());
             schedule::EXIT_USAGE
         }
     }
@@ -80,7 +80,7 @@ fn snapshot_schedule(args: Vec<String>) -> i32 {
 fn takeover(args: Vec<String>) -> i32 {
     match takeover::parse(args, |k| std::env::var(k).ok()) {
         Ok(takeover::Command::Help) => {
-            print!("{}", takeover::USAGE);
+            print!("{}", takeover::USAGE.help());
             takeover::EXIT_READY
         }
         Ok(takeover::Command::Run(a)) => {
@@ -89,7 +89,7 @@ fn takeover(args: Vec<String>) -> i32 {
             takeover::run(&a)
         }
         Err(e) => {
-            eprintln!("error: {e}\n\n{}", takeover::USAGE);
+            eprintln!("error: {e}\n\n{}", takeover::USAGE.help());
             takeover::EXIT_USAGE
         }
     }

@@ -1,9 +1,9 @@
 //! The attachment map (volume → node) and the rules for changing it.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
-    time::{Duration, SystemTime},
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant, SystemTime},
 };
 
 use crate::{
@@ -155,20 +155,55 @@ impl std::error::Error for AttachError {}
 /// attachment that is then rolled back: a failed write leaves the map as it
 /// was.
 pub struct AttachmentManager {
-    /// Scope: map reads and writes; released before any Kubernetes call.
+    /// Scope: map reads and writes, and the bookkeeping of open
+    /// [`Watch`]es; released before any Kubernetes call.
     state: Mutex<State>,
     /// Per-volume exclusion, shared with the volume lifecycle.
     turns: Arc<Turns>,
     store: PvStore,
+    nodes: Nodes,
 }
 
 #[derive(Default)]
 struct State {
     /// Volume → attachment, compact (see [`Table`]).
     attachments: Table,
+    /// The open [`Watch`]es, by id, each with the volumes on which a
+    /// Publish or Unpublish of this process ended since it opened. Empty
+    /// but while a reconciliation pass changes records.
+    watches: Vec<(u64, HashSet<String>)>,
+    /// The id of the next watch.
+    next_watch: u64,
 }
 
 impl State {
+    /// A Publish or Unpublish of `volume` ended: every open watch sees it.
+    fn ended(&mut self, volume: &str) {
+        for (_, ended) in &mut self.watches {
+            if !ended.contains(volume) {
+                ended.insert(volume.to_string());
+            }
+        }
+    }
+
+    fn open_watch(&mut self) -> u64 {
+        let id = self.next_watch;
+        self.next_watch += 1;
+        self.watches.push((id, HashSet::new()));
+        id
+    }
+
+    fn close_watch(&mut self, id: u64) {
+        self.watches.retain(|(w, _)| *w != id);
+    }
+
+    /// Whether watch `id` saw a call on `volume` end.
+    fn saw(&self, id: u64, volume: &str) -> bool {
+        self.watches
+            .iter()
+            .any(|(w, ended)| *w == id && ended.contains(volume))
+    }
+
     /// The map after `released` on `volume`: a cleared volume leaves it, a
     /// completed migration leaves the target holding it since its window
     /// opened, an abandoned one leaves the source alone.
@@ -218,16 +253,126 @@ pub struct PvView {
     pub attributes: HashMap<String, String>,
 }
 
-/// Whether `holder`'s Node object is confirmed gone: the API answered 404.
-/// Any error is not a confirmation.
-fn node_is_gone(store: &PvStore, holder: &str) -> bool {
-    match store.client().node_exists(holder) {
-        Ok(exists) => !exists,
-        Err(e) => {
-            log::debug!("node {holder}: existence not confirmed ({e}); the attachment stands");
-            false
+/// How long a node seen to exist is taken to exist without asking again.
+/// Nodes are rarely deleted, and a Publish to a node deleted moments ago is
+/// caught by the CO anyway; this keeps Publish at two API requests.
+const NODE_TTL: Duration = Duration::from_secs(30);
+
+/// The one rule on Node objects: a Publish's node must exist (a positive
+/// answer is trusted for [`NODE_TTL`]), and a holder is displaced only when
+/// the API confirms its Node is gone (a 404, asked afresh: a cached "exists"
+/// never keeps a dead node's claim, an error never releases one).
+struct Nodes {
+    /// Scope: node name → when it was last seen; lookups only, no I/O.
+    seen: Mutex<HashMap<String, Instant>>,
+}
+
+impl Nodes {
+    fn exists(&self, client: &kube::Client, node: &str) -> Result<bool, kube::Error> {
+        let fresh = self
+            .seen
+            .lock()
+            .expect("node cache lock poisoned")
+            .get(node)
+            .is_some_and(|at| at.elapsed() < NODE_TTL);
+        if fresh {
+            return Ok(true);
+        }
+        self.ask(client, node)
+    }
+
+    fn confirmed_gone(&self, client: &kube::Client, node: &str) -> bool {
+        match self.ask(client, node) {
+            Ok(exists) => !exists,
+            Err(e) => {
+                log::debug!("node {node}: existence not confirmed ({e}); the attachment stands");
+                false
+            }
         }
     }
+
+    fn ask(&self, client: &kube::Client, node: &str) -> Result<bool, kube::Error> {
+        let exists = client.node_exists(node)?;
+        let mut seen = self.seen.lock().expect("node cache lock poisoned");
+        if exists {
+            seen.insert(node.to_string(), Instant::now());
+        } else {
+            seen.remove(node);
+        }
+        Ok(exists)
+    }
+}
+
+/// Which volumes a Publish or Unpublish of this process ended on since
+/// the watch opened, whatever the call's outcome: what lets one list of
+/// VolumeAttachments serve several of a reconciliation pass's changes.
+/// For a volume no call ended on since before a list began, that list is
+/// as fresh as one taken in the volume's turn now: every call of this
+/// process that could have acted on a newer VolumeAttachment of it ended
+/// before the list began, and any later one waits for the turn.
+///
+/// Closed on drop. Each call's end takes the map's lock once more (no
+/// I/O), and while a watch is open inserts its volume. A change made
+/// through [`AttachmentManager::rewrite`],
+/// [`clear_stale`](AttachmentManager::clear_stale) or
+/// [`adopt`](AttachmentManager::adopt) is the watcher's own and is not
+/// recorded.
+pub(super) struct Watch<'a> {
+    manager: &'a AttachmentManager,
+    id: u64,
+}
+
+impl Watch<'_> {
+    /// Whether a Publish or Unpublish of `volume` ended since the watch
+    /// opened.
+    pub(super) fn saw(&self, volume: &str) -> bool {
+        self.manager.lock().saw(self.id, volume)
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        self.manager.lock_even_poisoned().close_watch(self.id);
+    }
+}
+
+/// Records, when dropped, that a Publish or Unpublish of `volume` ended
+/// (see [`Watch`]). Declared right after the call's turn, so it drops
+/// first: the end is recorded while the turn is still held, on every path
+/// out of the call, errors included.
+struct CallEnd<'a> {
+    manager: &'a AttachmentManager,
+    volume: &'a str,
+}
+
+impl Drop for CallEnd<'_> {
+    fn drop(&mut self) {
+        self.manager.lock_even_poisoned().ended(self.volume);
+    }
+}
+
+/// How one reconciliation change ended ([`AttachmentManager::rewrite`],
+/// [`clear_stale`](AttachmentManager::clear_stale),
+/// [`adopt`](AttachmentManager::adopt)). Only `Done` wrote the PV, and
+/// only then did the map change.
+#[derive(Debug)]
+pub(super) enum Change<R, E> {
+    /// Written in one compare-and-set; the map follows the PV.
+    Done,
+    /// The volume's turn was not free within
+    /// [`VOLUME_WAIT`](crate::turns::VOLUME_WAIT): nothing read or written.
+    Busy,
+    /// The re-check, run in the turn, no longer supports the change:
+    /// nothing written.
+    Withdrawn,
+    /// The re-check could not read what it decides on: nothing written.
+    Unchecked(kube::Error),
+    /// The PV, read afresh in the turn, does not allow the change (what it
+    /// said): nothing written.
+    Refused(R),
+    /// Reading or writing the PV failed (conflicts are retried as
+    /// client-go does; exhausted, they fail too): nothing written.
+    Failed(E),
 }
 
 /// The holders the map's entry names, for the rules of [`Holders`].
@@ -243,6 +388,12 @@ fn holders_of(current: Option<&AttachmentState>) -> Holders {
 }
 
 impl AttachmentManager {
+    /// Whether Node `node` exists (see [`Nodes`]): a Publish to a node that
+    /// does not is refused before anything is recorded.
+    pub fn node_exists(&self, node: &str) -> Result<bool, kube::Error> {
+        self.nodes.exists(self.store.client(), node)
+    }
+
     /// A manager persisting to PVs of `driver` through `client`.
     pub fn new(client: kube::Client, driver: &str) -> AttachmentManager {
         AttachmentManager::with_turns(client, driver, Arc::default())
@@ -255,26 +406,162 @@ impl AttachmentManager {
             state: Mutex::new(State::default()),
             turns,
             store: PvStore::new(client, driver),
+            nodes: Nodes {
+                seen: Mutex::default(),
+            },
         }
     }
 
-    pub(super) fn store(&self) -> &PvStore {
-        &self.store
+    /// The client and this driver's name, for reading only: the lists a
+    /// reconciliation pass decides on. Every change it makes goes through
+    /// [`rewrite`](Self::rewrite), [`clear_stale`](Self::clear_stale) or
+    /// [`adopt`](Self::adopt).
+    pub(super) fn cluster(&self) -> (&kube::Client, &str) {
+        (self.store.client(), self.store.driver())
     }
 
-    pub(super) fn turns(&self) -> &Turns {
-        &self.turns
+    /// The volume handle of this driver's PV named `pv_name`: the map
+    /// knows the dynamic PVs (named after their handle) that are attached,
+    /// the store's index the static ones; any other is read (one GET, no
+    /// turn: it only names the volume). No such PV of ours (a 404, another
+    /// driver's, no handle) → `None`; the GET failing otherwise → `Err`.
+    pub(super) fn handle_of(&self, pv_name: &str) -> Result<Option<String>, kube::Error> {
+        if self.get(pv_name).is_some() {
+            return Ok(Some(pv_name.to_string()));
+        }
+        if let Some(handle) = self.store.handle_named(pv_name) {
+            return Ok(Some(handle));
+        }
+        let pv = match self.store.client().get_pv(pv_name) {
+            Ok(pv) => pv,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(
+            (!pv.volume_handle().is_empty() && pv.driver() == self.store.driver())
+                .then(|| pv.volume_handle().to_string()),
+        )
     }
 
-    /// Brings the map in line with a release from `volume` (see
-    /// [`State::released`]).
-    pub(super) fn forget(&self, volume: &str, released: &Released) {
-        self.lock().released(volume, released);
+    /// Opens a [`Watch`]: from now on, the end of every Publish or
+    /// Unpublish of this process is recorded in it until it drops.
+    pub(super) fn watch(&self) -> Watch<'_> {
+        let id = self.lock().open_watch();
+        Watch { manager: self, id }
     }
 
-    /// Records `volume` on `node` in the map.
-    pub(super) fn remember(&self, volume: &str, node: &str) {
-        self.insert(volume, node, SystemTime::now(), None);
+    /// Reconciliation's stale-record rule: rewrites the record of `volume`
+    /// from `from` to `to`.
+    ///
+    /// Takes the volume's turn (waiting as a Publish does; not free in time
+    /// → `Busy`) and holds it for the whole call, so no Publish or
+    /// Unpublish of this process runs between the re-check and the write.
+    /// In it, `recheck` decides again (`Ok(false)` → `Withdrawn`, `Err` →
+    /// `Unchecked`, nothing written either way); then one compare-and-set
+    /// that replaces `from` only when it is the only holder. `Done` when
+    /// the PV names `to` because of this call (`from` displaced, or the PV
+    /// found free), and the map then holds `to` since the time written.
+    /// The PV naming anything else (`to` already, another node, two nodes,
+    /// gone meanwhile) → `Refused` with what it said, the map untouched.
+    /// No PV of ours, an API error, conflicts exhausted → `Failed`,
+    /// nothing written.
+    pub(super) fn rewrite(
+        &self,
+        volume: &str,
+        from: &str,
+        to: &str,
+        recheck: impl FnOnce() -> Result<bool, kube::Error>,
+    ) -> Change<Claim, StoreError> {
+        self.change_in_turn(volume, recheck, || {
+            let now = SystemTime::now();
+            let allow = Allow {
+                displace: Some(from),
+                migration: None,
+            };
+            match self.store.claim(volume, to, now, allow) {
+                Ok(Claim::Displaced { .. } | Claim::Written) => {
+                    self.insert(volume, to, now, None);
+                    Change::Done
+                }
+                Ok(other) => Change::Refused(other),
+                Err(e) => Change::Failed(e),
+            }
+        })
+    }
+
+    /// Reconciliation's grace-period rule: removes `node` from the record
+    /// of `volume`, as an Unpublish from it would (a migration source
+    /// hands the volume to the target; a target leaves the source; a sole
+    /// holder is cleared).
+    ///
+    /// The turn and `recheck` as in [`rewrite`](Self::rewrite); then one
+    /// compare-and-set. `Done` when the PV named `node` and no longer
+    /// does, and the map follows the PV. The PV not naming `node` (any
+    /// more), or gone → `Refused(())`, nothing written, the map untouched.
+    /// An API error or conflicts exhausted → `Failed`, nothing written.
+    pub(super) fn clear_stale(
+        &self,
+        volume: &str,
+        node: &str,
+        recheck: impl FnOnce() -> Result<bool, kube::Error>,
+    ) -> Change<(), kube::Error> {
+        self.change_in_turn(volume, recheck, || {
+            match self.store.release(volume, Some(node)) {
+                Ok(Released::Nothing) => Change::Refused(()),
+                Ok(released) => {
+                    self.lock().released(volume, &released);
+                    Change::Done
+                }
+                Err(e) => Change::Failed(e),
+            }
+        })
+    }
+
+    /// Reconciliation's adoption rule: writes `node` onto the PV of
+    /// `volume` when the PV names no node (what an attached
+    /// VolumeAttachment says, and the Go driver kept only in memory).
+    ///
+    /// The turn and `recheck` as in [`rewrite`](Self::rewrite); then one
+    /// compare-and-set that writes only onto a PV naming no node. `Done`
+    /// when written, and the map then holds `node` since the time written.
+    /// The PV naming a node already (this one included), or gone →
+    /// `Refused` with what it said, the map untouched. No PV of ours, an
+    /// API error, conflicts exhausted → `Failed`, nothing written.
+    pub(super) fn adopt(
+        &self,
+        volume: &str,
+        node: &str,
+        recheck: impl FnOnce() -> Result<bool, kube::Error>,
+    ) -> Change<Claim, StoreError> {
+        self.change_in_turn(volume, recheck, || {
+            let now = SystemTime::now();
+            match self.store.claim(volume, node, now, Allow::default()) {
+                Ok(Claim::Written) => {
+                    self.insert(volume, node, now, None);
+                    Change::Done
+                }
+                Ok(other) => Change::Refused(other),
+                Err(e) => Change::Failed(e),
+            }
+        })
+    }
+
+    /// `write` in the turn of `volume`, if `recheck`, run in it first,
+    /// still supports it. Scope of the turn: the re-check and the write.
+    fn change_in_turn<R, E>(
+        &self,
+        volume: &str,
+        recheck: impl FnOnce() -> Result<bool, kube::Error>,
+        write: impl FnOnce() -> Change<R, E>,
+    ) -> Change<R, E> {
+        let Ok(_turn) = self.turns.take(volume) else {
+            return Change::Busy;
+        };
+        match recheck() {
+            Ok(true) => write(),
+            Ok(false) => Change::Withdrawn,
+            Err(e) => Change::Unchecked(e),
+        }
     }
 
     /// What the PV of `volume` says now (its annotations are the truth).
@@ -329,6 +616,10 @@ impl AttachmentManager {
         window: Option<Duration>,
     ) -> Result<Tracked, AttachError> {
         let _turn = self.take_turn(volume)?;
+        let _end = CallEnd {
+            manager: self,
+            volume,
+        };
         let current = self.get(volume);
         let now = SystemTime::now();
         let store = &self.store;
@@ -348,10 +639,14 @@ impl AttachmentManager {
             migration: window,
         })?;
         let outcome = match first {
-            Claim::HeldBy { node: holder, .. } if node_is_gone(store, &holder) => claim(Allow {
-                displace: Some(&holder),
-                migration: window,
-            })?,
+            Claim::HeldBy { node: holder, .. }
+                if self.nodes.confirmed_gone(store.client(), &holder) =>
+            {
+                claim(Allow {
+                    displace: Some(&holder),
+                    migration: window,
+                })?
+            }
             other => other,
         };
         let attempt = Attempt {
@@ -475,6 +770,10 @@ impl AttachmentManager {
     /// VolumeAttachment backs).
     pub fn untrack(&self, volume: &str, node: Option<&str>) -> Result<Untracked, AttachError> {
         let _turn = self.take_turn(volume)?;
+        let _end = CallEnd {
+            manager: self,
+            volume,
+        };
         let released = match self.store.release(volume, node) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -541,9 +840,27 @@ impl AttachmentManager {
         self.len() == 0
     }
 
+    /// [`AttachmentManager::rebuild`] while serving, quietly: the map is
+    /// read afresh from the PVs (for answers that must not be behind
+    /// another replica's writes). An error leaves the map as it was.
+    pub fn refresh(&self) -> Result<RebuildReport, kube::Error> {
+        self.scan_into_map()
+    }
+
     /// Replaces the map with what the PVs' annotations say (see
-    /// [`rebuild`](super::rebuild)).
+    /// [`rebuild`](super::rebuild)), and says how many it found.
     pub fn rebuild(&self) -> Result<RebuildReport, kube::Error> {
+        let report = self.scan_into_map()?;
+        log::info!(
+            "State rebuild complete: {} attachments recovered",
+            report.recovered
+        );
+        Ok(report)
+    }
+
+    /// Lists the PVs and swaps the map for what they say; the lock is not
+    /// held while listing.
+    fn scan_into_map(&self) -> Result<RebuildReport, kube::Error> {
         let store = &self.store;
         // Built aside and swapped in whole: the lock is not held while listing.
         let mut rebuilt = State::default();
@@ -562,10 +879,6 @@ impl AttachmentManager {
             let mut state = self.lock();
             state.attachments = rebuilt.attachments;
         }
-        log::info!(
-            "State rebuild complete: {} attachments recovered",
-            report.recovered
-        );
         Ok(report)
     }
 
@@ -597,6 +910,12 @@ impl AttachmentManager {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().expect("attachment lock poisoned")
     }
+
+    /// For drops, which must not panic: a poisoned map still takes the
+    /// watches' bookkeeping.
+    fn lock_even_poisoned(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 #[cfg(test)]
@@ -618,6 +937,33 @@ mod tests {
         let (v1, v2) = (state.attachments.get("v1"), state.attachments.get("v2"));
         assert!(Arc::ptr_eq(&v1.unwrap().node, &v2.unwrap().node));
         assert_eq!(state.attachments.node_count(), 1);
+    }
+
+    #[test]
+    fn a_watch_sees_the_calls_that_end_while_it_is_open() {
+        let mut state = State::default();
+        // No watch open: nothing is kept.
+        state.ended("v0");
+        assert!(state.watches.is_empty());
+        let first = state.open_watch();
+        state.ended("v1");
+        let second = state.open_watch();
+        state.ended("v2");
+        state.ended("v2");
+        for (watch, volume, seen) in [
+            (first, "v0", false),
+            (first, "v1", true),
+            (first, "v2", true),
+            (second, "v1", false),
+            (second, "v2", true),
+        ] {
+            assert_eq!(state.saw(watch, volume), seen, "{watch} {volume}");
+        }
+        state.close_watch(first);
+        state.ended("v3");
+        assert!(!state.saw(first, "v3") && state.saw(second, "v3"));
+        state.close_watch(second);
+        assert!(state.watches.is_empty());
     }
 
     #[test]

@@ -15,5 +15,7 @@ pub use rebuild::RebuildReport;
 pub use reconcile::{
     preview, Disagreement, DisagreementKind, ReconcileReport, Reconciler, Rewritten,
 };
-pub use store::{ATTACHED_AT, ATTACHED_NODE, MIGRATION_NODE, MIGRATION_STARTED_AT};
+pub use store::{
+    ATTACHED_AT, ATTACHED_NODE, DEFAULT_MIGRATION_WINDOW, MIGRATION_NODE, MIGRATION_STARTED_AT,
+};
 pub use timestamp::{format_micros, parse as parse_time};

@@ -8,10 +8,7 @@ use std::{
 
 use crate::kube;
 
-use super::{
-    store::{ATTACHED_AT, ATTACHED_NODE, MIGRATION_NODE, MIGRATION_STARTED_AT},
-    timestamp,
-};
+use super::store::{Record, Stamp};
 
 /// What a rebuild found, for logs and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -40,11 +37,11 @@ pub(crate) enum Found<'a> {
 }
 
 /// Lists every PV (paginated, one page in memory at a time) and keeps
-/// those of `driver`: each one whose `attached-node` is set becomes an
+/// those of `driver`: each one whose [`Record`] names a holder becomes an
 /// attachment (with its migration target, when one is named), and each one
-/// whose name differs from its handle goes into the index. `attached-at`
-/// or `migration-started-at` missing or unparseable → now, with a warning
-/// (a window that starts now is the longest the record allows).
+/// whose name differs from its handle goes into the index. A holder's or
+/// target's time missing or unparseable → now, with a warning (a window
+/// that starts now is the longest the record allows).
 /// A handle claimed by two PVs keeps the first PV listed.
 pub(crate) fn scan(
     client: &kube::Client,
@@ -116,29 +113,31 @@ impl Scan {
         if pv.name != pv.volume_handle {
             self.index.insert(pv.volume_handle.clone(), pv.name.clone());
         }
-        let named = |k: &str| pv.annotations.get(k).filter(|n| !n.is_empty());
-        // A target without a source (never written by us) is the holder.
-        let (node, at_key, target) = match (named(ATTACHED_NODE), named(MIGRATION_NODE)) {
-            (Some(n), t) => (n, ATTACHED_AT, t.filter(|t| *t != n)),
-            (None, Some(t)) => (t, MIGRATION_STARTED_AT, None),
-            (None, None) => return,
+        let record = Record::of_listed(&pv.annotations);
+        let Some((node, at)) = record.holder else {
+            return;
         };
-        let time = |key: &str| match pv.annotations.get(key).map(|s| (s, timestamp::parse(s))) {
-            Some((_, Some(at))) => at,
-            Some((raw, None)) => {
-                log::warn!(
-                    "PersistentVolume {}: {key} {raw:?} is not an RFC 3339 time; using now",
-                    pv.name
-                );
-                now
-            }
-            None => {
-                log::warn!("PersistentVolume {}: {key} missing; using now", pv.name);
-                now
+        let time = |stamp: Stamp<'_>| {
+            let key = stamp.key;
+            match (stamp.text, stamp.time()) {
+                (_, Some(at)) => at,
+                (Some(raw), None) => {
+                    log::warn!(
+                        "PersistentVolume {}: {key} {raw:?} is not an RFC 3339 time; using now",
+                        pv.name
+                    );
+                    now
+                }
+                (None, None) => {
+                    log::warn!("PersistentVolume {}: {key} missing; using now", pv.name);
+                    now
+                }
             }
         };
-        let at = time(at_key);
-        let migration = target.map(|t| (t.as_str(), time(MIGRATION_STARTED_AT)));
+        let at = time(at);
+        let migration = record
+            .target
+            .map(|(target, started)| (target, time(started)));
         log::debug!(
             "Rebuilt attachment: volume={}, node={node}",
             pv.volume_handle

@@ -19,25 +19,36 @@
 //!   has no annotation (state the Go driver kept in memory) is written onto
 //!   the PV.
 //!
-//! Changes take the volume's turn, so they never race a Publish or
-//! Unpublish of this process, list the VolumeAttachments again inside it
-//! (an Unpublish or a Publish may have run since the first list) and are
-//! compare-and-set writes like theirs. The startup pass ([`adopt`]) runs
-//! before the socket exists, so no call of ours can race it.
+//! Each change goes through one entry of the manager
+//! ([`rewrite`](AttachmentManager::rewrite),
+//! [`clear_stale`](AttachmentManager::clear_stale),
+//! [`adopt`](AttachmentManager::adopt)), which takes the volume's turn, so
+//! it never races a Publish or Unpublish of this process, decides again in
+//! it (a Publish or an Unpublish may have run since the first list) and
+//! writes by compare-and-set like them. The decision in the turn is taken
+//! on a list of VolumeAttachments as fresh, for that volume, as one taken
+//! in the turn: a pass lists them a second time, at its first change and
+//! inside that change's turn, and reuses that list for each later change
+//! unless a Publish or Unpublish of this process ended on the volume since
+//! the list began (a [`Watch`] tells), in which case it lists them again
+//! (see [`Recheck`]). A pass with nothing to change lists them once; a
+//! re-check list failing ends the pass's changes. The startup pass
+//! ([`adopt`]) runs before the socket exists, so no call of ours can race
+//! it, and decides once.
 //!
 //! [`adopt`]: Reconciler::adopt
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use crate::kube::{self, VolumeAttachmentSummary as Va};
 
 use super::{
-    manager::AttachmentManager,
-    store::{Allow, Claim, PvStore, Released, ATTACHED_NODE, MIGRATION_NODE},
+    manager::{AttachmentManager, Change, Watch},
+    store::{Claim, Record},
 };
 
 /// What one pass found and did.
@@ -233,8 +244,9 @@ pub fn preview(client: &kube::Client, driver: &str) -> Result<ReconcileReport, k
     Ok(report)
 }
 
-/// Reconciles one manager's records with the VolumeAttachments; the
-/// manager knows nothing of it. Cheap to keep for the process's life.
+/// Reconciles one manager's records with the VolumeAttachments, through
+/// the manager's reconciliation entries (see the module doc). Cheap to
+/// keep for the process's life.
 pub struct Reconciler {
     manager: Arc<AttachmentManager>,
     /// Annotations seen without a VolumeAttachment: (volume, node) → when
@@ -251,6 +263,56 @@ fn attachments_of(client: &kube::Client, driver: &str) -> Result<Vec<Va>, kube::
         .into_iter()
         .filter(|va| va.attacher == driver && !va.pv_name.is_empty())
         .collect())
+}
+
+/// Whether a Publish or Unpublish of this process ended on a volume since
+/// a list began (a [`Watch`], in the pass).
+type Since<'a> = Box<dyn Fn(&str) -> bool + 'a>;
+
+/// A list of VolumeAttachments, and what tells which volumes it is no
+/// longer fresh for.
+type Watched<'a> = (Since<'a>, Vec<Va>);
+
+/// The VolumeAttachments one pass's changes are decided again on, each in
+/// its volume's turn. Listed when the first change asks, which it does in
+/// its turn; the list is reused for a later change unless a Publish or
+/// Unpublish of this process ended on that change's volume since the list
+/// began, and listed again then. Reused, it is as fresh for the volume as
+/// a list taken in its turn (see [`Watch`]): every call of this process
+/// that could have acted on a newer VolumeAttachment of it ended before
+/// the list began, and any later call waits for the turn, then sees the
+/// change. No list until a change asks: a pass with nothing to change
+/// lists once.
+struct Recheck<'a> {
+    /// Opens a watch, then lists (the order matters: a call ending during
+    /// the list is then counted as after it).
+    open: Box<dyn FnMut() -> Result<Watched<'a>, kube::Error> + 'a>,
+    /// The last list and its watch.
+    current: Option<Watched<'a>>,
+}
+
+impl<'a> Recheck<'a> {
+    fn new(open: impl FnMut() -> Result<Watched<'a>, kube::Error> + 'a) -> Recheck<'a> {
+        Recheck {
+            open: Box::new(open),
+            current: None,
+        }
+    }
+
+    /// The VolumeAttachments to decide `volume`'s change on; called in its
+    /// turn. The list failing → `Err` (and the next call lists again).
+    fn vas_for(&mut self, volume: &str) -> Result<&[Va], kube::Error> {
+        let fresh = matches!(&self.current, Some((since, _)) if !since(volume));
+        if !fresh {
+            // The old watch closes before the new one opens.
+            self.current = None;
+            self.current = Some((self.open)()?);
+        }
+        Ok(self
+            .current
+            .as_ref()
+            .map_or(&[][..], |(_, vas)| vas.as_slice()))
+    }
 }
 
 /// `vas` by PV name, in name order (so logs read the same every pass).
@@ -280,10 +342,13 @@ impl Reconciler {
     }
 
     /// One reconciliation pass (see the module doc). API errors → `Err`,
-    /// nothing changed.
+    /// nothing changed. Lists the VolumeAttachments and the PVs once each;
+    /// a pass with something to change lists the VolumeAttachments once
+    /// more to decide again (see [`Recheck`]), plus the writes.
     pub fn reconcile(&self, grace: Duration) -> Result<ReconcileReport, kube::Error> {
-        let store = self.manager.store();
-        let (vas, ours) = listed(store.client(), store.driver())?;
+        let manager: &AttachmentManager = &self.manager;
+        let (client, driver) = manager.cluster();
+        let (vas, ours) = listed(client, driver)?;
         let mut vas_of = by_pv(&vas);
         vas_of.retain(|pv, _| ours.contains_key(*pv));
         let mut report = ReconcileReport {
@@ -294,29 +359,42 @@ impl Reconciler {
         for d in &report.disagreements {
             log::warn!(volume = d.volume.as_str(), node = d.recorded.as_str(); "reconciliation: {d}");
         }
-        for r in to_rewrite {
-            if self.rewrite_one(store, &r, true) {
-                report.rewritten.push(r);
+        let mut recheck = Recheck::new(move || {
+            let watch: Watch<'_> = manager.watch();
+            let vas = attachments_of(client, driver)?;
+            let since: Since<'_> = Box::new(move |volume: &str| watch.saw(volume));
+            Ok((since, vas))
+        });
+        // A re-check list failing ends the changes: nothing more is
+        // changed this pass.
+        'changes: {
+            for r in to_rewrite {
+                match self.rewrite_one(&r, Some(&mut recheck)) {
+                    Ok(true) => report.rewritten.push(r),
+                    Ok(false) => {}
+                    Err(()) => break 'changes,
+                }
             }
-        }
-        for (volume, node, pv_name) in to_clear {
-            match self.clear_one(store, &volume, &node, &pv_name) {
-                Ok(true) => report.cleared.push((volume, node)),
-                Ok(false) => {}
-                // The re-list failed: nothing more is cleared this pass.
-                Err(()) => break,
+            for (volume, node, pv_name) in to_clear {
+                match self.clear_one(&volume, &node, &pv_name, &mut recheck) {
+                    Ok(true) => report.cleared.push((volume, node)),
+                    Ok(false) => {}
+                    Err(()) => break 'changes,
+                }
             }
-        }
-        for (pv_name, pv_vas) in &vas_of {
-            let Some((handle, holders)) = ours.get(*pv_name) else {
-                continue;
-            };
-            if !holders.is_empty() {
-                continue;
-            }
-            for va in pv_vas.iter().filter(|va| va.attached && !va.deleting) {
-                if self.adopt_one(store, handle, va, true) {
-                    report.adopted.push((handle.clone(), va.node_name.clone()));
+            for (pv_name, pv_vas) in &vas_of {
+                let Some((handle, holders)) = ours.get(*pv_name) else {
+                    continue;
+                };
+                if !holders.is_empty() {
+                    continue;
+                }
+                for va in pv_vas.iter().filter(|va| va.attached && !va.deleting) {
+                    match self.adopt_one(handle, va, Some(&mut recheck)) {
+                        Ok(true) => report.adopted.push((handle.clone(), va.node_name.clone())),
+                        Ok(false) => {}
+                        Err(()) => break 'changes,
+                    }
                 }
             }
         }
@@ -396,34 +474,27 @@ impl Reconciler {
         (to_rewrite, to_clear)
     }
 
-    /// Clears `node` from the record of `volume` in the volume's turn,
-    /// unless a VolumeAttachment for it appeared meanwhile (listed again
-    /// inside the turn: one made since the first list may already have
-    /// been published, and any Publish from now on waits for the turn).
-    /// Whether it was cleared; `Err` when the re-list failed.
+    /// Clears `node` from the record of `volume` (see
+    /// [`AttachmentManager::clear_stale`]) unless a VolumeAttachment of
+    /// `pv_name` for `node` shows up when decided again in the turn: one
+    /// made since the first list may already have been published, and any
+    /// Publish from then on waits for the turn. Whether it was cleared;
+    /// `Err` when the re-check list failed (logged).
     fn clear_one(
         &self,
-        store: &PvStore,
         volume: &str,
         node: &str,
         pv_name: &str,
+        recheck: &mut Recheck<'_>,
     ) -> Result<bool, ()> {
-        let Ok(_turn) = self.manager.turns().take(volume) else {
-            return Ok(false);
+        let still = || -> Result<bool, kube::Error> {
+            Ok(!recheck
+                .vas_for(volume)?
+                .iter()
+                .any(|va| va.pv_name == pv_name && va.node_name == node))
         };
-        let again = attachments_of(store.client(), store.driver()).map_err(|e| {
-            log::warn!("reconciliation: re-listing VolumeAttachments: {e}; nothing cleared");
-        })?;
-        if again
-            .iter()
-            .any(|va| va.pv_name == pv_name && va.node_name == node)
-        {
-            return Ok(false);
-        }
-        match store.release(volume, Some(node)) {
-            Ok(Released::Nothing) => Ok(false),
-            Ok(released) => {
-                self.manager.forget(volume, &released);
+        match self.manager.clear_stale(volume, node, still) {
+            Change::Done => {
                 self.forget_missing(volume, node);
                 log::info!(
                     volume = volume, node = node;
@@ -431,7 +502,12 @@ impl Reconciler {
                 );
                 Ok(true)
             }
-            Err(e) => {
+            Change::Busy | Change::Withdrawn | Change::Refused(()) => Ok(false),
+            Change::Unchecked(e) => {
+                log::warn!("reconciliation: re-listing VolumeAttachments: {e}; nothing cleared");
+                Err(())
+            }
+            Change::Failed(e) => {
                 log::warn!("reconciliation: clearing {volume} on {node}: {e}");
                 Ok(false)
             }
@@ -441,6 +517,16 @@ impl Reconciler {
 
 /// PV name → (volume handle, holders: the source, then a migration target).
 type Ours = HashMap<String, (String, Vec<String>)>;
+
+/// The nodes a listed PV's annotations name (its [`Record`]'s), the
+/// source first, each once: [`verdict`] counts holders, and a node named
+/// twice is one holder.
+fn holders_of(annotations: &BTreeMap<String, String>) -> Vec<String> {
+    Record::of_listed(annotations)
+        .nodes()
+        .map(str::to_string)
+        .collect()
+}
 
 /// Both lists, complete, before anything is decided: the VolumeAttachments
 /// of this driver, and its PVs that are annotated or that one of those
@@ -457,13 +543,7 @@ fn listed(client: &kube::Client, driver: &str) -> Result<(Vec<Va>, Ours), kube::
             if pv.driver != driver || pv.volume_handle.is_empty() {
                 return;
             }
-            let mut holders: Vec<String> = [ATTACHED_NODE, MIGRATION_NODE]
-                .iter()
-                .filter_map(|k| pv.annotations.get(*k))
-                .filter(|n| !n.is_empty())
-                .cloned()
-                .collect();
-            holders.dedup();
+            let holders = holders_of(&pv.annotations);
             if !holders.is_empty() || named.contains(pv.name.as_str()) {
                 ours.insert(pv.name, (pv.volume_handle, holders));
             }
@@ -482,9 +562,7 @@ impl Reconciler {
     /// every attachment is recorded), plus the writes. The list failing →
     /// `Err`, nothing changed; a PV that cannot be read is skipped.
     pub fn adopt(&self) -> Result<ReconcileReport, kube::Error> {
-        let store = self.manager.store();
-        let client = store.client();
-        let driver = store.driver();
+        let (client, driver) = self.manager.cluster();
         let vas = attachments_of(client, driver)?;
         let vas_of = by_pv(&vas);
         let mut report = ReconcileReport {
@@ -497,7 +575,7 @@ impl Reconciler {
             }
             // A failed read skips this PV only: what was written for others
             // stands, and the next pass looks again.
-            let handle = match self.handle_of(store, pv_name) {
+            let handle = match self.manager.handle_of(pv_name) {
                 Ok(Some(handle)) => handle,
                 Ok(None) => continue,
                 Err(e) => {
@@ -519,7 +597,7 @@ impl Reconciler {
                         to: to.to_string(),
                         attachment: va.to_string(),
                     };
-                    if self.rewrite_one(store, &r, false) {
+                    if self.rewrite_one(&r, None) == Ok(true) {
                         report.rewritten.push(r);
                     }
                 }
@@ -534,7 +612,7 @@ impl Reconciler {
                 }
                 Startup::Adopt(attached) => {
                     for va in attached {
-                        if self.adopt_one(store, &handle, va, false) {
+                        if self.adopt_one(&handle, va, None) == Ok(true) {
                             report.adopted.push((handle.clone(), va.node_name.clone()));
                         }
                     }
@@ -545,137 +623,116 @@ impl Reconciler {
         Ok(report)
     }
 
-    /// The volume handle of the PV `pv_name` of this driver: the map
-    /// knows dynamic PVs (named after their handle) that are attached, the
-    /// index static ones; anything else is read. No such PV of ours → `None`.
-    fn handle_of(&self, store: &PvStore, pv_name: &str) -> Result<Option<String>, kube::Error> {
-        if self.manager.get(pv_name).is_some() {
-            return Ok(Some(pv_name.to_string()));
-        }
-        if let Some(handle) = store.handle_named(pv_name) {
-            return Ok(Some(handle));
-        }
-        let pv = match store.client().get_pv(pv_name) {
-            Ok(pv) => pv,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        Ok(
-            (!pv.volume_handle().is_empty() && pv.driver() == store.driver())
-                .then(|| pv.volume_handle().to_string()),
-        )
-    }
-
-    /// Rewrites the record of `r.volume` from `r.from` to `r.to` in the
-    /// volume's turn, in one compare-and-set that replaces `from` only
-    /// (any other holder found on the PV stays). With `recheck` the rule
-    /// is decided again on a fresh list inside the turn. Whether the
-    /// record names `r.to` because of this call.
-    fn rewrite_one(&self, store: &PvStore, r: &Rewritten, recheck: bool) -> bool {
-        let Ok(_turn) = self.manager.turns().take(&r.volume) else {
-            return false;
-        };
-        if recheck {
-            let vas = match attachments_of(store.client(), store.driver()) {
-                Ok(vas) => vas,
-                Err(e) => {
-                    log::warn!(
-                        "reconciliation: re-listing VolumeAttachments: {e}; {} not rewritten",
-                        r.volume
-                    );
-                    return false;
-                }
+    /// Rewrites the record of `r.volume` from `r.from` to `r.to` (see
+    /// [`AttachmentManager::rewrite`]: one compare-and-set that replaces
+    /// `from` only; any other holder found on the PV stays). With a
+    /// `recheck` the rule is decided again in the turn, on VolumeAttachments
+    /// as fresh as a list taken there; without one (startup, before
+    /// serving) the first decision stands. Whether the record names `r.to`
+    /// because of this call; `Err` when the re-check list failed (logged).
+    fn rewrite_one(&self, r: &Rewritten, recheck: Option<&mut Recheck<'_>>) -> Result<bool, ()> {
+        let holders = [r.from.clone()];
+        let still = || -> Result<bool, kube::Error> {
+            let Some(recheck) = recheck else {
+                return Ok(true);
             };
-            let holders = [r.from.clone()];
-            let pv_vas: Vec<&Va> = vas.iter().filter(|va| va.pv_name == r.pv).collect();
-            match verdict(&holders, &pv_vas) {
-                Verdict::Rewrite { to, .. } if to == r.to => {}
-                _ => return false,
-            }
-        }
-        let allow = Allow {
-            displace: Some(&r.from),
-            migration: None,
+            let pv_vas: Vec<&Va> = recheck
+                .vas_for(&r.volume)?
+                .iter()
+                .filter(|va| va.pv_name == r.pv)
+                .collect();
+            Ok(matches!(verdict(&holders, &pv_vas), Verdict::Rewrite { to, .. } if to == r.to))
         };
-        match store.claim(&r.volume, &r.to, SystemTime::now(), allow) {
-            Ok(Claim::Displaced { .. } | Claim::Written) => {
-                self.manager.remember(&r.volume, &r.to);
+        match self.manager.rewrite(&r.volume, &r.from, &r.to, still) {
+            Change::Done => {
                 self.forget_missing(&r.volume, &r.from);
                 log::info!(
                     volume = r.volume.as_str(), node = r.to.as_str(), previous = r.from.as_str(),
                     attachment = r.attachment.as_str();
                     "reconciliation rewrote a stale attachment record: no VolumeAttachment names the node it named, the only attached one names this node"
                 );
-                true
+                Ok(true)
             }
-            Ok(Claim::AlreadyHeld { .. }) => false,
-            Ok(other) => {
+            Change::Busy | Change::Withdrawn | Change::Refused(Claim::AlreadyHeld { .. }) => {
+                Ok(false)
+            }
+            Change::Refused(other) => {
                 log::warn!(
                     "reconciliation: {} changed before its stale record could be rewritten ({other:?}); left as is",
                     r.volume
                 );
-                false
+                Ok(false)
             }
-            Err(e) => {
+            Change::Unchecked(e) => {
+                log::warn!(
+                    "reconciliation: re-listing VolumeAttachments: {e}; {} not rewritten",
+                    r.volume
+                );
+                Err(())
+            }
+            Change::Failed(e) => {
                 log::warn!("reconciliation: rewriting {}: {e:?}", r.volume);
-                false
+                Ok(false)
             }
         }
     }
 
     /// Writes the node of an attached VolumeAttachment onto the PV of
-    /// `handle` in the volume's turn, unless the PV names a node already.
-    /// Whether it was written.
-    fn adopt_one(&self, store: &PvStore, handle: &str, va: &Va, recheck: bool) -> bool {
-        let Ok(_turn) = self.manager.turns().take(handle) else {
-            return false;
+    /// `handle` (see [`AttachmentManager::adopt`]), unless the PV names a
+    /// node already. With a `recheck`, only a VolumeAttachment still
+    /// attached, not being deleted, for the same node and PV when decided
+    /// again in the turn is adopted: an Unpublish may have run since the
+    /// first list (it clears the PV, then the attacher deletes the
+    /// VolumeAttachment). Without one (startup: no Unpublish of ours can
+    /// have run) the first decision stands. Whether it was written; `Err`
+    /// when the re-check list failed (logged).
+    fn adopt_one(
+        &self,
+        handle: &str,
+        va: &Va,
+        recheck: Option<&mut Recheck<'_>>,
+    ) -> Result<bool, ()> {
+        let still = || -> Result<bool, kube::Error> {
+            let Some(recheck) = recheck else {
+                return Ok(true);
+            };
+            Ok(recheck.vas_for(handle)?.iter().any(|v| {
+                v.name == va.name
+                    && v.attached
+                    && !v.deleting
+                    && v.node_name == va.node_name
+                    && v.pv_name == va.pv_name
+            }))
         };
-        // An Unpublish may have run between the list and this turn (it
-        // clears the PV, then the attacher deletes the VolumeAttachment):
-        // only a VolumeAttachment still attached now is adopted. Before
-        // serving (startup) no Unpublish of ours can have run.
-        match recheck.then(|| store.client().list_volume_attachments()) {
-            None => {}
-            Some(Ok(now))
-                if now.items.iter().any(|v| {
-                    v.name == va.name
-                        && v.attached
-                        && !v.deleting
-                        && v.node_name == va.node_name
-                        && v.pv_name == va.pv_name
-                }) => {}
-            Some(Ok(_)) => return false,
-            Some(Err(e)) => {
-                log::warn!(
-                    "reconciliation: re-listing VolumeAttachments: {e}; {handle} not recorded"
-                );
-                return false;
-            }
-        }
-        match store.claim(handle, &va.node_name, SystemTime::now(), Allow::default()) {
-            Ok(Claim::Written) => {
-                self.manager.remember(handle, &va.node_name);
+        match self.manager.adopt(handle, &va.node_name, still) {
+            Change::Done => {
                 log::info!(
                     volume = handle, node = va.node_name.as_str();
                     "reconciliation recorded an attached VolumeAttachment on its PV"
                 );
-                true
+                Ok(true)
             }
-            Ok(Claim::HeldBy { node, .. }) if node != va.node_name => {
+            Change::Refused(Claim::HeldBy { node, .. }) if node != va.node_name => {
                 log::warn!(
                     "reconciliation: VolumeAttachment {} says {handle} is attached to {}, its PV names {node}; left as is",
                     va.name,
                     va.node_name
                 );
-                false
+                Ok(false)
             }
-            Ok(_) => false,
-            Err(e) => {
+            Change::Busy | Change::Withdrawn | Change::Refused(_) => Ok(false),
+            Change::Unchecked(e) => {
+                log::warn!(
+                    "reconciliation: re-listing VolumeAttachments: {e}; {handle} not recorded"
+                );
+                Err(())
+            }
+            Change::Failed(e) => {
                 log::warn!(
                     "reconciliation: recording {handle} on {}: {e:?}",
                     va.node_name
                 );
-                false
+                Ok(false)
             }
         }
     }
@@ -684,6 +741,36 @@ impl Reconciler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attachment::{ATTACHED_NODE, MIGRATION_NODE};
+
+    #[test]
+    fn a_pv_names_each_holder_once_the_source_first() {
+        // Every pairing of the two node annotations, equal values among
+        // them: absent, empty, and two nodes.
+        let values = [None, Some(""), Some("a"), Some("b")];
+        for node in values {
+            for target in values {
+                let annotations: BTreeMap<String, String> =
+                    [(ATTACHED_NODE, node), (MIGRATION_NODE, target)]
+                        .into_iter()
+                        .filter_map(|(k, v)| Some((k.to_string(), v?.to_string())))
+                        .collect();
+                let got = holders_of(&annotations);
+                let mut distinct = got.clone();
+                distinct.sort();
+                distinct.dedup();
+                assert_eq!(distinct.len(), got.len(), "{annotations:?} → {got:?}");
+                let named = |v: Option<&'static str>| v.filter(|n| !n.is_empty());
+                let want: Vec<&str> = match (named(node), named(target)) {
+                    (None, None) => vec![],
+                    (Some(n), None) | (None, Some(n)) => vec![n],
+                    (Some(n), Some(t)) if n == t => vec![n],
+                    (Some(n), Some(t)) => vec![n, t],
+                };
+                assert_eq!(got, want, "{annotations:?}");
+            }
+        }
+    }
 
     fn va(name: &str, node: &str, attached: bool, deleting: bool) -> Va {
         Va {
@@ -694,6 +781,47 @@ mod tests {
             attached,
             deleting,
         }
+    }
+
+    #[test]
+    fn a_pass_lists_again_only_for_a_volume_a_call_ended_on_since_its_list() {
+        use std::cell::{Cell, RefCell};
+        let lists = Cell::new(0);
+        let failing = Cell::new(false);
+        // The volumes a Publish or Unpublish ended on since the last list
+        // (what its Watch records).
+        let ended: RefCell<HashSet<String>> = RefCell::default();
+        let mut recheck = Recheck::new(|| {
+            if failing.get() {
+                return Err(kube::Error::Transport("refused".into()));
+            }
+            lists.set(lists.get() + 1);
+            ended.borrow_mut().clear();
+            let ended = &ended;
+            let since: Since<'_> = Box::new(move |volume: &str| ended.borrow().contains(volume));
+            Ok((since, vec![va("va-1", "n1", true, false)]))
+        });
+        assert_eq!(lists.get(), 0, "nothing to decide again: no list");
+        for volume in ["a", "b", "c", "a"] {
+            assert_eq!(recheck.vas_for(volume).unwrap().len(), 1);
+        }
+        assert_eq!(lists.get(), 1, "one list for every change of the pass");
+        // A call ended on b: b's change needs a list taken since.
+        ended.borrow_mut().insert("b".into());
+        recheck.vas_for("a").unwrap();
+        assert_eq!(lists.get(), 1);
+        recheck.vas_for("b").unwrap();
+        assert_eq!(lists.get(), 2);
+        recheck.vas_for("b").unwrap();
+        assert_eq!(lists.get(), 2);
+        // A failing list answers nothing; the next change lists again.
+        ended.borrow_mut().insert("c".into());
+        failing.set(true);
+        assert!(recheck.vas_for("c").is_err());
+        assert!(recheck.vas_for("a").is_err(), "no list to reuse");
+        failing.set(false);
+        recheck.vas_for("a").unwrap();
+        assert_eq!(lists.get(), 3);
     }
 
     fn decide(holders: &[&str], vas: &[Va]) -> String {

@@ -8,7 +8,7 @@
 //! refreshes the index before the volume is declared unknown.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::Mutex,
     time::{Duration, Instant, SystemTime},
 };
@@ -29,12 +29,122 @@ pub const MIGRATION_NODE: &str = "rds.csi.srvlab.io/migration-node";
 /// the migration window (RFC3339Micro, UTC).
 pub const MIGRATION_STARTED_AT: &str = "rds.csi.srvlab.io/migration-started-at";
 
-/// The migration window when the volume context names none.
-pub(crate) const DEFAULT_MIGRATION_WINDOW: std::time::Duration =
-    std::time::Duration::from_secs(300);
+/// The migration window when the volume context names none (the Go
+/// driver's default for `migrationTimeoutSeconds`). The one definition:
+/// the StorageClass parameters' default is read from it.
+pub const DEFAULT_MIGRATION_WINDOW: Duration = Duration::from_secs(300);
 
 /// Least time between two index-refreshing re-lists.
 const RELIST_EVERY: Duration = Duration::from_secs(5);
+
+/// A PV's attachment record: its four annotations, decoded by the one
+/// reading that the store, rebuild and reconciliation share. Borrows the
+/// annotations' text; decoding never fails, whatever they hold:
+///
+/// - `attached-node` or `migration-node` absent, empty or not a string
+///   names no node.
+/// - A time annotation absent or not a string has no text; present, its
+///   text is kept as it is, and an empty or malformed one has no
+///   [`time`](Stamp::time). What a missing time means is the reader's:
+///   the store knows no time (a migration window with no start is
+///   closed), rebuild takes now, with a warning.
+/// - `migration-node` naming a node other than `attached-node`'s is the
+///   migration target, its window opened at `migration-started-at`.
+/// - `migration-node` naming a node while `attached-node` names none: no
+///   write of ours leaves that, and the node is taken as the holder,
+///   attached since `migration-started-at`. Naming the same node as
+///   `attached-node`, it adds nothing. Both are [`Irregular`].
+/// - `migration-started-at` without a target, and `attached-at` without a
+///   holder, mean nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Record<'a> {
+    /// The node holding the volume (during a live migration, the source)
+    /// and when it attached. `None`: the volume is free.
+    pub(super) holder: Option<(&'a str, Stamp<'a>)>,
+    /// During a live migration, the second node and when its window
+    /// opened. Only beside a holder, and never the holder's node.
+    pub(super) target: Option<(&'a str, Stamp<'a>)>,
+    /// How the annotations depart from the form this controller writes;
+    /// `None`: they do not.
+    pub(super) irregular: Option<Irregular>,
+}
+
+/// A time annotation of a [`Record`], as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stamp<'a> {
+    /// The annotation it was read from (for messages about it).
+    pub(super) key: &'static str,
+    /// Its text; `None` when it is absent or not a string.
+    pub(super) text: Option<&'a str>,
+}
+
+impl Stamp<'_> {
+    /// The time it holds; `None` when it is absent, not a string, empty,
+    /// or not an RFC 3339 time.
+    pub(super) fn time(&self) -> Option<SystemTime> {
+        self.text.and_then(timestamp::parse)
+    }
+}
+
+/// Annotations no write of ours leaves (see [`Record`]); the store
+/// rewrites them in the written form with its next change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Irregular {
+    /// `migration-node` names a node, `attached-node` none: that node is
+    /// the record's holder.
+    TargetAlone,
+    /// Both name the same node: the record's holder, with no target.
+    TargetIsHolder,
+}
+
+impl<'a> Record<'a> {
+    /// The record in the annotations `annotation` looks up by key (see
+    /// [`Record`] for what each holds and means).
+    pub(super) fn decode(annotation: impl Fn(&str) -> Option<&'a str>) -> Record<'a> {
+        let named = |key: &str| annotation(key).filter(|n| !n.is_empty());
+        let stamp = |key: &'static str| Stamp {
+            key,
+            text: annotation(key),
+        };
+        match (named(ATTACHED_NODE), named(MIGRATION_NODE)) {
+            (None, None) => Record::default(),
+            (None, Some(target)) => Record {
+                holder: Some((target, stamp(MIGRATION_STARTED_AT))),
+                target: None,
+                irregular: Some(Irregular::TargetAlone),
+            },
+            (Some(node), Some(target)) if target == node => Record {
+                holder: Some((node, stamp(ATTACHED_AT))),
+                target: None,
+                irregular: Some(Irregular::TargetIsHolder),
+            },
+            (Some(node), target) => Record {
+                holder: Some((node, stamp(ATTACHED_AT))),
+                target: target.map(|t| (t, stamp(MIGRATION_STARTED_AT))),
+                irregular: None,
+            },
+        }
+    }
+
+    /// The record in a PV's annotations, as [`kube::Pv`] holds them.
+    pub(super) fn of(annotations: &'a Map<String, Value>) -> Record<'a> {
+        Record::decode(|key| annotations.get(key).and_then(Value::as_str))
+    }
+
+    /// The record in a listed PV's annotations, as [`kube::PvSummary`]
+    /// holds them (this driver's only, each a string).
+    pub(super) fn of_listed(annotations: &'a BTreeMap<String, String>) -> Record<'a> {
+        Record::decode(|key| annotations.get(key).map(String::as_str))
+    }
+
+    /// Every node the record names, the holder first; never one twice.
+    pub(super) fn nodes(self) -> impl Iterator<Item = &'a str> {
+        self.holder
+            .into_iter()
+            .chain(self.target)
+            .map(|(node, _)| node)
+    }
+}
 
 /// The outcome of claiming a PV for a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,54 +286,42 @@ impl Holders {
         }
     }
 
-    /// Reads the holders, first mending what no write of ours leaves: a
-    /// migration target without a source becomes the holder, one equal to
-    /// the source goes (the mended form is written with the next change).
+    /// The holders `annotations` record (see [`Record`]), first bringing
+    /// an [`Irregular`] record to the written form in `annotations`: a
+    /// lone target becomes the holder (its window start its
+    /// `attached-at`), and the migration annotations go. The mended form
+    /// is written with the next change.
     fn read(annotations: &mut Map<String, Value>) -> Holders {
-        let named = |k: &str| {
-            annotations
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
-        let (node, target) = (named(ATTACHED_NODE), named(MIGRATION_NODE));
-        if !target.is_empty() && (node.is_empty() || node == target) {
-            if node.is_empty() {
+        let record = Record::of(annotations);
+        let irregular = record.irregular;
+        let holders = Holders::from(record);
+        match irregular {
+            None => return holders,
+            Some(Irregular::TargetAlone) => {
                 let started = annotations.remove(MIGRATION_STARTED_AT);
-                annotations.insert(ATTACHED_NODE.into(), Value::String(target));
+                annotations.insert(ATTACHED_NODE.into(), Value::String(holders.node.clone()));
                 match started {
                     Some(v) => annotations.insert(ATTACHED_AT.into(), v),
                     None => annotations.remove(ATTACHED_AT),
                 };
             }
-            annotations.remove(MIGRATION_NODE);
-            annotations.remove(MIGRATION_STARTED_AT);
+            Some(Irregular::TargetIsHolder) => {}
         }
-        Holders::parse(annotations)
+        annotations.remove(MIGRATION_NODE);
+        annotations.remove(MIGRATION_STARTED_AT);
+        holders
     }
+}
 
-    fn parse(annotations: &Map<String, Value>) -> Holders {
-        let text = |k: &str| {
-            annotations
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
-        let time = |k: &str| {
-            annotations
-                .get(k)
-                .and_then(Value::as_str)
-                .and_then(timestamp::parse)
-        };
-        let (node, target) = (text(ATTACHED_NODE), text(MIGRATION_NODE));
-        let target = (!target.is_empty() && target != node && !node.is_empty())
-            .then(|| (target, time(MIGRATION_STARTED_AT)));
+impl From<Record<'_>> for Holders {
+    /// A time the record lacks or cannot read is unknown (`None`).
+    fn from(record: Record<'_>) -> Holders {
         Holders {
-            node,
-            at: time(ATTACHED_AT),
-            target,
+            node: record.holder.map_or("", |(node, _)| node).to_string(),
+            at: record.holder.and_then(|(_, at)| at.time()),
+            target: record
+                .target
+                .map(|(node, started)| (node.to_string(), started.time())),
         }
     }
 }
@@ -414,15 +512,16 @@ impl PvStore {
     /// The holder and volume attributes on the PV of `volume`; no PV of
     /// ours → `None`.
     pub(crate) fn inspect(&self, volume: &str) -> Result<Option<super::PvView>, kube::Error> {
-        let Some((_, mut pv)) = self.fetch(volume)? else {
+        let Some((_, pv)) = self.fetch(volume)? else {
             return Ok(None);
         };
-        let held = Holders::read(pv.annotations_mut());
-        let holder = (!held.node.is_empty()).then_some(held.node);
-        let migration_target = held.target.map(|(node, _)| node);
-        let pv = pv.value();
-        let attributes: std::collections::HashMap<String, String> = pv["spec"]["csi"]
-            ["volumeAttributes"]
+        let record = Record::of(pv.annotations());
+        let holder = record.holder.map(|(node, _)| node.to_string());
+        let migration_target = record.target.map(|(node, _)| node.to_string());
+        // Only the members read are parsed: most of a PV's bytes are its
+        // managed fields.
+        let spec = pv.member("spec");
+        let attributes: HashMap<String, String> = spec["csi"]["volumeAttributes"]
             .as_object()
             .map(|m| {
                 m.iter()
@@ -431,7 +530,7 @@ impl PvStore {
             })
             .unwrap_or_default();
         let text = |v: &Value| v.as_str().unwrap_or("").to_string();
-        let claim_ref = &pv["spec"]["claimRef"];
+        let claim_ref = &spec["claimRef"];
         // The claim the provisioner named in the volume context, with the
         // claimRef's uid when they agree; else the claimRef alone.
         let claim = match (
@@ -457,8 +556,8 @@ impl PvStore {
             }),
         };
         Ok(Some(super::PvView {
-            name: text(&pv["metadata"]["name"]),
-            uid: text(&pv["metadata"]["uid"]),
+            name: text(&pv.metadata_member("name")),
+            uid: text(&pv.metadata_member("uid")),
             claim,
             holder,
             migration_target,
@@ -549,6 +648,144 @@ impl PvStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn map(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn stamp<'a>(key: &'static str, text: Option<&'a str>) -> Stamp<'a> {
+        Stamp { key, text }
+    }
+
+    #[test]
+    fn a_record_is_decoded_whatever_the_annotations_hold() {
+        const T: &str = "2024-01-02T03:04:05.123456Z";
+        let t = timestamp::parse(T);
+        // Absent, empty or not a string: no node, so no record.
+        for free in [
+            json!({}),
+            json!({ATTACHED_NODE: "", MIGRATION_NODE: ""}),
+            json!({ATTACHED_NODE: 7, MIGRATION_NODE: null, ATTACHED_AT: T}),
+            json!({MIGRATION_STARTED_AT: T}),
+        ] {
+            let annotations = map(free.clone());
+            let record = Record::of(&annotations);
+            assert_eq!(record, Record::default(), "{free}");
+            assert_eq!(record.nodes().count(), 0, "{free}");
+        }
+
+        // One holder; its time absent, not a string, empty or malformed
+        // has no time, and the text read is kept.
+        for (at, text, time) in [
+            (json!(T), Some(T), t),
+            (json!(null), None, None),
+            (json!(5), None, None),
+            (json!(""), Some(""), None),
+            (json!("yesterday"), Some("yesterday"), None),
+        ] {
+            let annotations = map(json!({ATTACHED_NODE: "a", ATTACHED_AT: at.clone()}));
+            let record = Record::of(&annotations);
+            let (node, stamp_read) = record.holder.expect("a holder");
+            assert_eq!((node, stamp_read), ("a", stamp(ATTACHED_AT, text)), "{at}");
+            assert_eq!(stamp_read.time(), time, "{at}");
+            assert_eq!((record.target, record.irregular), (None, None), "{at}");
+        }
+
+        // Both migration annotations beside a holder: a target.
+        let both = map(json!({
+            ATTACHED_NODE: "a", ATTACHED_AT: T,
+            MIGRATION_NODE: "b", MIGRATION_STARTED_AT: "soon",
+        }));
+        let record = Record::of(&both);
+        assert_eq!(
+            record,
+            Record {
+                holder: Some(("a", stamp(ATTACHED_AT, Some(T)))),
+                target: Some(("b", stamp(MIGRATION_STARTED_AT, Some("soon")))),
+                irregular: None,
+            }
+        );
+        assert_eq!(record.nodes().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(record.target.unwrap().1.time(), None);
+
+        // Both without a holder: the target is the holder, since its start.
+        let alone = map(json!({MIGRATION_NODE: "b", MIGRATION_STARTED_AT: T, ATTACHED_AT: "x"}));
+        assert_eq!(
+            Record::of(&alone),
+            Record {
+                holder: Some(("b", stamp(MIGRATION_STARTED_AT, Some(T)))),
+                target: None,
+                irregular: Some(Irregular::TargetAlone),
+            }
+        );
+        // Naming the holder: one node.
+        let same = map(json!({
+            ATTACHED_NODE: "a", ATTACHED_AT: T,
+            MIGRATION_NODE: "a", MIGRATION_STARTED_AT: T,
+        }));
+        let record = Record::of(&same);
+        assert_eq!(
+            record,
+            Record {
+                holder: Some(("a", stamp(ATTACHED_AT, Some(T)))),
+                target: None,
+                irregular: Some(Irregular::TargetIsHolder),
+            }
+        );
+        assert_eq!(record.nodes().collect::<Vec<_>>(), ["a"]);
+
+        // A listed PV's annotations read the same.
+        let listed: BTreeMap<String, String> = [(ATTACHED_NODE, "a"), (MIGRATION_NODE, "b")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let pairs = map(json!({ATTACHED_NODE: "a", MIGRATION_NODE: "b"}));
+        assert_eq!(Record::of_listed(&listed), Record::of(&pairs));
+    }
+
+    #[test]
+    fn reading_mends_an_irregular_record_into_the_written_form() {
+        const T: &str = "2024-01-02T03:04:05.123456Z";
+        for (before, after) in [
+            (
+                json!({MIGRATION_NODE: "b", MIGRATION_STARTED_AT: T, ATTACHED_AT: "x", "k": "v"}),
+                json!({ATTACHED_NODE: "b", ATTACHED_AT: T, "k": "v"}),
+            ),
+            (
+                json!({ATTACHED_NODE: "", MIGRATION_NODE: "b", ATTACHED_AT: "x"}),
+                json!({ATTACHED_NODE: "b"}),
+            ),
+            (
+                json!({ATTACHED_NODE: "a", ATTACHED_AT: T, MIGRATION_NODE: "a", MIGRATION_STARTED_AT: "y"}),
+                json!({ATTACHED_NODE: "a", ATTACHED_AT: T}),
+            ),
+            // Regular records are left as they are, debris included.
+            (
+                json!({ATTACHED_NODE: "a", ATTACHED_AT: T, MIGRATION_NODE: "b"}),
+                json!({ATTACHED_NODE: "a", ATTACHED_AT: T, MIGRATION_NODE: "b"}),
+            ),
+            (
+                json!({ATTACHED_AT: T, MIGRATION_NODE: "", MIGRATION_STARTED_AT: T}),
+                json!({ATTACHED_AT: T, MIGRATION_NODE: "", MIGRATION_STARTED_AT: T}),
+            ),
+        ] {
+            let mut annotations = map(before.clone());
+            let read = Holders::read(&mut annotations);
+            assert_eq!(Value::Object(annotations.clone()), after, "{before}");
+            // The mended form records what the irregular one did.
+            let again = Holders::from(Record::of(&annotations));
+            assert_eq!(
+                (read.node.as_str(), read.at, &read.target),
+                (again.node.as_str(), again.at, &again.target),
+                "{before}"
+            );
+            assert_eq!(Record::of(&annotations).irregular, None, "{before}");
+        }
+    }
 
     fn holders(node: &str, target: Option<(&str, Option<SystemTime>)>, at: SystemTime) -> Holders {
         Holders {

@@ -113,7 +113,7 @@ pub fn controller_publish_volume(
         Some(validate::migration_window(req.get_volume_context()))
     };
     let manager = d.attachment_manager().ok_or(CsiError::Standalone)?;
-    if !d.node_exists(p.node)? {
+    if !manager.node_exists(p.node)? {
         return Err(CsiError::NodeNotFound(p.node.to_string()));
     }
     let tracked = match window {

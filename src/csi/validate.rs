@@ -119,7 +119,6 @@ fn id_field(field: &'static str, id: &str) -> Result<(), CsiError> {
     self::id(field, id, MAX_ID_BYTES)
 }
 
-/// `(required, limit)` in bytes, 0 meaning unset; negative → invalid.
 /// A CreateSnapshot's name and source volume: both required, the source
 /// a volume ID (anything else names no volume of ours, so no RDS request).
 pub fn create_snapshot(
@@ -147,6 +146,7 @@ pub fn create_snapshot(
     Ok((name, source))
 }
 
+/// `(required, limit)` in bytes, 0 meaning unset; negative → invalid.
 pub fn capacity(range: &CapacityRange) -> Result<(u64, u64), CsiError> {
     let non_negative = |field: &'static str, v: i64| {
         u64::try_from(v).map_err(|_| CsiError::invalid(field, format!("{v} is negative")))

@@ -43,8 +43,11 @@ pub struct ClientOptions {
     /// Largest response body accepted. Default 256 MiB: a LIST page of
     /// 100 000 PVs fits.
     pub max_body_bytes: u64,
-    /// Attempts for a request that meets a transient failure (see
-    /// [`Error::is_transient`]); 1 disables retries. Default 4.
+    /// Tries in all for one request, the first included, where a repeat is
+    /// allowed: GET and DELETE on a transient failure
+    /// ([`Error::is_transient`]), PUT, POST and PATCH on 429 only (see
+    /// [`crate::kube`]). 1 disables repeats, but for the one after a 401
+    /// that re-reads a token file. Default 4.
     pub attempts: u32,
     /// Told of every request sent (for metrics); set where the process
     /// is assembled.
@@ -54,7 +57,7 @@ pub struct ClientOptions {
 /// What the client reports of each request it sends.
 #[derive(Debug, Clone, Copy)]
 pub struct Observed {
-    /// The Kubernetes verb: get, list, update, create, patch.
+    /// The Kubernetes verb: get, list, update, create, patch, delete.
     pub verb: &'static str,
     /// The resource, from a fixed set (see the metrics' labels).
     pub resource: &'static str,
@@ -102,6 +105,8 @@ struct Inner {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Verb {
     Get,
+    /// A GET of a collection (`list` in metrics and RBAC).
+    List,
     Put,
     Post,
     /// A JSON merge patch.
@@ -112,7 +117,7 @@ enum Verb {
 impl Verb {
     fn method(self) -> http::Method {
         match self {
-            Verb::Get => http::Method::GET,
+            Verb::Get | Verb::List => http::Method::GET,
             Verb::Put => http::Method::PUT,
             Verb::Post => http::Method::POST,
             Verb::Patch => http::Method::PATCH,
@@ -123,10 +128,13 @@ impl Verb {
     fn content_type(self) -> &'static str {
         match self {
             Verb::Patch => "application/merge-patch+json",
-            Verb::Get | Verb::Put | Verb::Post | Verb::Delete => "application/json",
+            Verb::Get | Verb::List | Verb::Put | Verb::Post | Verb::Delete => "application/json",
         }
     }
 }
+
+/// The resource of PersistentVolumes, in paths and metrics.
+const PVS: &str = "persistentvolumes";
 
 impl Client {
     /// Builds the client. Fails on an unreadable CA, certificate or key;
@@ -169,19 +177,21 @@ impl Client {
     /// 404 → [`Error::NotFound`]; a body that is not JSON → [`Error::Decode`].
     pub fn get_pv(&self, name: &str) -> Result<Pv, Error> {
         let path = format!("/api/v1/persistentvolumes/{}", segment(name)?);
-        let bytes = self.send(Verb::Get, &path, None)?;
+        let bytes = self.send(Verb::Get, PVS, &path, None)?;
         Pv::parse(bytes).map_err(|e| Error::Decode(format!("{path}: {e}")))
     }
 
     /// PUT `pv` back (compare-and-set on its `metadata.resourceVersion`):
     /// a stale version → [`Error::Conflict`]; a missing PV → [`Error::NotFound`].
-    /// Never retried here (see [`retry_on_conflict`]), except on 429. The
+    /// Repeated here on 429 only; a Conflict is the caller's to redo (see
+    /// [`retry_on_conflict`]), a time-out or 5xx is returned as is. The
     /// stored object the server answers with is checked to be JSON, not
     /// built: no caller reads it (the next change reads the PV afresh).
     pub fn replace_pv(&self, name: &str, pv: &Pv) -> Result<(), Error> {
         let body = pv.to_json();
         self.json::<serde::de::IgnoredAny>(
             Verb::Put,
+            PVS,
             &format!("/api/v1/persistentvolumes/{}", segment(name)?),
             Some(&body),
         )
@@ -194,25 +204,30 @@ impl Client {
     /// that do not decode (hostile or corrupt objects) are skipped with a
     /// warning and named in the result.
     pub fn list_pvs(&self) -> Result<Listed<PvSummary>, Error> {
-        self.collect("/api/v1/persistentvolumes", "")
+        self.collect(PVS, "/api/v1/persistentvolumes", "")
     }
 
     /// Like [`Client::list_pvs`], one item at a time, so that only what the
     /// caller keeps stays in memory. On [`Visit::Restart`] the caller drops
     /// what it gathered: the list starts over.
     pub fn visit_pvs(&self, visit: impl FnMut(Visit<PvSummary>)) -> Result<u32, Error> {
-        self.visit("/api/v1/persistentvolumes", "", visit)
+        self.visit(PVS, "/api/v1/persistentvolumes", "", visit)
     }
 
     /// Every VolumeAttachment, as summaries; paging as [`Client::list_pvs`].
     pub fn list_volume_attachments(&self) -> Result<Listed<VolumeAttachmentSummary>, Error> {
-        self.collect("/apis/storage.k8s.io/v1/volumeattachments", "")
+        self.collect(
+            "volumeattachments",
+            "/apis/storage.k8s.io/v1/volumeattachments",
+            "",
+        )
     }
 
     /// Whether the Node exists: 404 → `Ok(false)`.
     pub fn node_exists(&self, name: &str) -> Result<bool, Error> {
         match self.json::<NodeRef>(
             Verb::Get,
+            "nodes",
             &format!("/api/v1/nodes/{}", segment(name)?),
             None,
         ) {
@@ -222,16 +237,16 @@ impl Client {
         }
     }
 
-    /// POST an Event into `namespace`.
+    /// POST an Event into `namespace`. Repeated on 429 only.
     pub fn create_event(&self, namespace: &str, event: &Value) -> Result<(), Error> {
         let body = serde_json::to_vec(event).map_err(|e| Error::Decode(e.to_string()))?;
         let path = format!("/api/v1/namespaces/{}/events", segment(namespace)?);
-        self.json::<serde::de::IgnoredAny>(Verb::Post, &path, Some(&body))
+        self.json::<serde::de::IgnoredAny>(Verb::Post, "events", &path, Some(&body))
             .map(|_| ())
     }
 
     /// Merge-patches the Event `name` in `namespace` (an aggregated repeat).
-    /// A missing Event → [`Error::NotFound`].
+    /// A missing Event → [`Error::NotFound`]. Repeated on 429 only.
     pub fn patch_event(&self, namespace: &str, name: &str, patch: &Value) -> Result<(), Error> {
         let body = serde_json::to_vec(patch).map_err(|e| Error::Decode(e.to_string()))?;
         let path = format!(
@@ -239,46 +254,64 @@ impl Client {
             segment(namespace)?,
             segment(name)?
         );
-        self.json::<serde::de::IgnoredAny>(Verb::Patch, &path, Some(&body))
+        self.json::<serde::de::IgnoredAny>(Verb::Patch, "events", &path, Some(&body))
             .map(|_| ())
     }
 
     /// GET the object at `path` (built with [`object_path`]), whole.
     /// 404 → [`Error::NotFound`].
-    pub fn get_object(&self, path: &str) -> Result<Value, Error> {
-        self.json(Verb::Get, path, None)
+    pub fn get_object(&self, path: &ObjectPath) -> Result<Value, Error> {
+        self.json(Verb::Get, path.resource, &path.path, None)
     }
 
     /// Every object of the collection at `path`, paged as
     /// [`Client::list_pvs`]; with a `label_selector`, only those it selects
     /// (the server evaluates it; a malformed one → [`Error::BadRequest`]).
-    pub fn list_objects(&self, path: &str, label_selector: &str) -> Result<Vec<Value>, Error> {
+    pub fn list_objects(
+        &self,
+        path: &ObjectPath,
+        label_selector: &str,
+    ) -> Result<Vec<Value>, Error> {
         let query = match label_selector {
             "" => String::new(),
             sel => format!("&labelSelector={}", percent_encode(sel)),
         };
-        Ok(self.collect::<Value>(path, &query)?.items)
+        Ok(self
+            .collect::<Value>(path.resource, &path.path, &query)?
+            .items)
     }
 
     /// POST `object` into the collection at `path`; the stored object.
     /// A name taken → [`Error::AlreadyExists`]. Not retried but on 429.
-    pub fn create_object(&self, path: &str, object: &Value) -> Result<Value, Error> {
+    pub fn create_object(&self, path: &ObjectPath, object: &Value) -> Result<Value, Error> {
         let body = serde_json::to_vec(object).map_err(|e| Error::Decode(e.to_string()))?;
-        self.json(Verb::Post, path, Some(&body))
+        self.json(Verb::Post, path.resource, &path.path, Some(&body))
+    }
+
+    /// PUT `object` over the object at `path`: a compare-and-set on the
+    /// `metadata.resourceVersion` it carries (stale → [`Error::Conflict`],
+    /// gone → [`Error::NotFound`]); the stored object. Not retried but on
+    /// 429.
+    pub fn replace_object(&self, path: &ObjectPath, object: &Value) -> Result<Value, Error> {
+        let body = serde_json::to_vec(object).map_err(|e| Error::Decode(e.to_string()))?;
+        self.json(Verb::Put, path.resource, &path.path, Some(&body))
     }
 
     /// DELETE the object at `path`, only if it is still the one with
     /// `uid` (a precondition: an object of the same name made since is
     /// left alone, → [`Error::Conflict`]). Gone already → `Ok(false)`.
-    /// Transient failures are retried: the precondition makes a repeat safe.
-    pub fn delete_object(&self, path: &str, uid: &str) -> Result<bool, Error> {
+    /// Unlike the other writes, repeated on any transient failure, up to
+    /// [`ClientOptions::attempts`] tries: the precondition makes a repeat
+    /// safe (one whose earlier try took effect finds the object gone,
+    /// → `Ok(false)`). A Conflict is returned, not repeated.
+    pub fn delete_object(&self, path: &ObjectPath, uid: &str) -> Result<bool, Error> {
         let options = serde_json::json!({
             "kind": "DeleteOptions",
             "apiVersion": "v1",
             "preconditions": { "uid": uid },
         });
         let body = serde_json::to_vec(&options).map_err(|e| Error::Decode(e.to_string()))?;
-        match self.send(Verb::Delete, path, Some(&body)) {
+        match self.send(Verb::Delete, path.resource, &path.path, Some(&body)) {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
@@ -292,17 +325,22 @@ impl Client {
         struct Version {
             git_version: String,
         }
-        self.json::<Version>(Verb::Get, "/version", None)
+        self.json::<Version>(Verb::Get, "version", "/version", None)
             .map(|v| v.git_version)
     }
 
-    fn collect<T: ListItem>(&self, path: &str, query: &str) -> Result<Listed<T>, Error> {
+    fn collect<T: ListItem>(
+        &self,
+        resource: &'static str,
+        path: &str,
+        query: &str,
+    ) -> Result<Listed<T>, Error> {
         let mut out = Listed {
             items: Vec::new(),
             skipped: Vec::new(),
             pages: 0,
         };
-        out.pages = self.visit(path, query, |v| match v {
+        out.pages = self.visit(resource, path, query, |v| match v {
             Visit::Restart => {
                 out.items.clear();
                 out.skipped.clear();
@@ -322,6 +360,7 @@ impl Client {
     /// concurrent calls need.
     fn visit<T: ListItem>(
         &self,
+        resource: &'static str,
         path: &str,
         query: &str,
         mut visit: impl FnMut(Visit<T>),
@@ -348,7 +387,7 @@ impl Client {
                     };
                     Incremental::new(&mut visit).read_all(body)
                 };
-                let failure = match self.list_page(&url, pages == 0, &mut read) {
+                let failure = match self.list_page(resource, &url, pages == 0, &mut read) {
                     Ok(next) => {
                         pages += 1;
                         match next {
@@ -400,6 +439,7 @@ impl Client {
     /// items over).
     fn list_page(
         &self,
+        resource: &'static str,
         url: &str,
         limited: bool,
         read: &mut PageReader<'_>,
@@ -412,26 +452,35 @@ impl Client {
             })?;
             Ok(())
         };
-        self.request(Verb::Get, url, None, limited, Some(&mut sink))?;
+        self.request(Verb::List, resource, url, None, limited, Some(&mut sink))?;
         Ok(next)
     }
 
     fn json<T: DeserializeOwned>(
         &self,
         verb: Verb,
+        resource: &'static str,
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<T, Error> {
-        let bytes = self.send(verb, path, body)?;
+        let bytes = self.send(verb, resource, path, body)?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Decode(format!("{path}: {e}")))
     }
 
-    /// One logical request: rate limited, authenticated, retried while the
-    /// failure is transient and the verb allows it (GET: any transient
-    /// failure; PUT/POST: only 429, which the server refuses before acting).
+    /// One logical request: rate limited, authenticated, and repeated up to
+    /// [`ClientOptions::attempts`] tries while the verb allows it (GET and
+    /// DELETE: any transient failure, see [`Error::is_transient`]; PUT,
+    /// POST and PATCH: only 429, which the server answers before acting),
+    /// with backoff, and no try once the call's deadline has passed.
     /// A 401 with a token file re-reads the file and tries once more.
-    fn send(&self, verb: Verb, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>, Error> {
-        self.request(verb, path, body, true, None)
+    fn send(
+        &self,
+        verb: Verb,
+        resource: &'static str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Vec<u8>, Error> {
+        self.request(verb, resource, path, body, true, None)
             .map_err(Failed::into_error)
     }
 
@@ -442,6 +491,7 @@ impl Client {
     fn request(
         &self,
         verb: Verb,
+        resource: &'static str,
         path: &str,
         body: Option<&[u8]>,
         limited: bool,
@@ -456,7 +506,8 @@ impl Client {
             if crate::deadline::passed() {
                 return Err(Failed::Request(Error::Deadline(format!("{verb:?} {path}"))));
             }
-            let err = match self.send_once(verb, path, body, limited, sink.as_deref_mut()) {
+            let err = match self.send_once(verb, resource, path, body, limited, sink.as_deref_mut())
+            {
                 Ok(bytes) => return Ok(bytes),
                 Err(Failed::Request(e)) => e,
                 Err(body_failed) => return Err(body_failed),
@@ -468,9 +519,10 @@ impl Client {
                 continue;
             }
             let retryable = match verb {
-                Verb::Get => err.is_transient(),
+                Verb::Get | Verb::List => err.is_transient(),
                 // A DELETE carries a UID precondition (see
-                // `delete_object`): a repeat can only find the object gone.
+                // `delete_object`): a repeat deletes the same object or finds
+                // it gone, never another of its name.
                 Verb::Delete => err.is_transient(),
                 Verb::Put | Verb::Post | Verb::Patch => matches!(err, Error::TooManyRequests(_)),
             };
@@ -493,6 +545,7 @@ impl Client {
     fn send_once(
         &self,
         verb: Verb,
+        resource: &'static str,
         path: &str,
         body: Option<&[u8]>,
         limited: bool,
@@ -568,8 +621,8 @@ impl Client {
         };
         if let Some(hook) = &inner.opts.observer {
             hook.tell(&Observed {
-                verb: verb.name(path),
-                resource: resource_of(path),
+                verb: verb.name(),
+                resource,
                 code,
                 took: started.elapsed(),
                 // Waits under a millisecond are the limiter's own cost.
@@ -625,37 +678,15 @@ fn wire_error(path: &str, f: wire::Failure) -> Error {
 
 impl Verb {
     /// The Kubernetes verb of a request, for metrics.
-    fn name(self, path: &str) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
-            Verb::Get if path.contains("?limit=") => "list",
+            Verb::List => "list",
             Verb::Get => "get",
             Verb::Put => "update",
             Verb::Post => "create",
             Verb::Patch => "patch",
             Verb::Delete => "delete",
         }
-    }
-}
-
-/// The resource a path names, from the fixed set this client uses.
-fn resource_of(path: &str) -> &'static str {
-    let path = path.split('?').next().unwrap_or(path);
-    for r in [
-        "persistentvolumes",
-        "persistentvolumeclaims",
-        "nodes",
-        "volumeattachments",
-        "volumesnapshots",
-        "events",
-    ] {
-        if path.split('/').any(|s| s == r) {
-            return r;
-        }
-    }
-    if path == "/version" {
-        "version"
-    } else {
-        "other"
     }
 }
 
@@ -670,7 +701,7 @@ pub struct Listed<T> {
 /// `client-go`'s `retry.RetryOnConflict(retry.DefaultRetry, …)`: up to five
 /// tries, sleeping 10 ms (+ up to 10 % jitter) between them, while `f`
 /// fails with [`Error::Conflict`]. `f` must re-read the object each try.
-/// Exhausted → the last Conflict.
+/// Any other outcome is returned at once; exhausted → the last Conflict.
 pub fn retry_on_conflict<T, E>(
     mut f: impl FnMut() -> Result<T, E>,
     is_conflict: impl Fn(&E) -> bool,
@@ -748,20 +779,68 @@ fn segment(name: &str) -> Result<&str, Error> {
 /// [`Error::Config`], so nothing odd reaches a URL.
 pub fn object_path(
     group_version: &str,
-    resource: &str,
+    resource: &'static str,
     namespace: &str,
     name: Option<&str>,
-) -> Result<String, Error> {
-    let root = match group_version {
+) -> Result<ObjectPath, Error> {
+    let root = format!(
+        "{}/namespaces/{}",
+        api_root(group_version),
+        segment(namespace)?
+    );
+    ObjectPath::at(root, resource, name)
+}
+
+/// The API path of a cluster-scoped object (`name` given), or of the
+/// collection of `resource` (cluster-scoped, or across all namespaces).
+/// Names as [`object_path`].
+pub fn cluster_path(
+    group_version: &str,
+    resource: &'static str,
+    name: Option<&str>,
+) -> Result<ObjectPath, Error> {
+    ObjectPath::at(api_root(group_version), resource, name)
+}
+
+fn api_root(group_version: &str) -> String {
+    match group_version {
         "v1" => "/api/v1".to_string(),
         gv => format!("/apis/{gv}"),
-    };
-    let mut path = format!("{root}/namespaces/{}/{resource}", segment(namespace)?);
-    if let Some(name) = name {
-        path.push('/');
-        path.push_str(segment(name)?);
     }
-    Ok(path)
+}
+
+/// Where an object or collection is, with the resource it is of: the
+/// `resource` label of the request's metrics comes from here, so the label
+/// set is what the code names, never guessed back from a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectPath {
+    resource: &'static str,
+    path: String,
+}
+
+impl ObjectPath {
+    fn at(root: String, resource: &'static str, name: Option<&str>) -> Result<ObjectPath, Error> {
+        let mut path = format!("{root}/{resource}");
+        if let Some(name) = name {
+            path.push('/');
+            path.push_str(segment(name)?);
+        }
+        Ok(ObjectPath { resource, path })
+    }
+
+    /// The object `name` of this collection.
+    pub fn named(&self, name: &str) -> Result<ObjectPath, Error> {
+        Ok(ObjectPath {
+            resource: self.resource,
+            path: format!("{}/{}", self.path, segment(name)?),
+        })
+    }
+}
+
+impl std::fmt::Display for ObjectPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.path)
+    }
 }
 
 fn percent_encode(s: &str) -> String {

@@ -112,12 +112,47 @@ impl Pv {
         &self.volume_handle
     }
 
+    /// `metadata.annotations` as they stand: as read, with every change
+    /// made through [`annotations_mut`](Self::annotations_mut). Empty when
+    /// the object had none, or had a value other than an object there.
+    pub fn annotations(&self) -> &Map<String, Value> {
+        &self.annotations
+    }
+
     pub fn annotations_mut(&mut self) -> &mut Map<String, Value> {
         &mut self.annotations
     }
 
-    /// The object as read, as a tree (for readers of other fields; not
-    /// for writing: the annotations it holds are those read).
+    /// The top-level member `key` as a tree, parsed from its own bytes
+    /// alone (reading `spec` costs no tree of `metadata`); `Null` when the
+    /// object has no such member, as in [`value`](Self::value). `metadata`
+    /// is not among them: see [`metadata_member`](Self::metadata_member).
+    /// A repeated member: the last one, as a parser of the whole keeps.
+    pub fn member(&self, key: &str) -> Value {
+        self.tree_of(&self.members, key)
+    }
+
+    /// The member `key` of `metadata` as a tree, likewise (`name`, `uid`:
+    /// no tree of the managed fields); `Null` when absent. `annotations`
+    /// is not among them: see [`annotations`](Self::annotations).
+    pub fn metadata_member(&self, key: &str) -> Value {
+        self.tree_of(&self.metadata, key)
+    }
+
+    fn tree_of(&self, members: &[(String, Range<usize>)], key: &str) -> Value {
+        members
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, span)| serde_json::from_slice(&self.body[span.clone()]).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// The object as read, as one tree: every byte of it parsed, managed
+    /// fields included (for a reader of the whole; a member alone is
+    /// cheaper through [`member`](Self::member) or
+    /// [`metadata_member`](Self::metadata_member). Not for writing: the
+    /// annotations it holds are those read).
     pub fn value(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
@@ -345,6 +380,34 @@ mod tests {
             assert_eq!(written(&pv)["spec"], spec, "kept as it was");
         }
         assert!(Pv::parse(b"{\"spec\":".to_vec()).is_err());
+    }
+
+    #[test]
+    fn members_are_read_one_at_a_time_as_the_whole_tree_holds_them() {
+        let v = json!({
+            "metadata": {"name": "p", "uid": "u", "annotations": {"a": "1"},
+                         "managedFields": [{"manager": "m"}]},
+            "spec": {"csi": {"volumeAttributes": {"k": "v"}}, "claimRef": {"name": "c"}},
+        });
+        let mut pv = parse(&v);
+        pv.annotations_mut().insert("b".into(), json!("2"));
+        assert_eq!(
+            pv.annotations(),
+            json!({"a": "1", "b": "2"}).as_object().unwrap()
+        );
+        assert_eq!(pv.member("spec"), v["spec"]);
+        assert_eq!(pv.metadata_member("name"), "p");
+        assert_eq!(pv.metadata_member("uid"), "u");
+        for absent in [pv.member("status"), pv.member("metadata")] {
+            assert_eq!(absent, Value::Null);
+        }
+        assert_eq!(pv.metadata_member("annotations"), Value::Null);
+        let odd = parse(&json!({"metadata": "x", "spec": 7}));
+        assert_eq!(
+            (odd.metadata_member("name"), odd.member("spec")),
+            (Value::Null, json!(7))
+        );
+        assert!(odd.annotations().is_empty());
     }
 
     #[test]

@@ -172,8 +172,10 @@ impl Scalar {
 /// Values read from their owners at scrape time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Gauges {
-    pub attachments: usize,
-    pub migrations_active: usize,
+    /// `None`: not exported (a replica that does not hold the Lease, whose
+    /// map may be behind the other's writes; see `lease`).
+    pub attachments: Option<usize>,
+    pub migrations_active: Option<usize>,
     pub queue_depth: usize,
 }
 
@@ -197,6 +199,7 @@ pub struct Metrics {
     rds_requests: CounterVec<2>,
     rds_duration: HistogramVec<1>,
     rds_up: Scalar,
+    leader: Scalar,
     pool_free: Scalar,
     rebuild_seconds: Scalar,
     rebuild_pvs: Scalar,
@@ -311,6 +314,12 @@ impl Metrics {
             rds_up: Scalar::new(
                 "rds_csi_rds_up",
                 "1 when RDS answered the last health check, else 0.",
+                "gauge",
+            ),
+            leader: Scalar::new(
+                "rds_csi_leader",
+                "1 on the replica that holds the controller's Lease (or runs without \
+                 leader election), else 0.",
                 "gauge",
             ),
             pool_free: Scalar::new(
@@ -429,6 +438,11 @@ impl Metrics {
         }
     }
 
+    /// Whether this replica holds the controller's Lease.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(if leading { 1.0 } else { 0.0 });
+    }
+
     pub fn rebuild(&self, took: Duration, pvs: usize) {
         self.rebuild_seconds.set(took.as_secs_f64());
         self.rebuild_pvs.set(pvs as f64);
@@ -447,23 +461,27 @@ impl Metrics {
             "CSI calls waiting for a worker.",
             gauges.queue_depth as f64,
         );
-        gauge(
-            &mut out,
-            "rds_csi_attachments",
-            "Volumes attached, by the attachment map.",
-            gauges.attachments as f64,
-        );
+        if let Some(n) = gauges.attachments {
+            gauge(
+                &mut out,
+                "rds_csi_attachments",
+                "Volumes attached, by the attachment map (the Lease holder's only).",
+                n as f64,
+            );
+        }
         self.attachment_conflicts.render(&mut out);
         self.stale_cleared.render(&mut out);
         self.reconciled.render(&mut out);
         self.disagreements.render(&mut out);
         self.parameter_warnings.render(&mut out);
-        gauge(
-            &mut out,
-            "rds_csi_migrations_active",
-            "Volumes attached to two nodes for a live migration.",
-            gauges.migrations_active as f64,
-        );
+        if let Some(n) = gauges.migrations_active {
+            gauge(
+                &mut out,
+                "rds_csi_migrations_active",
+                "Volumes attached to two nodes for a live migration (the Lease holder's only).",
+                n as f64,
+            );
+        }
         self.migrations.render(&mut out);
         self.migrations_started.render(&mut out);
         self.kube_requests.render(&mut out);
@@ -473,6 +491,7 @@ impl Metrics {
         self.rds_requests.render(&mut out);
         self.rds_duration.render(&mut out);
         self.rds_up.render(&mut out);
+        self.leader.render(&mut out);
         self.pool_free.render(&mut out);
         self.rebuild_seconds.render(&mut out);
         self.rebuild_pvs.render(&mut out);

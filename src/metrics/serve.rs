@@ -9,7 +9,7 @@
 //!
 //! Hand-written rather than a server crate: answering a GET of three paths
 //! needs only the request line, and a crate would bring its own threads
-//! and allocation patterns into a 5 MB binary. The parser is fuzzed
+//! and allocation patterns into a binary held small. The parser is fuzzed
 //! (`fuzz/fuzz_targets/http_request.rs`).
 
 use std::{

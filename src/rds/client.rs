@@ -44,7 +44,6 @@ pub struct ClientOptions {
     pub insecure_skip_verify: bool,
     /// Limit for one request, connect included.
     pub timeout: Duration,
-    /// Where requests and latencies are counted.
     /// Told of every request sent (for metrics); set where the process
     /// is assembled.
     pub observer: Option<wire::Hook<Observed>>,
@@ -160,8 +159,10 @@ impl Client {
 
     /// Adds a disk whose file is a copy of another's (see [`NewCopy`]);
     /// returns it as RouterOS stored it. The copy is made before RouterOS
-    /// answers (so a copy that outlasts the request's time limit ends as a
-    /// time-out: see the README on what is known of `copy-from`).
+    /// answers, so a copy that outlasts the request's time limit ends as
+    /// [`Error::Timeout`], and may leave its file without a disk. Not
+    /// repeated here: the caller looks before it writes again (README.md,
+    /// "What is known of `copy-from`").
     pub fn add_copy(&self, disk: &NewCopy) -> Result<Disk, Error> {
         let body = serde_json::to_vec(disk).map_err(|e| Error::Decode(e.to_string()))?;
         self.json(http::Method::PUT, "/rest/disk", Some(body))
@@ -287,11 +288,7 @@ impl Client {
             wire::Failure::Invalid(m) => Error::Config(format!("{request}: {m}")),
         });
         let (code, bytes) = answer.map(|a| (a.code, a.body))?;
-        let started = took;
-        log::trace!(
-            "RDS {request} -> {code} ({} bytes, {started:?})",
-            bytes.len()
-        );
+        log::trace!("RDS {request} -> {code} ({} bytes, {took:?})", bytes.len());
         if (200..300).contains(&code) {
             Ok(bytes)
         } else {

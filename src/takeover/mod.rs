@@ -11,6 +11,7 @@ mod checks;
 
 pub use checks::{Finding, Severity};
 
+use crate::flags::{Flag, Usage};
 use std::{collections::BTreeSet, path::PathBuf, time::Duration};
 
 use serde_json::{json, Value};
@@ -25,34 +26,72 @@ pub const EXIT_USAGE: i32 = 2;
 /// Nothing certain blocks it, but something could not be read.
 pub const EXIT_INCOMPLETE: i32 = 3;
 
-pub const USAGE: &str = "\
+pub static USAGE: Usage = Usage {
+    head: "\
 rds-csi-controller takeover: what taking over from the Go driver will do, and what blocks it
 
 Usage: rds-csi-controller takeover --rds-url URL [OPTIONS]
 
-Reads the cluster (the kubeconfig's user needs to read Deployments,
+Reads the cluster (the kubeconfig's user needs to read Deployments and their Pods,
 StorageClasses, the CSIDriver, PVs, VolumeAttachments,
 VolumeSnapshotContents and Secrets) and RDS (the REST user's files);
 changes nothing. Exits 0 when nothing blocks, 1 when something does, 3 when
 something could not be read and nothing certain blocks, 2 on bad flags.
-
-Options:
-  --namespace NS             where this controller will run: the Go
-                             installation's namespace [default: rds-csi]
-  --kubeconfig PATH          kubeconfig to use [env KUBECONFIG]; else the
-                             in-cluster service account
-  --rds-url URL              RouterOS REST API of the RDS: https://HOST[:PORT]
-                             [env RDS_URL] (required)
-  --rds-credentials-dir DIR  files username, password and optionally ca.crt
-                             [default: /etc/rds-csi]
-  --rds-insecure-skip-verify do not verify RDS's TLS certificate
-  --rds-volume-path PATH     volume path of classes without volumePath
-                             [default: /storage-pool/metal-csi]
-  --rds-timeout DURATION     limit for one RDS request [default: 10s]
-  --driver-name NAME         CSI driver name [default: rds.csi.srvlab.io]
-  -o, --output FORMAT        text or json [default: text]
-  -h, --help                 print this help and exit
-";
+",
+    flags: &[
+        Flag {
+            names: &["--namespace"],
+            value: Some("NS"),
+            help: "where this controller will run: the Go\ninstallation's namespace [default: rds-csi]",
+        },
+        Flag {
+            names: &["--kubeconfig"],
+            value: Some("PATH"),
+            help: "kubeconfig to use [env KUBECONFIG]; else the\nin-cluster service account",
+        },
+        Flag {
+            names: &["--rds-url"],
+            value: Some("URL"),
+            help: "RouterOS REST API of the RDS: https://HOST[:PORT]\n[env RDS_URL] (required)",
+        },
+        Flag {
+            names: &["--rds-credentials-dir"],
+            value: Some("DIR"),
+            help: "files username, password and optionally ca.crt\n[default: /etc/rds-csi]",
+        },
+        Flag {
+            names: &["--rds-insecure-skip-verify"],
+            value: None,
+            help: "do not verify RDS's TLS certificate",
+        },
+        Flag {
+            names: &["--rds-volume-path"],
+            value: Some("PATH"),
+            help: "volume path of classes without volumePath\n[default: /storage-pool/metal-csi]",
+        },
+        Flag {
+            names: &["--rds-timeout"],
+            value: Some("DURATION"),
+            help: "limit for one RDS request [default: 10s]",
+        },
+        Flag {
+            names: &["--driver-name"],
+            value: Some("NAME"),
+            help: "CSI driver name [default: rds.csi.srvlab.io]",
+        },
+        Flag {
+            names: &["-o", "--output"],
+            value: Some("FORMAT"),
+            help: "text or json [default: text]",
+        },
+        Flag {
+            names: &["-h", "--help"],
+            value: None,
+            help: "print this help and exit",
+        },
+    ],
+    tail: "",
+};
 
 /// How the findings are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,11 +136,10 @@ pub fn parse(
     };
     let mut driver_name = cli::DEFAULT_DRIVER_NAME.to_string();
     let mut output = Output::Text;
-    let mut flags = crate::cli::Flags::new(args);
-    while let Some((flag, inline)) = flags.next_flag() {
-        let mut value = || flags.value(&flag, inline.clone());
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
+    for (flag, v) in USAGE.parse(args)? {
+        let value = || -> Result<String, String> { Ok(crate::flags::value(v.clone())) };
+        match flag {
+            "--help" => return Ok(Command::Help),
             "--namespace" => namespace = value()?,
             "--kubeconfig" => kubeconfig = Some(PathBuf::from(value()?)),
             "--rds-url" => url = Some(value()?),
@@ -112,16 +150,16 @@ pub fn parse(
                 volume::check_volume_path(&v).map_err(|e| format!("{flag}: {e}"))?;
                 rds.volume_path = v.trim_end_matches('/').to_string();
             }
-            "--rds-timeout" => rds.timeout = cli::duration(&flag, &value()?)?,
+            "--rds-timeout" => rds.timeout = crate::flags::duration(flag, &value()?)?,
             "--driver-name" => driver_name = value()?,
-            "-o" | "--output" => {
+            "--output" => {
                 output = match value()?.as_str() {
                     "text" => Output::Text,
                     "json" => Output::Json,
                     other => return Err(format!("{flag}: {other:?} is not text or json")),
                 }
             }
-            other => return Err(format!("unknown argument {other:?}")),
+            other => return Err(format!("{other}: in the flag table but not handled")),
         }
     }
     if !kube::is_dns_label(&namespace) {
@@ -222,7 +260,7 @@ fn unread(check: &'static str, what: &str, e: impl std::fmt::Display) -> Finding
 }
 
 /// A cluster-wide list; a missing resource (the snapshot CRDs) is `None`.
-fn list(client: &kube::Client, path: &str) -> Result<Option<Vec<Value>>, kube::Error> {
+fn list(client: &kube::Client, path: &kube::ObjectPath) -> Result<Option<Vec<Value>>, kube::Error> {
     match client.list_objects(path, "") {
         Ok(items) => Ok(Some(items)),
         Err(e) if e.is_not_found() => Ok(None),
@@ -262,7 +300,9 @@ fn gather(args: &Args) -> Vec<Finding> {
     };
     let mut go_secrets = Vec::new();
     if let Some(client) = &client {
-        match client.list_objects("/apis/apps/v1/deployments", "") {
+        match kube::cluster_path("apps/v1", "deployments", None)
+            .and_then(|p| client.list_objects(&p, ""))
+        {
             Ok(deployments) => {
                 let mut pods = Vec::new();
                 let mut unread_pods = None;
@@ -270,11 +310,10 @@ fn gather(args: &Args) -> Vec<Finding> {
                     .iter()
                     .filter(|d| checks::is_go_controller_deployment(d))
                 {
-                    let path = format!(
-                        "/api/v1/namespaces/{}/pods",
-                        kube::str_at(d, "/metadata/namespace")
-                    );
-                    match client.list_objects(&path, &checks::pod_selector(d)) {
+                    let ns = kube::str_at(d, "/metadata/namespace");
+                    match kube::object_path("v1", "pods", ns, None)
+                        .and_then(|p| client.list_objects(&p, &checks::pod_selector(d)))
+                    {
                         Ok(p) => pods.extend(p),
                         Err(e) => unread_pods = Some(e),
                     }
@@ -291,7 +330,9 @@ fn gather(args: &Args) -> Vec<Finding> {
             }
             Err(e) => out.push(unread("go-controller", "Deployments", e)),
         }
-        match client.get_object(&format!("/apis/storage.k8s.io/v1/csidrivers/{driver}")) {
+        match kube::cluster_path("storage.k8s.io/v1", "csidrivers", Some(driver))
+            .and_then(|p| client.get_object(&p))
+        {
             Ok(d) => out.push(checks::csidriver(driver, Some(&d))),
             Err(e) if e.is_not_found() => out.push(checks::csidriver(driver, None)),
             Err(e) => out.push(unread("csidriver", "the CSIDriver", e)),
@@ -300,7 +341,9 @@ fn gather(args: &Args) -> Vec<Finding> {
             volume_path: args.rds.volume_path.clone(),
             address: args.rds.host.clone(),
         };
-        match client.list_objects("/apis/storage.k8s.io/v1/storageclasses", "") {
+        match kube::cluster_path("storage.k8s.io/v1", "storageclasses", None)
+            .and_then(|p| client.list_objects(&p, ""))
+        {
             Ok(classes) => out.extend(checks::storage_classes(&classes, driver, &defaults)),
             Err(e) => out.push(unread("storageclass", "StorageClasses", e)),
         }
@@ -308,11 +351,9 @@ fn gather(args: &Args) -> Vec<Finding> {
             Ok(report) => out.extend(checks::records(&report)),
             Err(e) => out.push(unread("records", "PVs and VolumeAttachments", e)),
         }
-        let secret = format!(
-            "/api/v1/namespaces/{}/secrets/rds-csi-credentials",
-            args.namespace
-        );
-        match client.get_object(&secret) {
+        match kube::object_path("v1", "secrets", &args.namespace, Some("rds-csi-credentials"))
+            .and_then(|p| client.get_object(&p))
+        {
             Ok(_) => out.push(checks::finding(
                 Severity::Ok,
                 "credentials",
@@ -349,10 +390,13 @@ fn gather(args: &Args) -> Vec<Finding> {
                 format!("answers as {} ({} disks)", rds.username(), slots.len()),
             ));
             if let Some(client) = &client {
-                match list(
-                    client,
-                    "/apis/snapshot.storage.k8s.io/v1/volumesnapshotcontents",
-                ) {
+                match kube::cluster_path(
+                    "snapshot.storage.k8s.io/v1",
+                    "volumesnapshotcontents",
+                    None,
+                )
+                .and_then(|p| list(client, &p))
+                {
                     Ok(Some(contents)) => {
                         out.extend(checks::snapshot_contents(&contents, driver, slots))
                     }

@@ -183,20 +183,27 @@ pub struct VolumeManager {
     turns: Arc<Turns>,
     /// Decides whether a volume may be deleted, and who it is published to.
     attachments: Option<Arc<AttachmentManager>>,
+    /// Another replica writes PVs too: published nodes are read afresh.
+    shared: bool,
 }
 
 impl VolumeManager {
+    /// With `shared` (another replica serves calls too, and writes PVs),
+    /// the published nodes a volume is described with are read from its
+    /// PV at each call rather than from this process's map.
     pub fn new(
         rds: rds::Client,
         defaults: Defaults,
         turns: Arc<Turns>,
         attachments: Option<Arc<AttachmentManager>>,
+        shared: bool,
     ) -> VolumeManager {
         VolumeManager {
             rds,
             defaults,
             turns,
             attachments,
+            shared,
         }
     }
 
@@ -492,6 +499,12 @@ impl VolumeManager {
     pub fn get(&self, id: &str) -> Result<Volume, VolumeError> {
         let disk = self.ours(id)?.ok_or_else(|| VolumeError::no_volume(id))?;
         let mut volume = self.describe(&disk);
+        if let Some(a) = self.attachments.as_ref().filter(|_| self.shared) {
+            volume.published_nodes = a
+                .inspect(id)?
+                .map(|pv| pv.holder.into_iter().chain(pv.migration_target).collect())
+                .unwrap_or_default();
+        }
         if volume.abnormal.is_none() && self.rds.file_by_name(&disk.file_path)?.is_none() {
             volume.abnormal = Some(format!(
                 "backing file {} is missing on RDS",
@@ -531,6 +544,13 @@ impl VolumeManager {
             .collect();
         disks.sort_by(|a, b| a.slot.cmp(&b.slot));
         let max = if max == 0 { usize::MAX } else { max };
+        if let Some(a) = self.attachments.as_ref().filter(|_| self.shared) {
+            // One list of the PVs for the page, not a read per volume.
+            a.refresh().map_err(|source| AttachError::Persist {
+                volume: String::new(),
+                source,
+            })?;
+        }
         let next = disks
             .get(max)
             .map(|d| format!("{PAGE_TOKEN_PREFIX}{}", d.slot));

@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use crate::attachment::DEFAULT_MIGRATION_WINDOW;
+
 /// Smallest volume created; a request for 0 bytes gets this.
 pub const MIN_BYTES: u64 = 1 << 30;
 /// Largest volume created or grown to.
@@ -39,8 +41,9 @@ const GO_KEYS_UNUSED: &[(&str, &str)] = &[
 const NO_SSH: &str =
     "the Go driver's SSH port; this driver uses the RouterOS REST API at --rds-url";
 
-/// The migration window when the volume context names none (seconds).
-pub const DEFAULT_MIGRATION_SECONDS: u64 = 300;
+/// The migration window when the volume context names none (seconds):
+/// the attachment store's, so that both fall back to the same window.
+const DEFAULT_MIGRATION_SECONDS: u64 = DEFAULT_MIGRATION_WINDOW.as_secs();
 /// The shortest and longest migration window (seconds).
 pub const MIGRATION_SECONDS: std::ops::RangeInclusive<u64> = 30..=3600;
 

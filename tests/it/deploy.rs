@@ -838,3 +838,93 @@ fn apply_and_delete_of_the_takeover_overlay_leave_every_go_object_as_it_was() {
         }
     }
 }
+
+/// The arguments of container `name` of the rendered Deployment.
+fn container_args(objs: &[Value], name: &str) -> Vec<String> {
+    let deploy = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    deploy["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn two_replicas_on_two_nodes_with_a_budget_and_every_container_leader_elected() {
+    let Some(objs) = rendered() else { return };
+    let deploy = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    let spread = &deploy["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+        ["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"];
+    assert_eq!(spread["topologyKey"], "kubernetes.io/hostname");
+    let labels = &deploy["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(spread["labelSelector"]["matchLabels"], *labels);
+    let pdb = objs
+        .iter()
+        .find(|o| o["kind"] == "PodDisruptionBudget")
+        .expect("a PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(pdb["spec"]["selector"]["matchLabels"], *labels);
+    // The controller and the four sidecars elect their leaders with the
+    // same timing (README, "High availability").
+    for c in [
+        "rds-csi-controller",
+        "csi-attacher",
+        "csi-provisioner",
+        "csi-resizer",
+        "csi-snapshotter",
+    ] {
+        let args = container_args(&objs, c);
+        for want in [
+            "--leader-election",
+            "--leader-election-lease-duration=10s",
+            "--leader-election-renew-deadline=8s",
+            "--leader-election-retry-period=2s",
+        ] {
+            assert!(
+                args.iter().any(|a| a == want),
+                "{c}: {want} missing from {args:?}"
+            );
+        }
+        // The pod's own namespace, never a fixed one.
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.starts_with("--leader-election-namespace")),
+            "{c}"
+        );
+    }
+}
+
+#[test]
+fn the_lease_role_grants_exactly_what_leader_election_uses() {
+    let Some(objs) = rendered() else { return };
+    let role = objs
+        .iter()
+        .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "rds-csi-rs-leader-election")
+        .expect("the leader-election Role");
+    let rules = role["rules"].as_sequence().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0]["resources"][0], "leases");
+    let verbs: Vec<&str> = rules[0]["verbs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    // client-go's LeaseLock and src/lease.rs: GET, then POST or PUT.
+    assert_eq!(verbs, ["get", "create", "update"]);
+    let binding = objs
+        .iter()
+        .find(|o| {
+            o["kind"] == "RoleBinding" && o["roleRef"]["name"] == "rds-csi-rs-leader-election"
+        })
+        .expect("bound");
+    assert_eq!(binding["subjects"][0]["name"], "rds-csi-rs-controller");
+}

@@ -826,3 +826,36 @@ fn a_request_whose_token_comes_after_its_deadline_fails_at_the_deadline_and_spen
         first.elapsed()
     );
 }
+
+#[test]
+fn request_metrics_are_labelled_with_the_verb_and_resource_the_caller_names() {
+    use rds_csi_controller::kube::{cluster_path, object_path};
+    let emu = tls_emulator();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let opts = ClientOptions {
+        observer: Some(rds_csi_controller::Hook::new(
+            move |o: &rds_csi_controller::kube::Observed| {
+                log.lock().unwrap().push((o.verb, o.resource, o.code))
+            },
+        )),
+        ..Default::default()
+    };
+    let c = Client::new(&config(&emu, Credential::Token(TOKEN.into())), opts).unwrap();
+    let csidriver =
+        cluster_path("storage.k8s.io/v1", "csidrivers", Some("rds.csi.srvlab.io")).unwrap();
+    assert!(c.get_object(&csidriver).unwrap_err().is_not_found());
+    let deployments = cluster_path("apps/v1", "deployments", None).unwrap();
+    assert!(c.list_objects(&deployments, "").unwrap().is_empty());
+    let secret = object_path("v1", "secrets", "rds-csi", Some("rds-csi-credentials")).unwrap();
+    assert!(c.get_object(&secret).unwrap_err().is_not_found());
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            ("get", "csidrivers", 404),
+            ("list", "deployments", 200),
+            ("get", "secrets", 404)
+        ],
+        "resources this client never guessed from a URL (they were all `other`)"
+    );
+}

@@ -9,6 +9,7 @@ mod chaos;
 mod deploy;
 mod emulator_fidelity;
 mod fault_matrix;
+mod ha;
 mod heal;
 mod kube_client;
 mod migration;

@@ -461,7 +461,7 @@ fn the_preflight_says_incomplete_when_rds_cannot_be_read_and_refuses_bad_flags()
         (vec!["takeover"], "--rds-url is required"),
         (
             vec!["takeover", "--rds-url", "https://x", "-o", "yaml"],
-            "-o: \"yaml\" is not text or json",
+            "--output: \"yaml\" is not text or json",
         ),
         (
             vec![

@@ -97,6 +97,8 @@ impl Controller {
         if let Some(k) = kubeconfig {
             cmd.env("KUBECONFIG", k);
         }
+        // Each controller a pod of its own: the identity in its Lease.
+        cmd.env("POD_NAME", sock.trim_end_matches(".sock"));
         let log_file = File::create(&log).unwrap();
         let child = cmd
             .stdout(Stdio::null())

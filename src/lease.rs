@@ -1,0 +1,290 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, the way client-go's
+//! `leaderelection` (and so every CSI sidecar) does it, with our blocking
+//! client: GET the Lease, then POST it (absent) or PUT it with the
+//! `resourceVersion` read (compare-and-set, as the PVs are written).
+//!
+//! Rules, as client-go's:
+//! - A Lease held by another is taken only once its record has not changed
+//!   for `lease_duration` as seen by this process's own clock (the holder's
+//!   `renewTime` is never compared with our clock: clocks differ).
+//! - An empty `holderIdentity` (a released Lease) may be taken at once.
+//! - The holder renews every `retry_period`; a holder that has not renewed
+//!   within `renew_deadline` stops leading (before another may take it:
+//!   `renew_deadline` < `lease_duration`).
+//! - On a clean stop the holder releases the Lease (holder cleared,
+//!   duration 1 s), so the other replica takes it within one retry period.
+//!
+//! Failure modes: any API error or conflict is a failed attempt, never a
+//! crash; the attempt is repeated every `retry_period`. A Lease whose body
+//! does not decode is treated as held by someone else (and taken once it
+//! has not changed for `lease_duration`).
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use serde_json::{json, Value};
+
+use crate::{attachment::format_micros, kube, metrics::Metrics};
+
+/// What an election is about and how it is paced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub namespace: String,
+    /// The Lease's name.
+    pub name: String,
+    /// Who this process is (the pod's name).
+    pub identity: String,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+/// The Lease's record, as its spec holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Record {
+    holder: String,
+    duration_seconds: u64,
+    acquire_time: String,
+    renew_time: String,
+    transitions: u64,
+}
+
+impl Record {
+    fn of(lease: &Value) -> Record {
+        let spec = &lease["spec"];
+        let s = |k: &str| spec[k].as_str().unwrap_or("").to_string();
+        Record {
+            holder: s("holderIdentity"),
+            duration_seconds: spec["leaseDurationSeconds"].as_u64().unwrap_or(0),
+            acquire_time: s("acquireTime"),
+            renew_time: s("renewTime"),
+            transitions: spec["leaseTransitions"].as_u64().unwrap_or(0),
+        }
+    }
+
+    fn spec(&self) -> Value {
+        let time = |t: &str| (!t.is_empty()).then(|| t.to_string());
+        let mut spec = json!({
+            "leaseDurationSeconds": self.duration_seconds,
+            "leaseTransitions": self.transitions,
+            "acquireTime": time(&self.acquire_time),
+            "renewTime": time(&self.renew_time),
+        });
+        if !self.holder.is_empty() {
+            spec["holderIdentity"] = json!(self.holder);
+        }
+        spec
+    }
+}
+
+/// One participant in the election.
+pub struct Elector {
+    client: kube::Client,
+    settings: Settings,
+    path: kube::ObjectPath,
+    /// The record last read, and when it was first seen as it is.
+    observed: Option<(Record, Instant)>,
+}
+
+impl Elector {
+    /// An elector for `settings`; sends nothing yet. A namespace or name
+    /// that is not a valid object name → [`kube::Error::Config`].
+    pub fn new(client: kube::Client, settings: Settings) -> Result<Elector, kube::Error> {
+        let path = kube::object_path(
+            "coordination.k8s.io/v1",
+            "leases",
+            &settings.namespace,
+            Some(&settings.name),
+        )?;
+        Ok(Elector {
+            client,
+            settings,
+            path,
+            observed: None,
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// One attempt to take the Lease, or to renew it when ours: whether we
+    /// hold it afterwards. A conflict (someone else wrote first) is
+    /// `Ok(false)`; other API errors are returned.
+    pub fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
+        let me = self.settings.identity.clone();
+        let now = format_micros(SystemTime::now());
+        let duration_seconds = self.settings.lease_duration.as_secs().max(1);
+        let current = match self.client.get_object(&self.path) {
+            Ok(lease) => lease,
+            Err(e) if e.is_not_found() => {
+                let record = Record {
+                    holder: me,
+                    duration_seconds,
+                    acquire_time: now.clone(),
+                    renew_time: now,
+                    transitions: 0,
+                };
+                let lease = json!({
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {"name": self.settings.name, "namespace": self.settings.namespace},
+                    "spec": record.spec(),
+                });
+                return match self.client.create_object(&self.collection()?, &lease) {
+                    Ok(_) => {
+                        self.observed = Some((record, Instant::now()));
+                        Ok(true)
+                    }
+                    Err(kube::Error::AlreadyExists(_) | kube::Error::Conflict(_)) => Ok(false),
+                    Err(e) => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        let record = Record::of(&current);
+        let unchanged_since = match &self.observed {
+            Some((seen, at)) if *seen == record => *at,
+            _ => Instant::now(),
+        };
+        self.observed = Some((record.clone(), unchanged_since));
+        let ours = record.holder == me;
+        let held_by_another = !record.holder.is_empty() && !ours;
+        // The holder's own duration, when it wrote one; else ours.
+        let duration = match record.duration_seconds {
+            0 => self.settings.lease_duration,
+            s => Duration::from_secs(s),
+        };
+        if held_by_another && unchanged_since.elapsed() < duration {
+            return Ok(false);
+        }
+        let next = Record {
+            holder: me,
+            duration_seconds,
+            acquire_time: if ours {
+                record.acquire_time.clone()
+            } else {
+                now.clone()
+            },
+            renew_time: now,
+            transitions: if ours {
+                record.transitions
+            } else {
+                record.transitions + 1
+            },
+        };
+        self.write(current, next)
+    }
+
+    /// Gives the Lease up if we hold it (holder cleared, duration 1 s), so
+    /// another replica takes it at its next try. Best effort: an error is
+    /// returned for the log, and the Lease then expires on its own.
+    pub fn release(&mut self) -> Result<(), kube::Error> {
+        let current = match self.client.get_object(&self.path) {
+            Ok(lease) => lease,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let record = Record::of(&current);
+        if record.holder != self.settings.identity {
+            return Ok(());
+        }
+        let now = format_micros(SystemTime::now());
+        let released = Record {
+            holder: String::new(),
+            duration_seconds: 1,
+            acquire_time: now.clone(),
+            renew_time: now,
+            transitions: record.transitions,
+        };
+        self.write(current, released).map(|_| ())
+    }
+
+    /// PUTs `record` over `current` (compare-and-set on its
+    /// resourceVersion); whether it was written.
+    fn write(&mut self, mut current: Value, record: Record) -> Result<bool, kube::Error> {
+        current["spec"] = record.spec();
+        match self.client.replace_object(&self.path, &current) {
+            Ok(_) => {
+                self.observed = Some((record, Instant::now()));
+                Ok(true)
+            }
+            Err(kube::Error::Conflict(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn collection(&self) -> Result<kube::ObjectPath, kube::Error> {
+        kube::object_path(
+            "coordination.k8s.io/v1",
+            "leases",
+            &self.settings.namespace,
+            None,
+        )
+    }
+}
+
+/// Runs `elector` on the calling thread until `stop` is set: `leading`
+/// follows whether this process holds the Lease (and `rds_csi_leader`
+/// with it). A leader that cannot renew within the renew deadline stops
+/// leading at once. On stop, a held Lease is released.
+pub fn run(mut elector: Elector, leading: &AtomicBool, stop: &Arc<AtomicBool>, metrics: &Metrics) {
+    let s = elector.settings().clone();
+    log::info!(
+        "leader election: Lease {}/{} as {} (duration {:?}, renew deadline {:?}, retry {:?})",
+        s.namespace,
+        s.name,
+        s.identity,
+        s.lease_duration,
+        s.renew_deadline,
+        s.retry_period
+    );
+    let mut renewed_at: Option<Instant> = None;
+    loop {
+        let held = match elector.try_acquire_or_renew() {
+            Ok(held) => held,
+            Err(e) => {
+                log::debug!("leader election: {e}");
+                false
+            }
+        };
+        let was = leading.load(Ordering::SeqCst);
+        if held {
+            renewed_at = Some(Instant::now());
+        }
+        let now_leading =
+            held || (was && renewed_at.is_some_and(|at| at.elapsed() < s.renew_deadline));
+        if now_leading != was {
+            leading.store(now_leading, Ordering::SeqCst);
+            metrics.set_leader(now_leading);
+            if now_leading {
+                log::info!("leader election: took Lease {}/{}", s.namespace, s.name);
+            } else {
+                log::warn!(
+                    "leader election: lost Lease {}/{}; background work stops",
+                    s.namespace,
+                    s.name
+                );
+            }
+        }
+        if crate::health::sleep_unless(stop, s.retry_period) {
+            break;
+        }
+    }
+    if leading.swap(false, Ordering::SeqCst) {
+        metrics.set_leader(false);
+        match elector.release() {
+            Ok(()) => log::info!("leader election: released Lease {}/{}", s.namespace, s.name),
+            Err(e) => log::warn!(
+                "leader election: releasing Lease {}/{}: {e}",
+                s.namespace,
+                s.name
+            ),
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Two replicas, one Lease: both serve every CSI call, only the holder of
+//! the controller's Lease does the background work (reconciliation,
+//! adoption, their Events), a killed holder is replaced within the lease
+//! duration, a stopped one hands the Lease over at once, and neither
+//! answers from a map the other's writes have left behind.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const LEASE: &str = "rds-csi-controller-leader-rds-csi-srvlab-io";
+const NS: &str = "rds-csi";
+
+/// Leader election with a short lease, as a test can wait for it.
+fn election(lease: &str) -> Vec<String> {
+    [
+        "--leader-election",
+        "--leader-election-namespace",
+        NS,
+        "--leader-election-lease-duration",
+        lease,
+        "--leader-election-renew-deadline",
+        "1500ms",
+        "--leader-election-retry-period",
+        "250ms",
+        "--reconcile-interval",
+        "300ms",
+        "--metrics-address",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn holder(kube: &kube_emulator::Emulator) -> Option<String> {
+    kube.get_in("leases", NS, LEASE)
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+        .filter(|h| !h.is_empty())
+}
+
+fn wait_until(what: &str, limit: Duration, f: impl Fn() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+fn start_pair(dir: &std::path::Path, kc: &std::path::Path, extra: &[String]) -> [Controller; 2] {
+    let flags: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let a = Controller::start_named(dir, "replica-a.sock", Some(kc), &flags);
+    let b = Controller::start_named(dir, "replica-b.sock", Some(kc), &flags);
+    [a, b]
+}
+
+fn gauge(c: &Controller, name: &str) -> Option<f64> {
+    let (_, text) = http_get(metrics_address(&c.logs()), "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .map(|v| v.parse().unwrap())
+}
+
+#[test]
+fn only_the_lease_holder_reconciles_and_a_killed_holder_is_replaced_within_the_lease() {
+    let dir = TempDir::new("ha-kill");
+    let (kube, kc) = emulator_unrestricted(dir.path());
+    for n in ["node-a", "node-b"] {
+        kube.create("nodes", node(n)).unwrap();
+    }
+    // Attached by Kubernetes' record only: the holder adopts it.
+    kube.create("persistentvolumes", pv("vol-1", "vol-1", DRIVER))
+        .unwrap();
+    kube.create(
+        "volumeattachments",
+        volume_attachment("va-1", "vol-1", "node-a", true),
+    )
+    .unwrap();
+    let mut pair = start_pair(dir.path(), &kc, &election("2s"));
+    wait_until("a Lease holder", Duration::from_secs(10), || {
+        holder(&kube).is_some()
+    });
+    let first = holder(&kube).unwrap();
+    let (lead, stand) = if first == "replica-a" { (0, 1) } else { (1, 0) };
+    wait_until(
+        "the holder adopts va-1's attachment",
+        Duration::from_secs(10),
+        || {
+            kube.get("persistentvolumes", "vol-1").unwrap()["metadata"]["annotations"]
+                [ATTACHED_NODE]
+                == "node-a"
+        },
+    );
+    // Several passes later, only the holder has reconciled.
+    std::thread::sleep(Duration::from_millis(1200));
+    let passes = |c: &Controller| c.logs().matches("reconciliation: ").count();
+    assert!(passes(&pair[lead]) >= 2, "{}", pair[lead].logs());
+    assert_eq!(
+        passes(&pair[stand]),
+        0,
+        "the standby reconciled:\n{}",
+        pair[stand].logs()
+    );
+    assert!(!pair[stand].logs().contains("reconciliation at startup"));
+    assert_eq!(gauge(&pair[lead], "rds_csi_leader"), Some(1.0));
+    assert_eq!(gauge(&pair[stand], "rds_csi_leader"), Some(0.0));
+    assert_eq!(gauge(&pair[lead], "rds_csi_attachments"), Some(1.0));
+    assert_eq!(
+        gauge(&pair[stand], "rds_csi_attachments"),
+        None,
+        "a standby's map may be behind: its count is not exported"
+    );
+    // Both serve: the standby refuses a second node from the PV's record.
+    let (code, msg) = pair[stand].csi().publish("vol-1", "node-b").unwrap_err();
+    assert_eq!(code, grpcio::RpcStatusCode::FAILED_PRECONDITION, "{msg}");
+
+    pair[lead].kill9();
+    let took = wait_until(
+        "the standby takes the Lease",
+        Duration::from_secs(10),
+        || holder(&kube).is_some_and(|h| h != first),
+    );
+    // The lease (2 s) and two retry periods (250 ms), plus slack.
+    assert!(
+        took < Duration::from_millis(2000 + 2 * 250 + 2000),
+        "{took:?}"
+    );
+    wait_until("the new holder reconciles", Duration::from_secs(5), || {
+        passes(&pair[stand]) >= 1
+    });
+    assert_eq!(gauge(&pair[stand], "rds_csi_leader"), Some(1.0));
+}
+
+#[test]
+fn a_stopped_holder_hands_the_lease_over_at_once() {
+    let dir = TempDir::new("ha-term");
+    let (kube, kc) = emulator_unrestricted(dir.path());
+    kube.create("nodes", node("node-a")).unwrap();
+    // A lease far longer than the handover may take.
+    let mut pair = start_pair(dir.path(), &kc, &election("20s"));
+    wait_until("a Lease holder", Duration::from_secs(10), || {
+        holder(&kube).is_some()
+    });
+    let first = holder(&kube).unwrap();
+    let lead = usize::from(first != "replica-a");
+    pair[lead].signal("TERM");
+    let took = wait_until(
+        "the other replica takes the Lease",
+        Duration::from_secs(10),
+        || holder(&kube).is_some_and(|h| h != first),
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "released on SIGTERM, not expired (20 s): {took:?}"
+    );
+    assert!(pair[lead].wait_exit(Duration::from_secs(15)).success());
+    assert!(pair[lead].logs().contains("released Lease"));
+}
+
+#[test]
+fn a_replica_answers_what_the_other_replica_wrote() {
+    let dir = TempDir::new("ha-fresh");
+    let (kube, kc) = emulator_unrestricted(dir.path());
+    let (rds, creds) = rds(dir.path());
+    kube.create("nodes", node("node-a")).unwrap();
+    let vol = "pvc-7e57a1b2-0000-4000-8000-00000000000a";
+    plant_volume(&rds, vol, Some(1 << 30), true);
+    kube.create("persistentvolumes", pv(vol, vol, DRIVER))
+        .unwrap();
+    let mut flags = election("2s");
+    flags.extend(rds_flags(&rds, &creds));
+    let pair = start_pair(dir.path(), &kc, &flags);
+    let (a, b) = (pair[0].csi(), pair[1].csi());
+    // B has read the PV once (no attachment) before A writes.
+    assert!(b
+        .get_volume(vol)
+        .unwrap()
+        .get_status()
+        .get_published_node_ids()
+        .is_empty());
+
+    a.publish(vol, "node-a").unwrap();
+    let got = b.get_volume(vol).unwrap();
+    assert_eq!(got.get_status().get_published_node_ids(), ["node-a"]);
+    let listed = b.list_volumes(0, "").unwrap();
+    let entry = listed
+        .get_entries()
+        .iter()
+        .find(|e| e.get_volume().get_volume_id() == vol)
+        .unwrap();
+    assert_eq!(entry.get_status().get_published_node_ids(), ["node-a"]);
+
+    a.unpublish(vol, "node-a").unwrap();
+    assert!(b
+        .get_volume(vol)
+        .unwrap()
+        .get_status()
+        .get_published_node_ids()
+        .is_empty());
+    let listed = b.list_volumes(0, "").unwrap();
+    assert!(listed.get_entries()[0]
+        .get_status()
+        .get_published_node_ids()
+        .is_empty());
+}
