@@ -22,24 +22,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-dir_=${CSI_SIDECARS_DIR:-}
-for b in csi-attacher csi-provisioner csi-resizer csi-snapshotter; do
-  if [ -z "$dir_" ] || [ ! -x "$dir_/$b" ]; then
-    echo "SKIP e2e-ha: \$CSI_SIDECARS_DIR${dir_:+ ($dir_)} has no executable $b; nothing was run"
-    exit 77
-  fi
-done
-if ! unshare -u -m true 2>/dev/null; then
-  echo "SKIP e2e-ha: cannot make UTS and mount namespaces (run as root); nothing was run"
-  exit 77
-fi
-for c in kubectl curl jq; do command -v $c >/dev/null || { echo "FAIL: $c is not installed" >&2; exit 1; }; done
-cargo build --quiet --bin rds-csi-controller -p rds-csi-controller -p kube-emulator -p rds-emulator --bins || exit 1
-bin=$root/target/debug
-sa_path=/var/run/secrets/kubernetes.io/serviceaccount
-mkdir -p "$sa_path" || exit 1
 # shellcheck source=scripts/lib/e2e-cluster.sh
 source "$root/scripts/lib/e2e-cluster.sh"
+prepare e2e-ha csi-attacher csi-provisioner csi-resizer csi-snapshotter
 
 label=ha NS=rds-csi
 work=$(mktemp -d /tmp/rds-ha.XXXXXX)

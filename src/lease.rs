@@ -8,7 +8,9 @@
 //!   for `lease_duration` as seen by this process's own clock (the holder's
 //!   `renewTime` is never compared with our clock: clocks differ).
 //! - An empty `holderIdentity` (a released Lease) may be taken at once.
-//! - The holder renews every `retry_period`; a holder that has not renewed
+//! - The holder renews every `retry_period` with one PUT over the Lease it
+//!   last wrote (client-go's fast path); only a conflict makes it read the
+//!   Lease again. A holder that has not renewed
 //!   within `renew_deadline` stops leading (before another may take it:
 //!   `renew_deadline` < `lease_duration`).
 //! - On a clean stop the holder releases the Lease (holder cleared,
@@ -89,6 +91,9 @@ pub struct Elector {
     path: kube::ObjectPath,
     /// The record last read, and when it was first seen as it is.
     observed: Option<(Record, Instant)>,
+    /// The Lease as we last wrote it, while we hold it: the next renewal
+    /// is a PUT over it, without a GET.
+    written: Option<Value>,
 }
 
 impl Elector {
@@ -106,6 +111,7 @@ impl Elector {
             settings,
             path,
             observed: None,
+            written: None,
         })
     }
 
@@ -120,6 +126,20 @@ impl Elector {
         let me = self.settings.identity.clone();
         let now = format_micros(SystemTime::now());
         let duration_seconds = self.settings.lease_duration.as_secs().max(1);
+        if let (Some(last), Some((record, _))) = (self.written.take(), &self.observed) {
+            if record.holder == me {
+                let renewed = Record {
+                    renew_time: now.clone(),
+                    ..record.clone()
+                };
+                match self.write(last, renewed) {
+                    Ok(true) => return Ok(true),
+                    // Someone else wrote: read the Lease, decide afresh.
+                    Ok(false) => {}
+                    Err(e) => log::debug!("leader election: renewing: {e}"),
+                }
+            }
+        }
         let current = match self.client.get_object(&self.path) {
             Ok(lease) => lease,
             Err(e) if e.is_not_found() => {
@@ -137,8 +157,9 @@ impl Elector {
                     "spec": record.spec(),
                 });
                 return match self.client.create_object(&self.collection()?, &lease) {
-                    Ok(_) => {
+                    Ok(stored) => {
                         self.observed = Some((record, Instant::now()));
+                        self.written = Some(stored);
                         Ok(true)
                     }
                     Err(kube::Error::AlreadyExists(_) | kube::Error::Conflict(_)) => Ok(false),
@@ -210,7 +231,9 @@ impl Elector {
     fn write(&mut self, mut current: Value, record: Record) -> Result<bool, kube::Error> {
         current["spec"] = record.spec();
         match self.client.replace_object(&self.path, &current) {
-            Ok(_) => {
+            Ok(stored) => {
+                // Kept only while the record is ours (not after a release).
+                self.written = (record.holder == self.settings.identity).then_some(stored);
                 self.observed = Some((record, Instant::now()));
                 Ok(true)
             }

@@ -1,6 +1,8 @@
-use std::io::Write as _;
+use std::{io::Write as _, time::SystemTime};
 
-use rds_csi_controller::{cli, kube, run, schedule, takeover, EXIT_OK, EXIT_USAGE};
+use rds_csi_controller::{
+    attachment::format_micros, cli, kube, run, schedule, takeover, EXIT_OK, EXIT_USAGE,
+};
 
 #[cfg(all(target_os = "linux", any(test, target_env = "musl")))]
 mod allocator;
@@ -34,18 +36,35 @@ fn main() {
     if let Some(level) = &args.log_level {
         logger.parse_filters(level);
     }
-    if args.log_format == cli::LogFormat::Json {
-        logger.format(|buf, record| {
+    // Formatted here, with the time crate the controller uses anyway, so
+    // that env_logger's own timestamps (another date library) and colours
+    // stay out of the binary.
+    match args.log_format {
+        cli::LogFormat::Json => logger.format(|buf, record| {
             let line = serde_json::json!({
-                "time": buf.timestamp_micros().to_string(),
+                "time": format_micros(SystemTime::now()),
                 "level": record.level().as_str(),
                 "target": record.target(),
                 "message": record.args().to_string(),
                 "fields": fields(record),
             });
             writeln!(buf, "{line}")
-        });
-    }
+        }),
+        cli::LogFormat::Text => logger.format(|buf, record| {
+            let now = format_micros(SystemTime::now());
+            let mut line = format!(
+                "[{}Z {:<5} {}] {}",
+                &now[..19],
+                record.level(),
+                record.target(),
+                record.args()
+            );
+            for (k, v) in fields(record) {
+                line.push_str(&format!(" {k}={}", v.as_str().unwrap_or_default()));
+            }
+            writeln!(buf, "{line}")
+        }),
+    };
     logger.init();
     std::process::exit(run(*args));
 }

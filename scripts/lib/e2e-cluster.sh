@@ -3,8 +3,32 @@
 # the pod's own UTS and mount namespaces: its host name is the sidecars'
 # leader-election identity; its ServiceAccount's token, CA and namespace
 # are bind-mounted at the in-cluster path), and the checks and user actions
-# the stories share. The sourcing script sets: work, kube_url, kube_port,
-# rds_url, NS, bin, sa_path, CSI_SIDECARS_DIR, and `label` for messages.
+# the stories share. The sourcing script calls `prepare NAME SIDECAR...`
+# first, then sets: work, kube_url, kube_port, rds_url, NS, and `label`.
+
+# prepare NAME SIDECAR...: exits 77 (nothing run) without the sidecars'
+# binaries in $CSI_SIDECARS_DIR or without namespaces to make (not root),
+# 1 without kubectl, curl or jq; builds our binaries; sets bin and sa_path.
+prepare() {
+  local name=$1 b c dir_=${CSI_SIDECARS_DIR:-}
+  shift
+  for b in "$@"; do
+    if [ -z "$dir_" ] || [ ! -x "$dir_/$b" ]; then
+      echo "SKIP $name: \$CSI_SIDECARS_DIR${dir_:+ ($dir_)} has no executable $b; nothing was run"
+      exit 77
+    fi
+  done
+  if ! unshare -u -m true 2>/dev/null; then
+    echo "SKIP $name: cannot make UTS and mount namespaces (run as root); nothing was run"
+    exit 77
+  fi
+  for c in kubectl curl jq; do command -v $c >/dev/null || { echo "FAIL: $c is not installed" >&2; exit 1; }; done
+  cargo build --quiet --bin rds-csi-controller -p rds-csi-controller -p kube-emulator -p rds-emulator --bins || exit 1
+  bin=$root/target/debug
+  # Where a pod finds its ServiceAccount (bind-mounted per pod).
+  sa_path=/var/run/secrets/kubernetes.io/serviceaccount
+  mkdir -p "$sa_path" || exit 1
+}
 
 step() { printf '\n== [%s] %s\n' "$label" "$*"; }
 pass() { printf '   ok: %s\n' "$*"; }

@@ -207,3 +207,35 @@ fn a_replica_answers_what_the_other_replica_wrote() {
         .get_published_node_ids()
         .is_empty());
 }
+
+#[test]
+fn the_holder_renews_with_one_request_and_the_standby_reads_once_a_retry_period() {
+    let dir = TempDir::new("ha-cost");
+    let (kube, kc) = emulator_unrestricted(dir.path());
+    let _pair = start_pair(dir.path(), &kc, &election("2s"));
+    wait_until("a Lease holder", Duration::from_secs(10), || {
+        holder(&kube).is_some()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    kube.clear_requests();
+    // Eight retry periods of 250 ms.
+    std::thread::sleep(Duration::from_secs(2));
+    let leases: Vec<_> = kube
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "leases")
+        .collect();
+    let count = |verb: &str| leases.iter().filter(|r| r.verb == verb).count();
+    let (gets, updates) = (count("get"), count("update"));
+    // The holder: one PUT per retry period over the Lease it wrote, no GET
+    // (client-go's fast path); the standby: one GET per retry period.
+    assert!(
+        (6..=10).contains(&updates),
+        "{updates} renewals in 2 s: {leases:?}"
+    );
+    assert!(
+        gets <= updates + 2,
+        "{gets} reads for {updates} renewals: the holder reads too"
+    );
+    assert_eq!(leases.len(), gets + updates, "{leases:?}");
+}
