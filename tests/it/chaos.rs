@@ -904,3 +904,87 @@ fn files_without_a_disk<'a>(
         .map(|f| f.name)
         .collect()
 }
+
+/// Two leader-elected replicas serve the load while the Lease changes hands
+/// again and again: its holder is killed (its Lease then expires), comes
+/// back, and the other takes over; through it all no acknowledged
+/// attachment is lost and no single-node volume is acknowledged to two
+/// nodes. `CHAOS_CYCLES` sets the number of kills (default 6).
+#[test]
+fn lease_churn_while_both_replicas_serve_never_double_attaches() {
+    let cycles: usize = std::env::var("CHAOS_CYCLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    let seed = seed();
+    println!("lease churn seed {seed} (CHAOS_SEED={seed} replays it)");
+    let dir = TempDir::new("churn");
+    let (world, kc) = World::new(dir.path());
+    // The deployed roles: the controller's ClusterRole and the Lease Role.
+    let mut rules = deploy_rules();
+    rules.push(kube_emulator::Rule {
+        api_groups: vec!["coordination.k8s.io".into()],
+        resources: vec!["leases".into()],
+        verbs: vec!["get".into(), "create".into(), "update".into()],
+        resource_names: Vec::new(),
+    });
+    world.emu.set_rbac(Some(rules));
+    let world = Arc::new(world);
+    let mut rng = Rng(seed);
+    let mut flags = vec![
+        "--kube-api-qps",
+        "0",
+        "--leader-election",
+        "--leader-election-namespace",
+        "rds-csi",
+        "--leader-election-lease-duration",
+        "1s",
+        "--leader-election-renew-deadline",
+        "700ms",
+        "--leader-election-retry-period",
+        "150ms",
+    ];
+    flags.extend(RECONCILE);
+    let names = ["replica-a.sock", "replica-b.sock"];
+    let mut replicas: Vec<Controller> = names
+        .iter()
+        .map(|n| Controller::start_named(dir.path(), n, Some(&kc), &flags))
+        .collect();
+    let holder = |emu: &Emulator| {
+        emu.get_in(
+            "leases",
+            "rds-csi",
+            "rds-csi-controller-leader-rds-csi-srvlab-io",
+        )
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+        .unwrap_or_default()
+    };
+    let mut holders = HashSet::new();
+    for _ in 0..cycles {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while holder(&world.emu).is_empty() {
+            assert!(Instant::now() < deadline, "no replica took the Lease");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let sockets: Vec<_> = replicas.iter().map(|c| c.socket.clone()).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = run_load(&world, &sockets, &stop, rng.next());
+        std::thread::sleep(Duration::from_millis(100 + rng.below(300) as u64));
+        let leader = holder(&world.emu);
+        holders.insert(leader.clone());
+        let i = usize::from(leader == "replica-b");
+        replicas[i].kill9();
+        // The other serves alone until the killed one's Lease expires.
+        std::thread::sleep(Duration::from_millis(rng.below(1500) as u64));
+        stop.store(true, Ordering::Relaxed);
+        for h in load {
+            h.join().unwrap();
+        }
+        replicas[i] = Controller::start_named(dir.path(), names[i], Some(&kc), &flags);
+    }
+    world.check_persisted();
+    world.settle(&replicas[0].csi());
+    world.check_persisted();
+    assert_eq!(holders.len(), 2, "the Lease changed hands: {holders:?}");
+    world.report("lease churn", cycles);
+}
