@@ -216,6 +216,11 @@ const SECTIONS: &[Section] = &[
         |d, o| burst::bursts(d, o.shipped(), o.runs, &o.latencies),
     ),
     ("footprint", "Footprint", |d, o| footprint(d, o)),
+    (
+        "ha",
+        "Two replicas: Publish on the replica that did not make the PV's last change",
+        |d, o| ha_path(d, &o.controller),
+    ),
 ];
 
 impl BenchOpts {
@@ -444,6 +449,8 @@ fn start_controller_with(
         .args(extra)
         .env_remove("KUBECONFIG")
         .env_remove("KUBERNETES_SERVICE_HOST")
+        // Each controller a pod of its own (its Lease identity).
+        .env("POD_NAME", tag)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if let Some(kc) = kc {
@@ -473,6 +480,70 @@ fn start_controller_with(
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Two leader-elected replicas against one API server: a Publish served by
+/// the replica that did not make the PV's last change, against one served
+/// by the replica that did (its map current). Both decide on the PV; the
+/// figures show what a stale map costs: nothing, or more requests.
+fn ha_path(dir: &Path, bin: &Path) {
+    let samples = 300;
+    let (emu, kc) = seeded(dir, 2 * samples + 10, false);
+    let election: Vec<String> = [
+        "--leader-election",
+        "--leader-election-namespace",
+        "default",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (a, _) = start_controller_with(bin, dir, Some(&kc), "ha-a", &election);
+    let (b, _) = start_controller_with(bin, dir, Some(&kc), "ha-b", &election);
+    let ((_, ca), (_, cb)) = (clients(&a.socket), clients(&b.socket));
+    let opt = || CallOption::default().timeout(Duration::from_secs(10));
+    let unpublish = |c: &csi_grpc::ControllerClient, v: &str| {
+        let mut r = csi::ControllerUnpublishVolumeRequest::new();
+        r.set_volume_id(v.into());
+        r.set_node_id("node-1".into());
+        c.controller_unpublish_volume_opt(&r, opt()).unwrap();
+    };
+    let (mut same, mut other) = (Vec::new(), Vec::new());
+    let (mut same_requests, mut other_requests) = (0, 0);
+    for i in 0..samples {
+        let v = pvc_name(2 * i);
+        // A makes the last change; then A publishes again, then B does.
+        for (client, lat, requests) in [
+            (&ca, &mut same, &mut same_requests),
+            (&cb, &mut other, &mut other_requests),
+        ] {
+            ca.controller_publish_volume_opt(&publish_request(&v, "node-1"), opt())
+                .unwrap();
+            unpublish(&ca, &v);
+            emu.clear_requests();
+            let t = Instant::now();
+            client
+                .controller_publish_volume_opt(&publish_request(&v, "node-1"), opt())
+                .unwrap();
+            lat.push(t.elapsed());
+            *requests += emu.requests().len();
+            unpublish(client, &v);
+        }
+    }
+    println!("| measure | the replica that made the last change | the other |");
+    println!("|---|---|---|");
+    println!(
+        "| Publish p50 / p99 | {} / {} µs | {} / {} µs |",
+        percentile(&mut same, 0.5).as_micros(),
+        percentile(&mut same, 0.99).as_micros(),
+        percentile(&mut other, 0.5).as_micros(),
+        percentile(&mut other, 0.99).as_micros()
+    );
+    println!(
+        "| API requests per Publish | {:.2} | {:.2} |",
+        same_requests as f64 / samples as f64,
+        other_requests as f64 / samples as f64
+    );
+    drop((a, b));
 }
 
 fn publish_request(volume: &str, node: &str) -> csi::ControllerPublishVolumeRequest {
