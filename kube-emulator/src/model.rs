@@ -91,6 +91,12 @@ pub const KINDS: &[Kind] = &[
     kind("volumesnapshots", "VolumeSnapshot", "snapshot.storage.k8s.io", true, true, &["vs"]),
     kind("volumesnapshotcontents", "VolumeSnapshotContent", "snapshot.storage.k8s.io", false, true, &["vsc", "vscs"]),
     kind("volumesnapshotclasses", "VolumeSnapshotClass", "snapshot.storage.k8s.io", false, false, &["vsclass", "vsclasses"]),
+    // Group snapshots (groupsnapshot.storage.k8s.io/v1), as a cluster that
+    // installed external-snapshotter v8.6+ serves them: its snapshot-controller
+    // lists all three at startup and waits until it can.
+    kind("volumegroupsnapshots", "VolumeGroupSnapshot", "groupsnapshot.storage.k8s.io", true, true, &["vgs"]),
+    kind("volumegroupsnapshotcontents", "VolumeGroupSnapshotContent", "groupsnapshot.storage.k8s.io", false, true, &["vgsc", "vgscs"]),
+    kind("volumegroupsnapshotclasses", "VolumeGroupSnapshotClass", "groupsnapshot.storage.k8s.io", false, false, &["vgsclass", "vgsclasses"]),
     kind("clusterroles", "ClusterRole", "rbac.authorization.k8s.io", false, false, &[]),
     kind("clusterrolebindings", "ClusterRoleBinding", "rbac.authorization.k8s.io", false, false, &[]),
     kind("roles", "Role", "rbac.authorization.k8s.io", true, false, &[]),
