@@ -697,9 +697,21 @@ fn snapshots_have_their_sidecar_role_and_an_optional_class() {
         verbs(&snapshotter, "volumesnapshotclasses"),
         ["get", "list", "watch"]
     );
-    // Restores need the provisioner to read snapshots.
+    // Restores need the provisioner to read snapshots, and from v6 on to
+    // keep a finalizer on the one it restores from.
     let provisioner = role("rds-csi-rs-provisioner");
-    assert_eq!(verbs(&provisioner, "volumesnapshots"), ["get", "list"]);
+    assert_eq!(
+        verbs(&provisioner, "volumesnapshots"),
+        ["get", "list", "watch", "update"]
+    );
+    assert_eq!(
+        verbs(&provisioner, "volumesnapshotcontents"),
+        ["get", "list"]
+    );
+    // csi-snapshotter v8.6 reads the group snapshot objects; nothing more.
+    for res in ["volumegroupsnapshotclasses", "volumegroupsnapshotcontents"] {
+        assert_eq!(verbs(&snapshotter, res), ["get", "list", "watch"], "{res}");
+    }
     // The class is opt-in: the base never fails on a cluster without the CRDs.
     assert!(!base.iter().any(|o| o["kind"] == "VolumeSnapshotClass"));
     let with = operator_overlay("install", &["snapshot-class"], None).unwrap();
