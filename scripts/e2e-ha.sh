@@ -15,8 +15,8 @@
 # 4. no volume was ever recorded on two nodes, and no container logged a 403.
 #
 #   CSI_SIDECARS_DIR=/path/to/sidecars scripts/e2e-ha.sh
-#   E2E_HA_RELEASE_ON_EXIT=1 ...: the sidecars release their Leases on exit
-#                                 (newest sidecars only; see below)
+#   E2E_HA_RELEASE_ON_EXIT=1 ...: with deploy/kubernetes/components/
+#                                 leases-released-on-exit (newer sidecars)
 #
 # Needs root (unshare), kubectl, curl and jq. Exit codes: 0 passed,
 # 1 failed, 77 skipped (nothing was run). docs/e2e.md records the figures.
@@ -106,17 +106,13 @@ patches:
                   - name: RDS_URL
                     value: $rds_url
 EOF
-# E2E_HA_RELEASE_ON_EXIT=1: the sidecars release their Leases when they
-# stop (the alpha gate of csi-attacher v4.12, csi-provisioner v6.3,
-# csi-resizer v2.2 and csi-snapshotter v8.6 onwards; older ones refuse it).
+# E2E_HA_RELEASE_ON_EXIT=1: with components/leases-released-on-exit (the
+# sidecars release their Leases when they stop; give CSI_SIDECARS_DIR the
+# releases it names).
 if [ "${E2E_HA_RELEASE_ON_EXIT:-}" = 1 ]; then
-  {
-    echo "  - target: {kind: Deployment, name: rds-csi-rs-controller}"
-    echo "    patch: |-"
-    for i in 1 2 3 4; do
-      echo "      - {op: add, path: /spec/template/spec/containers/$i/args/-, value: --feature-gates=ReleaseLeaderElectionOnExit=true}"
-    done
-  } >>"$work/overlay/kustomization.yaml"
+  printf 'components:\n  - %s\n' \
+    "$(realpath --relative-to="$work/overlay" "$root/deploy/kubernetes/components/leases-released-on-exit")" \
+    >>"$work/overlay/kustomization.yaml"
 fi
 k apply -k "$work/overlay" >/dev/null || fail "kubectl apply -k of the install"
 k -n "$NS" create secret generic rds-csi-credentials --from-file=username="$work/rds-admin/username" \

@@ -88,17 +88,17 @@ start_pod() {
   done
 }
 # stop_pod POD: SIGTERM to every container, SIGKILL after 10 s.
+# As the kubelet does: every container at once, then the grace, then KILL.
 stop_pod() {
-  local dir=$work/pods/$1 p
+  local dir=$work/pods/$1 p children=
   [ -f "$dir/pids" ] || return 0
   for p in $(cat "$dir/pids"); do
-    local children
-    children=$(pgrep -P "$p")
+    children="$children $(pgrep -P "$p")"
     kill "$p" 2>/dev/null
-    [ -n "$children" ] && kill $children 2>/dev/null
-    for _ in $(seq 20); do kill -0 $children 2>/dev/null || break; sleep 0.5; done
-    [ -n "$children" ] && kill -9 $children 2>/dev/null
   done
+  [ -n "${children// /}" ] && kill $children 2>/dev/null
+  for _ in $(seq 20); do kill -0 $children 2>/dev/null || break; sleep 0.5; done
+  [ -n "${children// /}" ] && kill -9 $children 2>/dev/null
   rm -f "$dir/pids"
 }
 running() { [ -f "$work/pods/$1/pids" ]; }

@@ -940,3 +940,29 @@ fn the_lease_role_grants_exactly_what_leader_election_uses() {
         .expect("bound");
     assert_eq!(binding["subjects"][0]["name"], "rds-csi-rs-controller");
 }
+
+#[test]
+fn the_leases_released_on_exit_component_gates_exactly_the_four_sidecars() {
+    let Some(objs) = operator_overlay("install", &["leases-released-on-exit"], None) else {
+        return;
+    };
+    let deploy = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let containers = deploy["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap();
+    let gate = "--feature-gates=ReleaseLeaderElectionOnExit=true";
+    for c in containers {
+        let name = c["name"].as_str().unwrap();
+        let has = c["args"].as_sequence().unwrap().iter().any(|a| a == gate);
+        assert_eq!(has, name != "rds-csi-controller", "{name}");
+        let image = c["image"].as_str().unwrap();
+        let want = match name {
+            "csi-attacher" => ":v4.12.0",
+            "csi-provisioner" => ":v6.3.0",
+            "csi-resizer" => ":v2.2.1",
+            "csi-snapshotter" => ":v8.6.0",
+            _ => continue,
+        };
+        assert!(image.ends_with(want), "{name}: {image}");
+    }
+}
