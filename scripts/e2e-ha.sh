@@ -70,22 +70,8 @@ all_held() {
 now_ms() { date +%s%3N; }
 
 step "the install as rendered, and two pods of its Deployment"
-cat >"$work/seed.json" <<'JSON'
-[
- {"resource": "namespaces", "object": {"metadata": {"name": "rds-csi"}}},
- {"resource": "namespaces", "object": {"metadata": {"name": "default"}}},
- {"resource": "nodes", "object": {"metadata": {"name": "node-a", "labels": {"topology.rds.csi.srvlab.io/zone": "default"}}}},
- {"resource": "nodes", "object": {"metadata": {"name": "node-b", "labels": {"topology.rds.csi.srvlab.io/zone": "default"}}}}
-]
-JSON
-"$bin/kube-emulator" --tls --token cluster-admin --kubeconfig-dir "$work" --seed "$work/seed.json" \
-  >"$work/kube.url" 2>"$work/kube-emulator.log" &
-"$bin/rds-emulator" --credentials-dir "$work/rds-admin" >"$work/rds.url" 2>"$work/rds-emulator.log" &
-for _ in $(seq 100); do [ -s "$work/kube.url" ] && [ -s "$work/rds.url" ] && break; sleep 0.1; done
-[ -s "$work/kube.url" ] && [ -s "$work/rds.url" ] || fail "the emulators did not start"
-kube_url=$(cat "$work/kube.url") rds_url=$(cat "$work/rds.url")
-kube_port=${kube_url##*:}
-awk '/certificate-authority-data/ { print $2 }' "$work/kubeconfig" | base64 -d >"$work/ca.crt"
+echo '[{"resource": "namespaces", "object": {"metadata": {"name": "rds-csi"}}}]' >"$work/namespace.json"
+start_emulators "$work/namespace.json"
 cat >"$work/overlay/kustomization.yaml" <<EOF
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization

@@ -155,21 +155,7 @@ run_layout() {
   export NS GO_CONTROLLER
 
   step "a cluster with the Go driver installed from its $([ "$layout" = raw ] && echo raw manifests || echo Helm chart)"
-  jq -s '.[0] + .[1]' - "$root/tests/fixtures/go-installation-$layout.json" >"$work/seed.json" <<'JSON'
-[
- {"resource": "namespaces", "object": {"metadata": {"name": "default"}}},
- {"resource": "nodes", "object": {"metadata": {"name": "node-a", "labels": {"topology.rds.csi.srvlab.io/zone": "default"}}}},
- {"resource": "nodes", "object": {"metadata": {"name": "node-b", "labels": {"topology.rds.csi.srvlab.io/zone": "default"}}}}
-]
-JSON
-  "$bin/kube-emulator" --tls --token cluster-admin --kubeconfig-dir "$work" --seed "$work/seed.json" \
-    >"$work/kube.url" 2>"$work/kube-emulator.log" &
-  "$bin/rds-emulator" --credentials-dir "$work/rds-admin" >"$work/rds.url" 2>"$work/rds-emulator.log" &
-  for _ in $(seq 100); do [ -s "$work/kube.url" ] && [ -s "$work/rds.url" ] && break; sleep 0.1; done
-  [ -s "$work/kube.url" ] && [ -s "$work/rds.url" ] || fail "the emulators did not start"
-  kube_url=$(cat "$work/kube.url") rds_url=$(cat "$work/rds.url")
-  kube_port=${kube_url##*:}
-  awk '/certificate-authority-data/ { print $2 }' "$work/kubeconfig" | base64 -d >"$work/ca.crt"
+  start_emulators "$root/tests/fixtures/go-installation-$layout.json"
   sa_dir "$work/sa-admin" "$NS" cluster-admin
   # As the guide says: deploy/ relative to the overlay's directory.
   mkdir -p "$work/operator/rds-csi-takeover"

@@ -88,6 +88,29 @@ start_pod() {
   done
 }
 # stop_pod POD: SIGTERM to every container, SIGKILL after 10 s.
+# start_emulators SEED.json: the kube-apiserver emulator (an administrator's
+# kubeconfig in $work/kubeconfig, its CA in $work/ca.crt) seeded with the
+# file's objects, the nodes node-a and node-b and the namespace default
+# added; the RDS emulator (its REST user's files in $work/rds-admin). Sets
+# kube_url, kube_port and rds_url.
+start_emulators() {
+  jq -s '.[0] + .[1]' - "$1" >"$work/seed.json" <<'JSON' || fail "the seed $1"
+[
+ {"resource": "namespaces", "object": {"metadata": {"name": "default"}}},
+ {"resource": "nodes", "object": {"metadata": {"name": "node-a", "labels": {"topology.rds.csi.srvlab.io/zone": "default"}}}},
+ {"resource": "nodes", "object": {"metadata": {"name": "node-b", "labels": {"topology.rds.csi.srvlab.io/zone": "default"}}}}
+]
+JSON
+  "$bin/kube-emulator" --tls --token cluster-admin --kubeconfig-dir "$work" --seed "$work/seed.json" \
+    >"$work/kube.url" 2>"$work/kube-emulator.log" &
+  "$bin/rds-emulator" --credentials-dir "$work/rds-admin" >"$work/rds.url" 2>"$work/rds-emulator.log" &
+  for _ in $(seq 100); do [ -s "$work/kube.url" ] && [ -s "$work/rds.url" ] && break; sleep 0.1; done
+  [ -s "$work/kube.url" ] && [ -s "$work/rds.url" ] || fail "the emulators did not start"
+  kube_url=$(cat "$work/kube.url") rds_url=$(cat "$work/rds.url")
+  kube_port=${kube_url##*:}
+  awk '/certificate-authority-data/ { print $2 }' "$work/kubeconfig" | base64 -d >"$work/ca.crt"
+}
+
 # As the kubelet does: every container at once, then the grace, then KILL.
 stop_pod() {
   local dir=$work/pods/$1 p children=
