@@ -106,14 +106,7 @@ k -n "$NS" create secret generic rds-csi-credentials --from-file=username="$work
   fail "the credentials Secret"
 [ "$(k -n "$NS" get deployment rds-csi-rs-controller -o jsonpath='{.spec.replicas}')" = 2 ] ||
   fail "the Deployment does not ask for two replicas"
-for n in node-a node-b; do
-  k apply -f - >/dev/null <<EOF || fail "CSINode $n"
-apiVersion: storage.k8s.io/v1
-kind: CSINode
-metadata: {name: $n}
-spec: {drivers: [{name: rds.csi.srvlab.io, nodeID: $n, topologyKeys: [topology.rds.csi.srvlab.io/zone]}]}
-EOF
-done
+register_csinodes
 sa_dir "$work/sa" "$NS" "$(token_of rds-csi-rs-controller)"
 start a
 start b

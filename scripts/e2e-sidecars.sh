@@ -42,8 +42,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step() { printf '\n== %s\n' "$*"; }
-pass() { printf '   ok: %s\n' "$*"; }
+# step, pass, wait_for, k and the node plugin's registration; fail is this
+# script's own (its logs are not a pod's).
+# shellcheck source=scripts/lib/e2e-cluster.sh
+source "$root/scripts/lib/e2e-cluster.sh"
 fail() {
   printf '\nFAIL: %s\n' "$*" >&2
   for f in controller csi-attacher csi-provisioner csi-resizer csi-snapshotter snapshot-controller snapshot-schedule; do
@@ -52,17 +54,6 @@ fail() {
   done
   exit 1
 }
-# wait_for DESCRIPTION SECONDS COMMAND...: until COMMAND succeeds.
-wait_for() {
-  local what=$1 limit=$2; shift 2
-  local end=$((SECONDS + limit))
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $end ] || fail "$what (waited ${limit}s)"
-    sleep 0.5
-  done
-  pass "$what"
-}
-k() { kubectl --request-timeout=10s "$@"; }
 jp() { k get "$1" "$2" -o "jsonpath=$3" 2>/dev/null; }
 leases() { [ "$(k get leases -n rds-csi -o name | wc -l)" -ge 4 ]; }
 # The arguments deploy/kubernetes/deployment.yaml gives container $1.
@@ -178,14 +169,7 @@ done
 # CSINode and labels the Node with it (seeded above). The provisioner's
 # capacity objects select nodes by that label.
 step "the cluster's part: CSINodes as the node plugin registers them"
-for n in node-a node-b; do
-  k apply -f - >/dev/null <<EOF || fail "CSINode $n"
-apiVersion: storage.k8s.io/v1
-kind: CSINode
-metadata: {name: $n}
-spec: {drivers: [{name: rds.csi.srvlab.io, nodeID: $n, topologyKeys: [topology.rds.csi.srvlab.io/zone]}]}
-EOF
-done
+register_csinodes
 wait_for "every sidecar holds its leader lease" 60 leases
 
 # --- helpers for the story ---------------------------------------------------

@@ -214,14 +214,7 @@ EOF
     k -n default patch volumesnapshot before-takeover --subresource status --type merge \
       -p "{\"status\":{\"boundVolumeSnapshotContentName\":\"snapcontent-$vs_uid\",\"readyToUse\":true,\"restoreSize\":\"1Gi\"}}" >/dev/null ||
     fail "marking the snapshot ready"
-  for n in node-a node-b; do
-    k apply -f - >/dev/null <<EOF || fail "CSINode $n"
-apiVersion: storage.k8s.io/v1
-kind: CSINode
-metadata: {name: $n}
-spec: {drivers: [{name: rds.csi.srvlab.io, nodeID: $n, topologyKeys: [topology.rds.csi.srvlab.io/zone]}]}
-EOF
-  done
+  register_csinodes
   ( while :; do "$CSI_SIDECARS_DIR/snapshot-controller" --kubeconfig="$KUBECONFIG" --leader-election=false --v=2 \
       >>"$work/snapshot-controller.log" 2>&1; sleep 1; done ) &
   kubelet &

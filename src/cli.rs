@@ -11,6 +11,18 @@ use crate::{
 
 pub use crate::flags::duration;
 
+/// Flags the controller and the `takeover` preflight share, said once.
+pub const RDS_INSECURE_SKIP_VERIFY: Flag = Flag {
+    names: &["--rds-insecure-skip-verify"],
+    value: None,
+    help: "do not verify RDS's TLS certificate",
+};
+pub const RDS_TIMEOUT: Flag = Flag {
+    names: &["--rds-timeout"],
+    value: Some("DURATION"),
+    help: "limit for one RDS request [default: 10s]",
+};
+
 pub static USAGE: Usage = Usage {
     head: "\
 rds-csi-controller: CSI controller for MikroTik ROSE Data Server NVMe/TCP volumes
@@ -80,21 +92,13 @@ Usage: rds-csi-controller [OPTIONS]
             value: Some("DIR"),
             help: "files username, password and optionally ca.crt\n(PEM), re-read after a 401 and every 60s\n[default: /etc/rds-csi]",
         },
-        Flag {
-            names: &["--rds-insecure-skip-verify"],
-            value: None,
-            help: "do not verify RDS's TLS certificate",
-        },
+        RDS_INSECURE_SKIP_VERIFY,
         Flag {
             names: &["--rds-volume-path"],
             value: Some("PATH"),
             help: "where volume files go unless a StorageClass says\nvolumePath [default: /storage-pool/metal-csi]",
         },
-        Flag {
-            names: &["--rds-timeout"],
-            value: Some("DURATION"),
-            help: "limit for one RDS request [default: 10s]",
-        },
+        RDS_TIMEOUT,
         Flag {
             names: &["--reconcile-interval"],
             value: Some("DURATION"),

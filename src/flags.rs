@@ -102,6 +102,14 @@ impl Usage {
     }
 }
 
+/// What a subcommand's command line asks for: to run with its arguments,
+/// or its help.
+#[derive(Debug)]
+pub enum Parsed<A> {
+    Run(Box<A>),
+    Help,
+}
+
 /// The value [`Usage::parse`] found for a flag that takes one (empty for a
 /// switch, which the table makes impossible).
 pub fn value(v: Option<String>) -> String {

@@ -30,10 +30,10 @@ prepare() {
   mkdir -p "$sa_path" || exit 1
 }
 
-step() { printf '\n== [%s] %s\n' "$label" "$*"; }
+step() { printf '\n== %s%s\n' "${label:+[$label] }" "$*"; }
 pass() { printf '   ok: %s\n' "$*"; }
 fail() {
-  printf '\nFAIL [%s]: %s\n' "$label" "$*" >&2
+  printf '\nFAIL%s: %s\n' "${label:+ [$label]}" "$*" >&2
   for f in "$work"/pods/*/*.log "$work"/snapshot-controller.log "$work"/kubelet.log; do
     [ -f "$f" ] || continue
     printf -- '\n--- last lines of %s ---\n' "${f#"$work"/}" >&2
@@ -109,6 +109,20 @@ JSON
   kube_url=$(cat "$work/kube.url") rds_url=$(cat "$work/rds.url")
   kube_port=${kube_url##*:}
   awk '/certificate-authority-data/ { print $2 }' "$work/kubeconfig" | base64 -d >"$work/ca.crt"
+}
+
+# The node plugin's registration, as the kubelet writes it: a CSINode per
+# node with the one topology key the Go node plugin reports.
+register_csinodes() {
+  local n
+  for n in node-a node-b; do
+    k apply -f - >/dev/null <<EOF || fail "CSINode $n"
+apiVersion: storage.k8s.io/v1
+kind: CSINode
+metadata: {name: $n}
+spec: {drivers: [{name: rds.csi.srvlab.io, nodeID: $n, topologyKeys: [topology.rds.csi.srvlab.io/zone]}]}
+EOF
+  done
 }
 
 # As the kubelet does: every container at once, then the grace, then KILL.

@@ -122,11 +122,7 @@ pub struct Args {
 }
 
 /// What the subcommand's command line asks for.
-#[derive(Debug)]
-pub enum Command {
-    Run(Box<Args>),
-    Help,
-}
+pub type Command = crate::flags::Parsed<Args>;
 
 /// Parses the arguments after `snapshot-schedule`; every check is made
 /// here, before any request. `env` looks up environment variables and

@@ -59,21 +59,13 @@ something could not be read and nothing certain blocks, 2 on bad flags.
             value: Some("DIR"),
             help: "files username, password and optionally ca.crt\n[default: /etc/rds-csi]",
         },
-        Flag {
-            names: &["--rds-insecure-skip-verify"],
-            value: None,
-            help: "do not verify RDS's TLS certificate",
-        },
+        crate::cli::RDS_INSECURE_SKIP_VERIFY,
         Flag {
             names: &["--rds-volume-path"],
             value: Some("PATH"),
             help: "volume path of classes without volumePath\n[default: /storage-pool/metal-csi]",
         },
-        Flag {
-            names: &["--rds-timeout"],
-            value: Some("DURATION"),
-            help: "limit for one RDS request [default: 10s]",
-        },
+        crate::cli::RDS_TIMEOUT,
         Flag {
             names: &["--driver-name"],
             value: Some("NAME"),
@@ -110,11 +102,8 @@ pub struct Args {
     pub output: Output,
 }
 
-#[derive(Debug)]
-pub enum Command {
-    Run(Box<Args>),
-    Help,
-}
+/// What the subcommand's command line asks for.
+pub type Command = crate::flags::Parsed<Args>;
 
 /// Parses the arguments after `takeover`. `env` looks up environment
 /// variables (tests pass their own).

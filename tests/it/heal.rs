@@ -184,37 +184,43 @@ fn a_failing_events_api_never_fails_or_delays_the_call() {
     let metrics = metrics_address(&c.logs());
     let csi = c.csi();
     csi.publish("vol-1", "node-a").unwrap();
-    // The Events API refuses (as with a role that lacks the verb, or a
-    // sick API server): each refusal is still answered at once.
-    for (verb, code) in [
-        ("create", 403),
-        ("patch", 403),
-        ("create", 500),
-        ("patch", 500),
-    ] {
-        emu.inject(Fault {
-            matches: Match {
-                verb: Some(verb.into()),
-                resource: Some("events".into()),
-                name: None,
-            },
-            times: 3,
-            action: FaultAction::Status {
+    // Every Events request meets `action` (`times` each for creating and
+    // for patching, i.e. aggregating); five refusals of a Publish are
+    // still answered at once.
+    let events_fail_with = |action: FaultAction, times: usize, what: &str| {
+        for verb in ["create", "patch"] {
+            emu.inject(Fault {
+                matches: Match {
+                    verb: Some(verb.into()),
+                    resource: Some("events".into()),
+                    name: None,
+                },
+                times,
+                action: action.clone(),
+            });
+        }
+        let started = std::time::Instant::now();
+        for _ in 0..5 {
+            let (code, _) = csi.publish("vol-1", "node-b").unwrap_err();
+            assert_eq!(code, Code::FAILED_PRECONDITION);
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "five refusals took {:?} with {what}",
+            started.elapsed()
+        );
+    };
+    // Refused, as with a role that lacks the verb or a sick API server.
+    for code in [403, 500] {
+        events_fail_with(
+            FaultAction::Status {
                 code,
                 retry_after: None,
             },
-        });
+            3,
+            "a refusing Events API",
+        );
     }
-    let started = std::time::Instant::now();
-    for _ in 0..5 {
-        let (code, _) = csi.publish("vol-1", "node-b").unwrap_err();
-        assert_eq!(code, Code::FAILED_PRECONDITION);
-    }
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(2),
-        "five refusals took {:?} with a refusing Events API",
-        started.elapsed()
-    );
     let refused = || {
         emu.requests()
             .iter()
@@ -227,27 +233,11 @@ fn a_failing_events_api_never_fails_or_delays_the_call() {
     }
     assert!(refused() >= 2, "the Events API was asked and refused");
     emu.clear_faults();
-    // Creating and patching (aggregating) Events both take 3 s.
-    for verb in ["create", "patch"] {
-        emu.inject(Fault {
-            matches: Match {
-                verb: Some(verb.into()),
-                resource: Some("events".into()),
-                name: None,
-            },
-            times: 100,
-            action: FaultAction::Delay { millis: 3000 },
-        });
-    }
-    let started = std::time::Instant::now();
-    for _ in 0..5 {
-        let (code, _) = csi.publish("vol-1", "node-b").unwrap_err();
-        assert_eq!(code, Code::FAILED_PRECONDITION);
-    }
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(2),
-        "five refusals took {:?} with a slow Events API",
-        started.elapsed()
+    // Slow: creating and patching both take 3 s.
+    events_fail_with(
+        FaultAction::Delay { millis: 3000 },
+        100,
+        "a slow Events API",
     );
     // More refusals than the queue holds while the poster is stuck: the
     // rest are dropped and counted, and every call is still answered.
