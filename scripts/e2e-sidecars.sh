@@ -201,14 +201,7 @@ bind() { # the PV controller binds claim $1 to its PV
       -p "{\"status\":{\"phase\":\"Bound\",\"accessModes\":[\"ReadWriteOnce\"],\"capacity\":{\"storage\":\"$size\"}}}" >/dev/null &&
     k patch pv "$pv" --subresource status --type merge -p '{"status":{"phase":"Bound"}}' >/dev/null
 }
-attach() { # the attach/detach controller: VolumeAttachment $1 for PV $2 on node $3
-  k apply -f - >/dev/null <<EOF
-apiVersion: storage.k8s.io/v1
-kind: VolumeAttachment
-metadata: {name: $1}
-spec: {attacher: rds.csi.srvlab.io, nodeName: $3, source: {persistentVolumeName: $2}}
-EOF
-}
+# attach VA PV NODE (the attach/detach controller's part): scripts/lib/e2e-cluster.sh.
 attached() { [ "$(jp volumeattachment "$1" '{.status.attached}')" = true ]; }
 holder() { jp pv "$1" '{.metadata.annotations.rds\.csi\.srvlab\.io/attached-node}'; }
 holder_is() { [ "$(holder "$1")" = "$2" ]; }

@@ -200,36 +200,37 @@ mod tests {
 
     fn cluster() -> Objects {
         let mut o = Objects::new();
-        put(
-            &mut o,
-            "clusterroles",
-            "",
-            json!({"metadata": {"name": "pv-reader"},
-            "rules": [{"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": ["get"]}]}),
-        );
-        put(
-            &mut o,
-            "clusterrolebindings",
-            "",
-            json!({"metadata": {"name": "b"},
-            "roleRef": {"kind": "ClusterRole", "name": "pv-reader"},
-            "subjects": [{"kind": "ServiceAccount", "name": "ctl", "namespace": "storage"}]}),
-        );
-        put(
-            &mut o,
-            "roles",
-            "storage",
-            json!({"metadata": {"name": "leases"},
-            "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["update"]}]}),
-        );
-        put(
-            &mut o,
-            "rolebindings",
-            "storage",
-            json!({"metadata": {"name": "b"},
-            "roleRef": {"kind": "Role", "name": "leases"},
-            "subjects": [{"kind": "ServiceAccount", "name": "ctl"}]}),
-        );
+        let objects = [
+            (
+                "clusterroles",
+                "",
+                json!({"metadata": {"name": "pv-reader"},
+                "rules": [{"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": ["get"]}]}),
+            ),
+            (
+                "clusterrolebindings",
+                "",
+                json!({"metadata": {"name": "b"},
+                "roleRef": {"kind": "ClusterRole", "name": "pv-reader"},
+                "subjects": [{"kind": "ServiceAccount", "name": "ctl", "namespace": "storage"}]}),
+            ),
+            (
+                "roles",
+                "storage",
+                json!({"metadata": {"name": "leases"},
+                "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["update"]}]}),
+            ),
+            (
+                "rolebindings",
+                "storage",
+                json!({"metadata": {"name": "b"},
+                "roleRef": {"kind": "Role", "name": "leases"},
+                "subjects": [{"kind": "ServiceAccount", "name": "ctl"}]}),
+            ),
+        ];
+        for (resource, ns, object) in objects {
+            put(&mut o, resource, ns, object);
+        }
         o
     }
 
