@@ -544,8 +544,13 @@ impl VolumeManager {
             .collect();
         disks.sort_by(|a, b| a.slot.cmp(&b.slot));
         let max = if max == 0 { usize::MAX } else { max };
-        if let Some(a) = self.attachments.as_ref().filter(|_| self.shared) {
-            // One list of the PVs for the page, not a read per volume.
+        if let Some(a) = self
+            .attachments
+            .as_ref()
+            .filter(|_| self.shared && token.is_empty())
+        {
+            // One list of the PVs per listing (at its first page), not a
+            // read per volume: the pages of one listing answer from it.
             a.refresh().map_err(|source| AttachError::Persist {
                 volume: String::new(),
                 source,
