@@ -175,37 +175,36 @@ fn a_replica_answers_what_the_other_replica_wrote() {
     flags.extend(rds_flags(&rds, &creds));
     let pair = start_pair(dir.path(), &kc, &flags);
     let (a, b) = (pair[0].csi(), pair[1].csi());
-    // B has read the PV once (no attachment) before A writes.
-    assert!(b
-        .get_volume(vol)
-        .unwrap()
-        .get_status()
-        .get_published_node_ids()
-        .is_empty());
-
+    // What replica B says the volume is published to, asked both ways.
+    let seen_by_b = || {
+        let got = b.get_volume(vol).unwrap();
+        let listed = b.list_volumes(0, "").unwrap();
+        let entry = listed
+            .get_entries()
+            .iter()
+            .find(|e| e.get_volume().get_volume_id() == vol)
+            .unwrap();
+        (
+            got.get_status().get_published_node_ids().to_vec(),
+            entry.get_status().get_published_node_ids().to_vec(),
+        )
+    };
+    let none: Vec<String> = Vec::new();
+    // B has read the PV (no attachment) before A writes.
+    assert_eq!(seen_by_b(), (none.clone(), none.clone()));
     a.publish(vol, "node-a").unwrap();
-    let got = b.get_volume(vol).unwrap();
-    assert_eq!(got.get_status().get_published_node_ids(), ["node-a"]);
-    let listed = b.list_volumes(0, "").unwrap();
-    let entry = listed
-        .get_entries()
-        .iter()
-        .find(|e| e.get_volume().get_volume_id() == vol)
-        .unwrap();
-    assert_eq!(entry.get_status().get_published_node_ids(), ["node-a"]);
-
+    let on_a = vec!["node-a".to_string()];
+    assert_eq!(
+        seen_by_b(),
+        (on_a.clone(), on_a),
+        "ControllerGetVolume, ListVolumes"
+    );
     a.unpublish(vol, "node-a").unwrap();
-    assert!(b
-        .get_volume(vol)
-        .unwrap()
-        .get_status()
-        .get_published_node_ids()
-        .is_empty());
-    let listed = b.list_volumes(0, "").unwrap();
-    assert!(listed.get_entries()[0]
-        .get_status()
-        .get_published_node_ids()
-        .is_empty());
+    assert_eq!(
+        seen_by_b(),
+        (none.clone(), none),
+        "ControllerGetVolume, ListVolumes"
+    );
 }
 
 #[test]
