@@ -42,8 +42,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# step, pass, wait_for, k and the node plugin's registration; fail is this
-# script's own (its logs are not a pod's).
+# step, pass, wait_for, k, attach and the node plugin's registration. This
+# script's own fail (its logs are not a pod's), claim (NAME SIZE), rds (its
+# credentials dir) and the PV and VolumeAttachment checks below replace the
+# library's.
 # shellcheck source=scripts/lib/e2e-cluster.sh
 source "$root/scripts/lib/e2e-cluster.sh"
 fail() {
@@ -55,7 +57,13 @@ fail() {
   exit 1
 }
 jp() { k get "$1" "$2" -o "jsonpath=$3" 2>/dev/null; }
-leases() { [ "$(k get leases -n rds-csi -o name | wc -l)" -ge 4 ]; }
+# Every sidecar's Lease is held (the controller's own is a fifth).
+leases() {
+  local l
+  for l in $LEASES rds-csi-srvlab-io; do
+    [ -n "$(k -n rds-csi get lease "$l" -o jsonpath='{.spec.holderIdentity}' 2>/dev/null)" ] || return 1
+  done
+}
 # The arguments deploy/kubernetes/deployment.yaml gives container $1.
 deploy_args() {
   awk -v c="$1" '

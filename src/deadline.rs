@@ -47,6 +47,12 @@ impl Deadline {
         }
     }
 
+    /// Work outside a call that must stop at `at` (a Lease renewal that
+    /// is no use after its renew deadline).
+    pub fn until(at: Instant) -> Deadline {
+        Deadline { at, caller: None }
+    }
+
     pub fn passed(&self) -> bool {
         Instant::now() >= self.at || self.caller.as_ref().is_some_and(|f| f())
     }

@@ -201,17 +201,13 @@ impl Driver {
     }
 
     /// Reads the attachment map afresh from the PVs (another replica may
-    /// have written since it was built). A failure is logged and leaves
-    /// the map as it was: every decision is taken against the PV anyway.
+    /// have written since it was built; see
+    /// [`AttachmentManager::refresh`]). A failure is logged and leaves the
+    /// map as it was: every decision is taken against the PV anyway.
     pub fn refresh(&self) {
         if let Some(manager) = &self.attachments {
-            match manager.rebuild() {
-                Ok(report) => log::info!(
-                    "attachment map refreshed from {} PVs: {} attachments",
-                    report.scanned,
-                    manager.len()
-                ),
-                Err(e) => log::warn!("attachment map not refreshed: {e}"),
+            if let Err(e) = manager.refresh() {
+                log::warn!("attachment map not refreshed: {e}");
             }
         }
     }

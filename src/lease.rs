@@ -9,7 +9,7 @@
 //!   `renewTime` is never compared with our clock: clocks differ).
 //! - An empty `holderIdentity` (a released Lease) may be taken at once.
 //! - The holder renews every `retry_period` with one PUT over the Lease it
-//!   last wrote (client-go's fast path); only a conflict makes it read the
+//!   last wrote (client-go's fast path); when that fails it reads the
 //!   Lease again. A holder that has not renewed
 //!   within `renew_deadline` stops leading (before another may take it:
 //!   `renew_deadline` < `lease_duration`).
@@ -17,21 +17,26 @@
 //!   duration 1 s), so the other replica takes it within one retry period.
 //!
 //! Failure modes: any API error or conflict is a failed attempt, never a
-//! crash; the attempt is repeated every `retry_period`. A Lease whose body
-//! does not decode is treated as held by someone else (and taken once it
-//! has not changed for `lease_duration`).
+//! crash; the attempt is repeated every `retry_period`, and each attempt
+//! stops at the renew deadline (a hung request cannot keep a holder
+//! believing it leads: [`Leadership`] is decided by the time of the last
+//! renewal, not by the attempt returning). The first failure, and each
+//! failure of another kind, is a warning (a 403: the Role is missing). A
+//! Lease whose spec names no holder (or does not decode) may be taken at
+//! once, as client-go takes it.
 
 use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::{atomic::AtomicBool, Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
 
 use serde_json::{json, Value};
 
-use crate::{attachment::format_micros, kube, metrics::Metrics};
+use crate::{
+    attachment::format_micros,
+    deadline::{self, Deadline},
+    kube,
+};
 
 /// What an election is about and how it is paced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,10 +118,6 @@ impl Elector {
             observed: None,
             written: None,
         })
-    }
-
-    pub fn settings(&self) -> &Settings {
-        &self.settings
     }
 
     /// One attempt to take the Lease, or to renew it when ours: whether we
@@ -252,12 +253,58 @@ impl Elector {
     }
 }
 
-/// Runs `elector` on the calling thread until `stop` is set: `leading`
-/// follows whether this process holds the Lease (and `rds_csi_leader`
-/// with it). A leader that cannot renew within the renew deadline stops
-/// leading at once. On stop, a held Lease is released.
-pub fn run(mut elector: Elector, leading: &AtomicBool, stop: &Arc<AtomicBool>, metrics: &Metrics) {
-    let s = elector.settings().clone();
+/// Whether this process leads, for everyone who asks: from a successful
+/// renewal until `renew_deadline` after it. So a holder whose renewal
+/// hangs stops leading on time, before the other replica may take the
+/// Lease (`renew_deadline` < `lease_duration`), whatever its thread does.
+pub struct Leadership {
+    /// Scope: reading or stamping one instant. `None`: not leading.
+    renewed: Mutex<Option<Instant>>,
+    /// `None`: without leader election this process always leads.
+    renew_deadline: Option<Duration>,
+}
+
+impl Leadership {
+    /// Without leader election: this process does all background work.
+    pub fn always() -> Leadership {
+        Leadership {
+            renewed: Mutex::new(None),
+            renew_deadline: None,
+        }
+    }
+
+    /// Leading while renewed within `renew_deadline`; not yet.
+    pub fn elected(renew_deadline: Duration) -> Leadership {
+        Leadership {
+            renewed: Mutex::new(None),
+            renew_deadline: Some(renew_deadline),
+        }
+    }
+
+    pub fn leads(&self) -> bool {
+        let Some(deadline) = self.renew_deadline else {
+            return true;
+        };
+        self.lock().is_some_and(|at| at.elapsed() < deadline)
+    }
+
+    fn renewed_at(&self) -> Option<Instant> {
+        *self.lock()
+    }
+
+    fn set(&self, renewed: Option<Instant>) {
+        *self.lock() = renewed;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.renewed.lock().expect("leadership lock poisoned")
+    }
+}
+
+/// Runs `elector` on the calling thread until `stop` is set, keeping
+/// `leadership` (see [`Leadership`]). On stop, a held Lease is released.
+pub fn run(mut elector: Elector, leadership: &Leadership, stop: &Arc<AtomicBool>) {
+    let s = elector.settings.clone();
     log::info!(
         "leader election: Lease {}/{} as {} (duration {:?}, renew deadline {:?}, retry {:?})",
         s.namespace,
@@ -267,41 +314,50 @@ pub fn run(mut elector: Elector, leading: &AtomicBool, stop: &Arc<AtomicBool>, m
         s.renew_deadline,
         s.retry_period
     );
-    let mut renewed_at: Option<Instant> = None;
+    let mut led = false;
+    let mut last_failure: Option<std::mem::Discriminant<kube::Error>> = None;
     loop {
-        let held = match elector.try_acquire_or_renew() {
-            Ok(held) => held,
-            Err(e) => {
-                log::debug!("leader election: {e}");
-                false
+        // An attempt is of no use past the renew deadline of the last
+        // renewal (or, not leading, past one renew deadline from now).
+        let until = leadership.renewed_at().unwrap_or_else(Instant::now) + s.renew_deadline;
+        match deadline::within(Deadline::until(until), || elector.try_acquire_or_renew()) {
+            Ok(true) => {
+                leadership.set(Some(Instant::now()));
+                last_failure = None;
             }
-        };
-        let was = leading.load(Ordering::SeqCst);
-        if held {
-            renewed_at = Some(Instant::now());
+            Ok(false) => last_failure = None,
+            Err(e) => {
+                let kind = std::mem::discriminant(&e);
+                if last_failure != Some(kind) {
+                    log::warn!("leader election: Lease {}/{}: {e}", s.namespace, s.name);
+                } else {
+                    log::debug!("leader election: {e}");
+                }
+                last_failure = Some(kind);
+            }
         }
-        let now_leading =
-            held || (was && renewed_at.is_some_and(|at| at.elapsed() < s.renew_deadline));
-        if now_leading != was {
-            leading.store(now_leading, Ordering::SeqCst);
-            metrics.set_leader(now_leading);
-            if now_leading {
+        let leads = leadership.leads();
+        if leads != led {
+            if leads {
                 log::info!("leader election: took Lease {}/{}", s.namespace, s.name);
             } else {
+                leadership.set(None);
                 log::warn!(
                     "leader election: lost Lease {}/{}; background work stops",
                     s.namespace,
                     s.name
                 );
             }
+            led = leads;
         }
         if crate::health::sleep_unless(stop, s.retry_period) {
             break;
         }
     }
-    if leading.swap(false, Ordering::SeqCst) {
-        metrics.set_leader(false);
-        match elector.release() {
+    if leadership.leads() {
+        leadership.set(None);
+        let until = Instant::now() + s.renew_deadline;
+        match deadline::within(Deadline::until(until), || elector.release()) {
             Ok(()) => log::info!("leader election: released Lease {}/{}", s.namespace, s.name),
             Err(e) => log::warn!(
                 "leader election: releasing Lease {}/{}: {e}",

@@ -147,9 +147,16 @@ fn serve(
     metrics: Arc<metrics::Metrics>,
 ) -> i32 {
     // Whether this process does the background work: always without
-    // leader election, else while it holds the Lease.
-    let leading = Arc::new(AtomicBool::new(args.leader_election.is_none()));
-    metrics.set_leader(leading.load(Ordering::SeqCst));
+    // leader election, else while it holds the Lease. The Lease's name and
+    // namespace are settled before anything starts: a bad one exits now.
+    let identity = identity();
+    let Ok(election) = lease_settings(args, &driver, &identity) else {
+        return EXIT_FAILURE;
+    };
+    let leading = Arc::new(match &election {
+        Some((_, s)) => lease::Leadership::elected(s.renew_deadline),
+        None => lease::Leadership::always(),
+    });
     // Up before the rebuild, so that /readyz tells a slow start from a hung one.
     let pool: Arc<OnceLock<Weak<server::Pool>>> = Arc::default();
     // The socket, once it serves (for /healthz).
@@ -181,7 +188,6 @@ fn serve(
         None => None,
     };
 
-    let identity = identity();
     let events = driver.start_events(&identity);
     let started = Instant::now();
     match driver.initialize(args.startup_timeout) {
@@ -195,12 +201,13 @@ fn serve(
         }
     }
     // Before serving, what VolumeAttachments say is attached is recorded
-    // (so it is fenced); clearing waits for passes past the grace period.
-    // With leader election, the Lease holder adopts when it takes the Lease
-    // (see `background`): every adoption is a compare-and-set on the PV,
-    // decided again inside the volume's turn, so a Publish served meanwhile
-    // by either replica wins and the adoption then changes nothing.
-    if !args.reconcile_interval.is_zero() && args.leader_election.is_none() {
+    // (so it is fenced from this process's first call); clearing waits for
+    // passes past the grace period. Every replica does this, leading or not:
+    // it is the startup's fencing, not background work. Each adoption is a
+    // compare-and-set on the PV decided again in the volume's turn, so a
+    // Publish the other replica serves meanwhile wins, and the adoption then
+    // changes nothing.
+    if !args.reconcile_interval.is_zero() {
         driver.adopt();
     }
 
@@ -231,23 +238,8 @@ fn serve(
     let reconciler = (!args.reconcile_interval.is_zero())
         .then(|| reconcile_in_background(args, &driver, &leading, &stop_reconciling));
     let stop_electing = Arc::new(AtomicBool::new(false));
-    let elector = match &args.leader_election {
-        None => None,
-        Some(settings) => match elect_in_background(
-            settings,
-            &driver,
-            &identity,
-            &leading,
-            &stop_electing,
-            &metrics,
-        ) {
-            Ok(thread) => thread,
-            Err(()) => {
-                server.shutdown(args.shutdown_grace);
-                return EXIT_FAILURE;
-            }
-        },
-    };
+    let elector = election
+        .map(|(client, settings)| elect_in_background(client, settings, &leading, &stop_electing));
 
     if let Some(sig) = signals.forever().next() {
         log::info!(
@@ -256,17 +248,19 @@ fn serve(
         );
     }
     health.stop();
+    // Background work stops, and the Lease goes to the other replica (the
+    // release is bounded by the renew deadline) while this one finishes its
+    // calls; a reconciliation pass under way is left to end with the
+    // process rather than hold the exit.
     stop_reconciling.store(true, Ordering::SeqCst);
-    if let Some(r) = reconciler {
-        let _ = r.join();
-    }
-    // Background work has stopped: the Lease goes to the other replica
-    // while this one finishes its calls.
     stop_electing.store(true, Ordering::SeqCst);
     if let Some(e) = elector {
-        let _ = e.join();
+        join_within(e, "leader election", LEASE_RELEASE);
     }
     server.shutdown(args.shutdown_grace);
+    if let Some(r) = reconciler {
+        join_within(r, "reconciliation", RECONCILE_STOP);
+    }
     let _ = checker.join();
     driver.stop_events();
     if let Some(poster) = events {
@@ -274,6 +268,11 @@ fn serve(
     }
     EXIT_OK
 }
+
+/// How long exit waits for the Lease to be released, and for a
+/// reconciliation pass under way to end.
+const LEASE_RELEASE: std::time::Duration = std::time::Duration::from_secs(10);
+const RECONCILE_STOP: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long exit waits for queued Events to be posted.
 const EVENTS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -305,12 +304,13 @@ fn identity() -> String {
 
 /// A pass every `--reconcile-interval` on a thread of its own while this
 /// process leads, until `stop` is set. On taking the lead (with leader
-/// election) it first refreshes the attachment map from the PVs (the other
-/// replica may have written since) and adopts what VolumeAttachments say.
+/// election) it passes at once, then refreshes the attachment map from the
+/// PVs (the other replica may have written since: the gauges it exports as
+/// the holder count that map), and so after every pass.
 fn reconcile_in_background(
     args: &cli::Args,
     driver: &Arc<driver::Driver>,
-    leading: &Arc<AtomicBool>,
+    leading: &Arc<lease::Leadership>,
     stop: &Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     let (driver, interval, grace) = (
@@ -326,17 +326,15 @@ fn reconcile_in_background(
             let mut led = !elected;
             let mut next_pass = Instant::now() + interval;
             loop {
-                let leads = leading.load(Ordering::SeqCst);
-                if leads && !led {
-                    driver.refresh();
-                    driver.adopt();
+                let leads = leading.leads();
+                if leads && (!led || Instant::now() >= next_pass) {
+                    driver.reconcile(grace);
+                    if elected {
+                        driver.refresh();
+                    }
                     next_pass = Instant::now() + interval;
                 }
                 led = leads;
-                if leads && Instant::now() >= next_pass {
-                    driver.reconcile(grace);
-                    next_pass = Instant::now() + interval;
-                }
                 let wait = next_pass
                     .saturating_duration_since(Instant::now())
                     .min(LEAD_POLL);
@@ -352,56 +350,60 @@ fn reconcile_in_background(
 /// Lease.
 const LEAD_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// The controller's Lease on a thread of its own (see [`lease::run`]).
-/// A Lease that cannot be named (no namespace known) is logged: `Err`.
-fn elect_in_background(
-    settings: &cli::LeaderElection,
-    driver: &Arc<driver::Driver>,
+/// The controller's Lease, when `--leader-election` asks for one: its
+/// settings and the client to take it with. No namespace to be found, or a
+/// name that is not valid → logged, `Err`. Without a Kubernetes client the
+/// process leads alone (`Ok(None)`, with a warning).
+fn lease_settings(
+    args: &cli::Args,
+    driver: &driver::Driver,
     identity: &str,
-    leading: &Arc<AtomicBool>,
-    stop: &Arc<AtomicBool>,
-    metrics: &Arc<metrics::Metrics>,
-) -> Result<Option<std::thread::JoinHandle<()>>, ()> {
-    let Some(client) = driver.client() else {
-        log::warn!("--leader-election without a Kubernetes client: this process leads alone");
-        leading.store(true, Ordering::SeqCst);
-        metrics.set_leader(true);
+) -> Result<Option<(kube::Client, lease::Settings)>, ()> {
+    let Some(settings) = &args.leader_election else {
         return Ok(None);
     };
-    let namespace = settings.namespace.clone().or_else(|| {
-        std::fs::read_to_string(std::path::Path::new(kube::SERVICE_ACCOUNT_DIR).join("namespace"))
-            .ok()
-            .map(|n| n.trim().to_string())
-            .filter(|n| !n.is_empty())
-    });
-    let Some(namespace) = namespace else {
+    let Some(client) = driver.client() else {
+        log::warn!("--leader-election without a Kubernetes client: this process leads alone");
+        return Ok(None);
+    };
+    let namespace = settings
+        .namespace
+        .clone()
+        .or_else(kube::service_account_namespace);
+    let Some(namespace) = namespace.filter(|n| kube::is_dns_label(n)) else {
         log::error!(
-            "--leader-election: no namespace for the Lease (--leader-election-namespace, POD_NAMESPACE or a service account)"
+            "--leader-election: no valid namespace for the Lease (--leader-election-namespace, POD_NAMESPACE or a service account)"
         );
         return Err(());
     };
-    let lease = lease::Settings {
-        namespace,
-        name: lease_name(driver.name()),
-        identity: identity.to_string(),
-        lease_duration: settings.lease_duration,
-        renew_deadline: settings.renew_deadline,
-        retry_period: settings.retry_period,
-    };
-    let elector = match lease::Elector::new(client.clone(), lease) {
-        Ok(e) => e,
-        Err(e) => {
-            log::error!("--leader-election: {e}");
-            return Err(());
-        }
-    };
-    let (leading, stop, metrics) = (leading.clone(), stop.clone(), metrics.clone());
-    Ok(Some(
-        std::thread::Builder::new()
-            .name("lease".into())
-            .spawn(move || lease::run(elector, &leading, &stop, &metrics))
-            .expect("spawn lease thread"),
-    ))
+    Ok(Some((
+        client.clone(),
+        lease::Settings {
+            namespace,
+            name: lease_name(driver.name()),
+            identity: identity.to_string(),
+            lease_duration: settings.lease_duration,
+            renew_deadline: settings.renew_deadline,
+            retry_period: settings.retry_period,
+        },
+    )))
+}
+
+/// The controller's Lease on a thread of its own (see [`lease::run`]).
+fn elect_in_background(
+    client: kube::Client,
+    settings: lease::Settings,
+    leading: &Arc<lease::Leadership>,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let (leading, stop) = (leading.clone(), stop.clone());
+    std::thread::Builder::new()
+        .name("lease".into())
+        .spawn(move || match lease::Elector::new(client, settings) {
+            Ok(elector) => lease::run(elector, &leading, &stop),
+            Err(e) => log::error!("--leader-election: {e}"),
+        })
+        .expect("spawn lease thread")
 }
 
 /// The controller's Lease: named after the driver as the sidecars name
@@ -432,7 +434,7 @@ fn routes(
     health: Arc<health::Health>,
     pool: Arc<OnceLock<Weak<server::Pool>>>,
     serving: Arc<OnceLock<server::Endpoint>>,
-    leading: Arc<AtomicBool>,
+    leading: Arc<lease::Leadership>,
 ) -> Arc<metrics::Route> {
     // Made at the first /healthz, so a process never scraped runs no client.
     let probe: OnceLock<server::SelfProbe> = OnceLock::new();
@@ -446,11 +448,12 @@ fn routes(
             "/metrics" => {
                 // A replica that does not lead may be behind the other's
                 // writes: its map's counts are left out, not served stale.
-                let leads = leading.load(Ordering::SeqCst);
+                let leads = leading.leads();
                 let manager = driver.attachment_manager().filter(|_| leads);
                 let gauges = metrics::Gauges {
                     attachments: manager.map(|a| a.len()),
                     migrations_active: manager.map(|a| a.migrations()),
+                    leader: leads,
                     queue_depth: pool.get().and_then(Weak::upgrade).map_or(0, |p| p.queued()),
                 };
                 metrics::Answer {

@@ -1,7 +1,7 @@
 use std::{io::Write as _, time::SystemTime};
 
 use rds_csi_controller::{
-    attachment::format_micros, cli, kube, run, schedule, takeover, EXIT_OK, EXIT_USAGE,
+    attachment::format_micros, cli, flags, kube, run, schedule, takeover, EXIT_OK, EXIT_USAGE,
 };
 
 #[cfg(all(target_os = "linux", any(test, target_env = "musl")))]
@@ -31,15 +31,63 @@ fn main() {
             std::process::exit(EXIT_USAGE);
         }
     };
+    init_logger("info", args.log_level.as_deref(), args.log_format);
+    std::process::exit(run(*args));
+}
+
+/// `snapshot-schedule`: its own flags and help; logs as text to stderr.
+fn snapshot_schedule(args: Vec<String>) -> i32 {
+    let parsed = schedule::parse(
+        args,
+        |k| std::env::var(k).ok(),
+        kube::service_account_namespace,
+    );
+    subcommand(parsed, &schedule::USAGE, "info", schedule::run)
+}
+
+/// `takeover`: its own flags and help; findings on stdout, warnings of
+/// the clients on stderr.
+fn takeover(args: Vec<String>) -> i32 {
+    let parsed = takeover::parse(args, |k| std::env::var(k).ok());
+    subcommand(parsed, &takeover::USAGE, "warn", takeover::run)
+}
+
+/// A subcommand's command line, as every one answers it: its help (exit
+/// 0), a bad flag with the help (exit 2), or a run with text logs to
+/// stderr at `log_level` unless `RUST_LOG` says otherwise.
+fn subcommand<A>(
+    parsed: Result<flags::Parsed<A>, String>,
+    usage: &flags::Usage,
+    log_level: &str,
+    run: impl FnOnce(&A) -> i32,
+) -> i32 {
+    match parsed {
+        Ok(flags::Parsed::Help) => {
+            print!("{}", usage.help());
+            EXIT_OK
+        }
+        Ok(flags::Parsed::Run(a)) => {
+            init_logger(log_level, None, cli::LogFormat::Text);
+            run(&a)
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n\n{}", usage.help());
+            EXIT_USAGE
+        }
+    }
+}
+
+/// The logger of every command: `RUST_LOG`, else `default_level`, unless
+/// `level` says otherwise; lines formatted here, with the time crate the
+/// controller uses anyway, so that env_logger's own timestamps (another
+/// date library) and colours stay out of the binary.
+fn init_logger(default_level: &str, level: Option<&str>, format: cli::LogFormat) {
     let mut logger =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
-    if let Some(level) = &args.log_level {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
+    if let Some(level) = level {
         logger.parse_filters(level);
     }
-    // Formatted here, with the time crate the controller uses anyway, so
-    // that env_logger's own timestamps (another date library) and colours
-    // stay out of the binary.
-    match args.log_format {
+    match format {
         cli::LogFormat::Json => logger.format(|buf, record| {
             let line = serde_json::json!({
                 "time": format_micros(SystemTime::now()),
@@ -52,66 +100,30 @@ fn main() {
         }),
         cli::LogFormat::Text => logger.format(|buf, record| {
             let now = format_micros(SystemTime::now());
-            let mut line = format!(
+            write!(
+                buf,
                 "[{}Z {:<5} {}] {}",
                 &now[..19],
                 record.level(),
                 record.target(),
                 record.args()
-            );
-            for (k, v) in fields(record) {
-                line.push_str(&format!(" {k}={}", v.as_str().unwrap_or_default()));
+            )?;
+            // The fields in the order the call site gives them.
+            struct Line<'b>(&'b mut env_logger::fmt::Formatter);
+            impl<'kvs> log::kv::VisitSource<'kvs> for Line<'_> {
+                fn visit_pair(
+                    &mut self,
+                    key: log::kv::Key<'kvs>,
+                    value: log::kv::Value<'kvs>,
+                ) -> Result<(), log::kv::Error> {
+                    write!(self.0, " {key}={value}").map_err(log::kv::Error::boxed)
+                }
             }
-            writeln!(buf, "{line}")
+            let _ = record.key_values().visit(&mut Line(buf));
+            writeln!(buf)
         }),
     };
     logger.init();
-    std::process::exit(run(*args));
-}
-
-/// `snapshot-schedule`: its own flags and help; logs as text to stderr.
-fn snapshot_schedule(args: Vec<String>) -> i32 {
-    let sa_namespace = || {
-        std::fs::read_to_string(std::path::Path::new(kube::SERVICE_ACCOUNT_DIR).join("namespace"))
-            .ok()
-            .map(|n| n.trim().to_string())
-            .filter(|n| !n.is_empty())
-    };
-    match schedule::parse(args, |k| std::env::var(k).ok(), sa_namespace) {
-        Ok(schedule::Command::Help) => {
-            print!("{}", schedule::USAGE.help());
-            schedule::EXIT_OK
-        }
-        Ok(schedule::Command::Run(a)) => {
-            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-                .init();
-            schedule::run(&a)
-        }
-        Err(e) => {
-            eprintln!("error: {e}\n\n{}", schedule::USAGE.help());
-            schedule::EXIT_USAGE
-        }
-    }
-}
-
-/// `takeover`: its own flags and help; findings on stdout, warnings of
-/// the clients on stderr.
-fn takeover(args: Vec<String>) -> i32 {
-    match takeover::parse(args, |k| std::env::var(k).ok()) {
-        Ok(takeover::Command::Help) => {
-            print!("{}", takeover::USAGE.help());
-            takeover::EXIT_READY
-        }
-        Ok(takeover::Command::Run(a)) => {
-            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-                .init();
-            takeover::run(&a)
-        }
-        Err(e) => {
-            eprintln!("error: {e}\n\n{}", takeover::USAGE.help());
-            takeover::EXIT_USAGE
-        }
-    }
 }
 
 /// A record's key-value pairs as a JSON object of strings.

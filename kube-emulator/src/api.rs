@@ -41,17 +41,19 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
 
     // Authentication, as the API server does it: a verified client
     // certificate or the bearer token; anything else is 401.
-    let user = {
+    // The user, and whether the stored RBAC objects authorize it (a user
+    // token's) rather than the optional rule set.
+    let (user, by_stored_rbac) = {
         let st = shared.lock();
         let bearer = req
             .header("authorization")
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim);
         match (&st.token, bearer) {
-            _ if cert_user => "x509-client".to_string(),
-            (_, Some(b)) if st.users.contains_key(b) => st.users[b].clone(),
-            (None, _) => "anonymous-admin".to_string(),
-            (Some(t), Some(b)) if t == b => "token-user".to_string(),
+            _ if cert_user => ("x509-client".to_string(), false),
+            (_, Some(b)) if st.users.contains_key(b) => (st.users[b].clone(), true),
+            (None, _) => ("anonymous-admin".to_string(), false),
+            (Some(t), Some(b)) if t == b => ("token-user".to_string(), false),
             _ => {
                 drop(st);
                 // Refused before routing: recorded with the raw method and path.
@@ -108,7 +110,7 @@ fn handle(shared: &Shared, req: Request, w: &mut dyn Write, cert_user: bool) -> 
     // Authorization.
     let denied = {
         let st = shared.lock();
-        if st.users.values().any(|u| *u == user) {
+        if by_stored_rbac {
             !crate::rbac::authorize_stored(
                 &st.objects,
                 &crate::rbac::User::named(&user),

@@ -40,7 +40,7 @@ fn main() {
             "--user-token" => {
                 let v = value();
                 let (t, u) = v
-                    .split_once('=')
+                    .rsplit_once('=')
                     .unwrap_or_else(|| fail("--user-token takes TOKEN=USER"));
                 opts.user_tokens.push((t.to_string(), u.to_string()));
             }

@@ -1,10 +1,12 @@
-# Shared by the end-to-end scripts (e2e-takeover.sh, e2e-ha.sh): a small
+# Shared by the end-to-end scripts (e2e-takeover.sh, e2e-ha.sh, and the
+# helpers e2e-sidecars.sh uses): a small
 # kubelet that runs a Deployment's pod as processes (one per container, in
 # the pod's own UTS and mount namespaces: its host name is the sidecars'
 # leader-election identity; its ServiceAccount's token, CA and namespace
 # are bind-mounted at the in-cluster path), and the checks and user actions
 # the stories share. The sourcing script calls `prepare NAME SIDECAR...`
-# first, then sets: work, kube_url, kube_port, rds_url, NS, and `label`.
+# first, sets work, NS and `label`, then calls `start_emulators`, which
+# sets kube_url, kube_port and rds_url.
 
 # prepare NAME SIDECAR...: exits 77 (nothing run) without the sidecars'
 # binaries in $CSI_SIDECARS_DIR or without namespaces to make (not root),
@@ -87,7 +89,6 @@ start_pod() {
     echo $! >>"$dir/pids"
   done
 }
-# stop_pod POD: SIGTERM to every container, SIGKILL after 10 s.
 # start_emulators SEED.json: the kube-apiserver emulator (an administrator's
 # kubeconfig in $work/kubeconfig, its CA in $work/ca.crt) seeded with the
 # file's objects, the nodes node-a and node-b and the namespace default
@@ -125,7 +126,8 @@ EOF
   done
 }
 
-# As the kubelet does: every container at once, then the grace, then KILL.
+# stop_pod KEY: SIGTERM to every container at once, as the kubelet does,
+# then SIGKILL to what is left after 10 s.
 stop_pod() {
   local dir=$work/pods/$1 p children=
   [ -f "$dir/pids" ] || return 0

@@ -840,17 +840,58 @@ impl AttachmentManager {
         self.len() == 0
     }
 
-    /// [`AttachmentManager::rebuild`] while serving, quietly: the map is
-    /// read afresh from the PVs (for answers that must not be behind
-    /// another replica's writes). An error leaves the map as it was.
+    /// [`AttachmentManager::rebuild`] while serving: the map is read afresh
+    /// from the PVs (another replica may have written them), except for
+    /// volumes on which a Publish or Unpublish of this process ended while
+    /// the PVs were being listed: their entries stay as those calls left
+    /// them, newer than the list. An error leaves the map as it was.
     pub fn refresh(&self) -> Result<RebuildReport, kube::Error> {
-        self.scan_into_map()
+        let watch = self.watch();
+        let (mut rebuilt, report) = self.scan()?;
+        let mut state = self.lock();
+        if let Some((_, ended)) = state.watches.iter().find(|(id, _)| *id == watch.id) {
+            for volume in ended {
+                rebuilt.remove(volume);
+                if let Some(now) = state.attachments.get(volume) {
+                    let migration = now.migration.as_ref().map(|m| (&*m.node, m.started_at));
+                    rebuilt.insert(volume, &now.node, now.attached_at, migration);
+                }
+            }
+        }
+        state.attachments = rebuilt;
+        drop(state);
+        Ok(report)
+    }
+
+    /// Who each volume of this driver is published to, by its PV's record,
+    /// read afresh (one paged list) without touching the map: for answers
+    /// that must not be behind another replica's writes.
+    pub fn published_now(&self) -> Result<HashMap<String, Vec<String>>, kube::Error> {
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        rebuild::scan(
+            self.store.client(),
+            self.store.driver(),
+            |found| match found {
+                rebuild::Found::Restart => out.clear(),
+                rebuild::Found::Attachment {
+                    volume,
+                    node,
+                    migration,
+                    ..
+                } => {
+                    let nodes = std::iter::once(node).chain(migration.map(|(n, _)| n));
+                    out.insert(volume, nodes.map(str::to_string).collect());
+                }
+            },
+        )?;
+        Ok(out)
     }
 
     /// Replaces the map with what the PVs' annotations say (see
     /// [`rebuild`](super::rebuild)), and says how many it found.
     pub fn rebuild(&self) -> Result<RebuildReport, kube::Error> {
-        let report = self.scan_into_map()?;
+        let (rebuilt, report) = self.scan()?;
+        self.lock().attachments = rebuilt;
         log::info!(
             "State rebuild complete: {} attachments recovered",
             report.recovered
@@ -858,28 +899,23 @@ impl AttachmentManager {
         Ok(report)
     }
 
-    /// Lists the PVs and swaps the map for what they say; the lock is not
-    /// held while listing.
-    fn scan_into_map(&self) -> Result<RebuildReport, kube::Error> {
+    /// Lists the PVs into a map built aside (the lock is not held while
+    /// listing), and keeps their name index.
+    fn scan(&self) -> Result<(Table, RebuildReport), kube::Error> {
         let store = &self.store;
-        // Built aside and swapped in whole: the lock is not held while listing.
-        let mut rebuilt = State::default();
+        let mut rebuilt = Table::default();
         let (index, report) =
             rebuild::scan(store.client(), store.driver(), |restart| match restart {
-                rebuild::Found::Restart => rebuilt = State::default(),
+                rebuild::Found::Restart => rebuilt = Table::default(),
                 rebuild::Found::Attachment {
                     volume,
                     node,
                     at,
                     migration,
-                } => rebuilt.attachments.insert(&volume, node, at, migration),
+                } => rebuilt.insert(&volume, node, at, migration),
             })?;
         store.set_index(index);
-        {
-            let mut state = self.lock();
-            state.attachments = rebuilt.attachments;
-        }
-        Ok(report)
+        Ok((rebuilt, report))
     }
 
     /// Records `volume` on `node` since `at`, with a migration target

@@ -33,8 +33,8 @@
 //! the list began (a [`Watch`] tells), in which case it lists them again
 //! (see [`Recheck`]). A pass with nothing to change lists them once; a
 //! re-check list failing ends the pass's changes. The startup pass
-//! ([`adopt`]) runs before the socket exists, so no call of ours can race
-//! it, and decides once.
+//! ([`adopt`]) decides again the same way: it runs before this process's
+//! socket exists, but another replica may be serving.
 //!
 //! [`adopt`]: Reconciler::adopt
 
@@ -341,6 +341,20 @@ impl Reconciler {
             .remove(&(volume.to_string(), node.to_string()));
     }
 
+    /// The re-check of a pass's changes (see [`Recheck`]): a fresh list of
+    /// VolumeAttachments, taken in the first change's turn, with a watch on
+    /// the calls of this process that end meanwhile.
+    fn recheck(&self) -> Recheck<'_> {
+        let manager: &AttachmentManager = &self.manager;
+        let (client, driver) = manager.cluster();
+        Recheck::new(move || {
+            let watch: Watch<'_> = manager.watch();
+            let vas = attachments_of(client, driver)?;
+            let since: Since<'_> = Box::new(move |volume: &str| watch.saw(volume));
+            Ok((since, vas))
+        })
+    }
+
     /// One reconciliation pass (see the module doc). API errors → `Err`,
     /// nothing changed. Lists the VolumeAttachments and the PVs once each;
     /// a pass with something to change lists the VolumeAttachments once
@@ -359,17 +373,12 @@ impl Reconciler {
         for d in &report.disagreements {
             log::warn!(volume = d.volume.as_str(), node = d.recorded.as_str(); "reconciliation: {d}");
         }
-        let mut recheck = Recheck::new(move || {
-            let watch: Watch<'_> = manager.watch();
-            let vas = attachments_of(client, driver)?;
-            let since: Since<'_> = Box::new(move |volume: &str| watch.saw(volume));
-            Ok((since, vas))
-        });
+        let mut recheck = self.recheck();
         // A re-check list failing ends the changes: nothing more is
         // changed this pass.
         'changes: {
             for r in to_rewrite {
-                match self.rewrite_one(&r, Some(&mut recheck)) {
+                match self.rewrite_one(&r, &mut recheck) {
                     Ok(true) => report.rewritten.push(r),
                     Ok(false) => {}
                     Err(()) => break 'changes,
@@ -390,7 +399,7 @@ impl Reconciler {
                     continue;
                 }
                 for va in pv_vas.iter().filter(|va| va.attached && !va.deleting) {
-                    match self.adopt_one(handle, va, Some(&mut recheck)) {
+                    match self.adopt_one(handle, va, &mut recheck) {
                         Ok(true) => report.adopted.push((handle.clone(), va.node_name.clone())),
                         Ok(false) => {}
                         Err(()) => break 'changes,
@@ -563,6 +572,9 @@ impl Reconciler {
     /// `Err`, nothing changed; a PV that cannot be read is skipped.
     pub fn adopt(&self) -> Result<ReconcileReport, kube::Error> {
         let (client, driver) = self.manager.cluster();
+        // Another replica may serve while this one adopts: each change is
+        // decided again in the volume's turn, as a pass's are.
+        let mut recheck = self.recheck();
         let vas = attachments_of(client, driver)?;
         let vas_of = by_pv(&vas);
         let mut report = ReconcileReport {
@@ -597,7 +609,7 @@ impl Reconciler {
                         to: to.to_string(),
                         attachment: va.to_string(),
                     };
-                    if self.rewrite_one(&r, None) == Ok(true) {
+                    if self.rewrite_one(&r, &mut recheck) == Ok(true) {
                         report.rewritten.push(r);
                     }
                 }
@@ -612,7 +624,7 @@ impl Reconciler {
                 }
                 Startup::Adopt(attached) => {
                     for va in attached {
-                        if self.adopt_one(&handle, va, None) == Ok(true) {
+                        if self.adopt_one(&handle, va, &mut recheck) == Ok(true) {
                             report.adopted.push((handle.clone(), va.node_name.clone()));
                         }
                     }
@@ -625,17 +637,13 @@ impl Reconciler {
 
     /// Rewrites the record of `r.volume` from `r.from` to `r.to` (see
     /// [`AttachmentManager::rewrite`]: one compare-and-set that replaces
-    /// `from` only; any other holder found on the PV stays). With a
-    /// `recheck` the rule is decided again in the turn, on VolumeAttachments
-    /// as fresh as a list taken there; without one (startup, before
-    /// serving) the first decision stands. Whether the record names `r.to`
-    /// because of this call; `Err` when the re-check list failed (logged).
-    fn rewrite_one(&self, r: &Rewritten, recheck: Option<&mut Recheck<'_>>) -> Result<bool, ()> {
+    /// `from` only; any other holder found on the PV stays). The rule is
+    /// decided again in the turn, on VolumeAttachments as fresh as a list
+    /// taken there. Whether the record names `r.to` because of this call;
+    /// `Err` when the re-check list failed (logged).
+    fn rewrite_one(&self, r: &Rewritten, recheck: &mut Recheck<'_>) -> Result<bool, ()> {
         let holders = [r.from.clone()];
         let still = || -> Result<bool, kube::Error> {
-            let Some(recheck) = recheck else {
-                return Ok(true);
-            };
             let pv_vas: Vec<&Va> = recheck
                 .vas_for(&r.volume)?
                 .iter()
@@ -679,23 +687,13 @@ impl Reconciler {
 
     /// Writes the node of an attached VolumeAttachment onto the PV of
     /// `handle` (see [`AttachmentManager::adopt`]), unless the PV names a
-    /// node already. With a `recheck`, only a VolumeAttachment still
-    /// attached, not being deleted, for the same node and PV when decided
-    /// again in the turn is adopted: an Unpublish may have run since the
-    /// first list (it clears the PV, then the attacher deletes the
-    /// VolumeAttachment). Without one (startup: no Unpublish of ours can
-    /// have run) the first decision stands. Whether it was written; `Err`
-    /// when the re-check list failed (logged).
-    fn adopt_one(
-        &self,
-        handle: &str,
-        va: &Va,
-        recheck: Option<&mut Recheck<'_>>,
-    ) -> Result<bool, ()> {
+    /// node already. Only a VolumeAttachment still attached, not being
+    /// deleted, for the same node and PV when decided again in the turn is
+    /// adopted: an Unpublish may have run since the first list (it clears
+    /// the PV, then the attacher deletes the VolumeAttachment). Whether it
+    /// was written; `Err` when the re-check list failed (logged).
+    fn adopt_one(&self, handle: &str, va: &Va, recheck: &mut Recheck<'_>) -> Result<bool, ()> {
         let still = || -> Result<bool, kube::Error> {
-            let Some(recheck) = recheck else {
-                return Ok(true);
-            };
             Ok(recheck.vas_for(handle)?.iter().any(|v| {
                 v.name == va.name
                     && v.attached

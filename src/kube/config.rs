@@ -16,6 +16,15 @@ use super::Error;
 /// Default directory of a pod's service-account token and CA.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
+/// The namespace of the pod this process runs in, from its service
+/// account's files; `None` outside a pod (or an empty file).
+pub fn service_account_namespace() -> Option<String> {
+    std::fs::read_to_string(Path::new(SERVICE_ACCOUNT_DIR).join("namespace"))
+        .ok()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+}
+
 /// How requests authenticate.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credential {

@@ -46,7 +46,9 @@ pub use client::{
     cluster_path, is_dns_label, is_dns_subdomain, is_valid_name, object_path, retry_on_conflict,
     Client, ClientOptions, Listed, ObjectPath, Observed,
 };
-pub use config::{ClientIdentity, Config, Credential, SERVICE_ACCOUNT_DIR};
+pub use config::{
+    service_account_namespace, ClientIdentity, Config, Credential, SERVICE_ACCOUNT_DIR,
+};
 pub use error::{Error, Status};
 pub use objects::{str_at, ListItem, PvSummary, VolumeAttachmentSummary};
 pub use page::{decode_page, decode_pieces, Page, Visit};

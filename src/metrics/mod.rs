@@ -177,6 +177,8 @@ pub struct Gauges {
     pub attachments: Option<usize>,
     pub migrations_active: Option<usize>,
     pub queue_depth: usize,
+    /// Whether this replica does the background work (see `lease`).
+    pub leader: bool,
 }
 
 /// Every metric the controller exports.
@@ -199,7 +201,6 @@ pub struct Metrics {
     rds_requests: CounterVec<2>,
     rds_duration: HistogramVec<1>,
     rds_up: Scalar,
-    leader: Scalar,
     pool_free: Scalar,
     rebuild_seconds: Scalar,
     rebuild_pvs: Scalar,
@@ -314,12 +315,6 @@ impl Metrics {
             rds_up: Scalar::new(
                 "rds_csi_rds_up",
                 "1 when RDS answered the last health check, else 0.",
-                "gauge",
-            ),
-            leader: Scalar::new(
-                "rds_csi_leader",
-                "1 on the replica that holds the controller's Lease (or runs without \
-                 leader election), else 0.",
                 "gauge",
             ),
             pool_free: Scalar::new(
@@ -438,11 +433,6 @@ impl Metrics {
         }
     }
 
-    /// Whether this replica holds the controller's Lease.
-    pub fn set_leader(&self, leading: bool) {
-        self.leader.set(if leading { 1.0 } else { 0.0 });
-    }
-
     pub fn rebuild(&self, took: Duration, pvs: usize) {
         self.rebuild_seconds.set(took.as_secs_f64());
         self.rebuild_pvs.set(pvs as f64);
@@ -491,7 +481,12 @@ impl Metrics {
         self.rds_requests.render(&mut out);
         self.rds_duration.render(&mut out);
         self.rds_up.render(&mut out);
-        self.leader.render(&mut out);
+        gauge(
+            &mut out,
+            "rds_csi_leader",
+            "1 on the replica that holds the controller's Lease (or runs without leader election), else 0.",
+            if gauges.leader { 1.0 } else { 0.0 },
+        );
         self.pool_free.render(&mut out);
         self.rebuild_seconds.render(&mut out);
         self.rebuild_pvs.render(&mut out);

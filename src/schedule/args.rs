@@ -139,9 +139,9 @@ pub fn parse(
         max_age: None,
     };
     let (mut at, mut job) = (None, env("JOB_NAME").filter(|j| !j.is_empty()));
-    let mut kubeconfig = env("KUBECONFIG")
-        .filter(|k| !k.is_empty())
-        .map(PathBuf::from);
+    // Without the flag, kube::Config::discover reads KUBECONFIG (a list of
+    // paths, as kubectl reads it), else the in-cluster account.
+    let mut kubeconfig: Option<PathBuf> = None;
     let mut dry_run = false;
     for (flag, v) in USAGE.parse(args)? {
         let value = || -> Result<String, String> { Ok(crate::flags::value(v.clone())) };

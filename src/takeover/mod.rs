@@ -113,7 +113,9 @@ pub fn parse(
 ) -> Result<Command, String> {
     let non_empty = |k: &str| env(k).filter(|v| !v.is_empty());
     let mut namespace = "rds-csi".to_string();
-    let mut kubeconfig = non_empty("KUBECONFIG").map(PathBuf::from);
+    // Without the flag, kube::Config::discover reads KUBECONFIG (a list of
+    // paths, as kubectl reads it), else the in-cluster account.
+    let mut kubeconfig: Option<PathBuf> = None;
     let mut url = non_empty("RDS_URL");
     let mut rds = cli::RdsArgs {
         url: String::new(),

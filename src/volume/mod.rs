@@ -544,25 +544,26 @@ impl VolumeManager {
             .collect();
         disks.sort_by(|a, b| a.slot.cmp(&b.slot));
         let max = if max == 0 { usize::MAX } else { max };
-        if let Some(a) = self
-            .attachments
-            .as_ref()
-            .filter(|_| self.shared && token.is_empty())
-        {
-            // One list of the PVs per listing (at its first page), not a
-            // read per volume: the pages of one listing answer from it.
-            a.refresh().map_err(|source| AttachError::Persist {
+        // Another replica writes PVs too: the published nodes of the page
+        // come from one list of the PVs, not from this process's map.
+        let published = match self.attachments.as_ref().filter(|_| self.shared) {
+            Some(a) => Some(a.published_now().map_err(|source| AttachError::Persist {
                 volume: String::new(),
                 source,
-            })?;
-        }
+            })?),
+            None => None,
+        };
         let next = disks
             .get(max)
             .map(|d| format!("{PAGE_TOKEN_PREFIX}{}", d.slot));
-        Ok((
-            disks.iter().take(max).map(|d| self.describe(d)).collect(),
-            next,
-        ))
+        let describe = |d: &Disk| {
+            let mut v = self.describe(d);
+            if let Some(published) = &published {
+                v.published_nodes = published.get(&d.slot).cloned().unwrap_or_default();
+            }
+            v
+        };
+        Ok((disks.iter().take(max).map(describe).collect(), next))
     }
 
     /// The disk of `id` when it is one of ours.

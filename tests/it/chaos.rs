@@ -974,8 +974,16 @@ fn lease_churn_while_both_replicas_serve_never_double_attaches() {
         holders.insert(leader.clone());
         let i = usize::from(leader == "replica-b");
         replicas[i].kill9();
-        // The other serves alone until the killed one's Lease expires.
+        // The other serves alone; its Lease goes to the other replica once
+        // it expires (restarted under the same name sooner, the killed
+        // one would take its own unexpired Lease back).
         std::thread::sleep(Duration::from_millis(rng.below(1500) as u64));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while holder(&world.emu) == leader {
+            assert!(Instant::now() < deadline, "the Lease never changed hands");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        holders.insert(holder(&world.emu));
         stop.store(true, Ordering::Relaxed);
         for h in load {
             h.join().unwrap();

@@ -105,7 +105,6 @@ fn only_the_lease_holder_reconciles_and_a_killed_holder_is_replaced_within_the_l
         "the standby reconciled:\n{}",
         pair[stand].logs()
     );
-    assert!(!pair[stand].logs().contains("reconciliation at startup"));
     assert_eq!(gauge(&pair[lead], "rds_csi_leader"), Some(1.0));
     assert_eq!(gauge(&pair[stand], "rds_csi_leader"), Some(0.0));
     assert_eq!(gauge(&pair[lead], "rds_csi_attachments"), Some(1.0));
@@ -237,4 +236,68 @@ fn the_holder_renews_with_one_request_and_the_standby_reads_once_a_retry_period(
         "{gets} reads for {updates} renewals: the holder reads too"
     );
     assert_eq!(leases.len(), gets + updates, "{leases:?}");
+}
+
+#[test]
+fn a_replica_that_never_leads_still_fences_what_kubernetes_has_attached_before_it_serves() {
+    let dir = TempDir::new("ha-fence");
+    let (kube, kc) = emulator_unrestricted(dir.path());
+    for n in ["node-a", "node-b"] {
+        kube.create("nodes", node(n)).unwrap();
+    }
+    // Attached by Kubernetes' record only (as the Go controller left it).
+    kube.create("persistentvolumes", pv("vol-1", "vol-1", DRIVER))
+        .unwrap();
+    kube.create(
+        "volumeattachments",
+        volume_attachment("va-1", "vol-1", "node-a", true),
+    )
+    .unwrap();
+    // Another replica holds the Lease, and keeps it for the test.
+    let now = rds_csi_controller::attachment::format_micros(std::time::SystemTime::now());
+    kube.create(
+        "leases",
+        serde_json::json!({"metadata": {"name": LEASE, "namespace": NS},
+            "spec": {"holderIdentity": "the-other-replica", "leaseDurationSeconds": 3600,
+                     "acquireTime": now, "renewTime": now, "leaseTransitions": 0}}),
+    )
+    .unwrap();
+    let flags = election("2s");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let c = Controller::start_named(dir.path(), "replica-a.sock", Some(&kc), &flags);
+    assert_eq!(holder(&kube).as_deref(), Some("the-other-replica"));
+    // Its first call already meets the fence.
+    let (code, msg) = c.csi().publish("vol-1", "node-b").unwrap_err();
+    assert_eq!(code, grpcio::RpcStatusCode::FAILED_PRECONDITION, "{msg}");
+    assert!(msg.contains("node-a"), "{msg}");
+    assert_eq!(gauge(&c, "rds_csi_leader"), Some(0.0));
+}
+
+#[test]
+fn a_holder_whose_renewal_hangs_stops_leading_by_its_renew_deadline() {
+    let dir = TempDir::new("ha-hang");
+    let (kube, kc) = emulator_unrestricted(dir.path());
+    let flags = election("2s");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let c = Controller::start_named(dir.path(), "replica-a.sock", Some(&kc), &flags);
+    wait_until("it takes the Lease", Duration::from_secs(10), || {
+        gauge(&c, "rds_csi_leader") == Some(1.0)
+    });
+    // Every renewal now hangs for longer than the lease lasts.
+    kube.inject(kube_emulator::Fault {
+        matches: kube_emulator::Match {
+            verb: Some("update".into()),
+            resource: Some("leases".into()),
+            name: None,
+        },
+        times: 1000,
+        action: kube_emulator::FaultAction::Delay { millis: 30_000 },
+    });
+    // Renew deadline 1.5 s after its last renewal, whatever its request does:
+    // before the Lease (2 s) may go to another.
+    let took = wait_until("it stops leading", Duration::from_secs(10), || {
+        gauge(&c, "rds_csi_leader") == Some(0.0)
+    });
+    assert!(took < Duration::from_millis(2000), "{took:?}");
+    kube.clear_faults();
 }

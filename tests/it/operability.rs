@@ -510,9 +510,9 @@ fn every_dashboard_query_and_alert_names_an_exported_metric() {
     );
 }
 
-/// Probe and `/readyz` give one verdict on one threshold: sampled together
-/// while RDS goes away and comes back, they disagree only across the
-/// instant of a transition.
+/// `/readyz` turns not ready only after `--unhealthy-after` of RDS not
+/// answering, and ready again when it answers; Probe, sampled alongside,
+/// stays ready all through (it follows the rebuild, not RDS).
 #[test]
 fn readyz_follows_rds_on_its_threshold_and_probe_stays_ready() {
     // Checks every 300 ms, unhealthy after 2 s.
