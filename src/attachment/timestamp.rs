@@ -5,30 +5,130 @@
 //! this driver wrote, so both read each other's annotations. Read leniently:
 //! any RFC 3339 time, with any offset and any number of fraction digits.
 
-use std::time::SystemTime;
-use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const MICROS: i128 = 1_000_000;
+const DAY: i64 = 86_400;
 
 /// Formats `t` as RFC3339Micro in UTC.
 pub fn format_micros(t: SystemTime) -> String {
-    let t = OffsetDateTime::from(t);
+    let micros = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_micros() as i128,
+        Err(e) => -(e.duration().as_micros() as i128),
+    };
+    // Floor, as Go keeps a time's fraction non-negative.
+    let secs = micros.div_euclid(MICROS) as i64;
+    let fraction = micros.rem_euclid(MICROS);
+    let (days, of_day) = (secs.div_euclid(DAY), secs.rem_euclid(DAY));
+    let (y, m, d) = civil_from_days(days);
     format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{fraction:06}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
     )
 }
 
-/// Parses an RFC 3339 time; `None` when `s` is not one (or is out of the
-/// range a `SystemTime` can hold).
+/// Parses an RFC 3339 time (`T` or `t`, `Z`, `z` or a `±HH:MM` offset, any
+/// number of fraction digits, nanoseconds kept); `None` when `s` is not
+/// one (or is out of the range a `SystemTime` can hold). A leap second
+/// (`:60`) is not one.
 pub fn parse(s: &str) -> Option<SystemTime> {
-    OffsetDateTime::parse(s, &Rfc3339)
-        .ok()
-        .map(SystemTime::from)
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let digits = b.get(from..from + len)?;
+        digits.iter().try_fold(0i64, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
+    };
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    if !(at(4, b'-')
+        && at(7, b'-')
+        && matches!(b.get(10), Some(b'T' | b't'))
+        && at(13, b':')
+        && at(16, b':'))
+    {
+        return None;
+    }
+    let (y, m, d) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let (hh, mm, ss) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) || hh > 23 || mm > 59 || ss > 59 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos: i64 = 0;
+    if at(i, b'.') {
+        let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return None;
+        }
+        for (k, c) in b[i + 1..i + 1 + digits].iter().enumerate().take(9) {
+            nanos += i64::from(c - b'0') * 10i64.pow(8 - k as u32);
+        }
+        i += 1 + digits;
+    }
+    let offset = match b.get(i..)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (oh, om) = (num(i + 1, 2)?, num(i + 4, 2)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let o = oh * 3600 + om * 60;
+            if *sign == b'-' {
+                -o
+            } else {
+                o
+            }
+        }
+        _ => return None,
+    };
+    let secs = days_from_civil(y, m, d) * DAY + hh * 3600 + mm * 60 + ss - offset;
+    let since = Duration::new(secs.unsigned_abs(), 0);
+    let whole = if secs >= 0 {
+        UNIX_EPOCH.checked_add(since)?
+    } else {
+        UNIX_EPOCH.checked_sub(since)?
+    };
+    whole.checked_add(Duration::from_nanos(nanos as u64))
+}
+
+fn is_leap(y: i64) -> bool {
+    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
+}
+
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if is_leap(y) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar
+/// (the civil-calendar algorithm of H. Hinnant's `chrono`-compatible date
+/// notes: eras of 400 years from March 1st).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date `days` after 1970-01-01: the inverse of [`days_from_civil`].
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]
@@ -58,6 +158,54 @@ mod tests {
     }
 
     #[test]
+    fn the_calendar_holds_across_leap_years_and_centuries() {
+        // Every day from 1900 to 2400 round-trips, and each date follows
+        // the one before it.
+        let mut prev = days_from_civil(1899, 12, 31);
+        for y in 1900..2400 {
+            for m in 1..=12 {
+                for d in 1..=days_in_month(y, m) {
+                    let n = days_from_civil(y, m, d);
+                    assert_eq!(n, prev + 1, "{y}-{m}-{d}");
+                    assert_eq!(civil_from_days(n), (y, m, d));
+                    prev = n;
+                }
+            }
+        }
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(
+            parse("2000-02-29T00:00:00Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(951_782_400))
+        );
+        assert_eq!(parse("1900-02-29T00:00:00Z"), None);
+        assert_eq!(parse("2100-02-29T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn fractions_offsets_and_times_before_the_epoch() {
+        let t = parse("1969-12-31T23:59:59.5Z").unwrap();
+        assert_eq!(
+            UNIX_EPOCH.duration_since(t).unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(format_micros(t), "1969-12-31T23:59:59.500000Z");
+        let nanos = parse("2024-01-02T03:04:05.123456789123z").unwrap();
+        assert_eq!(
+            nanos.duration_since(UNIX_EPOCH).unwrap(),
+            Duration::new(1_704_164_645, 123_456_789)
+        );
+        assert_eq!(
+            parse("2024-01-02t03:04:05-00:30"),
+            parse("2024-01-02T03:34:05Z")
+        );
+        assert_eq!(
+            format_micros(parse("9999-12-31T23:59:59.999999Z").unwrap()),
+            "9999-12-31T23:59:59.999999Z"
+        );
+    }
+
+    #[test]
     fn garbage_is_none() {
         for bad in [
             "",
@@ -65,6 +213,15 @@ mod tests {
             "2024-13-01T00:00:00Z",
             "2024-01-02 03:04:05",
             "2024-01-02T03:04:05",
+            "2024-01-02T03:04:05.Z",
+            "2024-01-02T03:04:60Z",
+            "2024-01-02T24:00:00Z",
+            "2024-01-32T00:00:00Z",
+            "2024-01-02T03:04:05+2:00",
+            "2024-01-02T03:04:05+02:60",
+            "2024-01-02T03:04:05Zjunk",
+            "+024-01-02T03:04:05Z",
+            "2024-01-02T03:04:05.12é",
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
