@@ -95,9 +95,25 @@ sa_user=system:serviceaccount:rds-csi:rds-csi-rs-controller
 pids+=($!)
 "$bin/rds-emulator" --credentials-dir "$work/rds" >"$work/rds.url" 2>"$work/rds-emulator.log" &
 pids+=($!)
-for _ in $(seq 100); do [ -s "$work/kube.url" ] && [ -s "$work/rds.url" ] && break; sleep 0.1; done
-[ -s "$work/kube.url" ] && [ -s "$work/rds.url" ] || fail "the emulators did not start"
-rds_url=$(cat "$work/rds.url")
+# A second RDS server, smaller, on another loopback address.
+"$bin/rds-emulator" --address 127.0.0.2 --pool-size $((100 << 30)) --credentials-dir "$work/rds-b" \
+  >"$work/rds-b.url" 2>"$work/rds-emulator-b.log" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$work/kube.url" ] && [ -s "$work/rds.url" ] && [ -s "$work/rds-b.url" ] && break; sleep 0.1; done
+[ -s "$work/kube.url" ] && [ -s "$work/rds.url" ] && [ -s "$work/rds-b.url" ] || fail "the emulators did not start"
+rds_url=$(cat "$work/rds.url") rds_b_url=$(cat "$work/rds-b.url")
+# The controller manages both (README, "Several RDS servers"): the first
+# is the default, whose volumes keep a single server's IDs.
+cat >"$work/servers.yaml" <<EOF
+servers:
+- name: rds-a
+  url: $rds_url
+  credentialsDir: $work/rds
+  default: true
+- name: rds-b
+  url: $rds_b_url
+  credentialsDir: $work/rds-b
+EOF
 sed 's/token: e2e-token/token: e2e-sa-token/' "$KUBECONFIG" >"$work/sa.kubeconfig"
 grep -q e2e-sa-token "$work/sa.kubeconfig" || fail "no kubeconfig for the ServiceAccount"
 
@@ -107,6 +123,12 @@ pass "ServiceAccount, Roles, ClusterRoles and bindings, CSIDriver, StorageClass 
 k -n rds-csi get serviceaccount rds-csi-rs-controller >/dev/null 2>&1 ||
   fail "the install made no ServiceAccount rds-csi-rs-controller in rds-csi"
 rds() { curl -s --cacert "$work/rds/ca.crt" -u "$(cat "$work/rds/username"):$(cat "$work/rds/password")" "$rds_url$1"; }
+rds_b() { curl -s --cacert "$work/rds-b/ca.crt" -u "$(cat "$work/rds-b/username"):$(cat "$work/rds-b/password")" "$rds_b_url$1"; }
+# The install's StorageClass on the second server.
+k get storageclass rds-nvme -o json |
+  jq '.metadata = {name: "rds-nvme-b"} | .parameters.rdsServer = "rds-b"' | k apply -f - >/dev/null ||
+  fail "kubectl apply of StorageClass rds-nvme-b"
+pass "StorageClass rds-nvme-b: the install's, with parameters.rdsServer=rds-b"
 
 sock=$work/csi.sock
 controller_args=()
@@ -118,6 +140,7 @@ while read -r a; do
     *) controller_args+=("$a") ;;
   esac
 done < <(deploy_args rds-csi-controller)
+controller_args+=("--rds-config=$work/servers.yaml")
 servings() { grep -c "serving CSI on" "$work/controller.log" 2>/dev/null || true; }
 serving_more_than() { [ "$(servings)" -gt "$1" ]; }
 start_controller() {
@@ -125,7 +148,7 @@ start_controller() {
   before=$(servings)
   # The downward API's part: the pod's name and namespace (its Lease's).
   POD_NAMESPACE=rds-csi POD_NAME=rds-csi-controller-e2e \
-    KUBECONFIG=$work/sa.kubeconfig RDS_URL=$rds_url RUST_LOG=info "$bin/rds-csi-controller" "${controller_args[@]}" >>"$work/controller.log" 2>&1 &
+    KUBECONFIG=$work/sa.kubeconfig RUST_LOG=info "$bin/rds-csi-controller" "${controller_args[@]}" >>"$work/controller.log" 2>&1 &
   controller=$!
   wait_for "the controller serves on its socket" 30 serving_more_than "${before:-0}"
 }
@@ -181,14 +204,14 @@ register_csinodes
 wait_for "every sidecar holds its leader lease" 60 leases
 
 # --- helpers for the story ---------------------------------------------------
-claim() { # claim NAME SIZE: a PVC as a user writes it
+claim() { # claim NAME SIZE [CLASS]: a PVC as a user writes it
   k apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {name: $1, namespace: default}
 spec:
   accessModes: [ReadWriteOnce]
-  storageClassName: rds-nvme
+  storageClassName: ${3:-rds-nvme}
   resources: {requests: {storage: $2}}
 EOF
 }
@@ -232,7 +255,14 @@ bytes_of() {
     printf "%.0f\n", n * m }'
 }
 pool_free() { rds "/rest/disk?mount-point=storage-pool" | grep -o '"free":"[0-9]*"' | grep -o '[0-9][0-9]*'; }
-published() { k get csistoragecapacities -n rds-csi -o jsonpath='{range .items[?(@.storageClassName=="rds-nvme")]}{.capacity}{end}' 2>/dev/null; }
+published() { k get csistoragecapacities -n rds-csi -o jsonpath="{range .items[?(@.storageClassName==\"${1:-rds-nvme}\")]}{.capacity}{end}" 2>/dev/null; }
+pool_free_b() { rds_b "/rest/disk?mount-point=storage-pool" | grep -o '"free":"[0-9]*"' | grep -o '[0-9][0-9]*'; }
+# The CSIStorageCapacity of rds-nvme-b holds server b's free bytes, not server a's.
+capacity_b_follows_its_pool() {
+  local q
+  q=$(published rds-nvme-b)
+  [ -n "$q" ] && [ "$(bytes_of "$q")" = "$(pool_free_b)" ] && [ "$(bytes_of "$q")" != "$(pool_free)" ]
+}
 # The CSIStorageCapacity of the class holds the pool's free bytes, and differs from $1.
 capacity_follows_pool() {
   local q
@@ -303,7 +333,8 @@ spec:
 EOF
 }
 ready() { [ "$(jp volumesnapshot "$1" '{.status.readyToUse}')" = true ]; }
-claim_from() { # claim_from NAME SIZE KIND SOURCE: a PVC whose dataSource is a VolumeSnapshot or a PVC
+handle_of() { jp volumesnapshotcontent "$(jp volumesnapshot "$1" '{.status.boundVolumeSnapshotContentName}')" '{.status.snapshotHandle}'; }
+claim_from() { # claim_from NAME SIZE KIND SOURCE [CLASS]: a PVC whose dataSource is a VolumeSnapshot or a PVC
   local group=""
   [ "$3" = VolumeSnapshot ] && group="apiGroup: snapshot.storage.k8s.io, "
   k apply -f - >/dev/null <<EOF
@@ -312,7 +343,7 @@ kind: PersistentVolumeClaim
 metadata: {name: $1, namespace: default}
 spec:
   accessModes: [ReadWriteOnce]
-  storageClassName: rds-nvme
+  storageClassName: ${5:-rds-nvme}
   resources: {requests: {storage: $2}}
   dataSource: {${group}kind: $3, name: $4}
 EOF
@@ -358,6 +389,47 @@ for sn in snap-1 snap-2; do
   wait_for "RDS has neither disk nor file for $h" 10 no_disk_nor_file "$h"
 done
 
+step "the second RDS server: a claim of StorageClass rds-nvme-b is provisioned, snapshotted and restored there"
+wait_for "a CSIStorageCapacity for rds-nvme-b holds server b's free bytes ($(pool_free_b))" 90 capacity_b_follows_its_pool
+disk_b() { rds_b "/rest/disk?slot=$1"; }
+on_b_only() { [ "$(disk_b "$1")" != "[]" ] && [ "$(disk "$1")" = "[]" ]; }
+none_on_b() { [ "$(disk_b "$1")" = "[]" ] && ! rds_b "/rest/file" | grep -q "$1.img"; }
+claim data-b 1Gi rds-nvme-b || fail "kubectl apply of PVC data-b"
+schedule data-b node-a || fail "annotating PVC data-b"
+wait_for "csi-provisioner created a PV for data-b" 60 some_pv_for data-b
+pv_b=$(pv_for data-b)
+handle_b=$(jp pv "$pv_b" '{.spec.csi.volumeHandle}')
+[ "$handle_b" = "rds-b-$pv_b" ] || fail "PV $pv_b: volume handle $handle_b is not rds-b-$pv_b"
+[ "$(jp pv "$pv_b" '{.spec.csi.volumeAttributes.nvmeAddress}')" = 127.0.0.2 ] ||
+  fail "PV $pv_b: nvmeAddress is not server b's host"
+wait_for "server b, and only b, holds disk $handle_b" 10 on_b_only "$handle_b"
+bind data-b || fail "binding claim data-b"
+snapshot snap-b data-b || fail "kubectl apply of VolumeSnapshot snap-b"
+wait_for "snap-b is readyToUse" 120 ready snap-b
+snap_b=$(handle_of snap-b)
+case $snap_b in rds-b-snap-*) ;; *) fail "snap-b's handle $snap_b does not name server b" ;; esac
+wait_for "server b, and only b, holds snapshot $snap_b" 10 on_b_only "$snap_b"
+claim_from restored-b 1Gi VolumeSnapshot snap-b rds-nvme-b || fail "kubectl apply of PVC restored-b"
+schedule restored-b node-a || fail "annotating PVC restored-b"
+wait_for "csi-provisioner restored a PV from snap-b" 120 some_pv_for restored-b
+pv_rb=$(pv_for restored-b)
+bind restored-b || fail "binding claim restored-b"
+wait_for "server b holds the restored volume rds-b-$pv_rb" 10 on_b_only "rds-b-$pv_rb"
+attach va-data-b "$pv_b" node-a || fail "creating VolumeAttachment va-data-b"
+wait_for "va-data-b is attached" 60 attached va-data-b
+k delete volumeattachment va-data-b --wait=false >/dev/null || fail "deleting va-data-b"
+wait_for "va-data-b is detached and gone" 60 gone volumeattachment va-data-b
+k delete volumesnapshot snap-b -n default --wait=false >/dev/null || fail "deleting snap-b"
+wait_for "server b has neither disk nor file for $snap_b" 60 none_on_b "$snap_b"
+for c in data-b restored-b; do
+  p=$(pv_for "$c")
+  k delete pvc "$c" -n default --wait=false >/dev/null || fail "deleting PVC $c"
+  k patch pv "$p" --subresource status --type merge -p '{"status":{"phase":"Released"}}' >/dev/null ||
+    fail "marking PV $p Released"
+  wait_for "csi-provisioner deleted the volume and PV $p" 60 gone pv "$p"
+  wait_for "server b has neither disk nor file for rds-b-$p" 10 none_on_b "rds-b-$p"
+done
+
 step "scheduled snapshots: snapshot-schedule makes VolumeSnapshots the stock snapshot-controller takes, and retires them"
 k label pvc data -n default rds.csi.srvlab.io/backup=daily >/dev/null || fail "labelling PVC data"
 nightly() { # nightly TIME: one run of the schedule for that minute, --keep 1
@@ -365,7 +437,6 @@ nightly() { # nightly TIME: one run of the schedule for that minute, --keep 1
     --snapshot-class rds-nvme-snapshots --selector rds.csi.srvlab.io/backup=daily --keep 1 \
     --scheduled-time "$1" >>"$work/snapshot-schedule.log" 2>&1
 }
-handle_of() { jp volumesnapshotcontent "$(jp volumesnapshot "$1" '{.status.boundVolumeSnapshotContentName}')" '{.status.snapshotHandle}'; }
 nightly 2026-12-01T02:00:00Z || fail "snapshot-schedule for Dec 1 (see snapshot-schedule.log)"
 wait_for "nightly-data-20261201-0200 is readyToUse" 120 ready nightly-data-20261201-0200
 first=$(handle_of nightly-data-20261201-0200)

@@ -14,9 +14,8 @@ use crate::{
     health::Health,
     kube,
     metrics::Metrics,
-    rds,
+    servers::{Parts, Registry},
     turns::Turns,
-    volume::{Defaults, VolumeManager},
 };
 
 /// The controller's state: built once per process by [`Driver::new`] and
@@ -25,8 +24,8 @@ use crate::{
 ///
 /// It owns the driver's name and Kubernetes client; built from that client,
 /// the [`AttachmentManager`] (the volume → node map, persisted on PV
-/// annotations) and its [`Reconciler`]; the [`VolumeManager`] when RDS is
-/// configured; one [`Turns`], shared by both managers, so that every change
+/// annotations) and its [`Reconciler`]; the RDS servers' [`Registry`] when
+/// RDS is configured; one [`Turns`], shared by all managers, so that every change
 /// to one volume (attach or lifecycle) runs alone; the Events [`Recorder`];
 /// and handles on the process's [`Metrics`] and [`Health`].
 ///
@@ -45,8 +44,8 @@ pub struct Driver {
     attachments: Option<Arc<AttachmentManager>>,
     /// Reconciles `attachments` with the VolumeAttachments; present with it.
     reconciler: Option<Reconciler>,
-    /// Present when RDS is configured (`--rds-url`).
-    volumes: Option<VolumeManager>,
+    /// Present when RDS is configured (`--rds-url` or `--rds-config`).
+    servers: Option<Registry>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     /// Set once by the process ([`Driver::start_events`]) when there is a
@@ -57,11 +56,14 @@ pub struct Driver {
 impl Driver {
     /// A driver named `name`; with a client it tracks attachments on PVs,
     /// without one (standalone mode) it refuses Publish and Unpublish.
-    /// With an RDS client it also manages volumes.
+    /// With RDS servers (the default first) it also manages volumes, each
+    /// server's calls taking at most half of `workers` when there are
+    /// several (see [`Registry`]).
     pub fn new(
         name: &str,
         client: Option<kube::Client>,
-        rds: Option<(rds::Client, Defaults)>,
+        rds: Vec<Parts>,
+        workers: usize,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
         shared: bool,
@@ -74,16 +76,15 @@ impl Driver {
                 turns.clone(),
             ))
         });
-        let volumes = rds.map(|(rds, defaults)| {
-            VolumeManager::new(rds, defaults, turns.clone(), attachments.clone(), shared)
-        });
+        let servers = (!rds.is_empty())
+            .then(|| Registry::new(rds, workers, turns.clone(), attachments.clone(), shared));
         let reconciler = attachments.clone().map(Reconciler::new);
         Driver {
             name: name.to_string(),
             client,
             attachments,
             reconciler,
-            volumes,
+            servers,
             metrics,
             health,
             events: OnceLock::new(),
@@ -230,9 +231,9 @@ impl Driver {
         self.attachments.as_deref()
     }
 
-    /// The volume manager, absent without `--rds-url`.
-    pub fn volume_manager(&self) -> Option<&VolumeManager> {
-        self.volumes.as_ref()
+    /// The RDS servers, absent without RDS.
+    pub fn servers(&self) -> Option<&Registry> {
+        self.servers.as_ref()
     }
 
     /// Rebuilds the attachment map from the PVs. Retries on any error (API

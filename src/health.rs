@@ -1,9 +1,11 @@
 //! Whether the controller can do its work, decided in the background so
 //! that Probe and `/readyz` never wait on I/O.
 //!
-//! One thread checks every `interval`: the Kubernetes API (`GET /version`)
-//! and, when configured, RDS (the pool's `/disk` entry, which also feeds
-//! `rds_csi_rds_up` and `rds_csi_pool_free_bytes`).
+//! Each target has a thread that checks it every `interval`: the
+//! Kubernetes API (`GET /version`) and each RDS server (its pool's `/disk`
+//! entry, which also feeds `rds_csi_rds_up{server}` and
+//! `rds_csi_pool_free_bytes{server}`), so a server that does not answer
+//! delays no other check.
 //!
 //! Two answers, for two askers:
 //! - CSI Probe says whether the controller can serve: ready once the
@@ -14,10 +16,13 @@
 //!   detaches need no RDS. An RDS outage shows in each call that needs RDS
 //!   (`UNAVAILABLE`), in `rds_csi_rds_up`, and in `/readyz`.
 //! - `/readyz` (for the operator and the kubelet's readiness probe) is
-//!   ready once rebuilt, while every configured target has answered a check
-//!   within `unhealthy_after` — counted from its last good answer, or from
-//!   the end of startup while none has come yet, so a slow first check does
-//!   not flap. A dead target never makes the process look hung: it only
+//!   ready once rebuilt, while the Kubernetes API and at least one RDS
+//!   server have answered a check within `unhealthy_after` — counted from
+//!   the last good answer, or from the end of startup while none has come
+//!   yet, so a slow first check does not flap. With several servers, one
+//!   that is down is its own (its calls answer UNAVAILABLE naming it, and
+//!   `rds_csi_rds_up{server}` says 0): the controller still serves the
+//!   others. A dead target never makes the process look hung: it only
 //!   turns not-ready.
 
 use std::{
@@ -34,23 +39,39 @@ use crate::{kube, metrics::Metrics, rds, volume};
 /// What the checker reaches.
 pub struct Targets {
     pub kube: Option<kube::Client>,
-    /// The RDS client and the volume path whose pool is checked.
-    pub rds: Option<(rds::Client, String)>,
+    /// The RDS servers, in the order of [`Health`]'s.
+    pub rds: Vec<RdsTarget>,
+}
+
+/// One RDS server to check.
+#[derive(Clone)]
+pub struct RdsTarget {
+    /// Its name, as metrics label it.
+    pub server: &'static str,
+    pub client: rds::Client,
+    /// The volume path whose pool is checked.
+    pub volume_path: String,
+}
+
+/// One RDS server's health.
+struct RdsHealth {
+    server: &'static str,
+    /// Scope: reading or stamping one instant. Its last good answer.
+    ok_at: Mutex<Option<Instant>>,
+    /// It failed its last check (for one log line per outage).
+    failing: AtomicBool,
 }
 
 pub struct Health {
     interval: Duration,
     unhealthy_after: Duration,
     has_kube: bool,
-    has_rds: bool,
     /// Scope: reading or stamping one instant; no I/O under any of them.
     /// When startup finished (`None`: not yet).
     rebuilt_at: Mutex<Option<Instant>>,
-    /// The last good answer of each target.
+    /// The last good answer of the Kubernetes API.
     kube_ok_at: Mutex<Option<Instant>>,
-    rds_ok_at: Mutex<Option<Instant>>,
-    /// RDS failed its last check (for one log line per outage).
-    rds_failing: AtomicBool,
+    rds: Vec<RdsHealth>,
     stopping: AtomicBool,
 }
 
@@ -60,11 +81,17 @@ impl Health {
             interval,
             unhealthy_after,
             has_kube: targets.kube.is_some(),
-            has_rds: targets.rds.is_some(),
             rebuilt_at: Mutex::new(None),
             kube_ok_at: Mutex::new(None),
-            rds_ok_at: Mutex::new(None),
-            rds_failing: AtomicBool::new(false),
+            rds: targets
+                .rds
+                .iter()
+                .map(|t| RdsHealth {
+                    server: t.server,
+                    ok_at: Mutex::new(None),
+                    failing: AtomicBool::new(false),
+                })
+                .collect(),
             stopping: AtomicBool::new(false),
         }
     }
@@ -107,57 +134,82 @@ impl Health {
                 "the Kubernetes API has not answered a check for more than {limit:?}"
             ));
         }
-        if self.has_rds && !answered(&self.rds_ok_at) {
-            return Err(format!(
-                "RDS has not answered a check for more than {limit:?}"
-            ));
+        if !self.rds.is_empty() && !self.rds.iter().any(|r| answered(&r.ok_at)) {
+            let names: Vec<&str> = self.rds.iter().map(|r| r.server).collect();
+            return Err(match names.len() {
+                1 => format!("RDS has not answered a check for more than {limit:?}"),
+                _ => format!(
+                    "no RDS server ({}) has answered a check for more than {limit:?}",
+                    names.join(", ")
+                ),
+            });
         }
         Ok(())
     }
 
-    /// One round of checks.
-    pub fn check(&self, targets: &Targets, metrics: &Metrics) {
-        if let Some(client) = &targets.kube {
-            match client.server_version() {
-                Ok(_) => {
-                    *self.kube_ok_at.lock().expect("health lock poisoned") = Some(Instant::now())
-                }
-                Err(e) => log::warn!("health check: Kubernetes API: {e}"),
-            }
+    /// One check of the Kubernetes API.
+    fn check_kube(&self, client: &kube::Client) {
+        match client.server_version() {
+            Ok(_) => *self.kube_ok_at.lock().expect("health lock poisoned") = Some(Instant::now()),
+            Err(e) => log::warn!("health check: Kubernetes API: {e}"),
         }
-        if let Some((client, volume_path)) = &targets.rds {
-            match client.disk_by_mount_point(volume::mount_point(volume_path)) {
-                Ok(pool) => {
-                    *self.rds_ok_at.lock().expect("health lock poisoned") = Some(Instant::now());
-                    if self.rds_failing.swap(false, Ordering::SeqCst) {
-                        log::info!("health check: RDS answers again");
-                    }
-                    metrics.rds_health(true, pool.and_then(|p| p.free_bytes()));
+    }
+
+    /// One check of RDS server `i`, logged once per outage.
+    fn check_rds(&self, i: usize, target: &RdsTarget, metrics: &Metrics) {
+        let h = &self.rds[i];
+        match target
+            .client
+            .disk_by_mount_point(volume::mount_point(&target.volume_path))
+        {
+            Ok(pool) => {
+                *h.ok_at.lock().expect("health lock poisoned") = Some(Instant::now());
+                if h.failing.swap(false, Ordering::SeqCst) {
+                    log::info!("health check: RDS server {} answers again", h.server);
                 }
-                Err(e) => {
-                    if !self.rds_failing.swap(true, Ordering::SeqCst) {
-                        log::warn!("health check: RDS: {e}");
-                    }
-                    metrics.rds_health(false, None);
+                metrics.rds_health(h.server, true, pool.and_then(|p| p.free_bytes()));
+            }
+            Err(e) => {
+                if !h.failing.swap(true, Ordering::SeqCst) {
+                    log::warn!("health check: RDS server {}: {e}", h.server);
                 }
+                metrics.rds_health(h.server, false, None);
             }
         }
     }
 
-    /// Checks now, then every `interval`, on a thread of its own, until
-    /// [`Health::stop`]; join the returned handle after that. A check under
-    /// way finishes first (within the clients' own time limits).
-    pub fn start(self: &Arc<Self>, targets: Targets, metrics: Arc<Metrics>) -> JoinHandle<()> {
-        let health = self.clone();
-        std::thread::Builder::new()
-            .name("health-check".into())
-            .spawn(move || loop {
-                health.check(&targets, &metrics);
-                if sleep_unless(&health.stopping, health.interval) {
-                    return;
-                }
-            })
-            .expect("spawn health thread")
+    /// Checks every target now, then every `interval`, each on a thread of
+    /// its own, until [`Health::stop`]; join the returned handles after
+    /// that. A check under way finishes first (within the clients' own time
+    /// limits).
+    pub fn start(self: &Arc<Self>, targets: Targets, metrics: Arc<Metrics>) -> Vec<JoinHandle<()>> {
+        let every = |name: String, check: Box<dyn Fn(&Health) + Send>| {
+            let health = self.clone();
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || loop {
+                    check(&health);
+                    if sleep_unless(&health.stopping, health.interval) {
+                        return;
+                    }
+                })
+                .expect("spawn health thread")
+        };
+        let mut threads = Vec::new();
+        if let Some(client) = targets.kube {
+            threads.push(every(
+                "health-kube".into(),
+                Box::new(move |h| h.check_kube(&client)),
+            ));
+        }
+        for (i, target) in targets.rds.into_iter().enumerate() {
+            let metrics = metrics.clone();
+            threads.push(every(
+                format!("health-rds-{i}"),
+                Box::new(move |h| h.check_rds(i, &target, &metrics)),
+            ));
+        }
+        threads
     }
 
     pub fn stop(&self) {
@@ -182,16 +234,21 @@ pub fn sleep_unless(stop: &AtomicBool, period: Duration) -> bool {
 mod tests {
     use super::*;
 
-    fn health(kube: bool, rds: bool, limit: Duration) -> Health {
+    fn health(kube: bool, rds: &[&'static str], limit: Duration) -> Health {
         Health {
             interval: Duration::from_secs(1),
             unhealthy_after: limit,
             has_kube: kube,
-            has_rds: rds,
             rebuilt_at: Mutex::new(None),
             kube_ok_at: Mutex::new(None),
-            rds_ok_at: Mutex::new(None),
-            rds_failing: AtomicBool::new(false),
+            rds: rds
+                .iter()
+                .map(|server| RdsHealth {
+                    server,
+                    ok_at: Mutex::new(None),
+                    failing: AtomicBool::new(false),
+                })
+                .collect(),
             stopping: AtomicBool::new(false),
         }
     }
@@ -202,7 +259,7 @@ mod tests {
 
     #[test]
     fn readyz_follows_the_targets_and_probe_only_the_rebuild() {
-        let h = health(true, true, Duration::from_secs(30));
+        let h = health(true, &["default"], Duration::from_secs(30));
         assert!(h.ready().unwrap_err().contains("not rebuilt"));
         assert!(!h.probe_ready());
         h.set_rebuilt();
@@ -215,7 +272,7 @@ mod tests {
             (ago(1), ago(31), Some("RDS")),
         ] {
             *h.kube_ok_at.lock().unwrap() = kube;
-            *h.rds_ok_at.lock().unwrap() = rds;
+            *h.rds[0].ok_at.lock().unwrap() = rds;
             let verdict = h.ready();
             assert!(h.probe_ready(), "Probe is ready whatever the targets say");
             match want {
@@ -224,12 +281,26 @@ mod tests {
             }
         }
         // Startup long past and no answer ever: not ready.
-        let h = health(false, true, Duration::from_secs(30));
+        let h = health(false, &["default"], Duration::from_secs(30));
         *h.rebuilt_at.lock().unwrap() = ago(60);
         assert!(h.probe_ready() && h.ready().is_err());
         // Only the configured targets count.
-        let h = health(false, false, Duration::from_secs(30));
+        let h = health(false, &[], Duration::from_secs(30));
         *h.rebuilt_at.lock().unwrap() = ago(60);
         assert!(h.probe_ready());
+    }
+
+    #[test]
+    fn readyz_holds_while_any_rds_server_answers() {
+        let h = health(true, &["rds-a", "rds-b"], Duration::from_secs(30));
+        *h.rebuilt_at.lock().unwrap() = ago(60);
+        *h.kube_ok_at.lock().unwrap() = ago(1);
+        *h.rds[0].ok_at.lock().unwrap() = ago(1);
+        assert!(h.ready().is_ok(), "one server down is its own");
+        *h.rds[0].ok_at.lock().unwrap() = ago(31);
+        let why = h.ready().unwrap_err();
+        assert!(why.contains("rds-a, rds-b"), "{why}");
+        *h.rds[1].ok_at.lock().unwrap() = ago(2);
+        assert!(h.ready().is_ok());
     }
 }

@@ -27,6 +27,7 @@
 //! - [`proto`]: the CSI messages and gRPC glue generated from `proto/csi.proto`.
 //! - [`rds`]: the RouterOS REST client.
 //! - [`schedule`]: the `snapshot-schedule` subcommand.
+//! - [`servers`]: the RDS servers, and which one a call goes to.
 //! - [`server`] (gRPC builds): the grpcio server and its worker pool.
 //! - [`takeover`]: the `takeover` subcommand's preflight.
 //! - [`turns`]: per-volume exclusion between the calls that change a volume.
@@ -53,6 +54,7 @@ pub mod rds;
 pub mod schedule;
 #[cfg(feature = "grpc")]
 pub mod server;
+pub mod servers;
 pub mod takeover;
 pub mod turns;
 pub mod volume;

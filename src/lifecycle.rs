@@ -14,7 +14,8 @@ use signal_hook::{
 };
 
 use crate::{
-    cli, driver, health, kube, lease, metrics, rds, server, volume, Hook, EXIT_FAILURE, EXIT_OK,
+    cli, driver, health, kube, lease, metrics, rds, server, servers, volume, Hook, EXIT_FAILURE,
+    EXIT_OK,
 };
 
 /// The process life cycle on the main thread: build the clients, rebuild
@@ -25,14 +26,19 @@ pub fn run(args: cli::Args) -> i32 {
     let Ok(client) = kube_client(&args, &metrics) else {
         return EXIT_FAILURE;
     };
-    let Ok(rds) = rds_client(&args, &metrics) else {
+    let Ok(rds) = rds_servers(&args, &metrics) else {
         return EXIT_FAILURE;
     };
     let targets = health::Targets {
         kube: client.clone(),
         rds: rds
-            .as_ref()
-            .map(|(c, d)| (c.clone(), d.volume_path.clone())),
+            .iter()
+            .map(|p| health::RdsTarget {
+                server: metrics::label(&p.name),
+                client: p.client.clone(),
+                volume_path: p.defaults.volume_path.clone(),
+            })
+            .collect(),
     };
     let health = Arc::new(health::Health::new(
         &targets,
@@ -43,6 +49,7 @@ pub fn run(args: cli::Args) -> i32 {
         &args.driver_name,
         client,
         rds,
+        args.workers,
         metrics.clone(),
         health.clone(),
         args.leader_election.is_some(),
@@ -96,45 +103,56 @@ fn kube_client(
     }
 }
 
-/// The RouterOS client and volume defaults `--rds-url` describes;
-/// `Ok(None)` without it (attach-only). Failures are logged.
-fn rds_client(
+/// A RouterOS client and volume defaults per server `--rds-url` or
+/// `--rds-config` describes, the default first; none without either
+/// (attach-only). Failures are logged.
+fn rds_servers(
     args: &cli::Args,
     metrics: &Arc<metrics::Metrics>,
-) -> Result<Option<(rds::Client, volume::Defaults)>, ()> {
-    let Some(r) = &args.rds else {
-        log::info!("no --rds-url: attach-only (volumes are neither created nor deleted)");
-        return Ok(None);
-    };
-    let opts = rds::ClientOptions {
-        url: r.url.clone(),
-        credentials_dir: r.credentials_dir.clone(),
-        insecure_skip_verify: r.insecure_skip_verify,
-        timeout: r.timeout,
-        observer: Some(Hook::new({
-            let m = metrics.clone();
-            move |o: &rds::Observed| m.rds_request(o.method, o.code, o.took)
-        })),
-    };
-    match rds::Client::new(&opts) {
-        Ok(c) => {
-            log::info!(
-                "RDS REST API {} as user {} (volumes under {})",
-                r.url,
-                c.username(),
-                r.volume_path
-            );
-            let defaults = volume::Defaults {
+) -> Result<Vec<servers::Parts>, ()> {
+    if args.rds.is_empty() {
+        log::info!(
+            "no --rds-url or --rds-config: attach-only (volumes are neither created nor deleted)"
+        );
+    }
+    let mut parts = Vec::with_capacity(args.rds.len());
+    for r in &args.rds {
+        let server = metrics::label(&r.name);
+        let opts = rds::ClientOptions {
+            url: r.url.clone(),
+            credentials_dir: r.credentials_dir.clone(),
+            insecure_skip_verify: r.insecure_skip_verify,
+            timeout: r.timeout,
+            observer: Some(Hook::new({
+                let m = metrics.clone();
+                move |o: &rds::Observed| m.rds_request(server, o.method, o.code, o.took)
+            })),
+        };
+        let client = match rds::Client::new(&opts) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("RDS server {}: {e}", r.name);
+                return Err(());
+            }
+        };
+        log::info!(
+            "RDS server {}{}: REST API {} as user {} (volumes under {})",
+            r.name,
+            if r.default { " (default)" } else { "" },
+            r.url,
+            client.username(),
+            r.volume_path
+        );
+        parts.push(servers::Parts {
+            name: r.name.clone(),
+            client,
+            defaults: volume::Defaults {
                 volume_path: r.volume_path.clone(),
                 address: r.host.clone(),
-            };
-            Ok(Some((c, defaults)))
-        }
-        Err(e) => {
-            log::error!("{e}");
-            Err(())
-        }
+            },
+        });
     }
+    Ok(parts)
 }
 
 /// The assembled process from startup to exit: the metrics endpoint, the
@@ -261,7 +279,9 @@ fn serve(
     if let Some(r) = reconciler {
         join_within(r, "reconciliation", RECONCILE_STOP);
     }
-    let _ = checker.join();
+    for c in checker {
+        let _ = c.join();
+    }
     driver.stop_events();
     if let Some(poster) = events {
         join_within(poster, "events", EVENTS_DRAIN);

@@ -96,11 +96,15 @@ impl Pki {
     /// [`server_config`](Self::server_config) with the certificate's common
     /// name `cn`.
     pub fn server_config_named(&self, cn: &str) -> Arc<ServerConfig> {
-        let (cert, key) = self.leaf(
-            cn,
-            vec!["localhost".into(), "127.0.0.1".into()],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
+        self.server_config_for(cn, &["127.0.0.1"])
+    }
+
+    /// [`server_config_named`](Self::server_config_named) for `localhost`
+    /// and the addresses `hosts`.
+    pub fn server_config_for(&self, cn: &str, hosts: &[&str]) -> Arc<ServerConfig> {
+        let mut names = vec!["localhost".to_string()];
+        names.extend(hosts.iter().map(|h| h.to_string()));
+        let (cert, key) = self.leaf(cn, names, ExtendedKeyUsagePurpose::ServerAuth);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
         roots.add(self.ca_der.clone()).expect("CA into root store");

@@ -43,7 +43,10 @@ use serde_json::Value;
 /// How the emulator is started.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Port on 127.0.0.1; 0 picks a free one.
+    /// The loopback address to listen on (a second emulated server can
+    /// listen on 127.0.0.2); its certificate names it.
+    pub address: std::net::IpAddr,
+    /// Port on `address`; 0 picks a free one.
     pub port: u16,
     pub tls: bool,
     pub users: Vec<User>,
@@ -56,6 +59,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            address: std::net::Ipv4Addr::LOCALHOST.into(),
             port: 0,
             tls: true,
             users: vec![User::admin("csi", "rds-test-password")],
@@ -241,12 +245,15 @@ pub struct Emulator {
 
 impl Emulator {
     pub fn start(opts: Options) -> std::io::Result<Emulator> {
-        let listener = TcpListener::bind(("127.0.0.1", opts.port))?;
+        let listener = TcpListener::bind((opts.address, opts.port))?;
         let addr = listener.local_addr()?;
         let pki = opts
             .tls
             .then(|| emulator_support::tls::Pki::new("rds-emulator"));
-        let server_config = pki.as_ref().map(|p| p.server_config_named("rds-emulator"));
+        let host = opts.address.to_string();
+        let server_config = pki
+            .as_ref()
+            .map(|p| p.server_config_for("rds-emulator", &[&host]));
         let mut state = State {
             next_id: 1,
             disks: BTreeMap::new(),
@@ -296,7 +303,7 @@ impl Emulator {
         })
     }
 
-    /// `https://127.0.0.1:PORT` or `http://…`: what `--rds-url` takes.
+    /// `https://ADDRESS:PORT` or `http://…`: what `--rds-url` takes.
     pub fn url(&self) -> String {
         format!(
             "{}://{}",

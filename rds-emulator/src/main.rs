@@ -6,11 +6,12 @@ use std::{path::PathBuf, time::Duration};
 
 use rds_emulator::{Emulator, Options, User};
 
-const USAGE: &str =
-    "Usage: rds-emulator [--port N] [--plain] [--user NAME:PASSWORD] [--pool-size BYTES]
-                    [--mount-point NAME] [--credentials-dir DIR]
+const USAGE: &str = "Usage: rds-emulator [--address IP] [--port N] [--plain] [--user NAME:PASSWORD]
+                    [--pool-size BYTES] [--mount-point NAME] [--credentials-dir DIR]
 
-  --port N               port on 127.0.0.1 (default: any free port)
+  --address IP           loopback address to listen on (default 127.0.0.1;
+                         one process per emulated server: 127.0.0.2, ...)
+  --port N               port on the address (default: any free port)
   --plain                serve plain HTTP instead of HTTPS
   --user NAME:PASSWORD   the REST user (default csi:rds-test-password)
   --pool-size BYTES      size of the storage pool (default 1 TiB)
@@ -29,6 +30,13 @@ fn main() {
                 .unwrap_or_else(|| fail(&format!("{a} needs a value")))
         };
         match a.as_str() {
+            "--address" => {
+                opts.address = value()
+                    .parse()
+                    .ok()
+                    .filter(|ip: &std::net::IpAddr| ip.is_loopback())
+                    .unwrap_or_else(|| fail("--address takes a loopback IP address"))
+            }
             "--port" => {
                 opts.port = value()
                     .parse()

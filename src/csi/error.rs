@@ -2,7 +2,7 @@
 
 use crate::{
     attachment::AttachError,
-    kube,
+    kube, servers,
     volume::{ParamError, VolumeError},
 };
 
@@ -27,6 +27,8 @@ pub enum CsiError {
     Standalone,
     Attach(AttachError),
     Volume(VolumeError),
+    /// A call on one of the RDS servers.
+    Server(servers::Error),
     Kube(kube::Error),
 }
 
@@ -51,6 +53,12 @@ impl From<VolumeError> for CsiError {
     }
 }
 
+impl From<servers::Error> for CsiError {
+    fn from(e: servers::Error) -> Self {
+        CsiError::Server(e)
+    }
+}
+
 impl From<ParamError> for CsiError {
     fn from(e: ParamError) -> Self {
         CsiError::InvalidParameter(e)
@@ -71,7 +79,7 @@ mod status {
     use super::CsiError;
     use crate::{
         attachment::AttachError,
-        kube, rds,
+        kube, rds, servers,
         volume::{ParamError, VolumeError},
     };
 
@@ -100,6 +108,7 @@ mod status {
                 ),
                 CsiError::Attach(e) => (attach_code(e), e.to_string()),
                 CsiError::Volume(e) => (volume_code(e), e.to_string()),
+                CsiError::Server(e) => (server_code(e), e.to_string()),
                 CsiError::Kube(e) => (kube_code(e), e.to_string()),
             };
             RpcStatus::with_message(code, message)
@@ -114,6 +123,18 @@ mod status {
             AttachError::UnknownVolume { .. } => RpcStatusCode::NOT_FOUND,
             AttachError::Busy { .. } => RpcStatusCode::ABORTED,
             AttachError::Persist { source, .. } => kube_code(source),
+        }
+    }
+
+    /// A server that cannot take the call is UNAVAILABLE (retried); a
+    /// request naming no server, or two, is the caller's to fix.
+    fn server_code(e: &servers::Error) -> RpcStatusCode {
+        match e {
+            servers::Error::UnknownServer { .. } | servers::Error::CrossServer { .. } => {
+                RpcStatusCode::INVALID_ARGUMENT
+            }
+            servers::Error::Saturated { .. } => RpcStatusCode::UNAVAILABLE,
+            servers::Error::Volume { error, .. } => volume_code(error),
         }
     }
 

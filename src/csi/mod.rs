@@ -38,7 +38,8 @@ use crate::{
         ValidateVolumeCapabilitiesResponse, ValidateVolumeCapabilitiesResponse_Confirmed, Volume,
         VolumeCondition,
     },
-    volume::{self, CreateRequest, Params, VolumeManager, MAX_BYTES},
+    servers::{self, Registry, Server},
+    volume::{self, CreateRequest, Params, Source, MAX_BYTES},
 };
 
 /// `fs_type` in the publish context when the capability names none.
@@ -59,7 +60,7 @@ pub fn get_plugin_capabilities(d: &Driver) -> Result<GetPluginCapabilitiesRespon
     cap.set_service(service);
     let mut r = GetPluginCapabilitiesResponse::new();
     r.mut_capabilities().push(cap);
-    if d.volume_manager().is_some() {
+    if d.servers().is_some() {
         let mut expansion = PluginCapability_VolumeExpansion::new();
         expansion.set_field_type(Expansion::ONLINE);
         let mut cap = PluginCapability::new();
@@ -81,7 +82,7 @@ pub fn controller_get_capabilities(
     d: &Driver,
 ) -> Result<ControllerGetCapabilitiesResponse, CsiError> {
     let mut r = ControllerGetCapabilitiesResponse::new();
-    for rpc in rpcs::advertised(d.volume_manager().is_some()) {
+    for rpc in rpcs::advertised(d.servers().is_some()) {
         let mut inner = ControllerServiceCapability_RPC::new();
         inner.set_field_type(rpc);
         let mut cap = ControllerServiceCapability::new();
@@ -266,12 +267,18 @@ pub fn controller_unpublish_volume(
     Ok(ControllerUnpublishVolumeResponse::new())
 }
 
-fn volumes<'a>(d: &'a Driver, rpc: &'static str) -> Result<&'a VolumeManager, CsiError> {
-    d.volume_manager().ok_or(CsiError::NoRds(rpc))
+fn servers<'a>(d: &'a Driver, rpc: &'static str) -> Result<&'a Registry, CsiError> {
+    d.servers().ok_or(CsiError::NoRds(rpc))
 }
 
-fn params(d: &VolumeManager, parameters: &HashMap<String, String>) -> Result<Params, CsiError> {
-    Ok(Params::parse(parameters, d.defaults())?)
+/// The server a StorageClass's parameters name, and the parameters read
+/// against its defaults. No I/O.
+fn server_and_params<'a>(
+    servers: &'a Registry,
+    parameters: &HashMap<String, String>,
+) -> Result<(&'a Server, Params), CsiError> {
+    let server = servers.for_parameters(parameters)?;
+    Ok((server, Params::parse(parameters, server.defaults())?))
 }
 
 fn to_volume(v: volume::Volume) -> Volume {
@@ -299,9 +306,9 @@ pub fn create_volume(
     d: &Driver,
     req: &CreateVolumeRequest,
 ) -> Result<CreateVolumeResponse, CsiError> {
-    let manager = volumes(d, "CreateVolume")?;
+    let servers = servers(d, "CreateVolume")?;
     let c = validate::create(req)?;
-    let params = params(manager, req.get_parameters())?;
+    let (server, params) = server_and_params(servers, req.get_parameters())?;
     for w in &params.warnings {
         d.metrics().parameter_warning(w.key);
         log::warn!(
@@ -312,17 +319,39 @@ pub fn create_volume(
             w.why
         );
     }
-    let id = volume::volume_id_for(c.name);
+    if let Some(source) = &c.source {
+        let (field, from) = match source {
+            Source::Snapshot(s) => ("volume_content_source.snapshot.snapshot_id", s),
+            Source::Volume(v) => ("volume_content_source.volume.volume_id", v),
+        };
+        let source_server = servers.route(from);
+        let shaped = match source {
+            Source::Snapshot(_) => source_server.naming().is_snapshot(from),
+            Source::Volume(_) => source_server.naming().is_volume(from),
+        };
+        // An ID that is no server's goes on to NOT_FOUND from the class's server.
+        if shaped && source_server.name() != server.name() {
+            return Err(servers::Error::CrossServer {
+                field,
+                source: from.clone(),
+                source_server: source_server.name().into(),
+                server: server.name().into(),
+            }
+            .into());
+        }
+    }
+    let id = server.naming().volume_id(c.name);
     if id != c.name {
         log::debug!("CreateVolume {:?}: volume ID {id}", c.name);
     }
-    let created = manager.create(&CreateRequest {
+    let request = CreateRequest {
         source: c.source.clone(),
         id,
         required_bytes: c.required_bytes,
         limit_bytes: c.limit_bytes,
         params,
-    })?;
+    };
+    let created = servers.run(server, |v| v.create(&request))?;
     let mut volume = to_volume(created);
     if req.has_volume_content_source() {
         volume.set_content_source(req.get_volume_content_source().clone());
@@ -354,9 +383,10 @@ pub fn create_snapshot(
     d: &Driver,
     req: &CreateSnapshotRequest,
 ) -> Result<CreateSnapshotResponse, CsiError> {
-    let manager = volumes(d, "CreateSnapshot")?;
+    let servers = servers(d, "CreateSnapshot")?;
     let (name, source) = validate::create_snapshot(req)?;
-    let snapshot = manager.create_snapshot(name, source)?;
+    // A snapshot is made on its volume's server.
+    let snapshot = servers.run(servers.route(source), |v| v.create_snapshot(name, source))?;
     let mut r = CreateSnapshotResponse::new();
     r.set_snapshot(to_snapshot(snapshot));
     Ok(r)
@@ -368,9 +398,9 @@ pub fn delete_snapshot(
     d: &Driver,
     req: &DeleteSnapshotRequest,
 ) -> Result<DeleteSnapshotResponse, CsiError> {
-    let manager = volumes(d, "DeleteSnapshot")?;
+    let servers = servers(d, "DeleteSnapshot")?;
     let id = validate::volume_id_field("snapshot_id", req.get_snapshot_id())?;
-    manager.delete_snapshot(id)?;
+    servers.run(servers.route(id), |v| v.delete_snapshot(id))?;
     Ok(DeleteSnapshotResponse::new())
 }
 
@@ -379,10 +409,10 @@ pub fn list_snapshots(
     d: &Driver,
     req: &ListSnapshotsRequest,
 ) -> Result<ListSnapshotsResponse, CsiError> {
-    let manager = volumes(d, "ListSnapshots")?;
+    let servers = servers(d, "ListSnapshots")?;
     let max = usize::try_from(req.get_max_entries())
         .map_err(|_| CsiError::invalid("max_entries", "must not be negative"))?;
-    let (page, next) = manager.list_snapshots(
+    let (page, next) = servers.list_snapshots(
         req.get_snapshot_id(),
         req.get_source_volume_id(),
         max,
@@ -401,10 +431,11 @@ pub fn list_snapshots(
 /// One snapshot by ID; an unknown one (or an ID that is not a snapshot's)
 /// → `NOT_FOUND`.
 pub fn get_snapshot(d: &Driver, req: &GetSnapshotRequest) -> Result<GetSnapshotResponse, CsiError> {
-    let manager = volumes(d, "GetSnapshot")?;
+    let servers = servers(d, "GetSnapshot")?;
     let id = validate::volume_id_field("snapshot_id", req.get_snapshot_id())?;
+    let snapshot = servers.run(servers.route(id), |v| v.get_snapshot(id))?;
     let mut r = GetSnapshotResponse::new();
-    r.set_snapshot(to_snapshot(manager.get_snapshot(id)?));
+    r.set_snapshot(to_snapshot(snapshot));
     Ok(r)
 }
 
@@ -414,9 +445,9 @@ pub fn delete_volume(
     d: &Driver,
     req: &DeleteVolumeRequest,
 ) -> Result<DeleteVolumeResponse, CsiError> {
-    let manager = volumes(d, "DeleteVolume")?;
+    let servers = servers(d, "DeleteVolume")?;
     let id = validate::volume_id(req.get_volume_id())?;
-    manager.delete(id)?;
+    servers.run(servers.route(id), |v| v.delete(id))?;
     Ok(DeleteVolumeResponse::new())
 }
 
@@ -426,13 +457,13 @@ pub fn controller_expand_volume(
     d: &Driver,
     req: &ControllerExpandVolumeRequest,
 ) -> Result<ControllerExpandVolumeResponse, CsiError> {
-    let manager = volumes(d, "ControllerExpandVolume")?;
+    let servers = servers(d, "ControllerExpandVolume")?;
     let id = validate::volume_id(req.get_volume_id())?;
     if !req.has_capacity_range() {
         return Err(CsiError::invalid("capacity_range", "is required"));
     }
     let (required, limit) = validate::capacity(req.get_capacity_range())?;
-    let capacity = manager.expand(id, required, limit)?;
+    let capacity = servers.run(servers.route(id), |v| v.expand(id, required, limit))?;
     let mut r = ControllerExpandVolumeResponse::new();
     r.set_capacity_bytes(i64::try_from(capacity).unwrap_or(i64::MAX));
     r.set_node_expansion_required(!req.get_volume_capability().has_block());
@@ -441,15 +472,15 @@ pub fn controller_expand_volume(
 
 /// Free bytes of the pool the parameters' volume path lives in.
 pub fn get_capacity(d: &Driver, req: &GetCapacityRequest) -> Result<GetCapacityResponse, CsiError> {
-    let manager = volumes(d, "GetCapacity")?;
+    let servers = servers(d, "GetCapacity")?;
     for cap in req.get_volume_capabilities() {
         if let Some(why) = validate::unsupported(cap) {
             log::debug!("GetCapacity for an unsupported capability: {why}; answering 0");
             return Ok(GetCapacityResponse::new());
         }
     }
-    let params = params(manager, req.get_parameters())?;
-    let free = manager.available(&params)?;
+    let (server, params) = server_and_params(servers, req.get_parameters())?;
+    let free = servers.run(server, |v| v.available(&params))?;
     let mut r = GetCapacityResponse::new();
     r.set_available_capacity(i64::try_from(free).unwrap_or(i64::MAX));
     let mut max = Int64Value::new();
@@ -460,10 +491,10 @@ pub fn get_capacity(d: &Driver, req: &GetCapacityRequest) -> Result<GetCapacityR
 
 /// This driver's volumes, a page at a time, with their published nodes.
 pub fn list_volumes(d: &Driver, req: &ListVolumesRequest) -> Result<ListVolumesResponse, CsiError> {
-    let manager = volumes(d, "ListVolumes")?;
+    let servers = servers(d, "ListVolumes")?;
     let max = usize::try_from(req.get_max_entries())
         .map_err(|_| CsiError::invalid("max_entries", "must not be negative"))?;
-    let (page, next) = manager.list(max, req.get_starting_token())?;
+    let (page, next) = servers.list_volumes(max, req.get_starting_token())?;
     let mut r = ListVolumesResponse::new();
     for v in page {
         let mut status = ListVolumesResponse_VolumeStatus::new();
@@ -483,9 +514,9 @@ pub fn controller_get_volume(
     d: &Driver,
     req: &ControllerGetVolumeRequest,
 ) -> Result<ControllerGetVolumeResponse, CsiError> {
-    let manager = volumes(d, "ControllerGetVolume")?;
+    let servers = servers(d, "ControllerGetVolume")?;
     let id = validate::volume_id(req.get_volume_id())?;
-    let v = manager.get(id)?;
+    let v = servers.run(servers.route(id), |v| v.get(id))?;
     let mut status = ControllerGetVolumeResponse_VolumeStatus::new();
     status.set_published_node_ids(RepeatedField::from_vec(v.published_nodes.clone()));
     status.set_volume_condition(condition(&v.abnormal));
@@ -513,8 +544,8 @@ pub fn validate_volume_capabilities(
     for cap in caps {
         validate::capability_shape(cap)?;
     }
-    let exists = match (d.volume_manager(), d.attachment_manager()) {
-        (Some(m), _) => m.exists(id)?,
+    let exists = match (d.servers(), d.attachment_manager()) {
+        (Some(s), _) => s.run(s.route(id), |v| v.exists(id))?,
         (None, Some(a)) => a.inspect(id)?.is_some(),
         (None, None) => true,
     };

@@ -5,7 +5,7 @@
 //! here (tokens, keys) are never formatted: `Debug` prints them redacted.
 
 use base64::Engine as _;
-use serde::Deserialize;
+use serde_json::{Map, Value};
 use std::{
     fmt,
     path::{Path, PathBuf},
@@ -142,34 +142,41 @@ impl Config {
     }
 
     fn parse_kubeconfig(text: &str, base: &Path) -> Result<Config, String> {
-        let kc: Kubeconfig =
+        // Read as plain values, then field by field: the YAML reader is
+        // linked for one type only, shared with the --rds-config file.
+        let doc: Value =
             serde_yaml_ng::from_str(text).map_err(|e| format!("not a kubeconfig: {e}"))?;
+        let kc = Fields::of(&doc, "the kubeconfig")?;
         let ctx_name = kc
-            .current_context
-            .as_deref()
+            .text("current-context")?
             .filter(|s| !s.is_empty())
             .ok_or("current-context is not set")?;
         let ctx = kc
-            .contexts
-            .iter()
-            .find(|c| c.name == ctx_name)
-            .map(|c| &c.context)
+            .entry("contexts", ctx_name, "context")?
             .ok_or_else(|| format!("context {ctx_name:?} not found"))?;
+        let cluster_name = ctx.text("cluster")?.unwrap_or("");
         let cluster = kc
-            .clusters
-            .iter()
-            .find(|c| c.name == ctx.cluster)
-            .map(|c| &c.cluster)
-            .ok_or_else(|| format!("cluster {:?} not found", ctx.cluster))?;
-        let default_user = User::default();
-        let user = match ctx.user.as_deref() {
-            None | Some("") => &default_user,
+            .entry("clusters", cluster_name, "cluster")?
+            .ok_or_else(|| format!("cluster {cluster_name:?} not found"))?;
+        let user = match ctx.text("user")? {
+            None | Some("") => Fields::empty(),
             Some(name) => kc
-                .users
-                .iter()
-                .find(|u| u.name == name)
-                .map(|u| &u.user)
+                .entry("users", name, "user")?
                 .ok_or_else(|| format!("user {name:?} not found"))?,
+        };
+        let cluster = Cluster {
+            server: cluster.text("server")?.unwrap_or("").to_string(),
+            certificate_authority: cluster.text("certificate-authority")?,
+            certificate_authority_data: cluster.text("certificate-authority-data")?,
+            insecure_skip_tls_verify: cluster.flag("insecure-skip-tls-verify")?,
+        };
+        let user = User {
+            token: user.text("token")?,
+            token_file: user.text("tokenFile")?,
+            client_certificate: user.text("client-certificate")?,
+            client_certificate_data: user.text("client-certificate-data")?,
+            client_key: user.text("client-key")?,
+            client_key_data: user.text("client-key-data")?,
         };
 
         let server = cluster.server.trim_end_matches('/').to_string();
@@ -178,27 +185,22 @@ impl Config {
         }
         let ca_pem = inline_or_file(
             "certificate-authority",
-            cluster.certificate_authority_data.as_deref(),
-            cluster.certificate_authority.as_deref(),
+            cluster.certificate_authority_data,
+            cluster.certificate_authority,
             base,
         )?;
-        let credential = match (&user.token, &user.token_file) {
+        let credential = match (user.token, user.token_file) {
             (Some(t), _) if !t.is_empty() => Credential::Token(t.trim().to_string()),
             (_, Some(f)) if !f.is_empty() => Credential::TokenFile(resolve(base, f)),
             _ => Credential::None,
         };
         let cert = inline_or_file(
             "client-certificate",
-            user.client_certificate_data.as_deref(),
-            user.client_certificate.as_deref(),
+            user.client_certificate_data,
+            user.client_certificate,
             base,
         )?;
-        let key = inline_or_file(
-            "client-key",
-            user.client_key_data.as_deref(),
-            user.client_key.as_deref(),
-            base,
-        )?;
+        let key = inline_or_file("client-key", user.client_key_data, user.client_key, base)?;
         let identity = match (cert, key) {
             (Some(cert_pem), Some(key_pem)) => Some(ClientIdentity { cert_pem, key_pem }),
             (None, None) => None,
@@ -249,60 +251,92 @@ fn inline_or_file(
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default, rename_all = "kebab-case")]
-struct Kubeconfig {
-    current_context: Option<String>,
-    clusters: Vec<Named<Cluster>>,
-    contexts: Vec<NamedContext>,
-    users: Vec<NamedUser>,
+/// The fields of one mapping of a kubeconfig, named in errors by `at`.
+struct Fields<'a> {
+    map: Option<&'a Map<String, Value>>,
+    at: String,
 }
 
-#[derive(Deserialize)]
-struct Named<T> {
-    name: String,
-    cluster: T,
+impl<'a> Fields<'a> {
+    /// `v` as a mapping; absent or null is an empty one.
+    fn of(v: &'a Value, at: &str) -> Result<Fields<'a>, String> {
+        match v {
+            Value::Object(map) => Ok(Fields {
+                map: Some(map),
+                at: at.to_string(),
+            }),
+            Value::Null => Ok(Fields::empty()),
+            _ => Err(format!("{at}: not a mapping")),
+        }
+    }
+
+    fn empty() -> Fields<'a> {
+        Fields {
+            map: None,
+            at: String::new(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.and_then(|m| m.get(key)).filter(|v| !v.is_null())
+    }
+
+    /// A string field; absent → `None`, another type → an error naming it.
+    fn text(&self, key: &str) -> Result<Option<&'a str>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(format!("{}.{key}: not a string", self.at)),
+        }
+    }
+
+    /// A boolean field; absent → false.
+    fn flag(&self, key: &str) -> Result<bool, String> {
+        match self.get(key) {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(format!("{}.{key}: not true or false", self.at)),
+        }
+    }
+
+    /// The `inner` mapping of the entry of list `list` whose `name` is
+    /// `name` (`clusters` → `cluster`, as kubeconfigs nest them).
+    fn entry(&self, list: &str, name: &str, inner: &str) -> Result<Option<Fields<'a>>, String> {
+        let items = match self.get(list) {
+            None => return Ok(None),
+            Some(Value::Array(items)) => items,
+            Some(_) => return Err(format!("{list}: not a list")),
+        };
+        for item in items {
+            let item = Fields::of(item, list)?;
+            if item.text("name")? == Some(name) {
+                let at = format!("{list}[{name}].{inner}");
+                return match item.get(inner) {
+                    Some(v) => Fields::of(v, &at).map(Some),
+                    None => Ok(Some(Fields::empty())),
+                };
+            }
+        }
+        Ok(None)
+    }
 }
 
-#[derive(Deserialize)]
-struct NamedContext {
-    name: String,
-    context: Context,
-}
-
-#[derive(Deserialize)]
-struct NamedUser {
-    name: String,
-    #[serde(default)]
-    user: User,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, rename_all = "kebab-case")]
-struct Cluster {
+/// The parts of a kubeconfig's cluster this client uses.
+struct Cluster<'a> {
     server: String,
-    certificate_authority: Option<String>,
-    certificate_authority_data: Option<String>,
+    certificate_authority: Option<&'a str>,
+    certificate_authority_data: Option<&'a str>,
     insecure_skip_tls_verify: bool,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Context {
-    cluster: String,
-    user: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, rename_all = "kebab-case")]
-struct User {
-    token: Option<String>,
-    #[serde(rename = "tokenFile")]
-    token_file: Option<String>,
-    client_certificate: Option<String>,
-    client_certificate_data: Option<String>,
-    client_key: Option<String>,
-    client_key_data: Option<String>,
+/// The parts of a kubeconfig's user this client uses.
+struct User<'a> {
+    token: Option<&'a str>,
+    token_file: Option<&'a str>,
+    client_certificate: Option<&'a str>,
+    client_certificate_data: Option<&'a str>,
+    client_key: Option<&'a str>,
+    client_key_data: Option<&'a str>,
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Prometheus metrics: a fixed set of families with bounded label values
-//! (RPC names, gRPC codes, verbs, resources, methods; never volume IDs or
-//! node names), rendered in the text exposition format 0.0.4.
+//! (RPC names, gRPC codes, verbs, resources, methods, the configured RDS
+//! servers' names; never volume IDs or node names), rendered in the text
+//! exposition format 0.0.4.
 //!
 //! Recording takes one short lock per family (a map update, no I/O), so
 //! it never slows a call noticeably; rendering copies the values out.
@@ -27,17 +28,30 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// A counter per combination of `N` label values.
-struct CounterVec<const N: usize> {
-    name: &'static str,
-    help: &'static str,
-    labels: [&'static str; N],
-    /// Scope: one increment or one copy for rendering.
-    values: Mutex<BTreeMap<[&'static str; N], u64>>,
+/// The most labels a family has.
+const MAX_LABELS: usize = 3;
+
+/// One combination of label values, unused places empty: one key type for
+/// every family, so that each kind of family is compiled once.
+type Key = [&'static str; MAX_LABELS];
+
+fn key(values: &[&'static str]) -> Key {
+    let mut k = [""; MAX_LABELS];
+    k[..values.len()].copy_from_slice(values);
+    k
 }
 
-impl<const N: usize> CounterVec<N> {
-    const fn new(name: &'static str, help: &'static str, labels: [&'static str; N]) -> Self {
+/// A counter per combination of label values.
+struct CounterVec {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    /// Scope: one increment or one copy for rendering.
+    values: Mutex<BTreeMap<Key, u64>>,
+}
+
+impl CounterVec {
+    const fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
         CounterVec {
             name,
             help,
@@ -46,12 +60,12 @@ impl<const N: usize> CounterVec<N> {
         }
     }
 
-    fn inc(&self, values: [&'static str; N]) {
+    fn inc(&self, values: &[&'static str]) {
         *self
             .values
             .lock()
             .expect("metrics lock poisoned")
-            .entry(values)
+            .entry(key(values))
             .or_default() += 1;
     }
 
@@ -63,19 +77,19 @@ impl<const N: usize> CounterVec<N> {
                 out,
                 "{}{} {v}",
                 self.name,
-                label_set(&self.labels, &key, None)
+                label_set(self.labels, &key, None)
             );
         }
     }
 }
 
-/// A histogram per combination of `N` label values.
-struct HistogramVec<const N: usize> {
+/// A histogram per combination of label values.
+struct HistogramVec {
     name: &'static str,
     help: &'static str,
-    labels: [&'static str; N],
+    labels: &'static [&'static str],
     /// Scope: one observation or one copy for rendering.
-    values: Mutex<BTreeMap<[&'static str; N], Histogram>>,
+    values: Mutex<BTreeMap<Key, Histogram>>,
 }
 
 #[derive(Clone, Default)]
@@ -85,8 +99,8 @@ struct Histogram {
     sum: f64,
 }
 
-impl<const N: usize> HistogramVec<N> {
-    const fn new(name: &'static str, help: &'static str, labels: [&'static str; N]) -> Self {
+impl HistogramVec {
+    const fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
         HistogramVec {
             name,
             help,
@@ -95,14 +109,14 @@ impl<const N: usize> HistogramVec<N> {
         }
     }
 
-    fn observe(&self, values: [&'static str; N], took: Duration) {
+    fn observe(&self, values: &[&'static str], took: Duration) {
         let secs = took.as_secs_f64();
         let bucket = BUCKETS
             .iter()
             .position(|b| secs <= *b)
             .unwrap_or(BUCKETS.len());
         let mut map = self.values.lock().expect("metrics lock poisoned");
-        let h = map.entry(values).or_default();
+        let h = map.entry(key(values)).or_default();
         h.counts[bucket] += 1;
         h.sum += secs;
     }
@@ -119,14 +133,68 @@ impl<const N: usize> HistogramVec<N> {
                     out,
                     "{}_bucket{} {cumulative}",
                     self.name,
-                    label_set(&self.labels, &key, Some(&le))
+                    label_set(self.labels, &key, Some(&le))
                 );
             }
-            let labels = label_set(&self.labels, &key, None);
+            let labels = label_set(self.labels, &key, None);
             let _ = writeln!(out, "{}_sum{labels} {}", self.name, h.sum);
             let _ = writeln!(out, "{}_count{labels} {cumulative}", self.name);
         }
     }
+}
+
+/// A gauge per combination of label values.
+struct GaugeVec {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    /// Scope: one update or one copy for rendering.
+    values: Mutex<BTreeMap<Key, f64>>,
+}
+
+impl GaugeVec {
+    const fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
+        GaugeVec {
+            name,
+            help,
+            labels,
+            values: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn set(&self, values: &[&'static str], v: f64) {
+        self.values
+            .lock()
+            .expect("metrics lock poisoned")
+            .insert(key(values), v);
+    }
+
+    fn render(&self, out: &mut String) {
+        header(out, self.name, self.help, "gauge");
+        let values = self.values.lock().expect("metrics lock poisoned").clone();
+        for (key, v) in values {
+            let _ = writeln!(
+                out,
+                "{}{} {v}",
+                self.name,
+                label_set(self.labels, &key, None)
+            );
+        }
+    }
+}
+
+/// `name` as a label value that lives as long as the process: a
+/// configured server's name, made once per distinct name (the set is
+/// bounded by the configuration).
+pub fn label(name: &str) -> &'static str {
+    static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut names = NAMES.lock().expect("metrics lock poisoned");
+    if let Some(known) = names.iter().find(|n| **n == name) {
+        return known;
+    }
+    let made: &'static str = Box::leak(name.to_string().into_boxed_str());
+    names.push(made);
+    made
 }
 
 /// A single counter or gauge held in an atomic (`f64` bits for floats).
@@ -183,25 +251,25 @@ pub struct Gauges {
 
 /// Every metric the controller exports.
 pub struct Metrics {
-    operations: CounterVec<2>,
-    operation_duration: HistogramVec<1>,
-    worker_wait: HistogramVec<1>,
-    rejected: CounterVec<1>,
+    operations: CounterVec,
+    operation_duration: HistogramVec,
+    worker_wait: HistogramVec,
+    rejected: CounterVec,
     attachment_conflicts: Scalar,
     stale_cleared: Scalar,
-    reconciled: CounterVec<1>,
-    disagreements: CounterVec<1>,
-    parameter_warnings: CounterVec<1>,
-    migrations: CounterVec<1>,
+    reconciled: CounterVec,
+    disagreements: CounterVec,
+    parameter_warnings: CounterVec,
+    migrations: CounterVec,
     migrations_started: Scalar,
-    kube_requests: CounterVec<3>,
-    kube_duration: HistogramVec<1>,
+    kube_requests: CounterVec,
+    kube_duration: HistogramVec,
     kube_conflicts: Scalar,
     kube_rate_limited: Scalar,
-    rds_requests: CounterVec<2>,
-    rds_duration: HistogramVec<1>,
-    rds_up: Scalar,
-    pool_free: Scalar,
+    rds_requests: CounterVec,
+    rds_duration: HistogramVec,
+    rds_up: GaugeVec,
+    pool_free: GaugeVec,
     rebuild_seconds: Scalar,
     rebuild_pvs: Scalar,
     events_dropped: Scalar,
@@ -230,22 +298,22 @@ impl Metrics {
             operations: CounterVec::new(
                 "rds_csi_operations_total",
                 "CSI calls answered, by RPC and gRPC code.",
-                ["rpc", "code"],
+                &["rpc", "code"],
             ),
             operation_duration: HistogramVec::new(
                 "rds_csi_operation_duration_seconds",
                 "Time from receiving a CSI call to answering it.",
-                ["rpc"],
+                &["rpc"],
             ),
             worker_wait: HistogramVec::new(
                 "rds_csi_worker_wait_seconds",
                 "Time from receiving a CSI call to a worker starting it, for calls a worker ran.",
-                ["rpc"],
+                &["rpc"],
             ),
             rejected: CounterVec::new(
                 "rds_csi_rejected_total",
                 "CSI calls answered without running: queue full, deadline passed while queued, shutting down.",
-                ["reason"],
+                &["reason"],
             ),
             attachment_conflicts: Scalar::new(
                 "rds_csi_attachment_conflicts_total",
@@ -260,22 +328,22 @@ impl Metrics {
             reconciled: CounterVec::new(
                 "rds_csi_reconcile_changes_total",
                 "Attachment records changed by reconciliation with the VolumeAttachments, by change (cleared, adopted, rewritten).",
-                ["change"],
+                &["change"],
             ),
             disagreements: CounterVec::new(
                 "rds_csi_reconcile_disagreements_total",
                 "Attachment records left as they are although VolumeAttachments disagree, by kind (several_attached, deleting); counted per pass.",
-                ["kind"],
+                &["kind"],
             ),
             parameter_warnings: CounterVec::new(
                 "rds_csi_parameter_warnings_total",
                 "StorageClass parameters a CreateVolume accepted with a warning, by key: the Go driver's keys this driver does not use, values adjusted as the Go driver adjusted them.",
-                ["key"],
+                &["key"],
             ),
             migrations: CounterVec::new(
                 "rds_csi_migrations_total",
                 "Live migrations ended, by result (completed: the source detached; failed: the target detached first).",
-                ["result"],
+                &["result"],
             ),
             migrations_started: Scalar::new(
                 "rds_csi_migrations_started_total",
@@ -285,12 +353,12 @@ impl Metrics {
             kube_requests: CounterVec::new(
                 "rds_csi_kube_requests_total",
                 "Kubernetes API requests, by verb, resource and HTTP code (0: no answer).",
-                ["verb", "resource", "code"],
+                &["verb", "resource", "code"],
             ),
             kube_duration: HistogramVec::new(
                 "rds_csi_kube_request_duration_seconds",
                 "Kubernetes API request latency.",
-                ["verb"],
+                &["verb"],
             ),
             kube_conflicts: Scalar::new(
                 "rds_csi_kube_conflicts_total",
@@ -304,23 +372,23 @@ impl Metrics {
             ),
             rds_requests: CounterVec::new(
                 "rds_csi_rds_requests_total",
-                "RouterOS REST requests, by method and HTTP code (0: no answer).",
-                ["method", "code"],
+                "RouterOS REST requests, by RDS server, method and HTTP code (0: no answer).",
+                &["server", "method", "code"],
             ),
             rds_duration: HistogramVec::new(
                 "rds_csi_rds_request_duration_seconds",
-                "RouterOS REST request latency.",
-                ["method"],
+                "RouterOS REST request latency, by RDS server and method.",
+                &["server", "method"],
             ),
-            rds_up: Scalar::new(
+            rds_up: GaugeVec::new(
                 "rds_csi_rds_up",
-                "1 when RDS answered the last health check, else 0.",
-                "gauge",
+                "1 when the RDS server answered its last health check, else 0.",
+                &["server"],
             ),
-            pool_free: Scalar::new(
+            pool_free: GaugeVec::new(
                 "rds_csi_pool_free_bytes",
-                "Free bytes of the storage pool at the last health check.",
-                "gauge",
+                "Free bytes of the RDS server's storage pool at its last health check.",
+                &["server"],
             ),
             rebuild_seconds: Scalar::new(
                 "rds_csi_rebuild_seconds",
@@ -343,18 +411,18 @@ impl Metrics {
 
     /// A CSI call answered with `code` (e.g. `OK`, `NOT_FOUND`).
     pub fn operation(&self, rpc: &'static str, code: &'static str, took: Duration) {
-        self.operations.inc([rpc, code]);
-        self.operation_duration.observe([rpc], took);
+        self.operations.inc(&[rpc, code]);
+        self.operation_duration.observe(&[rpc], took);
     }
 
     /// A worker took a CSI call `waited` after it was received.
     pub fn worker_wait(&self, rpc: &'static str, waited: Duration) {
-        self.worker_wait.observe([rpc], waited);
+        self.worker_wait.observe(&[rpc], waited);
     }
 
     /// A CSI call answered without running.
     pub fn rejected(&self, reason: &'static str) {
-        self.rejected.inc([reason]);
+        self.rejected.inc(&[reason]);
     }
 
     pub fn attachment_conflict(&self) {
@@ -373,7 +441,7 @@ impl Metrics {
 
     /// A live migration ended: `completed` or `failed`.
     pub fn migration_ended(&self, result: &'static str) {
-        self.migrations.inc([result]);
+        self.migrations.inc(&[result]);
     }
 
     /// An attachment of a deleted node replaced.
@@ -384,18 +452,18 @@ impl Metrics {
     /// An attachment record changed by reconciliation: `cleared`,
     /// `adopted` or `rewritten`.
     pub fn reconciled(&self, change: &'static str) {
-        self.reconciled.inc([change]);
+        self.reconciled.inc(&[change]);
     }
 
     /// A record left as it is although VolumeAttachments disagree.
     pub fn disagreement(&self, kind: &'static str) {
-        self.disagreements.inc([kind]);
+        self.disagreements.inc(&[kind]);
     }
 
     /// A StorageClass parameter accepted with a warning (`key` is one of a
     /// fixed list, so the label stays bounded).
     pub fn parameter_warning(&self, key: &'static str) {
-        self.parameter_warnings.inc([key]);
+        self.parameter_warnings.inc(&[key]);
     }
 
     /// One Kubernetes request; `code` 0 when no answer was read.
@@ -406,8 +474,8 @@ impl Metrics {
         code: u16,
         took: Duration,
     ) {
-        self.kube_requests.inc([verb, resource, code_label(code)]);
-        self.kube_duration.observe([verb], took);
+        self.kube_requests.inc(&[verb, resource, code_label(code)]);
+        self.kube_duration.observe(&[verb], took);
         if code == 409 {
             self.kube_conflicts.add(1.0);
         }
@@ -419,17 +487,25 @@ impl Metrics {
         }
     }
 
-    /// One RouterOS request; `code` 0 when no answer was read.
-    pub fn rds_request(&self, method: &'static str, code: u16, took: Duration) {
-        self.rds_requests.inc([method, code_label(code)]);
-        self.rds_duration.observe([method], took);
+    /// One RouterOS request to `server` (see [`label`]); `code` 0 when no
+    /// answer was read.
+    pub fn rds_request(
+        &self,
+        server: &'static str,
+        method: &'static str,
+        code: u16,
+        took: Duration,
+    ) {
+        self.rds_requests.inc(&[server, method, code_label(code)]);
+        self.rds_duration.observe(&[server, method], took);
     }
 
-    /// The result of an RDS health check, with the pool's free bytes when read.
-    pub fn rds_health(&self, up: bool, pool_free: Option<u64>) {
-        self.rds_up.set(if up { 1.0 } else { 0.0 });
+    /// The result of a health check of `server`, with its pool's free
+    /// bytes when read.
+    pub fn rds_health(&self, server: &'static str, up: bool, pool_free: Option<u64>) {
+        self.rds_up.set(&[server], if up { 1.0 } else { 0.0 });
         if let Some(free) = pool_free {
-            self.pool_free.set(free as f64);
+            self.pool_free.set(&[server], free as f64);
         }
     }
 

@@ -12,7 +12,7 @@ mod checks;
 pub use checks::{Finding, Severity};
 
 use crate::flags::{Flag, Usage};
-use std::{collections::BTreeSet, path::PathBuf, time::Duration};
+use std::{collections::BTreeSet, path::PathBuf};
 
 use serde_json::{json, Value};
 
@@ -117,14 +117,7 @@ pub fn parse(
     // paths, as kubectl reads it), else the in-cluster account.
     let mut kubeconfig: Option<PathBuf> = None;
     let mut url = non_empty("RDS_URL");
-    let mut rds = cli::RdsArgs {
-        url: String::new(),
-        host: String::new(),
-        credentials_dir: PathBuf::from("/etc/rds-csi"),
-        insecure_skip_verify: false,
-        volume_path: volume::DEFAULT_VOLUME_PATH.into(),
-        timeout: Duration::from_secs(10),
-    };
+    let mut rds = cli::RdsArgs::default_server();
     let mut driver_name = cli::DEFAULT_DRIVER_NAME.to_string();
     let mut output = Output::Text;
     for (flag, v) in USAGE.parse(args)? {

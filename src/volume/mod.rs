@@ -5,13 +5,17 @@
 //! Unpublish), looks before it writes, and writes nothing on a guess: when
 //! RDS cannot be read, the call fails and the caller retries.
 
+mod ids;
 mod params;
 mod snapshot;
+
+pub use ids::{check_server_name, server_of, Kind, Naming, MAX_SERVER_NAME};
 
 pub use params::{
     check_volume_id, check_volume_path, file_path, is_backing_file_of, migration_seconds,
     mount_point, nqn, size_for, uuid_v5, volume_id_for, Defaults, ParamError, ParamWarning, Params,
-    DEFAULT_NVME_PORT, DEFAULT_VOLUME_PATH, MAX_BYTES, MIN_BYTES, NQN_PREFIX, SNAPSHOT_PREFIX,
+    DEFAULT_NVME_PORT, DEFAULT_VOLUME_PATH, MAX_BYTES, MIN_BYTES, NQN_PREFIX, RDS_SERVER_KEY,
+    SNAPSHOT_PREFIX,
 };
 
 pub use snapshot::{is_snapshot_id, read_lineage, snapshot_id, Snapshot};
@@ -25,10 +29,6 @@ use crate::{
     rds::{self, Disk, NewCopy, NewFileDisk},
     turns::{Busy, Turns},
 };
-
-/// What every ListVolumes token begins with: a token is recognisably one
-/// this controller issued, not any string shaped like a volume ID.
-const PAGE_TOKEN_PREFIX: &str = "v1.";
 
 /// A volume as RDS reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +74,8 @@ pub enum VolumeError {
     NoPool {
         mount_point: String,
     },
-    /// A ListVolumes token this controller did not hand out.
+    /// A ListVolumes or ListSnapshots token this controller did not hand
+    /// out.
     BadToken(String),
     Busy(Busy),
     Attach(AttachError),
@@ -180,6 +181,8 @@ pub struct CreateRequest {
 pub struct VolumeManager {
     rds: rds::Client,
     defaults: Defaults,
+    /// Which IDs are this server's (see [`Naming`]).
+    naming: Naming,
     turns: Arc<Turns>,
     /// Decides whether a volume may be deleted, and who it is published to.
     attachments: Option<Arc<AttachmentManager>>,
@@ -194,6 +197,7 @@ impl VolumeManager {
     pub fn new(
         rds: rds::Client,
         defaults: Defaults,
+        naming: Naming,
         turns: Arc<Turns>,
         attachments: Option<Arc<AttachmentManager>>,
         shared: bool,
@@ -201,6 +205,7 @@ impl VolumeManager {
         VolumeManager {
             rds,
             defaults,
+            naming,
             turns,
             attachments,
             shared,
@@ -209,6 +214,16 @@ impl VolumeManager {
 
     pub fn defaults(&self) -> &Defaults {
         &self.defaults
+    }
+
+    /// Which IDs are this server's.
+    pub fn naming(&self) -> &Naming {
+        &self.naming
+    }
+
+    /// The RouterOS client (for the health check).
+    pub fn rds(&self) -> &rds::Client {
+        &self.rds
     }
 
     /// Creates the volume, or returns it when it already exists and fits.
@@ -278,11 +293,11 @@ impl VolumeManager {
         let (source, what, field, shaped) = match from_source {
             Source::Snapshot(s) => {
                 let field = "volume_content_source.snapshot.snapshot_id";
-                (s.as_str(), "snapshot", field, is_snapshot_id(s))
+                (s.as_str(), "snapshot", field, self.naming.is_snapshot(s))
             }
             Source::Volume(v) => {
                 let field = "volume_content_source.volume.volume_id";
-                (v.as_str(), "volume", field, check_volume_id(v).is_ok())
+                (v.as_str(), "volume", field, self.naming.is_volume(v))
             }
         };
         let missing = || VolumeError::NotFound {
@@ -300,8 +315,8 @@ impl VolumeManager {
             .rds
             .disk_by_slot(source)?
             .filter(|d| match from_source {
-                Source::Snapshot(_) => snapshot::is_snapshot_disk(d),
-                Source::Volume(_) => is_ours(d),
+                Source::Snapshot(_) => self.is_snapshot_disk(d),
+                Source::Volume(_) => self.is_ours(d),
             })
             .ok_or_else(missing)?;
         let from_bytes = from.file_bytes().unwrap_or(0);
@@ -395,7 +410,7 @@ impl VolumeManager {
     /// `Foreign`, nothing removed. A file left by a crash between the two
     /// removals goes on the retry.
     pub fn delete(&self, id: &str) -> Result<(), VolumeError> {
-        if check_volume_id(id).is_err() {
+        if !self.naming.is_volume(id) {
             log::debug!("DeleteVolume {id:?}: not a volume ID of this driver; nothing to delete");
             return Ok(());
         }
@@ -441,7 +456,7 @@ impl VolumeManager {
     /// Returns the size RDS reports. Missing → `NotFound`; a slot whose
     /// disk is not ours → `Foreign`, nothing changed.
     pub fn expand(&self, id: &str, required: u64, limit: u64) -> Result<u64, VolumeError> {
-        if check_volume_id(id).is_err() {
+        if !self.naming.is_volume(id) {
             return Err(VolumeError::no_volume(id));
         }
         if limit > 0 && required > limit {
@@ -519,28 +534,20 @@ impl VolumeManager {
         Ok(self.ours(id)?.is_some())
     }
 
-    /// Up to `max` of this driver's volumes (0: all), in slot order,
-    /// starting at `token` (empty: the first); the token of the next page,
-    /// if any. A token names the first volume ID of its page
-    /// (`v1.<id>`), so a page survives volumes created or deleted
-    /// meanwhile; anything else → `BadToken`, before any RDS request.
-    pub fn list(
+    /// Up to `max` of this server's volumes (0: all), in ID order, from
+    /// the ID `from` on (empty: the first); the ID that begins the next
+    /// page, if any. One RDS request (and, with `shared`, one list of the
+    /// PVs). Paging across servers and its tokens: `crate::servers`.
+    pub fn list_from(
         &self,
+        from: &str,
         max: usize,
-        token: &str,
     ) -> Result<(Vec<Volume>, Option<String>), VolumeError> {
-        let from = match token {
-            "" => "",
-            t => t
-                .strip_prefix(PAGE_TOKEN_PREFIX)
-                .filter(|id| check_volume_id(id).is_ok())
-                .ok_or_else(|| VolumeError::BadToken(token.into()))?,
-        };
         let mut disks: Vec<Disk> = self
             .rds
             .disks()?
             .into_iter()
-            .filter(|d| is_ours(d) && d.slot.as_str() >= from)
+            .filter(|d| self.is_ours(d) && d.slot.as_str() >= from)
             .collect();
         disks.sort_by(|a, b| a.slot.cmp(&b.slot));
         let max = if max == 0 { usize::MAX } else { max };
@@ -553,9 +560,7 @@ impl VolumeManager {
             })?),
             None => None,
         };
-        let next = disks
-            .get(max)
-            .map(|d| format!("{PAGE_TOKEN_PREFIX}{}", d.slot));
+        let next = disks.get(max).map(|d| d.slot.clone());
         let describe = |d: &Disk| {
             let mut v = self.describe(d);
             if let Some(published) = &published {
@@ -577,12 +582,12 @@ impl VolumeManager {
     /// What holds the slot of `id`. An ID that cannot be a volume's is no
     /// volume of ours: `Absent` without asking RDS.
     fn find(&self, id: &str) -> Result<Found, VolumeError> {
-        if check_volume_id(id).is_err() {
+        if !self.naming.is_volume(id) {
             return Ok(Found::Absent);
         }
         Ok(match self.rds.disk_by_slot(id)? {
             None => Found::Absent,
-            Some(disk) => match not_ours(&disk) {
+            Some(disk) => match self.not_ours(&disk) {
                 None => Found::Ours(disk),
                 Some(why) => Found::Foreign(why),
             },
@@ -628,35 +633,41 @@ enum Found {
     Absent,
 }
 
-/// Why `d` is not a volume of this driver, `None` when it is. The one
-/// ownership rule, for every call that reads or changes a volume: its slot
-/// is a volume ID (never a snapshot's), it is a file disk whose file is
-/// `<dir>/<slot>.img`, and it is exported with NQN
-/// `nqn.2000-02.com.mikrotik:<slot>`. Whether the export is switched on is
-/// the volume's condition, not its ownership.
-fn not_ours(d: &Disk) -> Option<String> {
-    if let Err(why) = check_volume_id(&d.slot) {
-        return Some(format!("slot {why}"));
+impl VolumeManager {
+    /// Why `d` is not a volume of this server's, `None` when it is. The one
+    /// ownership rule, for every call that reads or changes a volume: its
+    /// slot is a volume ID of this server's (never a snapshot's, never
+    /// another server's; see [`Naming`]), it is a file disk whose file is
+    /// `<dir>/<slot>.img`, and it is exported with NQN
+    /// `nqn.2000-02.com.mikrotik:<slot>`. Whether the export is switched on
+    /// is the volume's condition, not its ownership.
+    fn not_ours(&self, d: &Disk) -> Option<String> {
+        if let Err(why) = check_volume_id(&d.slot) {
+            return Some(format!("slot {why}"));
+        }
+        if !self.naming.is_volume(&d.slot) {
+            return Some(format!("slot {:?} is another server's ID", d.slot));
+        }
+        if d.kind != "file" {
+            return Some(format!("type {:?}, not a file disk", d.kind));
+        }
+        if !is_backing_file_of(&d.file_path, &d.slot) {
+            return Some(format!(
+                "file {:?} is not <directory>/{}.img",
+                d.file_path, d.slot
+            ));
+        }
+        let want = nqn(&d.slot);
+        if d.nvme_tcp_server_nqn != want {
+            return Some(format!(
+                "exported as NQN {:?}, not {want:?}",
+                d.nvme_tcp_server_nqn
+            ));
+        }
+        None
     }
-    if d.kind != "file" {
-        return Some(format!("type {:?}, not a file disk", d.kind));
-    }
-    if !is_backing_file_of(&d.file_path, &d.slot) {
-        return Some(format!(
-            "file {:?} is not <directory>/{}.img",
-            d.file_path, d.slot
-        ));
-    }
-    let want = nqn(&d.slot);
-    if d.nvme_tcp_server_nqn != want {
-        return Some(format!(
-            "exported as NQN {:?}, not {want:?}",
-            d.nvme_tcp_server_nqn
-        ));
-    }
-    None
-}
 
-fn is_ours(d: &Disk) -> bool {
-    not_ours(d).is_none()
+    fn is_ours(&self, d: &Disk) -> bool {
+        self.not_ours(d).is_none()
+    }
 }

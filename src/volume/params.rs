@@ -14,6 +14,10 @@ pub const MAX_BYTES: u64 = 16 << 40;
 pub const DEFAULT_VOLUME_PATH: &str = "/storage-pool/metal-csi";
 pub const DEFAULT_NVME_PORT: u16 = 4420;
 pub const NQN_PREFIX: &str = "nqn.2000-02.com.mikrotik:";
+/// The StorageClass parameter that names the RDS server (absent: the
+/// default one); read by `crate::servers`, which picks the server before
+/// the other parameters are parsed against its defaults.
+pub const RDS_SERVER_KEY: &str = "rdsServer";
 /// Keys the external-provisioner adds (`--extra-create-metadata`) or
 /// consumes itself; accepted and ignored.
 const PROVISIONER_PREFIX: &str = "csi.storage.k8s.io/";
@@ -310,6 +314,7 @@ impl Params {
                         });
                     }
                 }
+                RDS_SERVER_KEY => {}
                 k if k.starts_with(PROVISIONER_PREFIX) => {}
                 k => match GO_KEYS_UNUSED.iter().find(|(g, _)| *g == k) {
                     Some((key, why)) => p.warnings.push(ParamWarning {

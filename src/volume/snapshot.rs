@@ -18,8 +18,7 @@ use crate::{
 };
 
 use super::{
-    check_volume_id, is_backing_file_of, uuid_v5, VolumeError, VolumeManager, PAGE_TOKEN_PREFIX,
-    SNAPSHOT_PREFIX,
+    check_volume_id, is_backing_file_of, uuid_v5, VolumeError, VolumeManager, SNAPSHOT_PREFIX,
 };
 
 /// The marker of a lineage comment.
@@ -87,15 +86,6 @@ pub fn read_lineage(comment: &str) -> (Option<String>, Option<SystemTime>) {
     (source, created)
 }
 
-/// Whether `d` is a snapshot disk: a snapshot-shaped slot, a file disk at
-/// `<dir>/<slot>.img`, not exported.
-pub(crate) fn is_snapshot_disk(d: &Disk) -> bool {
-    d.kind == "file"
-        && is_snapshot_id(&d.slot)
-        && is_backing_file_of(&d.file_path, &d.slot)
-        && !d.exported()
-}
-
 fn describe(d: &Disk, source_bytes: Option<u64>) -> Snapshot {
     let (source, created) = read_lineage(&d.comment);
     let size = d.file_bytes().unwrap_or(0);
@@ -111,6 +101,16 @@ fn describe(d: &Disk, source_bytes: Option<u64>) -> Snapshot {
 }
 
 impl VolumeManager {
+    /// Whether `d` is a snapshot disk of this server's: a slot shaped as
+    /// its snapshot IDs (see [`super::Naming`]), a file disk at
+    /// `<dir>/<slot>.img`, not exported.
+    pub(crate) fn is_snapshot_disk(&self, d: &Disk) -> bool {
+        d.kind == "file"
+            && self.naming.is_snapshot(&d.slot)
+            && is_backing_file_of(&d.file_path, &d.slot)
+            && !d.exported()
+    }
+
     /// Adds the disk of a copy. When RouterOS refuses because a file is at
     /// the path already, with no disk holding it — what a copy cut off
     /// before its disk was added leaves — that file (ours by its name) is
@@ -139,7 +139,7 @@ impl VolumeManager {
     /// the add (see [`VolumeManager::copy`] for a file an earlier attempt
     /// left).
     pub fn create_snapshot(&self, name: &str, source: &str) -> Result<Snapshot, VolumeError> {
-        let id = snapshot_id(name);
+        let id = self.naming.snapshot_id(name);
         let _turn = self.turns.take(source)?;
         let source_disk = self.ours(source)?.ok_or_else(|| VolumeError::NotFound {
             what: "volume",
@@ -148,7 +148,7 @@ impl VolumeManager {
         })?;
         let source_bytes = source_disk.file_bytes();
         if let Some(existing) = self.rds.disk_by_slot(&id)? {
-            if !is_snapshot_disk(&existing) {
+            if !self.is_snapshot_disk(&existing) {
                 return Err(VolumeError::AlreadyExists(format!(
                     "slot {id:?} on RDS holds a disk that is not a snapshot; left untouched"
                 )));
@@ -192,7 +192,7 @@ impl VolumeManager {
     /// `Foreign`, nothing removed. Runs in the snapshot's turn, so a
     /// restore copying from it finishes first.
     pub fn delete_snapshot(&self, id: &str) -> Result<(), VolumeError> {
-        if !is_snapshot_id(id) {
+        if !self.naming.is_snapshot(id) {
             log::debug!(
                 "DeleteSnapshot {id:?}: not a snapshot ID of this driver; nothing to delete"
             );
@@ -210,7 +210,7 @@ impl VolumeManager {
             }
             return Ok(());
         };
-        if !is_snapshot_disk(&disk) {
+        if !self.is_snapshot_disk(&disk) {
             return Err(VolumeError::Foreign {
                 volume: id.into(),
                 why: format!(
@@ -234,58 +234,37 @@ impl VolumeManager {
     /// disk, or a disk at that slot that is not a snapshot → `NotFound`.
     pub fn get_snapshot(&self, id: &str) -> Result<Snapshot, VolumeError> {
         let missing = || VolumeError::no_snapshot(id);
-        if !is_snapshot_id(id) {
+        if !self.naming.is_snapshot(id) {
             return Err(missing());
         }
         match self.rds.disk_by_slot(id)? {
-            Some(d) if is_snapshot_disk(&d) => Ok(describe(&d, None)),
+            Some(d) if self.is_snapshot_disk(&d) => Ok(describe(&d, None)),
             _ => Err(missing()),
         }
     }
 
-    /// Up to `max` snapshots (0: all) in ID order from `token` (empty: the
-    /// first), only `snapshot_id` or only those of `source` when given;
-    /// the next page's token. Tokens are `v1.<snapshot ID>`; any other →
-    /// `BadToken` before any request. One RDS request.
-    pub fn list_snapshots(
+    /// Up to `max` of this server's snapshots (0: all) in ID order from
+    /// the ID `from` on (empty: the first), only those of `source` when it
+    /// is given; the ID that begins the next page, if any. One RDS
+    /// request. One snapshot by ID: [`VolumeManager::get_snapshot`]; paging
+    /// across servers and its tokens: `crate::servers`.
+    pub fn list_snapshots_from(
         &self,
-        snapshot_id: &str,
         source: &str,
+        from: &str,
         max: usize,
-        token: &str,
     ) -> Result<(Vec<Snapshot>, Option<String>), VolumeError> {
-        let from = match token {
-            "" => "",
-            t => t
-                .strip_prefix(PAGE_TOKEN_PREFIX)
-                .filter(|id| is_snapshot_id(id))
-                .ok_or_else(|| VolumeError::BadToken(token.into()))?,
-        };
-        // By ID: one look-up by slot, not the whole listing.
-        if !snapshot_id.is_empty() {
-            let found = match self.get_snapshot(snapshot_id) {
-                Ok(s) => Some(s),
-                Err(VolumeError::NotFound { .. }) => None,
-                Err(e) => return Err(e),
-            };
-            let snaps = found
-                .filter(|s| s.id.as_str() >= from)
-                .filter(|s| source.is_empty() || s.source_volume_id == source);
-            return Ok((snaps.into_iter().collect(), None));
-        }
         let mut snaps: Vec<Snapshot> = self
             .rds
             .disks()?
             .iter()
-            .filter(|d| is_snapshot_disk(d) && d.slot.as_str() >= from)
+            .filter(|d| self.is_snapshot_disk(d) && d.slot.as_str() >= from)
             .map(|d| describe(d, None))
             .filter(|s| source.is_empty() || s.source_volume_id == source)
             .collect();
         snaps.sort_by(|a, b| a.id.cmp(&b.id));
         let max = if max == 0 { usize::MAX } else { max };
-        let next = snaps
-            .get(max)
-            .map(|s| format!("{PAGE_TOKEN_PREFIX}{}", s.id));
+        let next = snaps.get(max).map(|s| s.id.clone());
         snaps.truncate(max);
         Ok((snaps, next))
     }

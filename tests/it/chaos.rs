@@ -556,11 +556,12 @@ enum Last {
     Deleted { acked: bool },
 }
 
-/// kill -9 at random moments while creates, expands and deletes run:
-/// afterwards (cut-off calls retried to completion, as the provisioner and
-/// resizer do) every disk on RDS belongs to a volume whose create was
-/// acknowledged or completed by a retry, no `.img` file is without its
-/// disk, and no acknowledged volume is missing or smaller than acknowledged.
+/// kill -9 at random moments while creates, expands and deletes run on two
+/// RDS servers: afterwards (cut-off calls retried to completion, as the
+/// provisioner and resizer do) every disk on each server belongs to a
+/// volume of that server whose create was acknowledged or completed by a
+/// retry, no `.img` file is without its disk, and no acknowledged volume is
+/// missing or smaller than acknowledged.
 #[test]
 fn volume_lifecycle_survives_kill_9_and_leaks_nothing() {
     const LIFE_VOLUMES: usize = 12;
@@ -572,10 +573,50 @@ fn volume_lifecycle_survives_kill_9_and_leaks_nothing() {
     let seed = seed();
     println!("volume chaos seed {seed} (CHAOS_SEED={seed} replays it)");
     let dir = TempDir::new("vchaos");
+    // Two RDS servers: even volumes on the default, odd ones on rds-b.
     let (rds, creds) = rds(dir.path());
-    let flags = rds_flags(&rds, &creds);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let rds_b = rds_emulator::Emulator::start(rds_emulator::Options {
+        address: [127, 0, 0, 2].into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let creds_b = rds_b.write_credentials(&dir.path().join("rds-b")).unwrap();
+    let config = dir.path().join("servers.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "servers:\n- name: rds-a\n  url: {}\n  credentialsDir: {}\n  default: true\n\
+             - name: rds-b\n  url: {}\n  credentialsDir: {}\n",
+            rds.url(),
+            creds.display(),
+            rds_b.url(),
+            creds_b.display()
+        ),
+    )
+    .unwrap();
+    let flags = [
+        "--rds-config",
+        config.to_str().unwrap(),
+        "--rds-timeout",
+        "2s",
+    ];
     let name = |i: usize| format!("pvc-chaos-{i:02}");
+    let on_b = |i: usize| i % 2 == 1;
+    let params = move |i: usize| -> &'static [(&'static str, &'static str)] {
+        if on_b(i) {
+            &[("rdsServer", "rds-b")]
+        } else {
+            &[]
+        }
+    };
+    let id = move |i: usize| {
+        let name = format!("pvc-chaos-{i:02}");
+        if on_b(i) {
+            rds_csi_controller::volume::Naming::Named("rds-b".into()).volume_id(&name)
+        } else {
+            name
+        }
+    };
     let model: Arc<Vec<Mutex<Option<Last>>>> =
         Arc::new((0..LIFE_VOLUMES).map(|_| Mutex::new(None)).collect());
     let (calls, acked, cut) = (
@@ -593,11 +634,11 @@ fn volume_lifecycle_survives_kill_9_and_leaks_nothing() {
                     bytes,
                     acked: false,
                 }) => csi
-                    .create(&name(i), GIB, &[])
-                    .and_then(|_| csi.expand(&name(i), bytes, false).map(|_| ()))
+                    .create(&name(i), GIB, params(i))
+                    .and_then(|_| csi.expand(&id(i), bytes, false).map(|_| ()))
                     .map(|_| Last::Created { bytes, acked: true }),
                 Some(Last::Deleted { acked: false }) => {
-                    csi.delete(&name(i)).map(|_| Last::Deleted { acked: true })
+                    csi.delete(&id(i)).map(|_| Last::Deleted { acked: true })
                 }
                 _ => continue,
             };
@@ -627,7 +668,7 @@ fn volume_lifecycle_survives_kill_9_and_leaks_nothing() {
                                     bytes: GIB,
                                     acked: true,
                                 },
-                                csi.create(&name(i), GIB, &[]).map(|_| ()),
+                                csi.create(&name(i), GIB, params(i)).map(|_| ()),
                             )
                         } else if present && rng.below(2) == 0 {
                             let Some(Last::Created { bytes, .. }) = *last else {
@@ -636,10 +677,10 @@ fn volume_lifecycle_survives_kill_9_and_leaks_nothing() {
                             let bytes = bytes + GIB;
                             (
                                 Last::Created { bytes, acked: true },
-                                csi.expand(&name(i), bytes, false).map(|_| ()),
+                                csi.expand(&id(i), bytes, false).map(|_| ()),
                             )
                         } else if present {
-                            (Last::Deleted { acked: true }, csi.delete(&name(i)))
+                            (Last::Deleted { acked: true }, csi.delete(&id(i)))
                         } else {
                             continue; // a cut-off call waits for the settle after restart
                         };
@@ -671,49 +712,65 @@ fn volume_lifecycle_survives_kill_9_and_leaks_nothing() {
     let c = Controller::start(dir.path(), None, &flags);
     settle(&c.csi());
 
-    let disks: HashMap<String, u64> = rds
-        .disks()
-        .into_iter()
-        .filter(|d| d["type"] == "file")
-        .map(|d| {
-            (
-                d["slot"].as_str().unwrap().to_string(),
-                d["file-size"].as_str().unwrap().parse().unwrap(),
-            )
-        })
-        .collect();
+    let disks_on = |rds: &rds_emulator::Emulator| -> HashMap<String, u64> {
+        rds.disks()
+            .into_iter()
+            .filter(|d| d["type"] == "file")
+            .map(|d| {
+                (
+                    d["slot"].as_str().unwrap().to_string(),
+                    d["file-size"].as_str().unwrap().parse().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (disks, disks_b) = (disks_on(&rds), disks_on(&rds_b));
     for (i, slot) in model.iter().enumerate() {
+        let (here, there) = if on_b(i) {
+            (&disks_b, &disks)
+        } else {
+            (&disks, &disks_b)
+        };
+        assert!(
+            !there.contains_key(&id(i)),
+            "{}: on the other server",
+            id(i)
+        );
         match *slot.lock().unwrap() {
             Some(Last::Created { bytes, .. }) => {
-                let have = disks.get(&name(i)).copied();
+                let have = here.get(&id(i)).copied();
                 assert!(
                     have.is_some_and(|h| h >= bytes as u64),
                     "{}: acknowledged {bytes}, RDS has {have:?}",
-                    name(i)
+                    id(i)
                 );
             }
             _ => assert!(
-                !disks.contains_key(&name(i)),
+                !here.contains_key(&id(i)),
                 "{}: deleted, but its disk is on RDS",
-                name(i)
+                id(i)
             ),
         }
     }
-    let orphans = files_without_a_disk(&rds, disks.keys());
-    assert!(orphans.is_empty(), "files without a disk: {orphans:?}");
-    assert_eq!(
-        disks.len(),
-        rds.files()
-            .iter()
-            .filter(|f| f.name.ends_with(".img"))
-            .count()
-    );
+    for (server, disks) in [(&rds, &disks), (&rds_b, &disks_b)] {
+        let orphans = files_without_a_disk(server, disks.keys());
+        assert!(orphans.is_empty(), "files without a disk: {orphans:?}");
+        assert_eq!(
+            disks.len(),
+            server
+                .files()
+                .iter()
+                .filter(|f| f.name.ends_with(".img"))
+                .count()
+        );
+    }
     println!(
-        "volume chaos: {cycles} kill -9 cycles, {} calls, {} acknowledged, {} cut off and completed by retry, {} disks left, 0 leaked, 0 missing",
+        "volume chaos: {cycles} kill -9 cycles on two RDS servers, {} calls, {} acknowledged, {} cut off and completed by retry, {} + {} disks left, 0 leaked, 0 missing",
         calls.load(Ordering::Relaxed),
         acked.load(Ordering::Relaxed),
         cut.load(Ordering::Relaxed),
-        disks.len()
+        disks.len(),
+        disks_b.len()
     );
 }
 

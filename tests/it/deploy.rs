@@ -966,3 +966,114 @@ fn the_leases_released_on_exit_component_gates_exactly_the_four_sidecars() {
         assert!(image.ends_with(want), "{name}: {image}");
     }
 }
+
+/// The fenced block after `<!-- servers:NAME -->` in README.md, without its
+/// first line (the file's name as a comment).
+fn readme_servers_file(name: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let marker = format!("<!-- servers:{name} -->");
+    let at = readme
+        .find(&marker)
+        .unwrap_or_else(|| panic!("README.md has no {marker}"));
+    let rest = &readme[at..];
+    let start = rest.find("```yaml\n").unwrap() + "```yaml\n".len();
+    let end = rest[start..].find("```").unwrap();
+    let block = &rest[start..start + end];
+    assert!(
+        block.starts_with(&format!("# my-rds-csi/{name}\n")),
+        "{block}"
+    );
+    block.to_string()
+}
+
+#[test]
+fn the_readmes_two_server_overlay_renders_and_mounts_what_its_file_names() {
+    if !kubectl_available() {
+        return;
+    }
+    let dir = crate::support::TempDir::under(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "servers-overlay",
+    );
+    let deploy = relative(dir.path(), std::path::Path::new(DEPLOY));
+    for name in [
+        "kustomization.yaml",
+        "servers.yaml",
+        "storageclass-rds-b.yaml",
+    ] {
+        let text = readme_servers_file(name).replace("../rds-csi-controller/deploy", &deploy);
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let objs = rendered_from(dir.path().to_str().unwrap()).unwrap();
+    let class = objs
+        .iter()
+        .find(|o| o["kind"] == "StorageClass" && o["metadata"]["name"] == "rds-nvme-b")
+        .expect("StorageClass rds-nvme-b");
+    assert_eq!(class["parameters"]["rdsServer"], "rds-b");
+    let config = objs
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap")
+        .expect("the servers ConfigMap");
+    let config_name = config["metadata"]["name"].as_str().unwrap();
+    assert!(config_name.starts_with("rds-csi-servers-"), "{config_name}");
+    let deploy = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let pod = &deploy["spec"]["template"]["spec"];
+    let ours = &pod["containers"][0];
+    assert_eq!(ours["name"], "rds-csi-controller");
+    let args: Vec<&str> = ours["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let flag = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--rds-config="))
+        .expect("--rds-config");
+    let env = ours["env"].as_sequence().unwrap();
+    assert!(
+        !env.iter().any(|e| e["name"] == "RDS_URL"),
+        "RDS_URL and --rds-config exclude each other"
+    );
+    // Where each mount comes from.
+    let volumes = pod["volumes"].as_sequence().unwrap();
+    let source_of = |mount: &str| -> Option<String> {
+        let m = ours["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == mount)?;
+        let v = volumes.iter().find(|v| v["name"] == m["name"])?;
+        v["secret"]["secretName"]
+            .as_str()
+            .or(v["configMap"]["name"].as_str())
+            .map(str::to_string)
+    };
+    let (config_dir, file) = flag.rsplit_once('/').unwrap();
+    assert_eq!(source_of(config_dir).as_deref(), Some(config_name));
+    // The file as the pod reads it: its servers' credentials are mounted Secrets.
+    let text = config["data"][file]
+        .as_str()
+        .expect("the file in the ConfigMap");
+    let path = dir.path().join("rendered-servers.yaml");
+    std::fs::write(&path, text).unwrap();
+    let parsed = rds_csi_controller::cli::parse(
+        ["--rds-config".to_string(), path.display().to_string()],
+        |_| None,
+    )
+    .unwrap();
+    let rds_csi_controller::cli::Command::Run(a) = parsed else {
+        panic!()
+    };
+    let names: Vec<(&str, bool)> = a.rds.iter().map(|s| (s.name.as_str(), s.default)).collect();
+    assert_eq!(names, [("rds-a", true), ("rds-b", false)]);
+    for (server, secret) in [
+        ("rds-a", "rds-csi-credentials"),
+        ("rds-b", "rds-csi-credentials-rds-b"),
+    ] {
+        let s = a.rds.iter().find(|s| s.name == server).unwrap();
+        let dir = s.credentials_dir.to_str().unwrap();
+        assert_eq!(source_of(dir).as_deref(), Some(secret), "{server}: {dir}");
+    }
+}

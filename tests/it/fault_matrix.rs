@@ -726,3 +726,97 @@ fn rds_fault_matrix_for_snapshots() {
         println!("{r}");
     }
 }
+
+/// Every RDS fault class on a second server (`rds-b` in `--rds-config`)
+/// while the default server works: the calls on server b end as on a
+/// single server (a retryable or the documented code, each error naming
+/// rds-b, and a retry that converges), and a create and delete on the
+/// default server run at the same moment succeed.
+#[test]
+fn rds_fault_matrix_on_a_second_server_leaves_the_first_serving() {
+    const GIB: i64 = 1 << 30;
+    let dir = TempDir::new("rdsfaults-b");
+    let (a, creds_a) = rds(dir.path());
+    let b = rds_emulator::Emulator::start(rds_emulator::Options {
+        address: [127, 0, 0, 2].into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let creds_b = b.write_credentials(&dir.path().join("rds-b")).unwrap();
+    let config = dir.path().join("servers.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "servers:\n- name: rds-a\n  url: {}\n  credentialsDir: {}\n  default: true\n\
+             - name: rds-b\n  url: {}\n  credentialsDir: {}\n  timeout: 1s\n",
+            a.url(),
+            creds_a.display(),
+            b.url(),
+            creds_b.display()
+        ),
+    )
+    .unwrap();
+    let c = Controller::start(
+        dir.path(),
+        None,
+        &["--rds-config", config.to_str().unwrap()],
+    );
+    let k = c.csi();
+    let on_b: &[(&str, &str)] = &[("rdsServer", "rds-b")];
+    let naming = rds_csi_controller::volume::Naming::Named("rds-b".into());
+    let mut rows = Vec::new();
+    for (i, class) in RdsClass::ALL.iter().enumerate() {
+        let label = class.label();
+        let name = format!("pvc-create-b-{i}");
+        let id = naming.volume_id(&name);
+        for (method, step) in [("PUT", "create"), ("PATCH", "expand"), ("DELETE", "delete")] {
+            class.arm(&b, method, "/rest/disk", &creds_b);
+            // The default server's calls run while server b's fails.
+            let socket = c.socket.clone();
+            let beside = std::thread::spawn(move || {
+                let k = Csi::connect(&socket);
+                let v = format!("pvc-beside-{i}-{}", method.to_lowercase());
+                k.create(&v, GIB, &[]).and_then(|_| k.delete(&v))
+            });
+            let first = match step {
+                "create" => k.create(&name, GIB, on_b).map(|_| ()),
+                "expand" => k.expand(&id, 2 * GIB, false).map(|_| ()),
+                _ => k.delete(&id),
+            };
+            let beside = beside.join().unwrap();
+            class.disarm(&b, &creds_b);
+            assert!(class.acceptable(&first), "{label}: {step} gave {first:?}");
+            if let Err((_, msg)) = &first {
+                assert!(msg.contains("RDS server rds-b"), "{label}: {step}: {msg}");
+            }
+            assert_eq!(
+                beside,
+                Ok(()),
+                "{label}: the default server during server b's {step}"
+            );
+            let retry = match step {
+                "create" => k.create(&name, GIB, on_b).map(|_| ()),
+                "expand" => k.expand(&id, 2 * GIB, false).map(|_| ()),
+                _ => k.delete(&id),
+            };
+            assert_eq!(retry, Ok(()), "{label}: {step} retry");
+        }
+        assert!(b.disk(&id).is_none(), "{label}");
+        rows.push(format!("| {label} | OK |"));
+    }
+    let volumes_on_a = a
+        .disks()
+        .into_iter()
+        .filter(|d| d["type"] == "file")
+        .count();
+    assert_eq!(
+        volumes_on_a, 0,
+        "every volume made on the default server was deleted"
+    );
+    assert!(!c.logs().contains("panicked"));
+    println!("| RDS fault on server rds-b | CreateVolume, Expand, Delete on the default server meanwhile |");
+    println!("|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+}

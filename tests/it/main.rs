@@ -16,6 +16,7 @@ mod migration;
 mod operability;
 mod rbac;
 mod security;
+mod servers;
 mod snapshot_schedule;
 mod snapshots;
 mod spine;

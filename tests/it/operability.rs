@@ -224,7 +224,7 @@ fn a_scrape_parses_strictly_and_counts_what_happened() {
         1.0
     );
     assert_eq!(
-        at(r#"rds_csi_rds_requests_total{method="PUT",code="200"}"#),
+        at(r#"rds_csi_rds_requests_total{server="default",method="PUT",code="200"}"#),
         1.0
     );
     assert!(
@@ -272,7 +272,7 @@ fn a_dead_rds_flips_readyz_but_neither_probe_nor_the_process() {
     wait_for("the first RDS check", &|| {
         http_get(s.metrics, "/metrics")
             .1
-            .contains("\nrds_csi_rds_up 1\n")
+            .contains("\nrds_csi_rds_up{server=\"default\"} 1\n")
     });
 
     s.rds.set_refusing(true);
@@ -312,7 +312,7 @@ fn a_dead_rds_flips_readyz_but_neither_probe_nor_the_process() {
     );
     assert!(http_get(s.metrics, "/metrics")
         .1
-        .contains("\nrds_csi_rds_up 0\n"));
+        .contains("\nrds_csi_rds_up{server=\"default\"} 0\n"));
     let mut c = s.controller;
     assert!(
         c.child.try_wait().unwrap().is_none(),

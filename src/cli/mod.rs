@@ -4,6 +4,8 @@
 
 use std::{path::PathBuf, time::Duration};
 
+mod rds_config;
+
 use crate::{
     endpoint::Endpoint,
     flags::{self, Flag, Usage},
@@ -86,6 +88,11 @@ Usage: rds-csi-controller [OPTIONS]
             names: &["--rds-url"],
             value: Some("URL"),
             help: "RouterOS REST API of the RDS: https://HOST[:PORT]\n(http:// only for loopback addresses) [env RDS_URL].\nWithout it\nthe controller only fences attachments; with it\nit also creates, deletes and grows volumes",
+        },
+        Flag {
+            names: &["--rds-config"],
+            value: Some("FILE"),
+            help: "several RDS servers, in YAML (see the README):\neach one's name, url, credentialsDir, and one\ndefault; what an entry leaves out comes from the\n--rds-* flags. Not with --rds-url",
         },
         Flag {
             names: &["--rds-credentials-dir"],
@@ -195,8 +202,9 @@ pub struct Args {
     pub kube_api_timeout: Duration,
     /// `None`: take `RUST_LOG`, else info.
     pub log_level: Option<String>,
-    /// `None`: attach-only (no `--rds-url`).
-    pub rds: Option<RdsArgs>,
+    /// The RDS servers, the default first; none: attach-only (neither
+    /// `--rds-url` nor `--rds-config`).
+    pub rds: Vec<RdsArgs>,
     pub unhealthy_after: Duration,
     pub health_interval: Duration,
     /// Zero: no reconciliation.
@@ -228,9 +236,14 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where RDS is and how to talk to it.
+/// Where one RDS server is and how to talk to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RdsArgs {
+    /// Its name in metrics, logs and errors, and in its volumes' IDs
+    /// unless it is the default (see [`crate::volume::Naming`]).
+    pub name: String,
+    /// The default server: its volumes keep a single server's IDs.
+    pub default: bool,
     /// `scheme://host[:port]`, without a path.
     pub url: String,
     /// The host part: the default NVMe/TCP and RDS address of volumes.
@@ -239,6 +252,26 @@ pub struct RdsArgs {
     pub insecure_skip_verify: bool,
     pub volume_path: String,
     pub timeout: Duration,
+}
+
+/// The name of the one server `--rds-url` describes.
+pub const DEFAULT_SERVER_NAME: &str = "default";
+
+impl RdsArgs {
+    /// The one default server with every `--rds-*` flag's default and no
+    /// URL yet.
+    pub fn default_server() -> RdsArgs {
+        RdsArgs {
+            name: DEFAULT_SERVER_NAME.into(),
+            default: true,
+            url: String::new(),
+            host: String::new(),
+            credentials_dir: PathBuf::from("/etc/rds-csi"),
+            insecure_skip_verify: false,
+            volume_path: crate::volume::DEFAULT_VOLUME_PATH.into(),
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// What the command line asks for.
@@ -280,7 +313,7 @@ pub fn parse(
         kube_api_burst: crate::kube::DEFAULT_BURST,
         kube_api_timeout: Duration::from_secs(15),
         log_level: None,
-        rds: None,
+        rds: Vec::new(),
         unhealthy_after: Duration::from_secs(30),
         health_interval: Duration::from_secs(10),
         reconcile_interval: Duration::from_secs(300),
@@ -297,14 +330,8 @@ pub fn parse(
     };
     let mut elect = false;
     let mut rds_url: Option<String> = env("RDS_URL");
-    let mut rds = RdsArgs {
-        url: String::new(),
-        host: String::new(),
-        credentials_dir: PathBuf::from("/etc/rds-csi"),
-        insecure_skip_verify: false,
-        volume_path: crate::volume::DEFAULT_VOLUME_PATH.into(),
-        timeout: Duration::from_secs(10),
-    };
+    let mut rds = RdsArgs::default_server();
+    let mut rds_config: Option<String> = None;
     let mut it = args.into_iter().peekable();
     match it.peek().map(String::as_str) {
         Some("snapshot-schedule") => return Ok(Command::SnapshotSchedule(it.skip(1).collect())),
@@ -335,6 +362,7 @@ pub fn parse(
             "--kube-api-burst" => a.kube_api_burst = positive(flag, &value()?)? as u32,
             "--kube-api-timeout" => a.kube_api_timeout = duration(flag, &value()?)?,
             "--rds-url" => rds_url = Some(value()?),
+            "--rds-config" => rds_config = Some(value()?).filter(|v| !v.is_empty()),
             "--rds-credentials-dir" => rds.credentials_dir = PathBuf::from(value()?),
             "--rds-insecure-skip-verify" => rds.insecure_skip_verify = true,
             "--rds-volume-path" => {
@@ -423,9 +451,22 @@ pub fn parse(
         }
         a.leader_election = Some(election);
     }
-    if let Some(url) = rds_url.filter(|u| !u.is_empty()) {
-        (rds.url, rds.host) = rds_url_parts(&url).map_err(|e| format!("--rds-url {url:?}: {e}"))?;
-        a.rds = Some(rds);
+    match (rds_url.filter(|u| !u.is_empty()), rds_config) {
+        (Some(_), Some(_)) => return Err(
+            "--rds-url (or RDS_URL) and --rds-config: use one; the file names the default server"
+                .into(),
+        ),
+        (Some(url), None) => {
+            (rds.url, rds.host) =
+                rds_url_parts(&url).map_err(|e| format!("--rds-url {url:?}: {e}"))?;
+            a.rds = vec![rds];
+        }
+        (None, Some(path)) => {
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("--rds-config {path}: {e}"))?;
+            a.rds = rds_config::parse(&path, &text, &rds)?;
+        }
+        (None, None) => {}
     }
     Ok(Command::Run(Box::new(a)))
 }
@@ -592,6 +633,8 @@ mod tests {
                 Some("LEVEL") => Some("debug"),
                 Some("NAME") => Some("rds.csi.srvlab.io"),
                 Some("NS") => Some("storage"),
+                // An absent file is refused: its own tests are in rds_config.
+                Some("FILE") => Some(""),
                 Some(_) => Some("/x"),
             };
             let args: Vec<String> = std::iter::once(name.to_string())
@@ -609,16 +652,16 @@ mod tests {
         let Command::Run(a) = parse(Vec::new(), env).unwrap() else {
             panic!()
         };
-        assert_eq!(a.rds.unwrap().url, "https://10.0.0.5");
+        assert_eq!(a.rds[0].url, "https://10.0.0.5");
         let flagged = vec!["--rds-url=https://10.0.0.6:8443".into()];
         let Command::Run(a) = parse(flagged, env).unwrap() else {
             panic!()
         };
-        assert_eq!(a.rds.unwrap().host, "10.0.0.6");
+        assert_eq!(a.rds[0].host, "10.0.0.6");
         let Command::Run(a) = parse(vec!["--rds-url=".into()], env).unwrap() else {
             panic!()
         };
-        assert!(a.rds.is_none(), "an empty flag turns RDS off");
+        assert!(a.rds.is_empty(), "an empty flag turns RDS off");
     }
 
     #[test]
@@ -640,9 +683,13 @@ mod tests {
 
     #[test]
     fn rds_flags_parse_and_plain_http_is_loopback_only() {
-        assert_eq!(run(&[]).unwrap().rds, None);
+        assert!(run(&[]).unwrap().rds.is_empty());
         let a = run(&["--rds-url", "https://10.0.0.5/", "--rds-timeout", "3s"]).unwrap();
-        let rds = a.rds.unwrap();
+        let rds = a.rds[0].clone();
+        assert_eq!(
+            (rds.name.as_str(), rds.default, a.rds.len()),
+            ("default", true, 1)
+        );
         assert_eq!(
             (rds.url.as_str(), rds.host.as_str()),
             ("https://10.0.0.5", "10.0.0.5")
@@ -654,8 +701,8 @@ mod tests {
             "--rds-volume-path=/pool2/k8s/",
         ])
         .unwrap()
-        .rds
-        .unwrap();
+        .rds[0]
+            .clone();
         assert_eq!(
             (rds.host.as_str(), rds.volume_path.as_str()),
             ("fd00::5", "/pool2/k8s")
@@ -670,6 +717,14 @@ mod tests {
             (&["--rds-url", "https://u:p@10.0.0.5"], "user"),
             (&["--rds-volume-path", "pool"], "--rds-volume-path"),
             (&["--rds-timeout", "0"], "--rds-timeout"),
+            (
+                &["--rds-config", "/nonexistent/servers.yaml"],
+                "--rds-config /nonexistent",
+            ),
+            (
+                &["--rds-url", "https://10.0.0.5", "--rds-config", "/x.yaml"],
+                "use one",
+            ),
         ] {
             let e = run(args).unwrap_err();
             assert!(e.contains(needle), "{args:?}: {e}");
