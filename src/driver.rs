@@ -46,6 +46,8 @@ pub struct Driver {
     reconciler: Option<Reconciler>,
     /// Present when RDS is configured (`--rds-url` or `--rds-config`).
     servers: Option<Registry>,
+    /// Which volumes a call is changing now.
+    turns: Arc<Turns>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     /// Set once by the process ([`Driver::start_events`]) when there is a
@@ -85,6 +87,7 @@ impl Driver {
             attachments,
             reconciler,
             servers,
+            turns,
             metrics,
             health,
             events: OnceLock::new(),
@@ -229,6 +232,11 @@ impl Driver {
     /// The attachment manager, absent in standalone mode.
     pub fn attachment_manager(&self) -> Option<&AttachmentManager> {
         self.attachments.as_deref()
+    }
+
+    /// Whether a call is changing the volume or snapshot `id` now.
+    pub fn is_busy(&self, id: &str) -> bool {
+        self.turns.is_held(id)
     }
 
     /// The RDS servers, absent without RDS.

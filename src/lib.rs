@@ -12,6 +12,7 @@
 //! Modules, as declared below:
 //!
 //! - [`attachment`]: the volume → node map, persisted on PV annotations.
+//! - `calendar` (private): civil dates as days from 1970-01-01.
 //! - [`cli`]: the command-line flags and their defaults.
 //! - [`csi`]: the CSI calls: validation, the work, gRPC status codes.
 //! - [`deadline`]: the served call's deadline, which stops all it does.
@@ -24,6 +25,8 @@
 //! - [`lease`]: leader election on the controller's Lease.
 //! - `lifecycle` (private, gRPC builds): the process life cycle, [`run`].
 //! - [`metrics`]: Prometheus metrics and the metrics/health HTTP endpoint.
+//! - [`orphans`]: leaked disks on RDS, found safely; the `orphans`
+//!   subcommand.
 //! - [`proto`]: the CSI messages and gRPC glue generated from `proto/csi.proto`.
 //! - [`rds`]: the RouterOS REST client.
 //! - [`schedule`]: the `snapshot-schedule` subcommand.
@@ -36,6 +39,7 @@
 //!   [`Hook`] through which they report each request (re-exported).
 
 pub mod attachment;
+mod calendar;
 pub mod cli;
 pub mod csi;
 pub mod deadline;
@@ -49,6 +53,7 @@ pub mod lease;
 #[cfg(feature = "grpc")]
 mod lifecycle;
 pub mod metrics;
+pub mod orphans;
 pub mod proto;
 pub mod rds;
 pub mod schedule;

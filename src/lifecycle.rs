@@ -14,8 +14,7 @@ use signal_hook::{
 };
 
 use crate::{
-    cli, driver, health, kube, lease, metrics, rds, server, servers, volume, Hook, EXIT_FAILURE,
-    EXIT_OK,
+    cli, driver, health, kube, lease, metrics, rds, server, servers, Hook, EXIT_FAILURE, EXIT_OK,
 };
 
 /// The process life cycle on the main thread: build the clients, rebuild
@@ -118,18 +117,12 @@ fn rds_servers(
     let mut parts = Vec::with_capacity(args.rds.len());
     for r in &args.rds {
         let server = metrics::label(&r.name);
-        let opts = rds::ClientOptions {
-            url: r.url.clone(),
-            credentials_dir: r.credentials_dir.clone(),
-            insecure_skip_verify: r.insecure_skip_verify,
-            timeout: r.timeout,
-            observer: Some(Hook::new({
-                let m = metrics.clone();
-                move |o: &rds::Observed| m.rds_request(server, o.method, o.code, o.took)
-            })),
-        };
-        let client = match rds::Client::new(&opts) {
-            Ok(c) => c,
+        let observer = Hook::new({
+            let m = metrics.clone();
+            move |o: &rds::Observed| m.rds_request(server, o.method, o.code, o.took)
+        });
+        let part = match r.connect(Some(observer)) {
+            Ok(p) => p,
             Err(e) => {
                 log::error!("RDS server {}: {e}", r.name);
                 return Err(());
@@ -140,17 +133,10 @@ fn rds_servers(
             r.name,
             if r.default { " (default)" } else { "" },
             r.url,
-            client.username(),
+            part.client.username(),
             r.volume_path
         );
-        parts.push(servers::Parts {
-            name: r.name.clone(),
-            client,
-            defaults: volume::Defaults {
-                volume_path: r.volume_path.clone(),
-                address: r.host.clone(),
-            },
-        });
+        parts.push(part);
     }
     Ok(parts)
 }
@@ -228,6 +214,7 @@ fn serve(
     if !args.reconcile_interval.is_zero() {
         driver.adopt();
     }
+    let cluster = cluster_identity(&driver);
 
     let mut signals = match Signals::new([SIGTERM, SIGINT]) {
         Ok(s) => s,
@@ -255,6 +242,9 @@ fn serve(
     let stop_reconciling = Arc::new(AtomicBool::new(false));
     let reconciler = (!args.reconcile_interval.is_zero())
         .then(|| reconcile_in_background(args, &driver, &leading, &stop_reconciling));
+    let orphans = (!args.orphan_scan_interval.is_zero())
+        .then(|| orphans_in_background(args, &driver, &leading, &stop_reconciling, cluster))
+        .flatten();
     let stop_electing = Arc::new(AtomicBool::new(false));
     let elector = election
         .map(|(client, settings)| elect_in_background(client, settings, &leading, &stop_electing));
@@ -278,6 +268,9 @@ fn serve(
     server.shutdown(args.shutdown_grace);
     if let Some(r) = reconciler {
         join_within(r, "reconciliation", RECONCILE_STOP);
+    }
+    if let Some(o) = orphans {
+        join_within(o, "the look for leaked disks", RECONCILE_STOP);
     }
     for c in checker {
         let _ = c.join();
@@ -364,6 +357,101 @@ fn reconcile_in_background(
             }
         })
         .expect("spawn reconcile thread")
+}
+
+/// This cluster's identity (see [`crate::orphans`]), given to the RDS
+/// servers so that every disk made from now on carries it. Without a
+/// Kubernetes client or RDS, `None`; a failure is logged: disks made by
+/// this process then carry no mark, and are never deleted as leaks
+/// without the operator naming them.
+fn cluster_identity(driver: &driver::Driver) -> Option<String> {
+    let (client, servers) = driver.client().zip(driver.servers())?;
+    match crate::orphans::cluster_identity(client) {
+        Ok(uid) => {
+            servers.set_cluster(&uid);
+            log::info!("this cluster is {uid} (the UID of kube-system), marked on every disk made");
+            Some(uid)
+        }
+        Err(e) => {
+            log::warn!(
+                "this cluster's identity (namespace kube-system): {e}; disks made by this process carry no mark"
+            );
+            None
+        }
+    }
+}
+
+/// Looks for leaked disks every `--orphan-scan-interval` on a thread of its
+/// own while this process leads, the first time soon after it takes the
+/// lead (at most a minute), until `stop` is set; counts them in the
+/// metrics and logs each new one once. Deletes nothing. `None` without a
+/// Kubernetes client or RDS.
+fn orphans_in_background(
+    args: &cli::Args,
+    driver: &Arc<driver::Driver>,
+    leading: &Arc<lease::Leadership>,
+    stop: &Arc<AtomicBool>,
+    cluster: Option<String>,
+) -> Option<std::thread::JoinHandle<()>> {
+    driver.client().zip(driver.servers())?;
+    let (driver, leading, stop) = (driver.clone(), leading.clone(), stop.clone());
+    let (interval, grace) = (args.orphan_scan_interval, args.orphan_grace_period);
+    let first = interval.min(std::time::Duration::from_secs(60));
+    let thread = std::thread::Builder::new()
+        .name("orphans".into())
+        .spawn(move || {
+            let mut seen = std::collections::HashSet::new();
+            let mut next_pass: Option<Instant> = None;
+            loop {
+                if !leading.leads() {
+                    next_pass = None;
+                    driver.metrics().no_orphans();
+                } else if next_pass.is_none() {
+                    next_pass = Some(Instant::now() + first);
+                } else if next_pass.is_some_and(|at| Instant::now() >= at) {
+                    look_for_orphans(&driver, cluster.as_deref(), grace, &mut seen);
+                    next_pass = Some(Instant::now() + interval);
+                }
+                if health::sleep_unless(&stop, LEAD_POLL) {
+                    return;
+                }
+            }
+        })
+        .expect("spawn orphans thread");
+    Some(thread)
+}
+
+/// One look for leaked disks (see [`orphans_in_background`]).
+fn look_for_orphans(
+    driver: &driver::Driver,
+    cluster: Option<&str>,
+    grace: std::time::Duration,
+    seen: &mut std::collections::HashSet<String>,
+) {
+    let (Some(client), Some(servers)) = (driver.client(), driver.servers()) else {
+        return;
+    };
+    let busy = |id: &str| driver.is_busy(id);
+    match crate::orphans::find(servers, client, driver.name(), cluster, grace, &busy) {
+        Ok(found) => {
+            driver
+                .metrics()
+                .orphans(&crate::orphans::tally(servers, &found));
+            let key =
+                |c: &crate::orphans::Candidate| format!("{}/{}/{}", c.server, c.kind.label(), c.id);
+            let now: std::collections::HashSet<String> = found.iter().map(key).collect();
+            for c in &found {
+                if !seen.contains(&key(c)) {
+                    log::warn!(
+                        "leaked {} {} on RDS server {}: {}; {} bytes, made {} h ago ({}); `rds-csi-controller orphans` reports and deletes",
+                        c.kind.label(), c.id, c.server, c.why, c.bytes, c.age.as_secs() / 3600, c.whose
+                    );
+                }
+            }
+            *seen = now;
+        }
+        Err(e) => log::warn!("look for leaked disks skipped, nothing counted anew: {e}"),
+    }
 }
 
 /// How soon background work notices that this process took or lost the

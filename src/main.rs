@@ -1,7 +1,8 @@
 use std::{io::Write as _, time::SystemTime};
 
 use rds_csi_controller::{
-    attachment::format_micros, cli, flags, kube, run, schedule, takeover, EXIT_OK, EXIT_USAGE,
+    attachment::format_micros, cli, flags, kube, orphans, run, schedule, takeover, EXIT_OK,
+    EXIT_USAGE,
 };
 
 #[cfg(all(target_os = "linux", any(test, target_env = "musl")))]
@@ -18,6 +19,12 @@ fn main() {
         Ok(cli::Command::Run(a)) => a,
         Ok(cli::Command::SnapshotSchedule(rest)) => std::process::exit(snapshot_schedule(rest)),
         Ok(cli::Command::Takeover(rest)) => std::process::exit(takeover(rest)),
+        Ok(cli::Command::Orphans(rest)) => std::process::exit(subcommand(
+            orphans::parse(rest, |k| std::env::var(k).ok()),
+            &orphans::USAGE,
+            "warn",
+            orphans::run,
+        )),
         Ok(cli::Command::Help) => {
             print!("{}", cli::USAGE.help());
             std::process::exit(EXIT_OK);

@@ -69,6 +69,14 @@ impl Turns {
         self.take_within(volume, VOLUME_WAIT)
     }
 
+    /// Whether a call holds `volume` (its turn or a shared hold) now.
+    pub fn is_held(&self, volume: &str) -> bool {
+        self.busy
+            .lock()
+            .expect("turns lock poisoned")
+            .contains_key(volume)
+    }
+
     /// A shared hold on `volume`: it waits only for a call holding the
     /// turn (then as [`Turns::take`]); other shared holds run alongside.
     pub fn share(&self, volume: &str) -> Result<Turn<'_>, Busy> {

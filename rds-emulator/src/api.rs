@@ -206,6 +206,8 @@ fn route(st: &mut State, method: &str, req: &Request) -> Response {
         ("user", "GET") => return list(req, st.users.iter().map(user_item).collect()),
         ("user/group", "GET") => return list(req, st.users.iter().map(group_item).collect()),
         ("ip/service", "GET") => return list(req, services(st.tls)),
+        // A menu of one item: its GET answers the object, not a list.
+        ("system/clock", "GET") => return ok(Value::from(clock(st.now()))),
         _ => {}
     }
     let (menu, id) = match rest.split_once('/') {
@@ -256,7 +258,63 @@ fn render_file(f: &crate::FileEntry) -> Map<String, Value> {
     m.insert("name".into(), Value::from(f.name.clone()));
     m.insert("type".into(), Value::from(f.kind.clone()));
     m.insert("size".into(), Value::from(f.size.to_string()));
+    let (date, time) = date_time(f.created);
+    m.insert(
+        "creation-time".into(),
+        Value::from(format!("{date} {time}")),
+    );
+    m.insert(
+        "last-modified".into(),
+        Value::from(format!("{date} {time}")),
+    );
     m
+}
+
+/// `/system/clock` as RouterOS 7.10 and later print it.
+fn clock(now: i64) -> Map<String, Value> {
+    let (date, time) = date_time(now);
+    let mut m = Map::new();
+    for (k, v) in [
+        ("date", date),
+        ("time", time),
+        ("time-zone-autodetect", "true".into()),
+        ("time-zone-name", "UTC".into()),
+        ("gmt-offset", "+00:00".into()),
+        ("dst-active", "false".into()),
+    ] {
+        m.insert(k.into(), Value::from(v));
+    }
+    m
+}
+
+/// `YYYY-MM-DD` and `HH:MM:SS` of `secs` since 1970-01-01, as RouterOS
+/// 7.10 and later print dates and times.
+fn date_time(secs: i64) -> (String, String) {
+    let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to a civil date, counting 400-year eras from 0000-03-01.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (
+        format!("{year:04}-{month:02}-{day:02}"),
+        format!(
+            "{:02}:{:02}:{:02}",
+            of_day / 3600,
+            of_day / 60 % 60,
+            of_day % 60
+        ),
+    )
 }
 
 /// Equality filters from the query; `.proplist` keeps only the named

@@ -199,6 +199,9 @@ pub struct FileEntry {
     /// What a test wrote into the file ([`Emulator::write_file`]); copied
     /// with the file by `copy-from`, so a copy can be told from an alias.
     pub data: Vec<u8>,
+    /// When the file was made, by the device's clock (seconds since
+    /// 1970-01-01 in its time zone, UTC here): printed as `creation-time`.
+    pub created: i64,
 }
 
 pub(crate) type Item = BTreeMap<String, String>;
@@ -218,6 +221,9 @@ pub(crate) struct State {
     tls: bool,
     faults: Vec<Fault>,
     requests: Vec<RequestRecord>,
+    /// Added to the host's clock to give the device's (see
+    /// [`Emulator::advance_clock`]).
+    clock_ahead: i64,
 }
 
 pub(crate) struct Shared {
@@ -266,6 +272,7 @@ impl Emulator {
             tls: opts.tls,
             faults: Vec::new(),
             requests: Vec::new(),
+            clock_ahead: 0,
         };
         state.seed_pool();
         let shared = Arc::new(Shared {
@@ -456,6 +463,12 @@ impl Emulator {
         self.shared.latency_us.store(us, Ordering::SeqCst);
     }
 
+    /// Moves the device's clock `by` ahead: files made before look that
+    /// much older (`creation-time` against `/system/clock`).
+    pub fn advance_clock(&self, by: std::time::Duration) {
+        self.shared.lock().clock_ahead += by.as_secs() as i64;
+    }
+
     /// While on, every new connection is closed at once.
     pub fn set_refusing(&self, on: bool) {
         self.shared.refusing.store(on, Ordering::SeqCst);
@@ -529,9 +542,18 @@ impl State {
                 kind: kind.to_string(),
                 size,
                 data: Vec::new(),
+                created: self.now(),
             },
         );
         format_id(id)
+    }
+
+    /// The device's clock: seconds since 1970-01-01 (UTC here).
+    pub(crate) fn now(&self) -> i64 {
+        let host = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        host + self.clock_ahead
     }
 
     pub(crate) fn remove_file(&mut self, key: u64) {

@@ -25,6 +25,121 @@ pub const RDS_TIMEOUT: Flag = Flag {
     help: "limit for one RDS request [default: 10s]",
 };
 
+/// The flags that name the RDS servers, for every command that talks to
+/// them (read by [`RdsFlags`]).
+pub const RDS_URL: Flag = Flag {
+    names: &["--rds-url"],
+    value: Some("URL"),
+    help: "RouterOS REST API of the RDS: https://HOST[:PORT]\n(http:// only for loopback addresses) [env RDS_URL].\nWithout it\nthe controller only fences attachments; with it\nit also creates, deletes and grows volumes",
+};
+pub const RDS_CONFIG: Flag = Flag {
+    names: &["--rds-config"],
+    value: Some("FILE"),
+    help: "several RDS servers, in YAML (see the README):\neach one's name, url, credentialsDir, and one\ndefault; what an entry leaves out comes from the\n--rds-* flags. Not with --rds-url",
+};
+pub const RDS_CREDENTIALS_DIR: Flag = Flag {
+    names: &["--rds-credentials-dir"],
+    value: Some("DIR"),
+    help: "files username, password and optionally ca.crt\n(PEM), re-read after a 401 and every 60s\n[default: /etc/rds-csi]",
+};
+pub const RDS_VOLUME_PATH: Flag = Flag {
+    names: &["--rds-volume-path"],
+    value: Some("PATH"),
+    help: "where volume files go unless a StorageClass says\nvolumePath [default: /storage-pool/metal-csi]",
+};
+
+/// The `--rds-*` flags (and `RDS_URL`) as a command line gives them, read
+/// into the servers they describe. One reader for every command.
+pub struct RdsFlags {
+    url: Option<String>,
+    config: Option<String>,
+    base: RdsArgs,
+}
+
+impl RdsFlags {
+    /// Nothing read yet; `RDS_URL` from `env`.
+    pub fn new(env: &impl Fn(&str) -> Option<String>) -> RdsFlags {
+        RdsFlags {
+            url: env("RDS_URL"),
+            config: None,
+            base: RdsArgs::default_server(),
+        }
+    }
+
+    /// Reads `flag` (with its `value`) when it is one of the RDS flags:
+    /// true; false for any other flag. A bad value → the flag and why.
+    pub fn take(&mut self, flag: &str, value: &Option<String>) -> Result<bool, String> {
+        let v = || flags::value(value.clone());
+        match flag {
+            "--rds-url" => self.url = Some(v()),
+            "--rds-config" => self.config = Some(v()).filter(|c| !c.is_empty()),
+            "--rds-credentials-dir" => self.base.credentials_dir = PathBuf::from(v()),
+            "--rds-insecure-skip-verify" => self.base.insecure_skip_verify = true,
+            "--rds-volume-path" => {
+                let p = v();
+                crate::volume::check_volume_path(&p).map_err(|e| format!("{flag}: {e}"))?;
+                self.base.volume_path = p.trim_end_matches('/').to_string();
+            }
+            "--rds-timeout" => {
+                self.base.timeout = duration(flag, &v())?;
+                if self.base.timeout.is_zero() {
+                    return Err("--rds-timeout must be more than zero".into());
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The servers the flags describe, the default first; none without
+    /// `--rds-url` or `--rds-config` (reading the file, when named).
+    pub fn servers(self) -> Result<Vec<RdsArgs>, String> {
+        let mut base = self.base;
+        match (self.url.filter(|u| !u.is_empty()), self.config) {
+            (Some(_), Some(_)) => Err(
+                "--rds-url (or RDS_URL) and --rds-config: use one; the file names the default server"
+                    .into(),
+            ),
+            (Some(url), None) => {
+                (base.url, base.host) =
+                    rds_url_parts(&url).map_err(|e| format!("--rds-url {url:?}: {e}"))?;
+                Ok(vec![base])
+            }
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("--rds-config {path}: {e}"))?;
+                rds_config::parse(&path, &text, &base)
+            }
+            (None, None) => Ok(Vec::new()),
+        }
+    }
+}
+
+impl RdsArgs {
+    /// A client for this server, telling `observer` of every request.
+    /// Reads the credentials directory; fails on a bad one.
+    pub fn connect(
+        &self,
+        observer: Option<crate::Hook<crate::rds::Observed>>,
+    ) -> Result<crate::servers::Parts, crate::rds::Error> {
+        let client = crate::rds::Client::new(&crate::rds::ClientOptions {
+            url: self.url.clone(),
+            credentials_dir: self.credentials_dir.clone(),
+            insecure_skip_verify: self.insecure_skip_verify,
+            timeout: self.timeout,
+            observer,
+        })?;
+        Ok(crate::servers::Parts {
+            name: self.name.clone(),
+            client,
+            defaults: crate::volume::Defaults {
+                volume_path: self.volume_path.clone(),
+                address: self.host.clone(),
+            },
+        })
+    }
+}
+
 pub static USAGE: Usage = Usage {
     head: "\
 rds-csi-controller: CSI controller for MikroTik ROSE Data Server NVMe/TCP volumes
@@ -32,6 +147,7 @@ rds-csi-controller: CSI controller for MikroTik ROSE Data Server NVMe/TCP volume
 Usage: rds-csi-controller [OPTIONS]
        rds-csi-controller snapshot-schedule [OPTIONS]   (see its --help)
        rds-csi-controller takeover [OPTIONS]            (see its --help)
+       rds-csi-controller orphans [OPTIONS]             (see its --help)
 ",
     flags: &[
         Flag {
@@ -84,27 +200,11 @@ Usage: rds-csi-controller [OPTIONS]
             value: Some("DURATION"),
             help: "limit for one Kubernetes API request [default: 15s]",
         },
-        Flag {
-            names: &["--rds-url"],
-            value: Some("URL"),
-            help: "RouterOS REST API of the RDS: https://HOST[:PORT]\n(http:// only for loopback addresses) [env RDS_URL].\nWithout it\nthe controller only fences attachments; with it\nit also creates, deletes and grows volumes",
-        },
-        Flag {
-            names: &["--rds-config"],
-            value: Some("FILE"),
-            help: "several RDS servers, in YAML (see the README):\neach one's name, url, credentialsDir, and one\ndefault; what an entry leaves out comes from the\n--rds-* flags. Not with --rds-url",
-        },
-        Flag {
-            names: &["--rds-credentials-dir"],
-            value: Some("DIR"),
-            help: "files username, password and optionally ca.crt\n(PEM), re-read after a 401 and every 60s\n[default: /etc/rds-csi]",
-        },
+        RDS_URL,
+        RDS_CONFIG,
+        RDS_CREDENTIALS_DIR,
         RDS_INSECURE_SKIP_VERIFY,
-        Flag {
-            names: &["--rds-volume-path"],
-            value: Some("PATH"),
-            help: "where volume files go unless a StorageClass says\nvolumePath [default: /storage-pool/metal-csi]",
-        },
+        RDS_VOLUME_PATH,
         RDS_TIMEOUT,
         Flag {
             names: &["--reconcile-interval"],
@@ -125,6 +225,16 @@ Usage: rds-csi-controller [OPTIONS]
             names: &["--health-interval"],
             value: Some("DURATION"),
             help: "how often the Kubernetes API and RDS are checked\nin the background [default: 10s]",
+        },
+        Flag {
+            names: &["--orphan-scan-interval"],
+            value: Some("DURATION"),
+            help: "how often the Lease holder looks for leaked disks on\nRDS (counted in rds_csi_orphans; never deleted: see\nthe orphans subcommand); 0: never [default: 1h]",
+        },
+        Flag {
+            names: &["--orphan-grace-period"],
+            value: Some("DURATION"),
+            help: "a disk or file is a leak candidate only once RouterOS\nmade it longer ago than this [default: 24h]",
         },
         Flag {
             names: &["--leader-election"],
@@ -210,6 +320,9 @@ pub struct Args {
     /// Zero: no reconciliation.
     pub reconcile_interval: Duration,
     pub attachment_grace_period: Duration,
+    /// Zero: no background look for leaked disks.
+    pub orphan_scan_interval: Duration,
+    pub orphan_grace_period: Duration,
     /// `None`: no metrics endpoint.
     pub metrics_address: Option<std::net::SocketAddr>,
     /// `None`: no leader election; this process does all background work.
@@ -283,6 +396,8 @@ pub enum Command {
     SnapshotSchedule(Vec<String>),
     /// `takeover` and the arguments after it (see [`crate::takeover`]).
     Takeover(Vec<String>),
+    /// `orphans` and the arguments after it (see [`crate::orphans`]).
+    Orphans(Vec<String>),
     Help,
     Version,
 }
@@ -318,6 +433,8 @@ pub fn parse(
         health_interval: Duration::from_secs(10),
         reconcile_interval: Duration::from_secs(300),
         attachment_grace_period: Duration::from_secs(30),
+        orphan_scan_interval: Duration::from_secs(3600),
+        orphan_grace_period: crate::orphans::DEFAULT_GRACE,
         metrics_address: None,
         log_format: LogFormat::Text,
         leader_election: None,
@@ -329,16 +446,18 @@ pub fn parse(
         retry_period: Duration::from_secs(5),
     };
     let mut elect = false;
-    let mut rds_url: Option<String> = env("RDS_URL");
-    let mut rds = RdsArgs::default_server();
-    let mut rds_config: Option<String> = None;
+    let mut rds = RdsFlags::new(&env);
     let mut it = args.into_iter().peekable();
     match it.peek().map(String::as_str) {
         Some("snapshot-schedule") => return Ok(Command::SnapshotSchedule(it.skip(1).collect())),
         Some("takeover") => return Ok(Command::Takeover(it.skip(1).collect())),
+        Some("orphans") => return Ok(Command::Orphans(it.skip(1).collect())),
         _ => {}
     }
     for (flag, v) in USAGE.parse(it)? {
+        if rds.take(flag, &v)? {
+            continue;
+        }
         let value = || -> Result<String, String> { Ok(flags::value(v.clone())) };
         match flag {
             "-h" | "--help" => return Ok(Command::Help),
@@ -361,20 +480,12 @@ pub fn parse(
             }
             "--kube-api-burst" => a.kube_api_burst = positive(flag, &value()?)? as u32,
             "--kube-api-timeout" => a.kube_api_timeout = duration(flag, &value()?)?,
-            "--rds-url" => rds_url = Some(value()?),
-            "--rds-config" => rds_config = Some(value()?).filter(|v| !v.is_empty()),
-            "--rds-credentials-dir" => rds.credentials_dir = PathBuf::from(value()?),
-            "--rds-insecure-skip-verify" => rds.insecure_skip_verify = true,
-            "--rds-volume-path" => {
-                let v = value()?;
-                crate::volume::check_volume_path(&v).map_err(|e| format!("{flag}: {e}"))?;
-                rds.volume_path = v.trim_end_matches('/').to_string();
-            }
-            "--rds-timeout" => rds.timeout = duration(flag, &value()?)?,
             "--unhealthy-after" => a.unhealthy_after = duration(flag, &value()?)?,
             "--health-interval" => a.health_interval = duration(flag, &value()?)?,
             "--reconcile-interval" => a.reconcile_interval = duration(flag, &value()?)?,
             "--attachment-grace-period" => a.attachment_grace_period = duration(flag, &value()?)?,
+            "--orphan-scan-interval" => a.orphan_scan_interval = duration(flag, &value()?)?,
+            "--orphan-grace-period" => a.orphan_grace_period = duration(flag, &value()?)?,
             "--leader-election" => elect = true,
             "--leader-election-namespace" => {
                 let v = value()?;
@@ -422,9 +533,6 @@ pub fn parse(
     if a.kube_api_timeout.is_zero() {
         return Err("--kube-api-timeout must be more than zero".into());
     }
-    if rds.timeout.is_zero() {
-        return Err("--rds-timeout must be more than zero".into());
-    }
     if a.health_interval.is_zero() {
         return Err("--health-interval must be more than zero".into());
     }
@@ -451,23 +559,7 @@ pub fn parse(
         }
         a.leader_election = Some(election);
     }
-    match (rds_url.filter(|u| !u.is_empty()), rds_config) {
-        (Some(_), Some(_)) => return Err(
-            "--rds-url (or RDS_URL) and --rds-config: use one; the file names the default server"
-                .into(),
-        ),
-        (Some(url), None) => {
-            (rds.url, rds.host) =
-                rds_url_parts(&url).map_err(|e| format!("--rds-url {url:?}: {e}"))?;
-            a.rds = vec![rds];
-        }
-        (None, Some(path)) => {
-            let text =
-                std::fs::read_to_string(&path).map_err(|e| format!("--rds-config {path}: {e}"))?;
-            a.rds = rds_config::parse(&path, &text, &rds)?;
-        }
-        (None, None) => {}
-    }
+    a.rds = rds.servers()?;
     Ok(Command::Run(Box::new(a)))
 }
 

@@ -169,6 +169,10 @@ impl GaugeVec {
             .insert(key(values), v);
     }
 
+    fn clear(&self) {
+        self.values.lock().expect("metrics lock poisoned").clear();
+    }
+
     fn render(&self, out: &mut String) {
         header(out, self.name, self.help, "gauge");
         let values = self.values.lock().expect("metrics lock poisoned").clone();
@@ -270,6 +274,8 @@ pub struct Metrics {
     rds_duration: HistogramVec,
     rds_up: GaugeVec,
     pool_free: GaugeVec,
+    orphans: GaugeVec,
+    orphan_bytes: GaugeVec,
     rebuild_seconds: Scalar,
     rebuild_pvs: Scalar,
     events_dropped: Scalar,
@@ -384,6 +390,16 @@ impl Metrics {
                 "rds_csi_rds_up",
                 "1 when the RDS server answered its last health check, else 0.",
                 &["server"],
+            ),
+            orphans: GaugeVec::new(
+                "rds_csi_orphans",
+                "Leaked-disk candidates at the last look, by RDS server and kind (volume, snapshot, file); the Lease holder's only.",
+                &["server", "kind"],
+            ),
+            orphan_bytes: GaugeVec::new(
+                "rds_csi_orphan_bytes",
+                "Bytes of the leaked-disk candidates at the last look, by RDS server and kind; the Lease holder's only.",
+                &["server", "kind"],
             ),
             pool_free: GaugeVec::new(
                 "rds_csi_pool_free_bytes",
@@ -509,6 +525,25 @@ impl Metrics {
         }
     }
 
+    /// A look for leaked disks: candidates and bytes per server and kind
+    /// (see `crate::orphans::tally`), in place of the last look's.
+    pub fn orphans(&self, tally: &[(String, &'static str, usize, u64)]) {
+        self.orphans.clear();
+        self.orphan_bytes.clear();
+        for (server, kind, n, bytes) in tally {
+            let labels = [label(server), *kind];
+            self.orphans.set(&labels, *n as f64);
+            self.orphan_bytes.set(&labels, *bytes as f64);
+        }
+    }
+
+    /// No current look (this replica does not hold the Lease): the
+    /// orphan gauges are absent rather than stale.
+    pub fn no_orphans(&self) {
+        self.orphans.clear();
+        self.orphan_bytes.clear();
+    }
+
     pub fn rebuild(&self, took: Duration, pvs: usize) {
         self.rebuild_seconds.set(took.as_secs_f64());
         self.rebuild_pvs.set(pvs as f64);
@@ -564,6 +599,8 @@ impl Metrics {
             if gauges.leader { 1.0 } else { 0.0 },
         );
         self.pool_free.render(&mut out);
+        self.orphans.render(&mut out);
+        self.orphan_bytes.render(&mut out);
         self.rebuild_seconds.render(&mut out);
         self.rebuild_pvs.render(&mut out);
         self.events_dropped.render(&mut out);

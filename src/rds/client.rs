@@ -24,7 +24,7 @@ use ureq::{
 use crate::wire;
 
 use super::{
-    model::{Disk, File, Group, NewCopy, NewFileDisk, Service, User},
+    model::{Clock, Disk, File, Group, NewCopy, NewFileDisk, Service, User},
     Error, Reply,
 };
 
@@ -187,6 +187,26 @@ impl Client {
     pub fn file_by_name(&self, name: &str) -> Result<Option<File>, Error> {
         let name = name.trim_start_matches('/');
         self.first(&format!("/rest/file?name={}", encode(name)))
+    }
+
+    /// Every `/file` item, with only what the leaked-disk finder reads.
+    pub fn files(&self) -> Result<Vec<File>, Error> {
+        self.json(
+            http::Method::GET,
+            "/rest/file?.proplist=.id,name,type,size,creation-time",
+            None,
+        )
+    }
+
+    /// The device's date and time (`/system/clock`, one item). Read as a
+    /// plain value: the decoder the API client has already.
+    pub fn clock(&self) -> Result<Clock, Error> {
+        let v: Value = self.json(http::Method::GET, "/rest/system/clock", None)?;
+        let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        Ok(Clock {
+            date: field("date"),
+            time: field("time"),
+        })
     }
 
     /// Removes the file `id`. Already gone → `Ok(false)`.

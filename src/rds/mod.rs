@@ -14,4 +14,6 @@ mod model;
 
 pub use client::{Client, ClientOptions, Observed, CREDENTIALS_REREAD};
 pub use error::{Error, Reply};
-pub use model::{bytes, flag, Disk, File, Group, NewCopy, NewFileDisk, Service, User};
+pub use model::{
+    bytes, flag, wall_seconds, Clock, Disk, File, Group, NewCopy, NewFileDisk, Service, User,
+};

@@ -63,6 +63,64 @@ pub struct File {
     #[serde(rename = "type")]
     pub kind: String,
     pub size: String,
+    /// When RouterOS made the file, in the device's own time zone
+    /// (`2024-03-15 10:11:12`, or `mar/15/2024 10:11:12` before v7.10;
+    /// see [`wall_seconds`]).
+    #[serde(rename = "creation-time")]
+    pub creation_time: String,
+}
+
+/// `/system/clock`: the device's date and time, in its own time zone,
+/// as [`File::creation_time`] is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Clock {
+    pub date: String,
+    pub time: String,
+}
+
+impl Clock {
+    /// The device's time as [`wall_seconds`] counts it.
+    pub fn seconds(&self) -> Option<i64> {
+        wall_seconds(&format!("{} {}", self.date, self.time))
+    }
+}
+
+/// A date and time as RouterOS prints them (`2024-03-15 10:11:12`, or
+/// `mar/15/2024 10:11:12` as versions before 7.10 do) in seconds from
+/// 1970-01-01 00:00:00 of the same time zone, whichever it is: two such
+/// values subtract to an age. Anything else → `None`.
+pub fn wall_seconds(s: &str) -> Option<i64> {
+    let (date, time) = s.trim().split_once(' ')?;
+    let num = |t: &str| -> Option<i64> {
+        let ok = !t.is_empty() && t.len() <= 4 && t.bytes().all(|b| b.is_ascii_digit());
+        ok.then(|| t.parse().ok()).flatten()
+    };
+    const MONTHS: &str = "janfebmaraprmayjunjulaugsepoctnovdec";
+    let (y, m, d) = match date.split_once('/') {
+        // mar/15/2024
+        Some((month, rest)) => {
+            let (day, year) = rest.split_once('/')?;
+            let at = MONTHS
+                .find(&month.to_ascii_lowercase())
+                .filter(|i| month.len() == 3 && i % 3 == 0)?;
+            (num(year)?, at as i64 / 3 + 1, num(day)?)
+        }
+        // 2024-03-15
+        None => {
+            let (year, rest) = date.split_once('-')?;
+            let (month, day) = rest.split_once('-')?;
+            (num(year)?, num(month)?, num(day)?)
+        }
+    };
+    let (hh, rest) = time.split_once(':')?;
+    let (mm, ss) = rest.split_once(':')?;
+    let (hh, mm, ss) = (num(hh)?, num(mm)?, num(ss)?);
+    let valid = (1..=12).contains(&m)
+        && (1..=crate::calendar::days_in_month(y, m)).contains(&d)
+        && hh < 24
+        && mm < 60
+        && ss < 60;
+    valid.then(|| crate::calendar::days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 /// One `/user` item: a RouterOS user and the group that holds its
@@ -118,6 +176,9 @@ pub struct NewFileDisk {
     pub nvme_tcp_server_port: String,
     #[serde(rename = "nvme-tcp-server-nqn")]
     pub nvme_tcp_server_nqn: String,
+    /// Whose the disk is (`rds-csi: cluster=<uid>`; see `crate::orphans`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub comment: String,
 }
 
 /// The body of a `PUT /rest/disk` adding a file disk whose file is a
@@ -170,6 +231,27 @@ pub fn flag(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routeros_times_in_both_spellings() {
+        let new = wall_seconds("2024-03-15 10:11:12").unwrap();
+        assert_eq!(wall_seconds("mar/15/2024 10:11:12"), Some(new));
+        assert_eq!(wall_seconds("Mar/15/2024 10:11:12"), Some(new));
+        assert_eq!(new - wall_seconds("2024-03-14 10:11:12").unwrap(), 86_400);
+        assert_eq!(wall_seconds("1970-01-01 00:00:00"), Some(0));
+        for bad in [
+            "",
+            "2024-03-15",
+            "2024-02-30 00:00:00",
+            "2024-03-15 24:00:00",
+            "mrz/15/2024 10:11:12",
+            "ar/15/2024 10:11:12",
+            "2024-03-15T10:11:12",
+            "2024-3-15 1:2:3x",
+        ] {
+            assert_eq!(wall_seconds(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_disk_decodes_from_routeros_strings() {

@@ -17,7 +17,7 @@ use std::{
     fmt,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
 };
 
@@ -138,6 +138,12 @@ impl Server {
     pub fn rds(&self) -> &rds::Client {
         self.volumes.rds()
     }
+
+    /// The server's volumes, for what reads without I/O (the ownership
+    /// rules); calls that reach RDS go through [`Registry::run`].
+    pub fn volumes(&self) -> &VolumeManager {
+        &self.volumes
+    }
 }
 
 /// The configured servers, the default first.
@@ -145,6 +151,8 @@ pub struct Registry {
     servers: Vec<Server>,
     /// Calls one server may hold at once (see the module doc).
     limit: usize,
+    /// This cluster's identity, shared with every server's volumes.
+    cluster: Arc<OnceLock<String>>,
 }
 
 impl Registry {
@@ -158,6 +166,7 @@ impl Registry {
         shared: bool,
     ) -> Registry {
         let names: Vec<String> = parts.iter().map(|p| p.name.clone()).collect();
+        let cluster: Arc<OnceLock<String>> = Arc::default();
         let limit = match parts.len() {
             0 | 1 => usize::MAX,
             _ => workers.div_ceil(2).max(1),
@@ -180,13 +189,24 @@ impl Registry {
                         turns.clone(),
                         attachments.clone(),
                         shared,
+                        cluster.clone(),
                     ),
                     name: p.name,
                     in_flight: AtomicUsize::new(0),
                 }
             })
             .collect();
-        Registry { servers, limit }
+        Registry {
+            servers,
+            limit,
+            cluster,
+        }
+    }
+
+    /// Sets this cluster's identity (see `crate::orphans`): every disk made
+    /// from now on carries it. A second call changes nothing.
+    pub fn set_cluster(&self, uid: &str) {
+        let _ = self.cluster.set(uid.to_string());
     }
 
     pub fn servers(&self) -> &[Server] {

@@ -111,30 +111,22 @@ pub fn parse(
     args: impl IntoIterator<Item = String>,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Command, String> {
-    let non_empty = |k: &str| env(k).filter(|v| !v.is_empty());
     let mut namespace = "rds-csi".to_string();
     // Without the flag, kube::Config::discover reads KUBECONFIG (a list of
     // paths, as kubectl reads it), else the in-cluster account.
     let mut kubeconfig: Option<PathBuf> = None;
-    let mut url = non_empty("RDS_URL");
-    let mut rds = cli::RdsArgs::default_server();
+    let mut rds = cli::RdsFlags::new(&env);
     let mut driver_name = cli::DEFAULT_DRIVER_NAME.to_string();
     let mut output = Output::Text;
     for (flag, v) in USAGE.parse(args)? {
+        if rds.take(flag, &v)? {
+            continue;
+        }
         let value = || -> Result<String, String> { Ok(crate::flags::value(v.clone())) };
         match flag {
             "--help" => return Ok(Command::Help),
             "--namespace" => namespace = value()?,
             "--kubeconfig" => kubeconfig = Some(PathBuf::from(value()?)),
-            "--rds-url" => url = Some(value()?),
-            "--rds-credentials-dir" => rds.credentials_dir = PathBuf::from(value()?),
-            "--rds-insecure-skip-verify" => rds.insecure_skip_verify = true,
-            "--rds-volume-path" => {
-                let v = value()?;
-                volume::check_volume_path(&v).map_err(|e| format!("{flag}: {e}"))?;
-                rds.volume_path = v.trim_end_matches('/').to_string();
-            }
-            "--rds-timeout" => rds.timeout = crate::flags::duration(flag, &value()?)?,
             "--driver-name" => driver_name = value()?,
             "--output" => {
                 output = match value()?.as_str() {
@@ -153,12 +145,12 @@ pub fn parse(
     }
     cli::check_driver_name(&driver_name)
         .map_err(|e| format!("--driver-name {driver_name:?}: {e}"))?;
-    if rds.timeout.is_zero() {
-        return Err("--rds-timeout must be more than zero".into());
-    }
-    let url = url.ok_or("--rds-url is required (or RDS_URL)")?;
-    (rds.url, rds.host) =
-        cli::rds_url_parts(&url).map_err(|e| format!("--rds-url {url:?}: {e}"))?;
+    // The Go installation's one RDS (its table has no --rds-config).
+    let rds = rds
+        .servers()?
+        .into_iter()
+        .next()
+        .ok_or("--rds-url is required (or RDS_URL)")?;
     Ok(Command::Run(Box::new(Args {
         namespace,
         kubeconfig,
@@ -268,15 +260,8 @@ fn gather(args: &Args) -> Vec<Finding> {
             None
         }
     };
-    let rds = rds::Client::new(&rds::ClientOptions {
-        url: args.rds.url.clone(),
-        credentials_dir: args.rds.credentials_dir.clone(),
-        insecure_skip_verify: args.rds.insecure_skip_verify,
-        timeout: args.rds.timeout,
-        observer: None,
-    });
-    let rds = match rds {
-        Ok(r) => Some(r),
+    let rds = match args.rds.connect(None) {
+        Ok(r) => Some(r.client),
         Err(e) => {
             out.push(unread("rds", "the REST user's credentials", e));
             None

@@ -18,9 +18,13 @@ pub use params::{
     SNAPSHOT_PREFIX,
 };
 
-pub use snapshot::{is_snapshot_id, read_lineage, snapshot_id, Snapshot};
+pub use snapshot::{cluster_of, identity, is_snapshot_id, read_lineage, snapshot_id, Snapshot};
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, OnceLock},
+};
 
 use serde_json::{Map, Value};
 
@@ -188,6 +192,10 @@ pub struct VolumeManager {
     attachments: Option<Arc<AttachmentManager>>,
     /// Another replica writes PVs too: published nodes are read afresh.
     shared: bool,
+    /// This cluster's identity (the UID of `kube-system`), written into
+    /// the comment of every disk made once it is known; shared by every
+    /// server's manager and set once by the process.
+    cluster: Arc<OnceLock<String>>,
 }
 
 impl VolumeManager {
@@ -201,6 +209,7 @@ impl VolumeManager {
         turns: Arc<Turns>,
         attachments: Option<Arc<AttachmentManager>>,
         shared: bool,
+        cluster: Arc<OnceLock<String>>,
     ) -> VolumeManager {
         VolumeManager {
             rds,
@@ -209,7 +218,13 @@ impl VolumeManager {
             turns,
             attachments,
             shared,
+            cluster,
         }
+    }
+
+    /// This cluster's identity, once known.
+    fn cluster(&self) -> Option<&str> {
+        self.cluster.get().map(String::as_str)
     }
 
     pub fn defaults(&self) -> &Defaults {
@@ -252,6 +267,7 @@ impl VolumeManager {
                     nvme_tcp_export: "yes",
                     nvme_tcp_server_port: port.clone(),
                     nvme_tcp_server_nqn: nqn.clone(),
+                    comment: identity(self.cluster()),
                 })?;
                 log::info!(
                     volume = id, bytes = disk.file_bytes().unwrap_or(size), file = file.as_str(),
@@ -338,7 +354,7 @@ impl VolumeManager {
             file_path: file.trim_start_matches('/').to_string(),
             copy_from: from.id.clone(),
             file_size: (size > from_bytes).then(|| size.to_string()),
-            comment: String::new(),
+            comment: identity(self.cluster()),
             nvme_tcp_export: Some("yes"),
             nvme_tcp_server_port: Some(port.to_string()),
             nvme_tcp_server_nqn: Some(nqn.to_string()),
@@ -667,7 +683,29 @@ impl VolumeManager {
         None
     }
 
-    fn is_ours(&self, d: &Disk) -> bool {
+    /// Whether `d` is a volume of this server's (see [`Self::not_ours`]).
+    pub fn is_ours(&self, d: &Disk) -> bool {
         self.not_ours(d).is_none()
+    }
+
+    /// Removes the file `name` (RouterOS's name, no leading `/`) when it
+    /// is still what the leaked-disk finder saw: `<dir>/<id>.img` for an
+    /// ID of this server's, with no disk in slot `id`. True when removed;
+    /// false when gone already or no longer without its disk.
+    pub fn remove_leftover_file(&self, name: &str, id: &str) -> Result<bool, VolumeError> {
+        let shaped = self.naming.is_volume(id) || self.naming.is_snapshot(id);
+        if !shaped || !is_backing_file_of(name, id) {
+            return Ok(false);
+        }
+        let _turn = self.turns.take(id)?;
+        if self.rds.disk_by_slot(id)?.is_some() {
+            return Ok(false);
+        }
+        let Some(f) = self.rds.file_by_name(name)? else {
+            return Ok(false);
+        };
+        let removed = self.rds.remove_file(&f.id)?;
+        log::info!(file = name, outcome = "OK"; "deleted a file without a disk");
+        Ok(removed)
     }
 }

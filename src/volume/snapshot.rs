@@ -60,12 +60,34 @@ pub fn is_snapshot_id(id: &str) -> bool {
         && !rest.ends_with('-')
 }
 
-/// `source` and `created` as the comment carries them.
-fn lineage(source: &str, created: SystemTime) -> String {
-    format!(
+/// `source` and `created` as the comment carries them, with the
+/// cluster's identity when known (see [`identity`]).
+fn lineage(source: &str, created: SystemTime, cluster: Option<&str>) -> String {
+    let mut c = format!(
         "{LINEAGE} source={source} created={}",
         format_micros(created)
-    )
+    );
+    if let Some(uid) = cluster {
+        c.push_str(&format!(" cluster={uid}"));
+    }
+    c
+}
+
+/// The comment of a volume made in the cluster `uid`:
+/// `rds-csi: cluster=<uid>`. Empty without an identity.
+pub fn identity(cluster: Option<&str>) -> String {
+    cluster.map_or_else(String::new, |uid| format!("{LINEAGE} cluster={uid}"))
+}
+
+/// The cluster a disk's comment says made it, if it says (see
+/// [`identity`]; a snapshot's lineage carries it too).
+pub fn cluster_of(comment: &str) -> Option<&str> {
+    comment
+        .trim()
+        .strip_prefix(LINEAGE)?
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("cluster="))
+        .filter(|uid| !uid.is_empty())
 }
 
 /// The source and creation time a comment carries; what it lacks is
@@ -104,7 +126,7 @@ impl VolumeManager {
     /// Whether `d` is a snapshot disk of this server's: a slot shaped as
     /// its snapshot IDs (see [`super::Naming`]), a file disk at
     /// `<dir>/<slot>.img`, not exported.
-    pub(crate) fn is_snapshot_disk(&self, d: &Disk) -> bool {
+    pub fn is_snapshot_disk(&self, d: &Disk) -> bool {
         d.kind == "file"
             && self.naming.is_snapshot(&d.slot)
             && is_backing_file_of(&d.file_path, &d.slot)
@@ -172,7 +194,7 @@ impl VolumeManager {
             file_path: file.clone(),
             copy_from: source_disk.id.clone(),
             file_size: None,
-            comment: lineage(source, SystemTime::now()),
+            comment: lineage(source, SystemTime::now(), self.cluster()),
             nvme_tcp_export: None,
             nvme_tcp_server_port: None,
             nvme_tcp_server_nqn: None,
@@ -299,8 +321,14 @@ mod tests {
     #[test]
     fn lineage_survives_the_comment_and_strangers_are_no_lineage() {
         let at = parse_time("2026-12-03T08:00:00.000001Z").unwrap();
-        let c = lineage("pvc-1", at);
+        let c = lineage("pvc-1", at, None);
         assert_eq!(read_lineage(&c), (Some("pvc-1".into()), Some(at)));
+        let c = lineage("pvc-1", at, Some("0b1c-uid"));
+        assert_eq!(read_lineage(&c), (Some("pvc-1".into()), Some(at)));
+        assert_eq!(cluster_of(&c), Some("0b1c-uid"));
+        assert_eq!(cluster_of(&identity(Some("u2"))), Some("u2"));
+        assert_eq!((cluster_of(""), identity(None).as_str()), (None, ""));
+        assert_eq!(cluster_of("backup cluster=x"), None);
         assert_eq!(read_lineage(""), (None, None));
         assert_eq!(read_lineage("backup of db"), (None, None));
         assert_eq!(

@@ -1077,3 +1077,60 @@ fn the_readmes_two_server_overlay_renders_and_mounts_what_its_file_names() {
         assert_eq!(source_of(dir).as_deref(), Some(secret), "{server}: {dir}");
     }
 }
+
+#[test]
+fn the_orphans_component_reports_daily_in_a_dry_run_with_our_image_and_the_credentials() {
+    let Some(base) = rendered() else { return };
+    assert!(
+        !base
+            .iter()
+            .any(|o| o["metadata"]["name"] == "rds-csi-rs-orphans"),
+        "off by default"
+    );
+    let with = operator_overlay("install", &["orphans"], None).unwrap();
+    let cron = with
+        .iter()
+        .find(|o| o["kind"] == "CronJob" && o["metadata"]["name"] == "rds-csi-rs-orphans")
+        .expect("the CronJob");
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "rds-csi-rs-orphans");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    let deployment = with.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let ours = &deployment["spec"]["template"]["spec"];
+    assert_eq!(c["image"], ours["containers"][0]["image"]);
+    // The controller's Secret, where the flag says.
+    let secret = |spec: &Value| {
+        spec["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find_map(|v| v["secret"]["secretName"].as_str().map(str::to_string))
+    };
+    assert_eq!(secret(pod), secret(ours));
+    assert_eq!(c["volumeMounts"][0]["mountPath"], "/etc/rds-csi");
+    let args: Vec<String> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        args.contains(&"--dry-run".to_string()),
+        "a dry run by default: {args:?}"
+    );
+    let env = |k: &str| (k == "RDS_URL").then(|| "https://10.0.0.5".to_string());
+    let Ok(rds_csi_controller::cli::Command::Orphans(rest)) =
+        rds_csi_controller::cli::parse(args, env)
+    else {
+        panic!("not the orphans subcommand")
+    };
+    let parsed = rds_csi_controller::orphans::parse(rest, env).unwrap();
+    let rds_csi_controller::flags::Parsed::Run(a) = parsed else {
+        panic!()
+    };
+    assert!(a.delete && a.dry_run);
+    assert_eq!(a.rds[0].credentials_dir.to_str(), Some("/etc/rds-csi"));
+}

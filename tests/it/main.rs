@@ -14,6 +14,7 @@ mod heal;
 mod kube_client;
 mod migration;
 mod operability;
+mod orphans;
 mod rbac;
 mod security;
 mod servers;

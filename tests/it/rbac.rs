@@ -15,13 +15,24 @@ fn workload(rules: Vec<Rule>) -> Vec<RequestRecord> {
     let dir = TempDir::new("rbac");
     let (emu, kc) = emulator_unrestricted(dir.path());
     let (rds_emu, creds) = rds(dir.path());
-    let mut flags: Vec<String> = vec!["--startup-timeout".into(), "2s".into()];
+    // The look for leaked disks within the workload's first second.
+    let mut flags: Vec<String> = vec![
+        "--startup-timeout".into(),
+        "2s".into(),
+        "--orphan-scan-interval".into(),
+        "1s".into(),
+    ];
     flags.extend(rds_flags(&rds_emu, &creds));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     emu.create("persistentvolumes", pv("vol-1", "vol-1", DRIVER))
         .unwrap();
     emu.create("nodes", node("node-1")).unwrap();
     emu.create("nodes", node("node-2")).unwrap();
+    emu.create(
+        "namespaces",
+        serde_json::json!({"metadata": {"name": "kube-system"}}),
+    )
+    .unwrap();
     emu.set_rbac(Some(rules));
 
     let mut c = Controller::spawn(dir.path(), Some(&kc), &flags);
@@ -44,6 +55,7 @@ fn workload(rules: Vec<Rule>) -> Vec<RequestRecord> {
         let _ = k.publish("handle-2", "node-1");
         let _ = k.publish("missing", "node-1");
         let _ = k.unpublish("vol-1", "node-1");
+        wait_for(&emu, "volumesnapshotcontents");
         c.kill9();
         // A restart: the rebuild reads back what the workload wrote.
         let mut again = Controller::spawn(dir.path(), Some(&kc), &flags);
@@ -62,6 +74,18 @@ fn wait_for_events(emu: &kube_emulator::Emulator) {
             .iter()
             .any(|r| r.resource == "events" && (r.verb == "patch" || r.code == 403));
         if done {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Waits (at most 5 s) until a list of `resource` was answered or denied
+/// (the look for leaked disks runs in the background).
+fn wait_for(emu: &kube_emulator::Emulator, resource: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if emu.requests().iter().any(|r| r.resource == resource) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
