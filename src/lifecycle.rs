@@ -432,7 +432,7 @@ fn look_for_orphans(
         return;
     };
     let busy = |id: &str| driver.is_busy(id);
-    match crate::orphans::find(servers, client, driver.name(), cluster, grace, &busy) {
+    match crate::orphans::find(servers, client, cluster, grace, &busy) {
         Ok(found) => {
             driver
                 .metrics()

@@ -234,7 +234,7 @@ Usage: rds-csi-controller [OPTIONS]
         Flag {
             names: &["--orphan-grace-period"],
             value: Some("DURATION"),
-            help: "a disk or file is a leak candidate only once RouterOS\nmade it longer ago than this [default: 24h]",
+            help: "a disk or file is a leak candidate only once RouterOS\nmade it longer ago than this (at least 1h) [default: 24h]",
         },
         Flag {
             names: &["--leader-election"],
@@ -485,7 +485,9 @@ pub fn parse(
             "--reconcile-interval" => a.reconcile_interval = duration(flag, &value()?)?,
             "--attachment-grace-period" => a.attachment_grace_period = duration(flag, &value()?)?,
             "--orphan-scan-interval" => a.orphan_scan_interval = duration(flag, &value()?)?,
-            "--orphan-grace-period" => a.orphan_grace_period = duration(flag, &value()?)?,
+            "--orphan-grace-period" => {
+                a.orphan_grace_period = crate::orphans::grace_period(flag, &value()?)?
+            }
             "--leader-election" => elect = true,
             "--leader-election-namespace" => {
                 let v = value()?;
@@ -716,6 +718,10 @@ mod tests {
             let name = f.names[f.names.len() - 1];
             let sample = match f.value {
                 None => None,
+                // A grace period is at least 1h.
+                Some("DURATION") if name.ends_with("grace-period") && name.contains("orphan") => {
+                    Some("1h30m")
+                }
                 // Under 30s: --health-interval may not exceed --unhealthy-after.
                 Some("DURATION") => Some("10s500ms"),
                 Some("N") => Some("3"),

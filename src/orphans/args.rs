@@ -35,14 +35,9 @@ Exits 1 when a list or a deletion failed (a failed list deletes nothing).
             help: "kubeconfig [env KUBECONFIG]; else in-cluster",
         },
         Flag {
-            names: &["--driver-name"],
-            value: Some("NAME"),
-            help: "CSI driver name [default: rds.csi.srvlab.io]",
-        },
-        Flag {
             names: &["--grace-period"],
             value: Some("DURATION"),
-            help: "only what RouterOS made longer ago than this\n[default: 24h]",
+            help: "only what RouterOS made longer ago than this\n(at least 1h) [default: 24h]",
         },
         Flag {
             names: &["--output"],
@@ -84,7 +79,6 @@ pub enum Output {
 pub struct Args {
     pub rds: Vec<cli::RdsArgs>,
     pub kubeconfig: Option<PathBuf>,
-    pub driver_name: String,
     pub grace: Duration,
     pub output: Output,
     pub delete: bool,
@@ -98,6 +92,18 @@ pub type Command = flags::Parsed<Args>;
 /// The grace period when none is given: hours, so that no create, copy or
 /// provisioning under way is ever taken for a leak.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
+/// The shortest grace period taken: a provisioning that waits for its PV
+/// never lasts that long.
+pub const MIN_GRACE: Duration = Duration::from_secs(3600);
+
+/// `v` of `flag` as a grace period: at least [`MIN_GRACE`].
+pub fn grace_period(flag: &str, v: &str) -> Result<Duration, String> {
+    let d = flags::duration(flag, v)?;
+    if d < MIN_GRACE {
+        return Err(format!("{flag}: {v:?} is shorter than 1h"));
+    }
+    Ok(d)
+}
 
 /// Parses the arguments after `orphans`; `env` looks up environment
 /// variables (tests pass their own).
@@ -109,7 +115,6 @@ pub fn parse(
     let mut a = Args {
         rds: Vec::new(),
         kubeconfig: None,
-        driver_name: cli::DEFAULT_DRIVER_NAME.into(),
         grace: DEFAULT_GRACE,
         output: Output::Text,
         delete: false,
@@ -124,8 +129,7 @@ pub fn parse(
         match flag {
             "-h" | "--help" => return Ok(Command::Help),
             "--kubeconfig" => a.kubeconfig = Some(PathBuf::from(value())),
-            "--driver-name" => a.driver_name = value(),
-            "--grace-period" => a.grace = flags::duration(flag, &value())?,
+            "--grace-period" => a.grace = grace_period(flag, &value())?,
             "--output" => {
                 a.output = match value().as_str() {
                     "text" => Output::Text,
@@ -141,8 +145,6 @@ pub fn parse(
             other => return Err(format!("{other}: in the flag table but not handled")),
         }
     }
-    cli::check_driver_name(&a.driver_name)
-        .map_err(|e| format!("--driver-name {:?}: {e}", a.driver_name))?;
     a.rds = rds.servers()?;
     if a.rds.is_empty() {
         return Err("--rds-url (or RDS_URL) or --rds-config is required".into());

@@ -3,9 +3,10 @@
 //!
 //! A **candidate** is, on one server:
 //! - a volume disk of ours (the ownership rule of [`crate::volume`]) whose
-//!   slot no PersistentVolume of this driver names as its volume handle;
-//! - a snapshot disk of ours whose slot no VolumeSnapshotContent of this
-//!   driver names as its snapshot handle (when VolumeSnapshotContents
+//!   slot no PersistentVolume names as its volume handle (of any driver:
+//!   a handle keeps its disk whoever names it);
+//! - a snapshot disk of ours whose slot no VolumeSnapshotContent names as
+//!   its snapshot handle (when VolumeSnapshotContents
 //!   cannot be listed because the API does not serve them, no snapshot is
 //!   a candidate);
 //! - a `<volumePath>/<ID>.img` file, for an ID of this server's, that no
@@ -28,7 +29,7 @@
 
 mod args;
 
-pub use args::{parse, Args, Output, DEFAULT_GRACE, USAGE};
+pub use args::{grace_period, parse, Args, Output, DEFAULT_GRACE, USAGE};
 
 use std::{
     collections::{HashMap, HashSet},
@@ -180,20 +181,23 @@ pub fn cluster_identity(kube: &kube::Client) -> Result<String, kube::Error> {
     Ok(uid.to_string())
 }
 
-/// What the cluster uses: the volume handles of this driver's PVs and the
-/// snapshot handles of its VolumeSnapshotContents (`None` when the API
-/// does not serve them: no snapshot is then a candidate).
+/// What the cluster uses: the volume handle of every CSI PV and the
+/// snapshot handles of every VolumeSnapshotContent, whatever their driver
+/// (a slot is one disk on its server, so a handle of another driver, or of
+/// this driver under another name, keeps its disk too); `None` for the
+/// snapshots when the API does not serve them: no snapshot is then a
+/// candidate.
 struct InUse {
     volumes: HashSet<String>,
     snapshots: Option<HashSet<String>>,
 }
 
-fn in_use(kube: &kube::Client, driver: &str) -> Result<InUse, Error> {
+fn in_use(kube: &kube::Client) -> Result<InUse, Error> {
     let volumes = kube
         .list_pvs()?
         .items
         .into_iter()
-        .filter(|pv| pv.driver == driver && !pv.volume_handle.is_empty())
+        .filter(|pv| !pv.volume_handle.is_empty())
         .map(|pv| pv.volume_handle)
         .collect();
     let path = kube::cluster_path("snapshot.storage.k8s.io/v1", "volumesnapshotcontents", None)?;
@@ -201,7 +205,6 @@ fn in_use(kube: &kube::Client, driver: &str) -> Result<InUse, Error> {
         Ok(items) => Some(
             items
                 .iter()
-                .filter(|c| kube::str_at(c, "/spec/driver") == driver)
                 .flat_map(|c| {
                     [
                         kube::str_at(c, "/status/snapshotHandle"),
@@ -229,12 +232,11 @@ fn in_use(kube: &kube::Client, driver: &str) -> Result<InUse, Error> {
 pub fn find(
     servers: &Registry,
     kube: &kube::Client,
-    driver: &str,
     cluster: Option<&str>,
     grace: Duration,
     busy: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<Candidate>, Error> {
-    let used = in_use(kube, driver)?;
+    let used = in_use(kube)?;
     let mut out = Vec::new();
     for server in servers.servers() {
         let listed = servers.run(server, |v| {
@@ -280,10 +282,10 @@ fn on_server(
     let volumes = server.volumes();
     for d in &disks {
         let (kind, why, used_by) = if volumes.is_ours(d) {
-            let why = "no PersistentVolume of this driver names it";
+            let why = "no PersistentVolume names it";
             (Kind::Volume, why, Some(&used.volumes))
         } else if volumes.is_snapshot_disk(d) {
-            let why = "no VolumeSnapshotContent of this driver names it";
+            let why = "no VolumeSnapshotContent names it";
             (Kind::Snapshot, why, used.snapshots.as_ref())
         } else {
             continue;
@@ -452,16 +454,7 @@ pub fn run(args: &Args) -> i32 {
             return crate::EXIT_FAILURE;
         }
     };
-    let pass = || {
-        find(
-            &servers,
-            &kube,
-            &args.driver_name,
-            Some(&cluster),
-            args.grace,
-            &|_| false,
-        )
-    };
+    let pass = || find(&servers, &kube, Some(&cluster), args.grace, &|_| false);
     let first = match pass() {
         Ok(c) => c,
         Err(e) => {

@@ -140,6 +140,12 @@ impl Client {
         self.first(&format!("/rest/disk?mount-point={}", encode(mount_point)))
     }
 
+    /// The `/disk` item whose backing file is `name` (no leading `/`), if any.
+    pub fn disk_by_file(&self, name: &str) -> Result<Option<Disk>, Error> {
+        let name = name.trim_start_matches('/');
+        self.first(&format!("/rest/disk?file-path={}", encode(name)))
+    }
+
     /// Every `/disk` item, with only the properties a volume listing
     /// reads (`.proplist`): a real RDS sends dozens per disk.
     pub fn disks(&self) -> Result<Vec<Disk>, Error> {

@@ -690,7 +690,8 @@ impl VolumeManager {
 
     /// Removes the file `name` (RouterOS's name, no leading `/`) when it
     /// is still what the leaked-disk finder saw: `<dir>/<id>.img` for an
-    /// ID of this server's, with no disk in slot `id`. True when removed;
+    /// ID of this server's, with no disk in slot `id` and none using the
+    /// file. True when removed;
     /// false when gone already or no longer without its disk.
     pub fn remove_leftover_file(&self, name: &str, id: &str) -> Result<bool, VolumeError> {
         let shaped = self.naming.is_volume(id) || self.naming.is_snapshot(id);
@@ -698,7 +699,7 @@ impl VolumeManager {
             return Ok(false);
         }
         let _turn = self.turns.take(id)?;
-        if self.rds.disk_by_slot(id)?.is_some() {
+        if self.rds.disk_by_slot(id)?.is_some() || self.rds.disk_by_file(name)?.is_some() {
             return Ok(false);
         }
         let Some(f) = self.rds.file_by_name(name)? else {

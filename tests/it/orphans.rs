@@ -177,10 +177,7 @@ fn leaks_of_every_kind_are_reported_with_whose_they_are_and_nothing_in_use_or_yo
     }
     // The text report names whose each one is and why.
     let text = String::from_utf8(l.orphans(&[]).stdout).unwrap();
-    assert!(
-        text.contains("no PersistentVolume of this driver names it"),
-        "{text}"
-    );
+    assert!(text.contains("no PersistentVolume names it"), "{text}");
     assert!(
         text.contains("this cluster") && text.contains("unmarked"),
         "{text}"
@@ -345,4 +342,22 @@ fn the_subcommand_needs_no_more_than_the_components_role() {
             "{verb} {resource} unused: {seen:?}"
         );
     }
+}
+
+#[test]
+fn a_handle_named_by_any_driver_keeps_its_disk() {
+    let l = cluster_with_leaks();
+    // The same slot under another driver name (a second install, a renamed
+    // driver): still in use.
+    l.kube
+        .create(
+            "persistentvolumes",
+            pv("pv-other-driver", GO, "other.csi.example.com"),
+        )
+        .unwrap();
+    let rows = l.report();
+    assert!(!rows.iter().any(|r| r.0 == GO), "{rows:?}");
+    let out = l.orphans(&["--delete", "--include", GO]);
+    assert!(out.status.success());
+    assert!(l.rds.disk(GO).is_some(), "named by a PV: never deleted");
 }
