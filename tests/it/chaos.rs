@@ -790,22 +790,52 @@ fn snapshots_restores_and_clones_survive_kill_9_and_leak_nothing() {
     let seed = seed();
     println!("snapshot chaos seed {seed} (CHAOS_SEED={seed} replays it)");
     let dir = TempDir::new("schaos");
+    // Two RDS servers: the even snapshots on the default, the odd ones on
+    // rds-b, each of a source volume on its own server.
     let (rds, creds) = rds(dir.path());
-    let flags = rds_flags(&rds, &creds);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let rds_b = rds_emulator::Emulator::start(rds_emulator::Options {
+        address: [127, 0, 0, 2].into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let creds_b = rds_b.write_credentials(&dir.path().join("rds-b")).unwrap();
+    let config = dir.path().join("servers.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "servers:\n- name: rds-a\n  url: {}\n  credentialsDir: {}\n  default: true\n\
+             - name: rds-b\n  url: {}\n  credentialsDir: {}\n",
+            rds.url(),
+            creds.display(),
+            rds_b.url(),
+            creds_b.display()
+        ),
+    )
+    .unwrap();
+    let flags = [
+        "--rds-config",
+        config.to_str().unwrap(),
+        "--rds-timeout",
+        "2s",
+    ];
     {
         let c = Controller::start(dir.path(), None, &flags);
         c.csi().create("pvc-source", GIB, &[]).unwrap();
+        c.csi().create("pvc-source", GIB, ON_B).unwrap();
     }
-    assert!(rds.write_file("storage-pool/metal-csi/pvc-source.img", b"source"));
+    for i in 0..2 {
+        let (server, at) = on(i, &rds, &rds_b);
+        assert!(server.write_file(
+            &format!("storage-pool/metal-csi/{}.img", at.volume_id("pvc-source")),
+            b"source"
+        ));
+    }
     // Per snapshot: wanted (created) or not, and whether its restore was asked for.
     let model: Arc<Vec<Mutex<(bool, bool)>>> =
         Arc::new((0..SNAPSHOTS).map(|_| Mutex::new((false, false))).collect());
     let (calls, cut) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut rng = Rng(seed);
     let apply = apply_snapshot;
-    let snap_name = chaos_snap_name;
-    let restored = chaos_restored_name;
     for _ in 0..cycles {
         let mut c = Controller::start(dir.path(), None, &flags);
         for (i, slot) in model.iter().enumerate() {
@@ -845,21 +875,36 @@ fn snapshots_restores_and_clones_survive_kill_9_and_leak_nothing() {
         let (wanted, restore) = *slot.lock().unwrap();
         apply(&c.csi(), i, wanted, restore).unwrap();
     }
-    let disks: HashMap<String, serde_json::Value> = rds
-        .disks()
-        .into_iter()
-        .filter(|d| d["type"] == "file")
-        .map(|d| (d["slot"].as_str().unwrap().to_string(), d))
-        .collect();
-    let data = |slot: &str| {
-        rds.file(&format!("storage-pool/metal-csi/{slot}.img"))
-            .map(|f| f.data)
-            .unwrap_or_default()
+    let disks_on = |server: &rds_emulator::Emulator| -> HashMap<String, serde_json::Value> {
+        server
+            .disks()
+            .into_iter()
+            .filter(|d| d["type"] == "file")
+            .map(|d| (d["slot"].as_str().unwrap().to_string(), d))
+            .collect()
     };
+    let (disks_a, disks_b) = (disks_on(&rds), disks_on(&rds_b));
     let mut kept = 0;
     for (i, slot) in model.iter().enumerate() {
         let (wanted, restore) = *slot.lock().unwrap();
-        let id = rds_csi_controller::volume::snapshot_id(&snap_name(i));
+        let (server, at) = on(i, &rds, &rds_b);
+        let (disks, others) = if i % 2 == 1 {
+            (&disks_b, &disks_a)
+        } else {
+            (&disks_a, &disks_b)
+        };
+        let data = |slot: &str| {
+            server
+                .file(&format!("storage-pool/metal-csi/{slot}.img"))
+                .map(|f| f.data)
+                .unwrap_or_default()
+        };
+        let id = at.snapshot_id(&chaos_snap_name(i));
+        let restored = at.volume_id(&chaos_restored_name(i));
+        assert!(
+            !others.contains_key(&id) && !others.contains_key(&restored),
+            "{i}: on the other server"
+        );
         assert_eq!(
             disks.contains_key(&id),
             wanted,
@@ -875,22 +920,50 @@ fn snapshots_restores_and_clones_survive_kill_9_and_leak_nothing() {
         }
         if wanted && restore {
             assert_eq!(
-                data(&restored(i)),
+                data(&restored),
                 b"source",
                 "restore {i} holds its snapshot's content"
             );
         }
         if !wanted {
-            assert!(!disks.contains_key(&restored(i)), "restore {i} deleted");
+            assert!(!disks.contains_key(&restored), "restore {i} deleted");
         }
     }
-    let orphans = files_without_a_disk(&rds, disks.keys());
-    assert!(orphans.is_empty(), "files without a disk: {orphans:?}");
+    for (server, disks) in [(&rds, &disks_a), (&rds_b, &disks_b)] {
+        let orphans = files_without_a_disk(server, disks.keys());
+        assert!(orphans.is_empty(), "files without a disk: {orphans:?}");
+    }
     println!(
-        "snapshot chaos: {cycles} kill -9 cycles, {} calls, {} cut off and completed by retry, {kept} snapshots kept, 0 lost, 0 leaked",
+        "snapshot chaos: {cycles} kill -9 cycles on two RDS servers, {} calls, {} cut off and completed by retry, {kept} snapshots kept, 0 lost, 0 leaked",
         calls.load(Ordering::Relaxed),
         cut.load(Ordering::Relaxed)
     );
+}
+
+/// The StorageClass parameters of server rds-b.
+const ON_B: &[(&str, &str)] = &[("rdsServer", "rds-b")];
+
+/// The server of snapshot `i` in the snapshot chaos (odd: rds-b) and its
+/// half of the ID scheme.
+fn on<'a>(
+    i: usize,
+    a: &'a rds_emulator::Emulator,
+    b: &'a rds_emulator::Emulator,
+) -> (
+    &'a rds_emulator::Emulator,
+    rds_csi_controller::volume::Naming,
+) {
+    use rds_csi_controller::volume::Naming;
+    if i % 2 == 1 {
+        (b, Naming::Named("rds-b".into()))
+    } else {
+        (
+            a,
+            Naming::Default {
+                others: vec!["rds-b".into()],
+            },
+        )
+    }
 }
 
 fn chaos_snap_name(i: usize) -> String {
@@ -902,16 +975,30 @@ fn chaos_restored_name(i: usize) -> String {
 }
 
 /// One step toward what the snapshot chaos model says for snapshot `i`:
-/// made (and restored, when asked) or deleted with its restore.
+/// made (and restored, when asked) or deleted with its restore, on its
+/// server (see [`on`]).
 fn apply_snapshot(csi: &Csi, i: usize, wanted: bool, restore: bool) -> CsiResult<()> {
-    let id = rds_csi_controller::volume::snapshot_id(&chaos_snap_name(i));
+    let at = if i % 2 == 1 {
+        rds_csi_controller::volume::Naming::Named("rds-b".into())
+    } else {
+        rds_csi_controller::volume::Naming::Default {
+            others: vec!["rds-b".into()],
+        }
+    };
+    let params: &[(&str, &str)] = if i % 2 == 1 { ON_B } else { &[] };
+    let id = at.snapshot_id(&chaos_snap_name(i));
+    let restored = at.volume_id(&chaos_restored_name(i));
     if wanted {
-        csi.create_snapshot(&chaos_snap_name(i), "pvc-source")?;
+        csi.create_snapshot(&chaos_snap_name(i), &at.volume_id("pvc-source"))?;
         if restore {
-            csi.create_with(&create_from(&chaos_restored_name(i), 1 << 30, &id, false))?;
+            let mut r = create_from(&chaos_restored_name(i), 1 << 30, &id, false);
+            for (k, v) in params {
+                r.mut_parameters().insert(k.to_string(), v.to_string());
+            }
+            csi.create_with(&r)?;
         }
     } else {
-        csi.delete(&chaos_restored_name(i))?;
+        csi.delete(&restored)?;
         csi.delete_snapshot(&id)?;
     }
     Ok(())
