@@ -574,29 +574,11 @@ fn volume_lifecycle_survives_kill_9_and_leaks_nothing() {
     println!("volume chaos seed {seed} (CHAOS_SEED={seed} replays it)");
     let dir = TempDir::new("vchaos");
     // Two RDS servers: even volumes on the default, odd ones on rds-b.
-    let (rds, creds) = rds(dir.path());
-    let rds_b = rds_emulator::Emulator::start(rds_emulator::Options {
-        address: [127, 0, 0, 2].into(),
-        ..Default::default()
-    })
-    .unwrap();
-    let creds_b = rds_b.write_credentials(&dir.path().join("rds-b")).unwrap();
-    let config = dir.path().join("servers.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "servers:\n- name: rds-a\n  url: {}\n  credentialsDir: {}\n  default: true\n\
-             - name: rds-b\n  url: {}\n  credentialsDir: {}\n",
-            rds.url(),
-            creds.display(),
-            rds_b.url(),
-            creds_b.display()
-        ),
-    )
-    .unwrap();
+    let two = two_rds_servers(dir.path(), Default::default(), "");
+    let (rds, rds_b) = (&two.a, &two.b);
     let flags = [
         "--rds-config",
-        config.to_str().unwrap(),
+        two.config.to_str().unwrap(),
         "--rds-timeout",
         "2s",
     ];
@@ -724,7 +706,7 @@ fn volume_lifecycle_survives_kill_9_and_leaks_nothing() {
             })
             .collect()
     };
-    let (disks, disks_b) = (disks_on(&rds), disks_on(&rds_b));
+    let (disks, disks_b) = (disks_on(rds), disks_on(rds_b));
     for (i, slot) in model.iter().enumerate() {
         let (here, there) = if on_b(i) {
             (&disks_b, &disks)
@@ -792,29 +774,11 @@ fn snapshots_restores_and_clones_survive_kill_9_and_leak_nothing() {
     let dir = TempDir::new("schaos");
     // Two RDS servers: the even snapshots on the default, the odd ones on
     // rds-b, each of a source volume on its own server.
-    let (rds, creds) = rds(dir.path());
-    let rds_b = rds_emulator::Emulator::start(rds_emulator::Options {
-        address: [127, 0, 0, 2].into(),
-        ..Default::default()
-    })
-    .unwrap();
-    let creds_b = rds_b.write_credentials(&dir.path().join("rds-b")).unwrap();
-    let config = dir.path().join("servers.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "servers:\n- name: rds-a\n  url: {}\n  credentialsDir: {}\n  default: true\n\
-             - name: rds-b\n  url: {}\n  credentialsDir: {}\n",
-            rds.url(),
-            creds.display(),
-            rds_b.url(),
-            creds_b.display()
-        ),
-    )
-    .unwrap();
+    let two = two_rds_servers(dir.path(), Default::default(), "");
+    let (rds, rds_b) = (&two.a, &two.b);
     let flags = [
         "--rds-config",
-        config.to_str().unwrap(),
+        two.config.to_str().unwrap(),
         "--rds-timeout",
         "2s",
     ];
@@ -824,7 +788,7 @@ fn snapshots_restores_and_clones_survive_kill_9_and_leak_nothing() {
         c.csi().create("pvc-source", GIB, ON_B).unwrap();
     }
     for i in 0..2 {
-        let (server, at) = on(i, &rds, &rds_b);
+        let (server, at) = on(i, rds, rds_b);
         assert!(server.write_file(
             &format!("storage-pool/metal-csi/{}.img", at.volume_id("pvc-source")),
             b"source"
@@ -883,11 +847,11 @@ fn snapshots_restores_and_clones_survive_kill_9_and_leak_nothing() {
             .map(|d| (d["slot"].as_str().unwrap().to_string(), d))
             .collect()
     };
-    let (disks_a, disks_b) = (disks_on(&rds), disks_on(&rds_b));
+    let (disks_a, disks_b) = (disks_on(rds), disks_on(rds_b));
     let mut kept = 0;
     for (i, slot) in model.iter().enumerate() {
         let (wanted, restore) = *slot.lock().unwrap();
-        let (server, at) = on(i, &rds, &rds_b);
+        let (server, at) = on(i, rds, rds_b);
         let (disks, others) = if i % 2 == 1 {
             (&disks_b, &disks_a)
         } else {

@@ -736,30 +736,12 @@ fn rds_fault_matrix_for_snapshots() {
 fn rds_fault_matrix_on_a_second_server_leaves_the_first_serving() {
     const GIB: i64 = 1 << 30;
     let dir = TempDir::new("rdsfaults-b");
-    let (a, creds_a) = rds(dir.path());
-    let b = rds_emulator::Emulator::start(rds_emulator::Options {
-        address: [127, 0, 0, 2].into(),
-        ..Default::default()
-    })
-    .unwrap();
-    let creds_b = b.write_credentials(&dir.path().join("rds-b")).unwrap();
-    let config = dir.path().join("servers.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "servers:\n- name: rds-a\n  url: {}\n  credentialsDir: {}\n  default: true\n\
-             - name: rds-b\n  url: {}\n  credentialsDir: {}\n  timeout: 1s\n",
-            a.url(),
-            creds_a.display(),
-            b.url(),
-            creds_b.display()
-        ),
-    )
-    .unwrap();
+    let two = two_rds_servers(dir.path(), Default::default(), "  timeout: 1s\n");
+    let (a, b, creds_b) = (&two.a, &two.b, &two.creds_b);
     let c = Controller::start(
         dir.path(),
         None,
-        &["--rds-config", config.to_str().unwrap()],
+        &["--rds-config", two.config.to_str().unwrap()],
     );
     let k = c.csi();
     let on_b: &[(&str, &str)] = &[("rdsServer", "rds-b")];
@@ -770,7 +752,7 @@ fn rds_fault_matrix_on_a_second_server_leaves_the_first_serving() {
         let name = format!("pvc-create-b-{i}");
         let id = naming.volume_id(&name);
         for (method, step) in [("PUT", "create"), ("PATCH", "expand"), ("DELETE", "delete")] {
-            class.arm(&b, method, "/rest/disk", &creds_b);
+            class.arm(b, method, "/rest/disk", creds_b);
             // The default server's calls run while server b's fails.
             let socket = c.socket.clone();
             let beside = std::thread::spawn(move || {
@@ -784,7 +766,7 @@ fn rds_fault_matrix_on_a_second_server_leaves_the_first_serving() {
                 _ => k.delete(&id),
             };
             let beside = beside.join().unwrap();
-            class.disarm(&b, &creds_b);
+            class.disarm(b, creds_b);
             assert!(class.acceptable(&first), "{label}: {step} gave {first:?}");
             if let Err((_, msg)) = &first {
                 assert!(msg.contains("RDS server rds-b"), "{label}: {step}: {msg}");

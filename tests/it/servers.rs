@@ -3,10 +3,7 @@
 //! each call reaches its own server only, and a server that fails fails
 //! alone.
 
-use std::{
-    path::{Path, PathBuf},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 use grpcio::RpcStatusCode as Code;
@@ -24,66 +21,27 @@ struct Two {
     controller: Controller,
 }
 
-fn emulated(
-    dir: &Path,
-    name: &str,
-    address: [u8; 4],
-    pool_bytes: u64,
-) -> (rds_emulator::Emulator, PathBuf) {
-    let emu = rds_emulator::Emulator::start(rds_emulator::Options {
-        address: address.into(),
-        pool_bytes,
-        ..Default::default()
-    })
-    .unwrap();
-    let creds = emu.write_credentials(&dir.join(name)).unwrap();
-    (emu, creds)
-}
-
-/// The configuration file for servers `a` (the default) and `b`.
-fn config(
-    dir: &Path,
-    a: (&rds_emulator::Emulator, &Path),
-    b: (&rds_emulator::Emulator, &Path),
-    b_timeout: &str,
-) -> PathBuf {
-    let path = dir.join("servers.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "servers:\n\
-             - name: rds-a\n  url: {}\n  credentialsDir: {}\n  default: true\n\
-             - name: rds-b\n  url: {}\n  credentialsDir: {}\n  timeout: {b_timeout}\n",
-            a.0.url(),
-            a.1.display(),
-            b.0.url(),
-            b.1.display()
-        ),
-    )
-    .unwrap();
-    path
-}
-
 fn two_servers(b_timeout: &str, extra: &[&str]) -> Two {
     let dir = TempDir::new("servers");
     let (kube, kc) = emulator(dir.path());
     kube.create("nodes", node("node-a")).unwrap();
-    let (a, creds_a) = emulated(dir.path(), "rds-a", [127, 0, 0, 1], 1 << 40);
-    let (b, creds_b) = emulated(dir.path(), "rds-b", [127, 0, 0, 2], 100 * (1 << 30));
-    let file = config(dir.path(), (&a, &creds_a), (&b, &creds_b), b_timeout);
-    let mut flags = vec![
-        "--rds-config",
-        file.to_str().unwrap(),
-        "--rds-timeout",
-        "2s",
-    ];
+    let two = two_rds_servers(
+        dir.path(),
+        rds_emulator::Options {
+            pool_bytes: 100 * (1 << 30),
+            ..Default::default()
+        },
+        &format!("  timeout: {b_timeout}\n"),
+    );
+    let config = two.config.display().to_string();
+    let mut flags = vec!["--rds-config", &config, "--rds-timeout", "2s"];
     flags.extend(extra);
     let controller = Controller::start(dir.path(), Some(&kc), &flags);
     Two {
         dir,
         kube,
-        a,
-        b,
+        a: two.a,
+        b: two.b,
         controller,
     }
 }

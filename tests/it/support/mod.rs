@@ -740,3 +740,45 @@ pub fn seed_go_installation(
         })
         .collect()
 }
+
+/// Two emulated RDS servers and the `--rds-config` file that names them:
+/// `rds-a`, the default, on 127.0.0.1, and `rds-b` on 127.0.0.2 (started
+/// with `b`, its entry ending with the YAML lines `extra_b`), each with
+/// its credentials directory under `dir`.
+pub struct TwoServers {
+    pub a: rds_emulator::Emulator,
+    pub creds_a: PathBuf,
+    pub b: rds_emulator::Emulator,
+    pub creds_b: PathBuf,
+    pub config: PathBuf,
+}
+
+pub fn two_rds_servers(dir: &Path, b: rds_emulator::Options, extra_b: &str) -> TwoServers {
+    let (a, creds_a) = rds(dir);
+    let b = rds_emulator::Emulator::start(rds_emulator::Options {
+        address: [127, 0, 0, 2].into(),
+        ..b
+    })
+    .unwrap();
+    let creds_b = b.write_credentials(&dir.join("rds-b")).unwrap();
+    let config = dir.join("servers.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "servers:\n- name: rds-a\n  url: {}\n  credentialsDir: {}\n  default: true\n\
+             - name: rds-b\n  url: {}\n  credentialsDir: {}\n{extra_b}",
+            a.url(),
+            creds_a.display(),
+            b.url(),
+            creds_b.display()
+        ),
+    )
+    .unwrap();
+    TwoServers {
+        a,
+        creds_a,
+        b,
+        creds_b,
+        config,
+    }
+}
