@@ -41,36 +41,74 @@ fn key(values: &[&'static str]) -> Key {
     k
 }
 
-/// A counter per combination of label values.
-struct CounterVec {
+/// A counter or gauge per combination of label values: one type for both
+/// (a counter's value is a whole number of `f64`, written the same way).
+struct LabelledVec {
     name: &'static str,
     help: &'static str,
+    /// `counter` or `gauge`.
+    kind: &'static str,
     labels: &'static [&'static str],
-    /// Scope: one increment or one copy for rendering.
-    values: Mutex<BTreeMap<Key, u64>>,
+    /// Scope: one update or one copy for rendering.
+    values: Mutex<BTreeMap<Key, f64>>,
 }
 
-impl CounterVec {
-    const fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
-        CounterVec {
+impl LabelledVec {
+    const fn counter(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> Self {
+        LabelledVec::new(name, help, "counter", labels)
+    }
+
+    const fn gauge(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> Self {
+        LabelledVec::new(name, help, "gauge", labels)
+    }
+
+    const fn new(
+        name: &'static str,
+        help: &'static str,
+        kind: &'static str,
+        labels: &'static [&'static str],
+    ) -> Self {
+        LabelledVec {
             name,
             help,
+            kind,
             labels,
             values: Mutex::new(BTreeMap::new()),
         }
     }
 
+    /// A counter's step.
     fn inc(&self, values: &[&'static str]) {
         *self
             .values
             .lock()
             .expect("metrics lock poisoned")
             .entry(key(values))
-            .or_default() += 1;
+            .or_default() += 1.0;
+    }
+
+    /// A gauge's value.
+    fn set(&self, values: &[&'static str], v: f64) {
+        self.values
+            .lock()
+            .expect("metrics lock poisoned")
+            .insert(key(values), v);
+    }
+
+    fn clear(&self) {
+        self.values.lock().expect("metrics lock poisoned").clear();
     }
 
     fn render(&self, out: &mut String) {
-        header(out, self.name, self.help, "counter");
+        header(out, self.name, self.help, self.kind);
         let values = self.values.lock().expect("metrics lock poisoned").clone();
         for (key, v) in values {
             let _ = writeln!(
@@ -143,50 +181,6 @@ impl HistogramVec {
     }
 }
 
-/// A gauge per combination of label values.
-struct GaugeVec {
-    name: &'static str,
-    help: &'static str,
-    labels: &'static [&'static str],
-    /// Scope: one update or one copy for rendering.
-    values: Mutex<BTreeMap<Key, f64>>,
-}
-
-impl GaugeVec {
-    const fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
-        GaugeVec {
-            name,
-            help,
-            labels,
-            values: Mutex::new(BTreeMap::new()),
-        }
-    }
-
-    fn set(&self, values: &[&'static str], v: f64) {
-        self.values
-            .lock()
-            .expect("metrics lock poisoned")
-            .insert(key(values), v);
-    }
-
-    fn clear(&self) {
-        self.values.lock().expect("metrics lock poisoned").clear();
-    }
-
-    fn render(&self, out: &mut String) {
-        header(out, self.name, self.help, "gauge");
-        let values = self.values.lock().expect("metrics lock poisoned").clone();
-        for (key, v) in values {
-            let _ = writeln!(
-                out,
-                "{}{} {v}",
-                self.name,
-                label_set(self.labels, &key, None)
-            );
-        }
-    }
-}
-
 /// `name` as a label value that lives as long as the process: a
 /// configured server's name, made once per distinct name (the set is
 /// bounded by the configuration).
@@ -255,27 +249,27 @@ pub struct Gauges {
 
 /// Every metric the controller exports.
 pub struct Metrics {
-    operations: CounterVec,
+    operations: LabelledVec,
     operation_duration: HistogramVec,
     worker_wait: HistogramVec,
-    rejected: CounterVec,
+    rejected: LabelledVec,
     attachment_conflicts: Scalar,
     stale_cleared: Scalar,
-    reconciled: CounterVec,
-    disagreements: CounterVec,
-    parameter_warnings: CounterVec,
-    migrations: CounterVec,
+    reconciled: LabelledVec,
+    disagreements: LabelledVec,
+    parameter_warnings: LabelledVec,
+    migrations: LabelledVec,
     migrations_started: Scalar,
-    kube_requests: CounterVec,
+    kube_requests: LabelledVec,
     kube_duration: HistogramVec,
     kube_conflicts: Scalar,
     kube_rate_limited: Scalar,
-    rds_requests: CounterVec,
+    rds_requests: LabelledVec,
     rds_duration: HistogramVec,
-    rds_up: GaugeVec,
-    pool_free: GaugeVec,
-    orphans: GaugeVec,
-    orphan_bytes: GaugeVec,
+    rds_up: LabelledVec,
+    pool_free: LabelledVec,
+    orphans: LabelledVec,
+    orphan_bytes: LabelledVec,
     rebuild_seconds: Scalar,
     rebuild_pvs: Scalar,
     events_dropped: Scalar,
@@ -301,7 +295,7 @@ impl Metrics {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         Metrics {
-            operations: CounterVec::new(
+            operations: LabelledVec::counter(
                 "rds_csi_operations_total",
                 "CSI calls answered, by RPC and gRPC code.",
                 &["rpc", "code"],
@@ -316,7 +310,7 @@ impl Metrics {
                 "Time from receiving a CSI call to a worker starting it, for calls a worker ran.",
                 &["rpc"],
             ),
-            rejected: CounterVec::new(
+            rejected: LabelledVec::counter(
                 "rds_csi_rejected_total",
                 "CSI calls answered without running: queue full, deadline passed while queued, shutting down.",
                 &["reason"],
@@ -331,22 +325,22 @@ impl Metrics {
                 "Attachments of deleted nodes cleared.",
                 "counter",
             ),
-            reconciled: CounterVec::new(
+            reconciled: LabelledVec::counter(
                 "rds_csi_reconcile_changes_total",
                 "Attachment records changed by reconciliation with the VolumeAttachments, by change (cleared, adopted, rewritten).",
                 &["change"],
             ),
-            disagreements: CounterVec::new(
+            disagreements: LabelledVec::counter(
                 "rds_csi_reconcile_disagreements_total",
                 "Attachment records left as they are although VolumeAttachments disagree, by kind (several_attached, deleting); counted per pass.",
                 &["kind"],
             ),
-            parameter_warnings: CounterVec::new(
+            parameter_warnings: LabelledVec::counter(
                 "rds_csi_parameter_warnings_total",
                 "StorageClass parameters a CreateVolume accepted with a warning, by key: the Go driver's keys this driver does not use, values adjusted as the Go driver adjusted them.",
                 &["key"],
             ),
-            migrations: CounterVec::new(
+            migrations: LabelledVec::counter(
                 "rds_csi_migrations_total",
                 "Live migrations ended, by result (completed: the source detached; failed: the target detached first).",
                 &["result"],
@@ -356,7 +350,7 @@ impl Metrics {
                 "Live migrations started: a shared block volume attached to a second node.",
                 "counter",
             ),
-            kube_requests: CounterVec::new(
+            kube_requests: LabelledVec::counter(
                 "rds_csi_kube_requests_total",
                 "Kubernetes API requests, by verb, resource and HTTP code (0: no answer).",
                 &["verb", "resource", "code"],
@@ -376,7 +370,7 @@ impl Metrics {
                 "Time spent waiting for the client-side rate limiter.",
                 "counter",
             ),
-            rds_requests: CounterVec::new(
+            rds_requests: LabelledVec::counter(
                 "rds_csi_rds_requests_total",
                 "RouterOS REST requests, by RDS server, method and HTTP code (0: no answer).",
                 &["server", "method", "code"],
@@ -386,22 +380,22 @@ impl Metrics {
                 "RouterOS REST request latency, by RDS server and method.",
                 &["server", "method"],
             ),
-            rds_up: GaugeVec::new(
+            rds_up: LabelledVec::gauge(
                 "rds_csi_rds_up",
                 "1 when the RDS server answered its last health check, else 0.",
                 &["server"],
             ),
-            orphans: GaugeVec::new(
+            orphans: LabelledVec::gauge(
                 "rds_csi_orphans",
                 "Leaked-disk candidates at the last look, by RDS server and kind (volume, snapshot, file); the Lease holder's only.",
                 &["server", "kind"],
             ),
-            orphan_bytes: GaugeVec::new(
+            orphan_bytes: LabelledVec::gauge(
                 "rds_csi_orphan_bytes",
                 "Bytes of the leaked-disk candidates at the last look, by RDS server and kind; the Lease holder's only.",
                 &["server", "kind"],
             ),
-            pool_free: GaugeVec::new(
+            pool_free: LabelledVec::gauge(
                 "rds_csi_pool_free_bytes",
                 "Free bytes of the RDS server's storage pool at its last health check.",
                 &["server"],

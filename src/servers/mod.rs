@@ -134,11 +134,6 @@ impl Server {
         self.volumes.naming()
     }
 
-    /// The RouterOS client (for the health check).
-    pub fn rds(&self) -> &rds::Client {
-        self.volumes.rds()
-    }
-
     /// The server's volumes, for what reads without I/O (the ownership
     /// rules); calls that reach RDS go through [`Registry::run`].
     pub fn volumes(&self) -> &VolumeManager {
