@@ -110,6 +110,24 @@ pub enum Parsed<A> {
     Help,
 }
 
+/// How a subcommand prints what it found (`--output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// For a person.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// `--output`'s value: `text` or `json`.
+pub fn output(flag: &str, v: &str) -> Result<Output, String> {
+    match v {
+        "text" => Ok(Output::Text),
+        "json" => Ok(Output::Json),
+        other => Err(format!("{flag}: {other:?} is not text or json")),
+    }
+}
+
 /// The value [`Usage::parse`] found for a flag that takes one (empty for a
 /// switch, which the table makes impossible).
 pub fn value(v: Option<String>) -> String {

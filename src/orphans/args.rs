@@ -68,12 +68,8 @@ Exits 1 when a list or a deletion failed (a failed list deletes nothing).
     tail: "",
 };
 
-/// How the report is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    Text,
-    Json,
-}
+/// How the output is printed (one meaning for every subcommand).
+pub use crate::flags::Output;
 
 /// Validated flags.
 pub struct Args {
@@ -130,13 +126,7 @@ pub fn parse(
             "-h" | "--help" => return Ok(Command::Help),
             "--kubeconfig" => a.kubeconfig = Some(PathBuf::from(value())),
             "--grace-period" => a.grace = grace_period(flag, &value())?,
-            "--output" => {
-                a.output = match value().as_str() {
-                    "text" => Output::Text,
-                    "json" => Output::Json,
-                    other => return Err(format!("{flag}: {other:?} is not text or json")),
-                }
-            }
+            "--output" => a.output = flags::output(flag, &value())?,
             "--delete" => a.delete = true,
             "--include" => {
                 a.include.insert(value());

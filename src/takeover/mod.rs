@@ -85,12 +85,8 @@ something could not be read and nothing certain blocks, 2 on bad flags.
     tail: "",
 };
 
-/// How the findings are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    Text,
-    Json,
-}
+/// How the output is printed (one meaning for every subcommand).
+pub use crate::flags::Output;
 
 /// Validated flags.
 #[derive(Debug, Clone)]
@@ -128,13 +124,7 @@ pub fn parse(
             "--namespace" => namespace = value()?,
             "--kubeconfig" => kubeconfig = Some(PathBuf::from(value()?)),
             "--driver-name" => driver_name = value()?,
-            "--output" => {
-                output = match value()?.as_str() {
-                    "text" => Output::Text,
-                    "json" => Output::Json,
-                    other => return Err(format!("{flag}: {other:?} is not text or json")),
-                }
-            }
+            "--output" => output = crate::flags::output(flag, &value()?)?,
             other => return Err(format!("{other}: in the flag table but not handled")),
         }
     }
