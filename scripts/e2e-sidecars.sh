@@ -242,6 +242,19 @@ no_disk_nor_file() {
   [ "$(disk "$1")" = "[]" ] && ! rds "/rest/file" | grep -q "$1.img"
 }
 gone() { ! k get "$@" >/dev/null 2>&1; }
+# release_claim CLAIM CHECK [PREFIX]: the user deletes the claim; csi-provisioner
+# deletes its volume and PV, and CHECK <PREFIX><PV name> finds neither disk
+# nor file left on its RDS server.
+release_claim() {
+  local p
+  p=$(pv_for "$1")
+  k delete pvc "$1" -n default --wait=false >/dev/null || fail "deleting PVC $1"
+  # The PV controller's part: a PV whose claim is gone is Released.
+  k patch pv "$p" --subresource status --type merge -p '{"status":{"phase":"Released"}}' >/dev/null ||
+    fail "marking PV $p Released"
+  wait_for "csi-provisioner deleted the volume and PV $p" 60 gone pv "$p"
+  wait_for "RDS has neither disk nor file for ${3:-}$p" 10 "$2" "${3:-}$p"
+}
 some_pv_for() { [ -n "$(pv_for "$1")" ]; }
 capacity_is() { [ "$(jp pv "$1" '{.spec.capacity.storage}')" = "$2" ]; }
 condition() { k get pvc "$1" -n default -o jsonpath='{.status.conditions[*].type}' | grep -qw "$2"; }
@@ -421,14 +434,7 @@ k delete volumeattachment va-data-b --wait=false >/dev/null || fail "deleting va
 wait_for "va-data-b is detached and gone" 60 gone volumeattachment va-data-b
 k delete volumesnapshot snap-b -n default --wait=false >/dev/null || fail "deleting snap-b"
 wait_for "server b has neither disk nor file for $snap_b" 60 none_on_b "$snap_b"
-for c in data-b restored-b; do
-  p=$(pv_for "$c")
-  k delete pvc "$c" -n default --wait=false >/dev/null || fail "deleting PVC $c"
-  k patch pv "$p" --subresource status --type merge -p '{"status":{"phase":"Released"}}' >/dev/null ||
-    fail "marking PV $p Released"
-  wait_for "csi-provisioner deleted the volume and PV $p" 60 gone pv "$p"
-  wait_for "server b has neither disk nor file for rds-b-$p" 10 none_on_b "rds-b-$p"
-done
+for c in data-b restored-b; do release_claim "$c" none_on_b rds-b-; done
 
 step "scheduled snapshots: snapshot-schedule makes VolumeSnapshots the stock snapshot-controller takes, and retires them"
 k label pvc data -n default rds.csi.srvlab.io/backup=daily >/dev/null || fail "labelling PVC data"
@@ -486,15 +492,7 @@ for va in va-b va-logs; do
   wait_for "$va is detached and gone" 60 gone volumeattachment "$va"
 done
 [ -z "$(holder "$pv")" ] || fail "PV $pv still names $(holder "$pv") after its detach"
-for c in data logs restored cloned; do
-  p=$(pv_for "$c")
-  k delete pvc "$c" -n default --wait=false >/dev/null || fail "deleting PVC $c"
-  # The PV controller's part: a PV whose claim is gone is Released.
-  k patch pv "$p" --subresource status --type merge -p '{"status":{"phase":"Released"}}' >/dev/null ||
-    fail "marking PV $p Released"
-  wait_for "csi-provisioner deleted the volume and PV $p" 60 gone pv "$p"
-  wait_for "RDS has neither disk nor file for $p" 10 no_disk_nor_file "$p"
-done
+for c in data logs restored cloned; do release_claim "$c" no_disk_nor_file; done
 
 step "the install's roles were enough: no request of the controller or a sidecar was refused"
 if grep -hE '\b403\b|[Ff]orbidden' "$work"/controller.log "$work"/csi-*.log | cut -c1-300 | head -5 | grep .; then
