@@ -862,6 +862,7 @@ fn volume_path(dir: &Path, bin: &Path, volumes: usize) {
                 nvme_tcp_export: "yes",
                 nvme_tcp_server_port: "4420".into(),
                 nvme_tcp_server_nqn: format!("nqn.2000-02.com.mikrotik:{slot}"),
+                comment: String::new(),
             })
             .unwrap();
         add.push(t.elapsed());

@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use rds_csi_controller::kube::{
-    decode_page, decode_pieces, Error, ListItem, Page, PvSummary, VolumeAttachmentSummary,
+    decode_page, decode_pieces, ListItem, Malformed, Page, PvSummary, VolumeAttachmentSummary,
 };
 
 fn pieces<'a>(cuts: &[u8], body: &'a [u8]) -> Vec<&'a [u8]> {
@@ -23,7 +23,7 @@ fn pieces<'a>(cuts: &[u8], body: &'a [u8]) -> Vec<&'a [u8]> {
     out
 }
 
-fn view<T>(r: Result<Page<T>, Error>) -> Result<(Vec<T>, Vec<String>, Option<String>), String> {
+fn view<T>(r: Result<Page<T>, Malformed>) -> Result<(Vec<T>, Vec<String>, Option<String>), String> {
     r.map(|p| (p.items, p.skipped, p.next))
         .map_err(|e| e.to_string())
 }

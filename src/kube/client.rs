@@ -15,13 +15,13 @@ use ureq::{
     Agent,
 };
 
+use kube_decode::{ListItem, PvSummary, ReadError, Visit, VolumeAttachmentSummary};
+
 use crate::wire;
 
 use super::{
     auth::Bearer,
     config::Config,
-    objects::{ListItem, NodeRef, PvSummary, VolumeAttachmentSummary},
-    page::{Incremental, ReadError, Visit},
     pv::Pv,
     ratelimit::{RateLimiter, DEFAULT_BURST, DEFAULT_QPS},
     Error, Status,
@@ -385,7 +385,7 @@ impl Client {
                         handed_over = true;
                         visit(v)
                     };
-                    Incremental::new(&mut visit).read_all(body)
+                    T::read_page(body, &mut visit)
                 };
                 let failure = match self.list_page(resource, &url, pages == 0, &mut read) {
                     Ok(next) => {
@@ -448,7 +448,7 @@ impl Client {
         let mut sink = |body: &mut dyn std::io::Read| {
             next = read(body).map_err(|e| match e {
                 ReadError::Read(e) => wire_error(url, wire::read_failure(e)),
-                ReadError::Decode(e) => e,
+                ReadError::Decode(e) => Error::Decode(e.0),
             })?;
             Ok(())
         };
@@ -645,6 +645,13 @@ impl<R: std::io::Read> std::io::Read for Counted<R> {
         self.bytes += n as u64;
         Ok(n)
     }
+}
+
+/// A Node, decoded only far enough to know it is one.
+#[derive(Deserialize)]
+struct NodeRef {
+    #[allow(dead_code)]
+    metadata: serde::de::IgnoredAny,
 }
 
 /// Reads one list page's body as it arrives; returns the continue token.

@@ -36,9 +36,6 @@ mod auth;
 mod client;
 mod config;
 mod error;
-mod lenient;
-mod objects;
-mod page;
 mod pv;
 mod ratelimit;
 
@@ -50,7 +47,9 @@ pub use config::{
     service_account_namespace, ClientIdentity, Config, Credential, SERVICE_ACCOUNT_DIR,
 };
 pub use error::{Error, Status};
-pub use objects::{str_at, ListItem, PvSummary, VolumeAttachmentSummary};
-pub use page::{decode_page, decode_pieces, Page, Visit};
+pub use kube_decode::{
+    decode_page, decode_pieces, str_at, ListItem, Malformed, Page, PvSummary, Visit,
+    VolumeAttachmentSummary,
+};
 pub use pv::Pv;
 pub use ratelimit::{DEFAULT_BURST, DEFAULT_QPS};

@@ -12,7 +12,7 @@ use serde::{
 };
 use serde_json::{value::RawValue, Map, Value};
 
-use super::lenient;
+use kube_decode::lenient;
 
 /// See the module doc. Built by [`Pv::parse`]; written by [`Pv::to_json`].
 pub struct Pv {

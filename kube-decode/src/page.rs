@@ -6,7 +6,7 @@ use std::io::Read;
 
 use serde::{de::IgnoredAny, Deserialize};
 
-use super::{lenient, objects::ListItem, Error};
+use crate::{lenient, objects::ListItem, Malformed};
 
 /// What a paged LIST hands its visitor.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ pub struct Page<T> {
 }
 
 /// Decodes a whole LIST answer (see [`Incremental`]).
-pub fn decode_page<T: ListItem>(bytes: &[u8]) -> Result<Page<T>, Error> {
+pub fn decode_page<T: ListItem>(bytes: &[u8]) -> Result<Page<T>, Malformed> {
     decode_pieces([bytes])
 }
 
@@ -38,7 +38,7 @@ pub fn decode_page<T: ListItem>(bytes: &[u8]) -> Result<Page<T>, Error> {
 /// [`decode_page`] of them joined, wherever they are cut.
 pub fn decode_pieces<'b, T: ListItem>(
     pieces: impl IntoIterator<Item = &'b [u8]>,
-) -> Result<Page<T>, Error> {
+) -> Result<Page<T>, Malformed> {
     let (mut items, mut skipped) = (Vec::new(), Vec::new());
     let mut visit = |v| match v {
         Visit::Item(t) => items.push(t),
@@ -74,9 +74,9 @@ const READ: usize = 16 * 1024;
 /// name, member and item ends, and serde_json decodes, and so validates,
 /// every one of them (an item whose bytes are all in hand is decoded where
 /// it lies, and its end is where serde_json stopped). An answer that is not such an object, or not
-/// well-formed → [`Error::Decode`] naming the byte it was found at (items
+/// well-formed → [`Malformed`] naming the byte it was found at (items
 /// already handed over belong to a list that failed).
-pub(crate) struct Incremental<'v, T> {
+pub struct Incremental<'v, T> {
     buf: Vec<u8>,
     /// Bytes of `buf` already decoded.
     pos: usize,
@@ -112,15 +112,15 @@ enum State {
 
 /// Why reading a page stopped.
 #[derive(Debug)]
-pub(crate) enum ReadError {
+pub enum ReadError {
     /// The body could not be read (cut off, timed out, over its limit).
     Read(std::io::Error),
     /// What was read is not a LIST answer.
-    Decode(Error),
+    Decode(Malformed),
 }
 
 impl<'v, T: ListItem> Incremental<'v, T> {
-    pub(crate) fn new(visit: &'v mut dyn FnMut(Visit<T>)) -> Self {
+    pub fn new(visit: &'v mut dyn FnMut(Visit<T>)) -> Self {
         Incremental {
             buf: Vec::new(),
             pos: 0,
@@ -134,7 +134,7 @@ impl<'v, T: ListItem> Incremental<'v, T> {
 
     /// Takes in the next bytes of the answer, handing over every item
     /// they complete.
-    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(), Error> {
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), Malformed> {
         self.compact();
         self.buf.extend_from_slice(bytes);
         self.run()
@@ -142,7 +142,7 @@ impl<'v, T: ListItem> Incremental<'v, T> {
 
     /// Reads `r` to its end (so that its connection can be kept) and
     /// decodes what it reads; the continue token, when more pages follow.
-    pub(crate) fn read_all(mut self, r: &mut dyn Read) -> Result<Option<String>, ReadError> {
+    pub fn read_all(mut self, r: &mut dyn Read) -> Result<Option<String>, ReadError> {
         let mut chunk = vec![0u8; READ];
         loop {
             let n = match r.read(&mut chunk) {
@@ -156,7 +156,7 @@ impl<'v, T: ListItem> Incremental<'v, T> {
     }
 
     /// The answer is over: the continue token, when more pages follow.
-    pub(crate) fn finish(mut self) -> Result<Option<String>, Error> {
+    pub fn finish(mut self) -> Result<Option<String>, Malformed> {
         self.skip_whitespace();
         if self.state != State::Done || self.pos < self.buf.len() {
             return Err(self.error("the answer ends before the LIST does"));
@@ -180,15 +180,15 @@ impl<'v, T: ListItem> Incremental<'v, T> {
         }
     }
 
-    fn error(&self, what: &str) -> Error {
-        Error::Decode(format!(
+    fn error(&self, what: &str) -> Malformed {
+        Malformed(format!(
             "at byte {} of the answer: {what}",
             self.dropped + self.pos as u64
         ))
     }
 
     /// A punctuation byte the framing requires here.
-    fn punctuation(&mut self, b: u8, then: &[(u8, State)], what: &str) -> Result<(), Error> {
+    fn punctuation(&mut self, b: u8, then: &[(u8, State)], what: &str) -> Result<(), Malformed> {
         match then.iter().find(|(want, _)| *want == b) {
             Some(&(_, next)) => {
                 self.pos += 1;
@@ -224,7 +224,7 @@ impl<'v, T: ListItem> Incremental<'v, T> {
     }
 
     /// Decodes as far as the bytes in hand allow.
-    fn run(&mut self) -> Result<(), Error> {
+    fn run(&mut self) -> Result<(), Malformed> {
         loop {
             // A value part-scanned resumes where it stopped; anything else
             // may follow whitespace.
@@ -474,7 +474,7 @@ impl Scan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kube::PvSummary;
+    use crate::PvSummary;
 
     const PAGE: &[u8] = br#"{"kind":"PersistentVolumeList","apiVersion":"v1",
         "metadata":{"resourceVersion":"7","continue":"eyJ2\u003d\/x","remainingItemCount":3},
@@ -538,7 +538,7 @@ mod tests {
             (br#"{"items":[],}"#, "at byte 12"),
         ] {
             match decode_page::<PvSummary>(body) {
-                Err(Error::Decode(m)) => assert!(m.contains(at), "{body:?}: {m}"),
+                Err(Malformed(m)) => assert!(m.contains(at), "{body:?}: {m}"),
                 other => panic!("{body:?}: {other:?}"),
             }
         }

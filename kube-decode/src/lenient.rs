@@ -12,7 +12,7 @@ use serde::de::{
 };
 
 /// A value of the wrong JSON type: skipped, and remembered as such.
-pub(crate) trait Wrong: Default {
+pub trait Wrong: Default {
     fn wrong() -> Self;
 }
 
@@ -47,7 +47,7 @@ macro_rules! skip_everything_else {
 
 /// A string; `None` for null or absent; `.1` when it was another type.
 #[derive(Debug, Default)]
-pub(crate) struct Str(pub Option<String>, pub bool);
+pub struct Str(pub Option<String>, pub bool);
 
 impl Wrong for Str {
     fn wrong() -> Self {
@@ -81,7 +81,7 @@ impl<'de> Deserialize<'de> for Str {
 
 /// A boolean; `false` for null or absent; `.1` when it was another type.
 #[derive(Debug, Default)]
-pub(crate) struct Flag(pub bool, pub bool);
+pub struct Flag(pub bool, pub bool);
 
 impl Wrong for Flag {
     fn wrong() -> Self {
@@ -130,7 +130,7 @@ impl<'de> Deserialize<'de> for Flag {
 
 /// Whether the member is present with a value other than `null`.
 #[derive(Debug, Default)]
-pub(crate) struct Present(pub bool);
+pub struct Present(pub bool);
 
 impl<'de> Deserialize<'de> for Present {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -178,7 +178,7 @@ impl<'de> Deserialize<'de> for Present {
 /// fields must all be lenient themselves (and unknown fields ignored), so
 /// that decoding an object as `T` cannot fail.
 #[derive(Debug)]
-pub(crate) struct Obj<T>(pub Option<T>, pub bool);
+pub struct Obj<T>(pub Option<T>, pub bool);
 
 impl<T> Default for Obj<T> {
     fn default() -> Self {
@@ -215,7 +215,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
 /// The string-valued members of an object whose keys start with a prefix;
 /// every other member is skipped unbuilt (its key is not even copied).
 #[derive(Debug)]
-pub(crate) struct Prefixed<const P: usize>(pub BTreeMap<String, String>, pub bool);
+pub struct Prefixed<const P: usize>(pub BTreeMap<String, String>, pub bool);
 
 impl<const P: usize> Default for Prefixed<P> {
     fn default() -> Self {
@@ -230,7 +230,7 @@ impl<const P: usize> Wrong for Prefixed<P> {
 }
 
 /// The prefixes [`Prefixed`] can select, by index.
-pub(crate) const PREFIXES: [&str; 1] = ["rds.csi.srvlab.io/"];
+pub const PREFIXES: [&str; 1] = ["rds.csi.srvlab.io/"];
 
 impl<'de, const P: usize> Deserialize<'de> for Prefixed<P> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -3,9 +3,12 @@
 //! the parser without being built.
 
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, io::Read};
 
-use super::lenient::{Flag, Obj, Prefixed, Present, Str};
+use crate::{
+    lenient::{Flag, Obj, Prefixed, Present, Str},
+    Incremental, ReadError, Visit,
+};
 
 /// An item of a LIST page. Decoded in the same pass as the page, from
 /// lenient fields that never fail on well-formed JSON, so one malformed
@@ -16,6 +19,18 @@ pub trait ListItem: Sized {
     fn decode<'de, D: serde::Deserializer<'de>>(
         d: D,
     ) -> Result<Result<Self, Option<String>>, D::Error>;
+
+    /// Reads one LIST answer from `body` to its end, handing each item to
+    /// `visit` as it arrives ([`Incremental`]); the continue token, when
+    /// more pages follow. The types listed in bulk implement it here with
+    /// this same body, so that their decoding is compiled in this crate,
+    /// at its opt-level (see Cargo.toml), not in the caller's.
+    fn read_page(
+        body: &mut dyn Read,
+        visit: &mut dyn FnMut(Visit<Self>),
+    ) -> Result<Option<String>, ReadError> {
+        Incremental::new(visit).read_all(body)
+    }
 }
 
 /// Any object, whole: for the few small lists read as JSON (the snapshot
@@ -52,6 +67,13 @@ pub struct PvSummary {
 }
 
 impl ListItem for PvSummary {
+    fn read_page(
+        body: &mut dyn Read,
+        visit: &mut dyn FnMut(Visit<Self>),
+    ) -> Result<Option<String>, ReadError> {
+        Incremental::new(visit).read_all(body)
+    }
+
     fn decode<'de, D: serde::Deserializer<'de>>(
         d: D,
     ) -> Result<Result<Self, Option<String>>, D::Error> {
@@ -121,6 +143,13 @@ pub struct VolumeAttachmentSummary {
 }
 
 impl ListItem for VolumeAttachmentSummary {
+    fn read_page(
+        body: &mut dyn Read,
+        visit: &mut dyn FnMut(Visit<Self>),
+    ) -> Result<Option<String>, ReadError> {
+        Incremental::new(visit).read_all(body)
+    }
+
     fn decode<'de, D: serde::Deserializer<'de>>(
         d: D,
     ) -> Result<Result<Self, Option<String>>, D::Error> {
@@ -182,13 +211,6 @@ impl ListItem for VolumeAttachmentSummary {
             (name, _, _) => Ok(Err(name)),
         }
     }
-}
-
-/// A Node, decoded only far enough to know it is one.
-#[derive(Deserialize)]
-pub(crate) struct NodeRef {
-    #[allow(dead_code)]
-    metadata: serde::de::IgnoredAny,
 }
 
 #[cfg(test)]
