@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/build-deps.sh
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked --quiet cargo-fuzz
 seconds=${FUZZ_SECONDS:-60}
-targets=${FUZZ_TARGETS:-"pv_list pv_object status attached_at csi_request rds_answer http_request snapshot_lineage"}
+targets=${FUZZ_TARGETS:-"pv_list pv_object status attached_at csi_request rds_answer rds_monitor http_request snapshot_lineage"}
 export RUSTC_BOOTSTRAP=1
 cd fuzz
 status=0

@@ -167,13 +167,18 @@ impl Health {
                 if h.failing.swap(false, Ordering::SeqCst) {
                     log::info!("health check: RDS server {} answers again", h.server);
                 }
-                metrics.rds_health(h.server, true, pool.and_then(|p| p.free_bytes()));
+                metrics.rds_health(
+                    h.server,
+                    true,
+                    pool.as_ref().and_then(|p| p.free_bytes()),
+                    pool.as_ref().and_then(|p| rds::bytes(&p.size)),
+                );
             }
             Err(e) => {
                 if !h.failing.swap(true, Ordering::SeqCst) {
                     log::warn!("health check: RDS server {}: {e}", h.server);
                 }
-                metrics.rds_health(h.server, false, None);
+                metrics.rds_health(h.server, false, None, None);
             }
         }
     }

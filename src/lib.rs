@@ -25,6 +25,7 @@
 //! - [`lease`]: leader election on the controller's Lease.
 //! - `lifecycle` (private, gRPC builds): the process life cycle, [`run`].
 //! - [`metrics`]: Prometheus metrics and the metrics/health HTTP endpoint.
+//! - [`monitor`]: RDS sensors and I/O, polled for the metrics.
 //! - [`orphans`]: leaked disks on RDS, found safely; the `orphans`
 //!   subcommand.
 //! - [`proto`]: the CSI messages and gRPC glue generated from `proto/csi.proto`.
@@ -53,6 +54,7 @@ pub mod lease;
 #[cfg(feature = "grpc")]
 mod lifecycle;
 pub mod metrics;
+pub mod monitor;
 pub mod orphans;
 pub mod proto;
 pub mod rds;

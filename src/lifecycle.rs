@@ -245,6 +245,7 @@ fn serve(
     let orphans = (!args.orphan_scan_interval.is_zero())
         .then(|| orphans_in_background(args, &driver, &leading, &stop_reconciling, cluster))
         .flatten();
+    let monitors = monitor_in_background(args, &driver, &metrics, &leading, &stop_reconciling);
     let stop_electing = Arc::new(AtomicBool::new(false));
     let elector = election
         .map(|(client, settings)| elect_in_background(client, settings, &leading, &stop_electing));
@@ -271,6 +272,9 @@ fn serve(
     }
     if let Some(o) = orphans {
         join_within(o, "the look for leaked disks", RECONCILE_STOP);
+    }
+    for m in monitors {
+        join_within(m, "RDS monitoring", RECONCILE_STOP);
     }
     for c in checker {
         let _ = c.join();
@@ -419,6 +423,51 @@ fn orphans_in_background(
         })
         .expect("spawn orphans thread");
     Some(thread)
+}
+
+/// Polls each RDS server for the monitoring metrics every
+/// `--rds-monitor-interval` (see [`crate::monitor`]), each on a thread of
+/// its own, while this process leads, until `stop` is set. None without
+/// RDS, or with the interval 0; per-volume I/O needs the Kubernetes client
+/// (for the PVs) and `--volume-stats`.
+fn monitor_in_background(
+    args: &cli::Args,
+    driver: &Arc<driver::Driver>,
+    metrics: &Arc<metrics::Metrics>,
+    leading: &Arc<lease::Leadership>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let (Some(servers), false) = (driver.servers(), args.rds_monitor_interval.is_zero()) else {
+        return Vec::new();
+    };
+    let claims = driver.client().filter(|_| args.volume_stats).map(|c| {
+        let interval = args.rds_monitor_interval;
+        Arc::new(crate::monitor::Claims::new(
+            c.clone(),
+            driver.name(),
+            interval,
+        ))
+    });
+    servers
+        .servers()
+        .iter()
+        .map(|s| {
+            let target = crate::monitor::Target {
+                server: metrics::label(s.name()),
+                client: s.volumes().rds().clone(),
+                volume_path: s.defaults().volume_path.clone(),
+                naming: s.naming().clone(),
+            };
+            let (claims, leading, stop) = (claims.clone(), leading.clone(), stop.clone());
+            let (metrics, interval) = (metrics.clone(), args.rds_monitor_interval);
+            std::thread::Builder::new()
+                .name(format!("monitor-{}", s.name()))
+                .spawn(move || {
+                    crate::monitor::run(target, claims, metrics, interval, || leading.leads(), stop)
+                })
+                .expect("spawn monitor thread")
+        })
+        .collect()
 }
 
 /// One look for leaked disks (see [`orphans_in_background`]).

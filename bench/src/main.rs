@@ -12,6 +12,7 @@
 //! runs in this process on loopback HTTPS.
 
 mod burst;
+mod monitor;
 mod snapshots;
 
 use std::{
@@ -220,6 +221,11 @@ const SECTIONS: &[Section] = &[
         "ha",
         "Two replicas: Publish on the replica that did not make the PV's last change",
         |d, o| ha_path(d, &o.controller),
+    ),
+    (
+        "monitor",
+        "RDS monitoring: one server's poll and a scrape, by volumes",
+        |d, o| monitor::monitor_path(d, o.shipped(), &[1000, 10000]),
     ),
 ];
 

@@ -17,7 +17,7 @@ pub mod lenient;
 mod objects;
 mod page;
 
-pub use objects::{str_at, ListItem, PvSummary, VolumeAttachmentSummary};
+pub use objects::{str_at, ListItem, PvClaim, PvSummary, VolumeAttachmentSummary};
 pub use page::{decode_page, decode_pieces, Incremental, Page, ReadError, Visit};
 
 /// An answer that is not a LIST, or not well-formed: what was expected,

@@ -129,6 +129,83 @@ impl ListItem for PvSummary {
     }
 }
 
+/// Whose a PersistentVolume is: what the per-volume metrics label a
+/// volume with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PvClaim {
+    pub name: String,
+    /// `spec.csi.driver`, empty when the PV is not a CSI volume.
+    pub driver: String,
+    /// `spec.csi.volumeHandle`, empty when absent.
+    pub volume_handle: String,
+    /// `spec.claimRef.namespace` and `.name`, empty while unbound.
+    pub claim_namespace: String,
+    pub claim_name: String,
+}
+
+impl ListItem for PvClaim {
+    fn decode<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Result<Self, Option<String>>, D::Error> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Wire {
+            metadata: Obj<Meta>,
+            spec: Obj<Spec>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct Meta {
+            name: Str,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct Spec {
+            csi: Obj<Csi>,
+            claim_ref: Obj<ClaimRef>,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default, rename_all = "camelCase")]
+        struct Csi {
+            driver: Str,
+            volume_handle: Str,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct ClaimRef {
+            namespace: Str,
+            name: Str,
+        }
+        let Obj(w, bad) = Obj::<Wire>::deserialize(d)?;
+        let Some(w) = w.filter(|_| !bad) else {
+            return Ok(Err(None));
+        };
+        let name = w.metadata.0.unwrap_or_default().name;
+        let spec = w.spec.0.unwrap_or_default();
+        let csi = spec.csi.0.unwrap_or_default();
+        let claim = spec.claim_ref.0.unwrap_or_default();
+        let malformed = w.metadata.1
+            || name.1
+            || w.spec.1
+            || spec.csi.1
+            || spec.claim_ref.1
+            || csi.driver.1
+            || csi.volume_handle.1
+            || claim.namespace.1
+            || claim.name.1;
+        match name.0 {
+            Some(name) if !malformed => Ok(Ok(PvClaim {
+                name,
+                driver: csi.driver.0.unwrap_or_default(),
+                volume_handle: csi.volume_handle.0.unwrap_or_default(),
+                claim_namespace: claim.namespace.0.unwrap_or_default(),
+                claim_name: claim.name.0.unwrap_or_default(),
+            })),
+            name => Ok(Err(name)),
+        }
+    }
+}
+
 /// What the controller needs of a VolumeAttachment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VolumeAttachmentSummary {
@@ -216,6 +293,33 @@ impl ListItem for VolumeAttachmentSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pv_claim_names_its_claim_and_is_empty_while_unbound() {
+        let bound = one::<PvClaim>(
+            r#"{"metadata":{"name":"pvc-1"},"spec":{"csi":{"driver":"d","volumeHandle":"h"},
+                "claimRef":{"kind":"PersistentVolumeClaim","namespace":"ns","name":"data"}}}"#,
+        );
+        assert_eq!(
+            bound,
+            Ok(PvClaim {
+                name: "pvc-1".into(),
+                driver: "d".into(),
+                volume_handle: "h".into(),
+                claim_namespace: "ns".into(),
+                claim_name: "data".into(),
+            })
+        );
+        let unbound = one::<PvClaim>(r#"{"metadata":{"name":"pv"},"spec":{}}"#).unwrap();
+        assert_eq!(
+            (unbound.claim_namespace, unbound.claim_name),
+            ("".into(), "".into())
+        );
+        assert_eq!(
+            one::<PvClaim>(r#"{"metadata":{"name":"x"},"spec":{"claimRef":{"name":7}}}"#),
+            Err(Some("x".into()))
+        );
+    }
 
     fn one<T: ListItem>(json: &str) -> Result<T, Option<String>> {
         T::decode(&mut serde_json::Deserializer::from_str(json)).unwrap()

@@ -208,6 +208,8 @@ fn route(st: &mut State, method: &str, req: &Request) -> Response {
         ("ip/service", "GET") => return list(req, services(st.tls)),
         // A menu of one item: its GET answers the object, not a list.
         ("system/clock", "GET") => return ok(Value::from(clock(st.now()))),
+        ("system/health", "GET") => return list(req, health(st)),
+        ("disk/monitor-traffic", "POST") => return monitor_traffic(st, req),
         _ => {}
     }
     let (menu, id) = match rest.split_once('/') {
@@ -268,6 +270,87 @@ fn render_file(f: &crate::FileEntry) -> Map<String, Value> {
         Value::from(format!("{date} {time}")),
     );
     m
+}
+
+/// `/system/health` as RouterOS 7 lists it: one item per sensor.
+fn health(st: &State) -> Vec<Map<String, Value>> {
+    st.sensors
+        .iter()
+        .enumerate()
+        .map(|(i, (name, value, kind))| {
+            let mut m = Map::new();
+            m.insert(".id".into(), Value::from(format!("*{:X}", i + 1)));
+            m.insert("name".into(), Value::from(name.clone()));
+            m.insert("value".into(), Value::from(value.clone()));
+            m.insert("type".into(), Value::from(kind.clone()));
+            m
+        })
+        .collect()
+}
+
+/// What every disk reports before [`crate::Emulator::set_traffic`]
+/// changes it: the fields of `/disk monitor-traffic … once`.
+const QUIET: &[(&str, &str)] = &[
+    ("read-ops", "0"),
+    ("read-ops-per-second", "0"),
+    ("read-bytes", "0"),
+    ("read-rate", "0bps"),
+    ("read-merges", "0"),
+    ("read-time", "0ms"),
+    ("write-ops", "0"),
+    ("write-ops-per-second", "0"),
+    ("write-bytes", "0"),
+    ("write-rate", "0bps"),
+    ("write-merges", "0"),
+    ("write-time", "0ms"),
+    ("in-flight-ops", "0"),
+    ("active-time", "0ms"),
+    ("wait-time", "0ms"),
+    ("discard-ops", "0"),
+    ("discard-time", "0ms"),
+    ("flush-ops", "0"),
+    ("flush-time", "0ms"),
+];
+
+/// `/disk monitor-traffic <numbers> once`: one item per disk named (by
+/// slot or `.id`, comma-separated), in that order. A name that is no disk
+/// fails the whole command, as RouterOS fails an unknown item; without
+/// `once` the command would run until stopped, which REST cannot carry.
+fn monitor_traffic(st: &State, req: &Request) -> Response {
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&req.body) else {
+        return error(400, "JSON object expected");
+    };
+    if !body.contains_key("once") && !body.contains_key("duration") {
+        return error(400, "interrupted");
+    }
+    let Some(numbers) = body.get("numbers").and_then(Value::as_str) else {
+        return error(400, "missing =numbers=");
+    };
+    let by_slot: std::collections::HashMap<&str, u64> = st
+        .disks
+        .iter()
+        .filter_map(|(k, d)| Some((d.get("slot")?.as_str(), *k)))
+        .collect();
+    let mut out = Vec::new();
+    for name in numbers.split(',').filter(|n| !n.is_empty()) {
+        let key = parse_id(name)
+            .filter(|k| st.disks.contains_key(k))
+            .or_else(|| by_slot.get(name).copied());
+        let Some(key) = key else {
+            return error(400, "no such item");
+        };
+        let slot = st.disks[&key].get("slot").cloned().unwrap_or_default();
+        let mut m = Map::new();
+        m.insert("slot".into(), Value::from(slot.clone()));
+        for (k, v) in QUIET {
+            m.insert(k.to_string(), Value::from(*v));
+        }
+        for (k, v) in st.traffic.get(&slot).into_iter().flatten() {
+            m.insert(k.clone(), Value::from(v.clone()));
+        }
+        out.push(Value::Object(m));
+    }
+    ok(Value::Array(out))
 }
 
 /// `/system/clock` as RouterOS 7.10 and later print it.

@@ -224,6 +224,11 @@ pub(crate) struct State {
     /// Added to the host's clock to give the device's (see
     /// [`Emulator::advance_clock`]).
     clock_ahead: i64,
+    /// `/system/health`: name, value, type (see [`Emulator::set_sensors`]).
+    pub(crate) sensors: Vec<(String, String, String)>,
+    /// `monitor-traffic` fields set per slot over the zeros every disk
+    /// reports (see [`Emulator::set_traffic`]).
+    pub(crate) traffic: HashMap<String, BTreeMap<String, String>>,
 }
 
 pub(crate) struct Shared {
@@ -273,6 +278,19 @@ impl Emulator {
             faults: Vec::new(),
             requests: Vec::new(),
             clock_ahead: 0,
+            sensors: [
+                ("cpu-temperature", "45", "C"),
+                ("board-temperature1", "38", "C"),
+                ("fan1-speed", "4200", "RPM"),
+                ("fan2-speed", "4350", "RPM"),
+                ("psu1-state", "ok", ""),
+                ("psu2-state", "ok", ""),
+                ("power-consumption", "85.3", "W"),
+            ]
+            .iter()
+            .map(|(n, v, t)| (n.to_string(), v.to_string(), t.to_string()))
+            .collect(),
+            traffic: HashMap::new(),
         };
         state.seed_pool();
         let shared = Arc::new(Shared {
@@ -467,6 +485,26 @@ impl Emulator {
     /// much older (`creation-time` against `/system/clock`).
     pub fn advance_clock(&self, by: std::time::Duration) {
         self.shared.lock().clock_ahead += by.as_secs() as i64;
+    }
+
+    /// What `/system/health` lists: (name, value, type), as RouterOS
+    /// sends them (every value a string). Starts with a CCR-like set.
+    pub fn set_sensors(&self, sensors: &[(&str, &str, &str)]) {
+        self.shared.lock().sensors = sensors
+            .iter()
+            .map(|(n, v, t)| (n.to_string(), v.to_string(), t.to_string()))
+            .collect();
+    }
+
+    /// Sets `fields` of what `/disk monitor-traffic` reports for `slot`
+    /// (`read-ops` `"17 667 231"`, `write-rate` `"12.8Mbps"`), over the
+    /// zeros every disk reports; a field may be one RouterOS never sends.
+    pub fn set_traffic(&self, slot: &str, fields: &[(&str, &str)]) {
+        let mut st = self.shared.lock();
+        let entry = st.traffic.entry(slot.to_string()).or_default();
+        for (k, v) in fields {
+            entry.insert(k.to_string(), v.to_string());
+        }
     }
 
     /// While on, every new connection is closed at once.

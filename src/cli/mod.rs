@@ -237,6 +237,16 @@ Usage: rds-csi-controller [OPTIONS]
             help: "a disk or file is a leak candidate only once RouterOS\nmade it longer ago than this (at least 1h) [default: 24h]",
         },
         Flag {
+            names: &["--rds-monitor-interval"],
+            value: Some("DURATION"),
+            help: "how often the Lease holder reads each RDS server's\nsensors and I/O for the metrics (rds_hardware_*,\nrds_disk_*, rds_csi_volume_*); 0: never [default: 30s]",
+        },
+        Flag {
+            names: &["--volume-stats"],
+            value: Some("BOOL"),
+            help: "export each volume's I/O (rds_csi_volume_*: 7 series\nper volume of this driver) with the RDS monitoring;\nfalse: the pool's only [default: true]",
+        },
+        Flag {
             names: &["--leader-election"],
             value: None,
             help: "run background work (reconciliation, adoption of records,\ntheir Events) only while holding the controller's Lease;\nCSI calls are served either way (for two replicas)",
@@ -323,6 +333,10 @@ pub struct Args {
     /// Zero: no background look for leaked disks.
     pub orphan_scan_interval: Duration,
     pub orphan_grace_period: Duration,
+    /// Zero: no RDS monitoring.
+    pub rds_monitor_interval: Duration,
+    /// Each volume's I/O with the RDS monitoring.
+    pub volume_stats: bool,
     /// `None`: no metrics endpoint.
     pub metrics_address: Option<std::net::SocketAddr>,
     /// `None`: no leader election; this process does all background work.
@@ -435,6 +449,8 @@ pub fn parse(
         attachment_grace_period: Duration::from_secs(30),
         orphan_scan_interval: Duration::from_secs(3600),
         orphan_grace_period: crate::orphans::DEFAULT_GRACE,
+        rds_monitor_interval: Duration::from_secs(30),
+        volume_stats: true,
         metrics_address: None,
         log_format: LogFormat::Text,
         leader_election: None,
@@ -487,6 +503,15 @@ pub fn parse(
             "--orphan-scan-interval" => a.orphan_scan_interval = duration(flag, &value()?)?,
             "--orphan-grace-period" => {
                 a.orphan_grace_period = crate::orphans::grace_period(flag, &value()?)?
+            }
+            "--rds-monitor-interval" => a.rds_monitor_interval = duration(flag, &value()?)?,
+            "--volume-stats" => {
+                let v = value()?;
+                a.volume_stats = match v.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(format!("{flag}: {v:?} is neither true nor false")),
+                };
             }
             "--leader-election" => elect = true,
             "--leader-election-namespace" => {

@@ -15,7 +15,7 @@ use ureq::{
     Agent,
 };
 
-use kube_decode::{ListItem, PvSummary, ReadError, Visit, VolumeAttachmentSummary};
+use kube_decode::{ListItem, PvClaim, PvSummary, ReadError, Visit, VolumeAttachmentSummary};
 
 use crate::wire;
 
@@ -212,6 +212,12 @@ impl Client {
     /// what it gathered: the list starts over.
     pub fn visit_pvs(&self, visit: impl FnMut(Visit<PvSummary>)) -> Result<u32, Error> {
         self.visit(PVS, "/api/v1/persistentvolumes", "", visit)
+    }
+
+    /// Every PV, as whose it is (see [`PvClaim`]); paging as
+    /// [`Client::list_pvs`].
+    pub fn list_pv_claims(&self) -> Result<Listed<PvClaim>, Error> {
+        self.collect(PVS, "/api/v1/persistentvolumes", "")
     }
 
     /// Every VolumeAttachment, as summaries; paging as [`Client::list_pvs`].

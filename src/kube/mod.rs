@@ -48,7 +48,7 @@ pub use config::{
 };
 pub use error::{Error, Status};
 pub use kube_decode::{
-    decode_page, decode_pieces, str_at, ListItem, Malformed, Page, PvSummary, Visit,
+    decode_page, decode_pieces, str_at, ListItem, Malformed, Page, PvClaim, PvSummary, Visit,
     VolumeAttachmentSummary,
 };
 pub use pv::Pv;

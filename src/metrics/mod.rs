@@ -6,8 +6,10 @@
 //! Recording takes one short lock per family (a map update, no I/O), so
 //! it never slows a call noticeably; rendering copies the values out.
 
+mod monitor;
 mod serve;
 
+pub use monitor::{volume_labels, Readings};
 pub use serve::{
     parse_request_line, serve, Answer, MetricsServer, RequestError, Route, ServeOptions,
 };
@@ -17,7 +19,7 @@ use std::{
     fmt::Write as _,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Mutex,
+        Arc, Mutex,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -87,12 +89,16 @@ impl LabelledVec {
 
     /// A counter's step.
     fn inc(&self, values: &[&'static str]) {
+        self.add(values, 1.0);
+    }
+
+    fn add(&self, values: &[&'static str], n: f64) {
         *self
             .values
             .lock()
             .expect("metrics lock poisoned")
             .entry(key(values))
-            .or_default() += 1.0;
+            .or_default() += n;
     }
 
     /// A gauge's value.
@@ -268,6 +274,11 @@ pub struct Metrics {
     rds_duration: HistogramVec,
     rds_up: LabelledVec,
     pool_free: LabelledVec,
+    pool_size: LabelledVec,
+    pool_used: LabelledVec,
+    /// Scope: one server's readings replaced, or all copied for rendering.
+    monitor: Mutex<BTreeMap<&'static str, Arc<Readings>>>,
+    monitor_skipped: LabelledVec,
     orphans: LabelledVec,
     orphan_bytes: LabelledVec,
     rebuild_seconds: Scalar,
@@ -400,6 +411,22 @@ impl Metrics {
                 "Free bytes of the RDS server's storage pool at its last health check.",
                 &["server"],
             ),
+            pool_size: LabelledVec::gauge(
+                "rds_hardware_disk_pool_size_bytes",
+                "Size in bytes of the RDS server's storage pool at its last health check.",
+                &["server"],
+            ),
+            pool_used: LabelledVec::gauge(
+                "rds_hardware_disk_pool_used_bytes",
+                "Used bytes of the RDS server's storage pool at its last health check.",
+                &["server"],
+            ),
+            monitor: Mutex::new(BTreeMap::new()),
+            monitor_skipped: LabelledVec::counter(
+                "rds_csi_rds_monitor_skipped_total",
+                "Fields or values of the RDS server's monitoring answers not understood, and skipped.",
+                &["server"],
+            ),
             rebuild_seconds: Scalar::new(
                 "rds_csi_rebuild_seconds",
                 "How long the startup rebuild of the attachment map took.",
@@ -511,12 +538,42 @@ impl Metrics {
     }
 
     /// The result of a health check of `server`, with its pool's free
-    /// bytes when read.
-    pub fn rds_health(&self, server: &'static str, up: bool, pool_free: Option<u64>) {
+    /// and whole size in bytes when read.
+    pub fn rds_health(
+        &self,
+        server: &'static str,
+        up: bool,
+        pool_free: Option<u64>,
+        pool_size: Option<u64>,
+    ) {
         self.rds_up.set(&[server], if up { 1.0 } else { 0.0 });
         if let Some(free) = pool_free {
             self.pool_free.set(&[server], free as f64);
         }
+        if let Some(size) = pool_size {
+            self.pool_size.set(&[server], size as f64);
+            if let Some(free) = pool_free.filter(|f| *f <= size) {
+                self.pool_used.set(&[server], (size - free) as f64);
+            }
+        }
+    }
+
+    /// A good monitoring poll of `server` (see `crate::monitor`), in place
+    /// of its last; `skipped`: what it did not understand.
+    pub fn monitored(&self, server: &'static str, readings: Readings, skipped: u32) {
+        self.monitor
+            .lock()
+            .expect("metrics lock poisoned")
+            .insert(server, Arc::new(readings));
+        if skipped > 0 {
+            self.monitor_skipped.add(&[server], skipped as f64);
+        }
+    }
+
+    /// No current poll (this replica does not hold the Lease): the
+    /// monitoring families are absent rather than stale.
+    pub fn no_monitoring(&self) {
+        self.monitor.lock().expect("metrics lock poisoned").clear();
     }
 
     /// A look for leaked disks: candidates and bytes per server and kind
@@ -593,6 +650,14 @@ impl Metrics {
             if gauges.leader { 1.0 } else { 0.0 },
         );
         self.pool_free.render(&mut out);
+        self.pool_size.render(&mut out);
+        self.pool_used.render(&mut out);
+        let polled: Vec<_> = {
+            let m = self.monitor.lock().expect("metrics lock poisoned");
+            m.iter().map(|(s, r)| (*s, r.clone())).collect()
+        };
+        monitor::render(&mut out, &polled);
+        self.monitor_skipped.render(&mut out);
         self.orphans.render(&mut out);
         self.orphan_bytes.render(&mut out);
         self.rebuild_seconds.render(&mut out);

@@ -215,6 +215,27 @@ impl Client {
         })
     }
 
+    /// The device's sensors (`/system/health`), as sent: decoded by
+    /// [`super::monitor::sensors`], which skips what it does not know.
+    pub fn health(&self) -> Result<Value, Error> {
+        self.json(http::Method::GET, "/rest/system/health", None)
+    }
+
+    /// One look at the I/O of the disks named by `slots` (`/disk
+    /// monitor-traffic <slots> once`: one request for all of them),
+    /// decoded as it is read ([`super::monitor::traffic`]). A name that is
+    /// no disk fails the whole request (400, "no such item").
+    pub fn monitor_traffic(
+        &self,
+        slots: &[&str],
+    ) -> Result<super::monitor::Decoded<super::monitor::Traffic>, Error> {
+        const PATH: &str = "/rest/disk/monitor-traffic";
+        let body = serde_json::json!({"numbers": slots.join(","), "once": ""});
+        let body = serde_json::to_vec(&body).map_err(|e| Error::Decode(e.to_string()))?;
+        let bytes = self.send(http::Method::POST, PATH, Some(body))?;
+        super::monitor::traffic(&bytes).map_err(|e| Error::Decode(format!("POST {PATH}: {e}")))
+    }
+
     /// Removes the file `id`. Already gone → `Ok(false)`.
     pub fn remove_file(&self, id: &str) -> Result<bool, Error> {
         self.remove(&format!("/rest/file/{}", encode(id)))
@@ -452,6 +473,7 @@ fn method_name(method: &http::Method) -> &'static str {
     match *method {
         http::Method::GET => "GET",
         http::Method::PUT => "PUT",
+        http::Method::POST => "POST",
         http::Method::PATCH => "PATCH",
         http::Method::DELETE => "DELETE",
         _ => "OTHER",

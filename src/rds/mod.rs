@@ -1,7 +1,8 @@
 //! A small blocking client for the RouterOS v7 REST API of a ROSE Data
-//! Server: the `/disk` and `/file` calls the volume lifecycle makes, and
-//! the `/user`, `/user/group` and `/ip/service` reads of the takeover
-//! preflight, over `ureq` with rustls and HTTP Basic authentication.
+//! Server: the `/disk` and `/file` calls the volume lifecycle makes, the
+//! `/user`, `/user/group` and `/ip/service` reads of the takeover
+//! preflight, and the monitoring reads ([`monitor`]), over `ureq` with
+//! rustls and HTTP Basic authentication.
 //!
 //! Credentials come from files (`username`, `password`, optional `ca.crt`)
 //! re-read at most every minute and after a 401, so a rotated Secret takes
@@ -11,6 +12,7 @@
 mod client;
 mod error;
 mod model;
+pub mod monitor;
 
 pub use client::{Client, ClientOptions, Observed, CREDENTIALS_REREAD};
 pub use error::{Error, Reply};

@@ -13,6 +13,7 @@ mod ha;
 mod heal;
 mod kube_client;
 mod migration;
+mod monitor;
 mod operability;
 mod orphans;
 mod rbac;
