@@ -756,6 +756,7 @@ mod tests {
                 Some("LEVEL") => Some("debug"),
                 Some("NAME") => Some("rds.csi.srvlab.io"),
                 Some("NS") => Some("storage"),
+                Some("BOOL") => Some("false"),
                 // An absent file is refused: its own tests are in rds_config.
                 Some("FILE") => Some(""),
                 Some(_) => Some("/x"),
@@ -767,6 +768,24 @@ mod tests {
                 panic!("{name} (from the help) is refused: {e}");
             }
         }
+    }
+
+    #[test]
+    fn volume_stats_takes_true_or_false_only_and_the_monitoring_a_duration() {
+        let run = |args: &[&str]| match parse(args.iter().map(|s| s.to_string()), |_| None) {
+            Ok(Command::Run(a)) => Ok(a),
+            Ok(_) => panic!("not a run"),
+            Err(e) => Err(e),
+        };
+        let a = run(&[]).unwrap();
+        assert!(a.volume_stats);
+        assert_eq!(a.rds_monitor_interval, Duration::from_secs(30));
+        let a = run(&["--volume-stats", "false", "--rds-monitor-interval", "0"]).unwrap();
+        assert!(!a.volume_stats);
+        assert!(a.rds_monitor_interval.is_zero());
+        let e = run(&["--volume-stats", "no"]).unwrap_err();
+        assert!(e.contains("--volume-stats") && e.contains("\"no\""), "{e}");
+        assert!(run(&["--rds-monitor-interval", "soon"]).is_err());
     }
 
     #[test]
