@@ -72,11 +72,9 @@ impl Driver {
     ) -> Driver {
         let turns = Arc::new(Turns::default());
         let attachments = client.as_ref().map(|c| {
-            Arc::new(AttachmentManager::with_turns(
-                c.clone(),
-                name,
-                turns.clone(),
-            ))
+            Arc::new(
+                AttachmentManager::with_turns(c.clone(), name, turns.clone()).replicated(shared),
+            )
         });
         let servers = (!rds.is_empty())
             .then(|| Registry::new(rds, workers, turns.clone(), attachments.clone(), shared));

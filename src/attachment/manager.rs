@@ -13,7 +13,7 @@ use crate::{
 
 use super::{
     rebuild::{self, RebuildReport},
-    store::{Allow, Claim, Holders, PvStore, Released, StoreError, DEFAULT_MIGRATION_WINDOW},
+    store::{Allow, Cas, Claim, Holders, PvStore, Released, StoreError, DEFAULT_MIGRATION_WINDOW},
     table::Table,
 };
 
@@ -147,6 +147,10 @@ impl std::fmt::Display for AttachError {
 
 impl std::error::Error for AttachError {}
 
+/// How many times a reconciliation change is decided again when the PV
+/// moves on under it (see `change_in_turn`).
+const MOVED_ATTEMPTS: u32 = 3;
+
 /// The volume → node map, persisted onto PV annotations.
 ///
 /// Calls on one volume run one at a time, so a second call sees the first
@@ -162,6 +166,10 @@ pub struct AttachmentManager {
     turns: Arc<Turns>,
     store: PvStore,
     nodes: Nodes,
+    /// Another replica serves calls too (leader election): a Publish that
+    /// finds its record writes `CONFIRMED_AT`, and reconciliation's
+    /// changes are decided on a read of the PV (see `change_in_turn`).
+    shared: bool,
 }
 
 #[derive(Default)]
@@ -409,7 +417,15 @@ impl AttachmentManager {
             nodes: Nodes {
                 seen: Mutex::default(),
             },
+            shared: false,
         }
+    }
+
+    /// With another replica serving calls beside this one (see the
+    /// `shared` field).
+    pub fn replicated(mut self, shared: bool) -> AttachmentManager {
+        self.shared = shared;
+        self
     }
 
     /// The client and this driver's name, for reading only: the lists a
@@ -470,21 +486,26 @@ impl AttachmentManager {
         volume: &str,
         from: &str,
         to: &str,
-        recheck: impl FnOnce() -> Result<bool, kube::Error>,
+        recheck: impl FnMut(bool) -> Result<bool, kube::Error>,
     ) -> Change<Claim, StoreError> {
-        self.change_in_turn(volume, recheck, || {
+        self.change_in_turn(volume, recheck, |expect| {
             let now = SystemTime::now();
             let allow = Allow {
                 displace: Some(from),
                 migration: None,
             };
-            match self.store.claim(volume, to, now, allow) {
+            let cas = Cas {
+                expect,
+                confirm: false,
+            };
+            match self.store.claim(volume, to, now, allow, cas) {
                 Ok(Claim::Displaced { .. } | Claim::Written) => {
                     self.insert(volume, to, now, None);
-                    Change::Done
+                    Some(Change::Done)
                 }
-                Ok(other) => Change::Refused(other),
-                Err(e) => Change::Failed(e),
+                Ok(other) => Some(Change::Refused(other)),
+                Err(StoreError::Moved) => None,
+                Err(e) => Some(Change::Failed(e)),
             }
         })
     }
@@ -503,16 +524,21 @@ impl AttachmentManager {
         &self,
         volume: &str,
         node: &str,
-        recheck: impl FnOnce() -> Result<bool, kube::Error>,
-    ) -> Change<(), kube::Error> {
-        self.change_in_turn(volume, recheck, || {
-            match self.store.release(volume, Some(node)) {
-                Ok(Released::Nothing) => Change::Refused(()),
+        recheck: impl FnMut(bool) -> Result<bool, kube::Error>,
+    ) -> Change<(), StoreError> {
+        self.change_in_turn(volume, recheck, |expect| {
+            let cas = Cas {
+                expect,
+                confirm: false,
+            };
+            match self.store.release(volume, Some(node), cas) {
+                Ok(Released::Nothing) => Some(Change::Refused(())),
                 Ok(released) => {
                     self.lock().released(volume, &released);
-                    Change::Done
+                    Some(Change::Done)
                 }
-                Err(e) => Change::Failed(e),
+                Err(StoreError::Moved) => None,
+                Err(e) => Some(Change::Failed(e)),
             }
         })
     }
@@ -531,37 +557,65 @@ impl AttachmentManager {
         &self,
         volume: &str,
         node: &str,
-        recheck: impl FnOnce() -> Result<bool, kube::Error>,
+        recheck: impl FnMut(bool) -> Result<bool, kube::Error>,
     ) -> Change<Claim, StoreError> {
-        self.change_in_turn(volume, recheck, || {
+        self.change_in_turn(volume, recheck, |expect| {
             let now = SystemTime::now();
-            match self.store.claim(volume, node, now, Allow::default()) {
+            let cas = Cas {
+                expect,
+                confirm: false,
+            };
+            match self.store.claim(volume, node, now, Allow::default(), cas) {
                 Ok(Claim::Written) => {
                     self.insert(volume, node, now, None);
-                    Change::Done
+                    Some(Change::Done)
                 }
-                Ok(other) => Change::Refused(other),
-                Err(e) => Change::Failed(e),
+                Ok(other) => Some(Change::Refused(other)),
+                Err(StoreError::Moved) => None,
+                Err(e) => Some(Change::Failed(e)),
             }
         })
     }
 
     /// `write` in the turn of `volume`, if `recheck`, run in it first,
     /// still supports it. Scope of the turn: the re-check and the write.
+    ///
+    /// Alone, the turn orders this process's calls: `recheck(false)` may
+    /// answer from a list taken earlier in the pass (see `Recheck`), and
+    /// `write` is told no version. With another replica (`shared`), whose
+    /// Publish may find its record and answer without this process
+    /// knowing, the PV is read first, the VolumeAttachments listed after
+    /// (`recheck(true)`), and `write` told the version read: a PV that
+    /// moved on meanwhile (that Publish writes `CONFIRMED_AT`) makes
+    /// `write` answer `None`, and the change is decided again, at most
+    /// [`MOVED_ATTEMPTS`] times (then `Withdrawn`: the next pass decides).
     fn change_in_turn<R, E>(
         &self,
         volume: &str,
-        recheck: impl FnOnce() -> Result<bool, kube::Error>,
-        write: impl FnOnce() -> Change<R, E>,
+        mut recheck: impl FnMut(bool) -> Result<bool, kube::Error>,
+        mut write: impl FnMut(Option<&str>) -> Option<Change<R, E>>,
     ) -> Change<R, E> {
         let Ok(_turn) = self.turns.take(volume) else {
             return Change::Busy;
         };
-        match recheck() {
-            Ok(true) => write(),
-            Ok(false) => Change::Withdrawn,
-            Err(e) => Change::Unchecked(e),
+        for attempt in 0..MOVED_ATTEMPTS {
+            let version = match self.shared {
+                true => match self.store.version(volume) {
+                    Ok(v) => v,
+                    Err(e) => return Change::Unchecked(e),
+                },
+                false => None,
+            };
+            match recheck(self.shared || attempt > 0) {
+                Ok(true) => {}
+                Ok(false) => return Change::Withdrawn,
+                Err(e) => return Change::Unchecked(e),
+            }
+            if let Some(done) = write(version.as_deref()) {
+                return done;
+            }
         }
+        Change::Withdrawn
     }
 
     /// What the PV of `volume` says now (its annotations are the truth).
@@ -623,16 +677,24 @@ impl AttachmentManager {
         let current = self.get(volume);
         let now = SystemTime::now();
         let store = &self.store;
+        let cas = Cas {
+            expect: None,
+            confirm: self.shared,
+        };
         let claim = |allow| {
-            store.claim(volume, node, now, allow).map_err(|e| match e {
-                StoreError::UnknownVolume => AttachError::UnknownVolume {
-                    volume: volume.into(),
-                },
-                StoreError::Api(source) => AttachError::Persist {
-                    volume: volume.into(),
-                    source,
-                },
-            })
+            store
+                .claim(volume, node, now, allow, cas)
+                .map_err(|e| match e {
+                    StoreError::UnknownVolume => AttachError::UnknownVolume {
+                        volume: volume.into(),
+                    },
+                    StoreError::Api(source) => AttachError::Persist {
+                        volume: volume.into(),
+                        source,
+                    },
+                    // Only a change decided on a version expects one.
+                    StoreError::Moved => unreachable!("a Publish expects no version"),
+                })
         };
         let first = claim(Allow {
             displace: None,
@@ -774,11 +836,15 @@ impl AttachmentManager {
             manager: self,
             volume,
         };
-        let released = match self.store.release(volume, node) {
+        let released = match self.store.release(volume, node, Cas::default()) {
             Ok(r) => Some(r),
             Err(e) => {
+                let why = match e {
+                    StoreError::Api(e) => e.to_string(),
+                    StoreError::UnknownVolume | StoreError::Moved => "no PV".into(),
+                };
                 log::warn!(
-                    "volume {volume} detached, but its PV annotations were not cleared: {e}"
+                    "volume {volume} detached, but its PV annotations were not cleared: {why}"
                 );
                 None
             }

@@ -300,9 +300,10 @@ impl<'a> Recheck<'a> {
     }
 
     /// The VolumeAttachments to decide `volume`'s change on; called in its
-    /// turn. The list failing → `Err` (and the next call lists again).
-    fn vas_for(&mut self, volume: &str) -> Result<&[Va], kube::Error> {
-        let fresh = matches!(&self.current, Some((since, _)) if !since(volume));
+    /// turn. `anew`: listed now, whatever was listed before. The list
+    /// failing → `Err` (and the next call lists again).
+    fn vas_for(&mut self, volume: &str, anew: bool) -> Result<&[Va], kube::Error> {
+        let fresh = !anew && matches!(&self.current, Some((since, _)) if !since(volume));
         if !fresh {
             // The old watch closes before the new one opens.
             self.current = None;
@@ -496,9 +497,9 @@ impl Reconciler {
         pv_name: &str,
         recheck: &mut Recheck<'_>,
     ) -> Result<bool, ()> {
-        let still = || -> Result<bool, kube::Error> {
+        let still = |anew| -> Result<bool, kube::Error> {
             Ok(!recheck
-                .vas_for(volume)?
+                .vas_for(volume, anew)?
                 .iter()
                 .any(|va| va.pv_name == pv_name && va.node_name == node))
         };
@@ -517,7 +518,7 @@ impl Reconciler {
                 Err(())
             }
             Change::Failed(e) => {
-                log::warn!("reconciliation: clearing {volume} on {node}: {e}");
+                log::warn!("reconciliation: clearing {volume} on {node}: {e:?}");
                 Ok(false)
             }
         }
@@ -643,9 +644,9 @@ impl Reconciler {
     /// `Err` when the re-check list failed (logged).
     fn rewrite_one(&self, r: &Rewritten, recheck: &mut Recheck<'_>) -> Result<bool, ()> {
         let holders = [r.from.clone()];
-        let still = || -> Result<bool, kube::Error> {
+        let still = |anew| -> Result<bool, kube::Error> {
             let pv_vas: Vec<&Va> = recheck
-                .vas_for(&r.volume)?
+                .vas_for(&r.volume, anew)?
                 .iter()
                 .filter(|va| va.pv_name == r.pv)
                 .collect();
@@ -693,8 +694,8 @@ impl Reconciler {
     /// the PV, then the attacher deletes the VolumeAttachment). Whether it
     /// was written; `Err` when the re-check list failed (logged).
     fn adopt_one(&self, handle: &str, va: &Va, recheck: &mut Recheck<'_>) -> Result<bool, ()> {
-        let still = || -> Result<bool, kube::Error> {
-            Ok(recheck.vas_for(handle)?.iter().any(|v| {
+        let still = |anew| -> Result<bool, kube::Error> {
+            Ok(recheck.vas_for(handle, anew)?.iter().any(|v| {
                 v.name == va.name
                     && v.attached
                     && !v.deleting
@@ -801,24 +802,24 @@ mod tests {
         });
         assert_eq!(lists.get(), 0, "nothing to decide again: no list");
         for volume in ["a", "b", "c", "a"] {
-            assert_eq!(recheck.vas_for(volume).unwrap().len(), 1);
+            assert_eq!(recheck.vas_for(volume, false).unwrap().len(), 1);
         }
         assert_eq!(lists.get(), 1, "one list for every change of the pass");
         // A call ended on b: b's change needs a list taken since.
         ended.borrow_mut().insert("b".into());
-        recheck.vas_for("a").unwrap();
+        recheck.vas_for("a", false).unwrap();
         assert_eq!(lists.get(), 1);
-        recheck.vas_for("b").unwrap();
+        recheck.vas_for("b", false).unwrap();
         assert_eq!(lists.get(), 2);
-        recheck.vas_for("b").unwrap();
+        recheck.vas_for("b", false).unwrap();
         assert_eq!(lists.get(), 2);
         // A failing list answers nothing; the next change lists again.
         ended.borrow_mut().insert("c".into());
         failing.set(true);
-        assert!(recheck.vas_for("c").is_err());
-        assert!(recheck.vas_for("a").is_err(), "no list to reuse");
+        assert!(recheck.vas_for("c", false).is_err());
+        assert!(recheck.vas_for("a", false).is_err(), "no list to reuse");
         failing.set(false);
-        recheck.vas_for("a").unwrap();
+        recheck.vas_for("a", false).unwrap();
         assert_eq!(lists.get(), 3);
     }
 

@@ -29,6 +29,14 @@ pub const MIGRATION_NODE: &str = "rds.csi.srvlab.io/migration-node";
 /// the migration window (RFC3339Micro, UTC).
 pub const MIGRATION_STARTED_AT: &str = "rds.csi.srvlab.io/migration-started-at";
 
+/// With two replicas: when a Publish of the recorded node last found its
+/// record already there (RFC3339Micro, UTC). Written so that the PV
+/// changes: the other replica, which decides to clear or rewrite a record
+/// on a read of the PV followed by a list of the VolumeAttachments, then
+/// meets a newer PV and decides again, seeing the VolumeAttachment that
+/// Publish answered. Removed with the record.
+pub const CONFIRMED_AT: &str = "rds.csi.srvlab.io/attachment-confirmed-at";
+
 /// The migration window when the volume context names none (the Go
 /// driver's default for `migrationTimeoutSeconds`). The one definition:
 /// the StorageClass parameters' default is read from it.
@@ -190,6 +198,18 @@ pub(crate) struct Allow<'a> {
     pub migration: Option<std::time::Duration>,
 }
 
+/// How a claim or release writes, beyond its rule.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Cas<'a> {
+    /// The PV's `resourceVersion` the change was decided on: a PV read
+    /// anew that has moved on since → [`StoreError::Moved`], nothing
+    /// written.
+    pub expect: Option<&'a str>,
+    /// A claim that finds the node recorded already writes
+    /// [`CONFIRMED_AT`] (with two replicas).
+    pub confirm: bool,
+}
+
 /// How a release changed the PV.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Released {
@@ -326,11 +346,31 @@ impl From<Record<'_>> for Holders {
     }
 }
 
+/// `pv`'s `resourceVersion`, as written ("" when absent).
+fn version_of(pv: &kube::Pv) -> String {
+    pv.metadata_member("resourceVersion")
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// [`StoreError::Moved`] when `pv` is not the version `cas` expects.
+fn moved(pv: &kube::Pv, cas: Cas<'_>) -> Result<(), StoreError> {
+    match cas.expect {
+        Some(v) if version_of(pv) != v => Err(StoreError::Moved),
+        _ => Ok(()),
+    }
+}
+
 /// Why a claim or release could not run.
 #[derive(Debug)]
 pub(crate) enum StoreError {
     /// No PV of this driver carries the handle.
     UnknownVolume,
+    /// The PV changed since the version the change was decided on
+    /// ([`Cas::expect`]): nothing written, the change is to be decided
+    /// again.
+    Moved,
     Api(kube::Error),
 }
 
@@ -402,6 +442,7 @@ impl PvStore {
         node: &str,
         at: SystemTime,
         allow: Allow<'_>,
+        cas: Cas<'_>,
     ) -> Result<Claim, StoreError> {
         let stamp = timestamp::format_micros(at);
         let mut first = true;
@@ -416,8 +457,17 @@ impl PvStore {
                     };
                 };
                 first = false;
+                moved(&pv, cas)?;
                 let annotations = pv.annotations_mut();
                 let outcome = Holders::read(annotations).claim(node, SystemTime::now(), allow);
+                if matches!(outcome, Claim::AlreadyHeld { .. }) && cas.confirm {
+                    annotations.insert(CONFIRMED_AT.into(), Value::String(stamp.clone()));
+                    return match self.client.replace_pv(&name, &pv) {
+                        Ok(_) => Ok(outcome),
+                        Err(e) if e.is_not_found() => Ok(Claim::Vanished),
+                        Err(e) => Err(e.into()),
+                    };
+                }
                 if !matches!(
                     outcome,
                     Claim::Written | Claim::Displaced { .. } | Claim::MigrationStarted { .. }
@@ -449,17 +499,20 @@ impl PvStore {
         &self,
         volume: &str,
         node: Option<&str>,
-    ) -> Result<Released, kube::Error> {
+        cas: Cas<'_>,
+    ) -> Result<Released, StoreError> {
         let r = retry_on_conflict(
             || -> Result<Released, StoreError> {
                 let Some((name, mut pv)) = self.fetch(volume)? else {
                     return Ok(Released::Nothing);
                 };
+                moved(&pv, cas)?;
                 let annotations = pv.annotations_mut();
                 let held = Holders::read(annotations);
                 let outcome = held.release(node);
                 match &outcome {
                     Released::HandedOver { to, .. } => {
+                        annotations.remove(CONFIRMED_AT);
                         let started = annotations.remove(MIGRATION_STARTED_AT);
                         annotations.insert(ATTACHED_NODE.into(), Value::String(to.clone()));
                         match started {
@@ -478,6 +531,7 @@ impl PvStore {
                             ATTACHED_AT,
                             MIGRATION_NODE,
                             MIGRATION_STARTED_AT,
+                            CONFIRMED_AT,
                         ] {
                             annotations.remove(k);
                         }
@@ -503,10 +557,15 @@ impl PvStore {
             |e| matches!(e, StoreError::Api(k) if k.is_conflict()),
         );
         match r {
-            Ok(released) => Ok(released),
             Err(StoreError::UnknownVolume) => Ok(Released::Nothing),
-            Err(StoreError::Api(e)) => Err(e),
+            other => other,
         }
+    }
+
+    /// The `resourceVersion` of the PV of `volume` now; no PV of ours →
+    /// `None`.
+    pub(crate) fn version(&self, volume: &str) -> Result<Option<String>, kube::Error> {
+        Ok(self.fetch(volume)?.map(|(_, pv)| version_of(&pv)))
     }
 
     /// The holder and volume attributes on the PV of `volume`; no PV of

@@ -301,3 +301,73 @@ fn a_holder_whose_renewal_hangs_stops_leading_by_its_renew_deadline() {
     assert!(took < Duration::from_millis(2000), "{took:?}");
     kube.clear_faults();
 }
+
+/// The holder clears a record no VolumeAttachment backs; while its write
+/// is on its way, Kubernetes attaches the volume to that node again and
+/// the other replica answers the Publish from the record it finds. The
+/// holder's write then meets the PV that Publish changed, and the clear,
+/// decided again, sees the VolumeAttachment: the record stays, and no
+/// other node can be given the volume.
+#[test]
+fn a_clear_racing_a_publish_on_the_other_replica_leaves_the_record() {
+    let dir = TempDir::new("ha-clear-race");
+    let (kube, kc) = emulator_unrestricted(dir.path());
+    for n in ["node-a", "node-b"] {
+        kube.create("nodes", node(n)).unwrap();
+    }
+    let vol = "pvc-7e57a1b2-0000-4000-8000-00000000000c";
+    kube.create(
+        "persistentvolumes",
+        with_go_record(pv(vol, vol, DRIVER), "node-a"),
+    )
+    .unwrap();
+    // The first write of the PV (the holder's clear) takes 4 s to land.
+    kube.inject(kube_emulator::Fault {
+        matches: kube_emulator::Match {
+            verb: Some("update".into()),
+            resource: Some("persistentvolumes".into()),
+            name: Some(vol.into()),
+        },
+        times: 1,
+        action: kube_emulator::FaultAction::Delay { millis: 4000 },
+    });
+    let mut flags = election("3s");
+    flags.extend(["--attachment-grace-period".into(), "1s".into()]);
+    let pair = start_pair(dir.path(), &kc, &flags);
+    wait_until("a Lease holder", Duration::from_secs(10), || {
+        holder(&kube).is_some()
+    });
+    let stand = if holder(&kube).unwrap() == "replica-a" {
+        1
+    } else {
+        0
+    };
+    // The holder's first pass finds the record without a VolumeAttachment;
+    // past the grace period (1 s, passes 300 ms apart) it clears, and its
+    // write is held up.
+    wait_until("the holder's first pass", Duration::from_secs(10), || {
+        pair[1 - stand]
+            .logs()
+            .contains("1 waiting for the grace period")
+    });
+    std::thread::sleep(Duration::from_millis(2000));
+    assert!(
+        !pair[1 - stand].logs().contains("1 cleared"),
+        "the clear landed before the Publish: the race was not run"
+    );
+    kube.create(
+        "volumeattachments",
+        volume_attachment("va-again", vol, "node-a", false),
+    )
+    .unwrap();
+    pair[stand].csi().publish(vol, "node-a").unwrap();
+    // The held-up write lands (and is refused), the clear is decided again.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        annotation(&kube, vol, ATTACHED_NODE).as_deref(),
+        Some("node-a"),
+        "the record a Publish answered from was cleared"
+    );
+    let (code, msg) = pair[stand].csi().publish(vol, "node-b").unwrap_err();
+    assert_eq!(code, grpcio::RpcStatusCode::FAILED_PRECONDITION, "{msg}");
+}

@@ -374,12 +374,17 @@ pub fn rds_with(dir: &Path, opts: rds_emulator::Options) -> (rds_emulator::Emula
     (emu, creds)
 }
 
-/// The requests RDS saw, less the controller's background health checks
-/// (its look-ups of the pool by mount point).
+/// The requests RDS saw, less the controller's background work: its
+/// health checks (look-ups of the pool by mount point) and its monitoring
+/// polls (`/system/health`, `/disk monitor-traffic`).
 pub fn lifecycle_requests(emu: &rds_emulator::Emulator) -> Vec<rds_emulator::RequestRecord> {
     emu.requests()
         .into_iter()
-        .filter(|r| !r.query.contains("mount-point="))
+        .filter(|r| {
+            !r.query.contains("mount-point=")
+                && r.path != "/rest/system/health"
+                && r.path != "/rest/disk/monitor-traffic"
+        })
         .collect()
 }
 
