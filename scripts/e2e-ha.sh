@@ -165,10 +165,11 @@ term_ms=$(($(now_ms) - t0))
 wait "$stopping"
 echo "   SIGTERM → next attach: ${term_ms} ms"
 # Sidecars that release their Leases: the next attacher takes its Lease at
-# its next try (2 s, plus client-go's jitter of up to 120 %) and starts.
+# its next try (the component's 1 s, plus client-go's jitter of up to
+# 120 %) and starts.
 if [ "${E2E_HA_RELEASE_ON_EXIT:-}" = 1 ]; then
-  [ "$term_ms" -le 6000 ] || fail "the handover after SIGTERM took ${term_ms} ms (bound 6 s)"
-  pass "the sidecars handed their Leases over within 6 s"
+  [ "$term_ms" -le 3000 ] || fail "the handover after SIGTERM took ${term_ms} ms (bound 3 s)"
+  pass "the sidecars handed their Leases over within 3 s"
 fi
 grep -q "released Lease" "$work/pods/$victim/rds-csi-controller.log" 2>/dev/null ||
   [ "$(key_of "$(lease_holder $OURS)")" != "$victim" ] || fail "pod $victim kept the controller's Lease"

@@ -942,7 +942,7 @@ fn the_lease_role_grants_exactly_what_leader_election_uses() {
 }
 
 #[test]
-fn the_leases_released_on_exit_component_gates_exactly_the_four_sidecars() {
+fn the_leases_released_on_exit_component_gates_and_speeds_exactly_the_four_sidecars() {
     let Some(objs) = operator_overlay("install", &["leases-released-on-exit"], None) else {
         return;
     };
@@ -953,8 +953,20 @@ fn the_leases_released_on_exit_component_gates_exactly_the_four_sidecars() {
     let gate = "--feature-gates=ReleaseLeaderElectionOnExit=true";
     for c in containers {
         let name = c["name"].as_str().unwrap();
-        let has = c["args"].as_sequence().unwrap().iter().any(|a| a == gate);
+        let args = c["args"].as_sequence().unwrap();
+        let has = args.iter().any(|a| a == gate);
         assert_eq!(has, name != "rds-csi-controller", "{name}");
+        // The sidecars retry every second; the controller keeps 2 s.
+        let retry: Vec<&str> = args
+            .iter()
+            .filter_map(|a| a.as_str()?.strip_prefix("--leader-election-retry-period="))
+            .collect();
+        let want = if name == "rds-csi-controller" {
+            "2s"
+        } else {
+            "1s"
+        };
+        assert_eq!(retry, [want], "{name}");
         let image = c["image"].as_str().unwrap();
         let want = match name {
             "csi-attacher" => ":v4.12.0",
