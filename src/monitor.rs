@@ -14,8 +14,8 @@
 //!
 //! Failure model: a poll is good when both reads answer. A failed poll
 //! (time-out, refusal, an answer that is not JSON) changes nothing: the
-//! last good values stay, their timestamp ageing, and the failure is
-//! logged once per outage. A device without `/system/health` (404) has no
+//! last good values stay, their timestamp ageing (0 for a server never
+//! read), and the failure is logged once per outage. A device without `/system/health` (404) has no
 //! sensors, and is not failing. A `monitor-traffic` refused with "no such
 //! item" (a volume's disk deleted since the PVs were listed) is sent again
 //! once, naming only the disks that exist. What an answer holds that is
@@ -189,6 +189,7 @@ impl Poller {
                 metrics.monitored(self.target.server, readings, count);
             }
             Err(e) => {
+                metrics.monitor_failed(self.target.server);
                 if !std::mem::replace(&mut self.failing, true) {
                     log::warn!(
                         "RDS monitoring: server {}: {e}; its last values stay, with their timestamp",

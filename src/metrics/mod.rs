@@ -570,6 +570,17 @@ impl Metrics {
         }
     }
 
+    /// A failed monitoring poll of `server`: the last good one's values
+    /// stay, with their time; a server never read yet gets the time 0, so
+    /// that its staleness shows (and alerts) as any other's.
+    pub fn monitor_failed(&self, server: &'static str) {
+        self.monitor
+            .lock()
+            .expect("metrics lock poisoned")
+            .entry(server)
+            .or_default();
+    }
+
     /// No current poll (this replica does not hold the Lease): the
     /// monitoring families are absent rather than stale.
     pub fn no_monitoring(&self) {

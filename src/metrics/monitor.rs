@@ -15,7 +15,7 @@ type Pick = fn(&Traffic) -> Option<f64>;
 /// One server's last good poll.
 #[derive(Debug, Clone, Default)]
 pub struct Readings {
-    /// Seconds since 1970 when the poll ended.
+    /// Seconds since 1970 when the poll ended; 0: never read.
     pub at: f64,
     pub sensors: Vec<Sensor>,
     /// The pool's disk (its slot in `slot`).

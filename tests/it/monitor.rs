@@ -403,3 +403,41 @@ fn the_standby_exports_no_monitoring_and_the_interval_zero_none_at_all() {
     assert!(!text.contains("rds_hardware_cpu") && !text.contains("rds_csi_rds_monitor_timestamp"));
     assert_eq!(rds.count("GET", "/rest/system/health"), 0);
 }
+
+#[test]
+fn a_server_never_read_shows_its_values_as_read_at_time_0() {
+    let dir = TempDir::new("monitor-never");
+    let (_kube, kubeconfig) = emulator(dir.path());
+    let (rds, creds) = rds(dir.path());
+    rds.set_refusing(true);
+    let mut flags = rds_flags(&rds, &creds);
+    flags.extend(
+        [
+            "--rds-monitor-interval",
+            "300ms",
+            "--metrics-address",
+            "127.0.0.1:0",
+        ]
+        .map(String::from),
+    );
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let c = Controller::start(dir.path(), Some(&kubeconfig), &flags);
+    let addr = metrics_address(&c.logs());
+    let line = "rds_csi_rds_monitor_timestamp_seconds{server=\"default\"} 0\n";
+    let until = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = http_get(addr, "/metrics").1;
+        if text.contains(line) || Instant::now() > until {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // So `time() - rds_csi_rds_monitor_timestamp_seconds` alerts on it.
+    assert!(text.contains(line), "{text}");
+    assert!(!text.contains("rds_hardware_cpu_temperature_celsius{"));
+    assert_eq!(
+        c.logs().matches("RDS monitoring: server default:").count(),
+        1,
+        "one line per outage"
+    );
+}
