@@ -20,11 +20,55 @@ const VOLUMES: [&str; 3] = [
     "pvc-8b1c2d3e-aaaa-bbbb-cccc-0123456789ab",
 ];
 
-struct Watched {
-    _dir: TempDir,
+/// The emulators and the files a controller needs, in a directory of
+/// their own.
+struct Setup {
+    dir: TempDir,
     kube: kube_emulator::Emulator,
-    _kubeconfig: PathBuf,
+    kubeconfig: PathBuf,
     rds: rds_emulator::Emulator,
+    creds: PathBuf,
+}
+
+/// Emulators for `tag`; the API server's roles as deployed, or none.
+fn setup(tag: &str, restricted: bool) -> Setup {
+    let dir = TempDir::new(tag);
+    let (kube, kubeconfig) = match restricted {
+        true => emulator(dir.path()),
+        false => emulator_unrestricted(dir.path()),
+    };
+    let (rds, creds) = rds(dir.path());
+    Setup {
+        dir,
+        kube,
+        kubeconfig,
+        rds,
+        creds,
+    }
+}
+
+impl Setup {
+    /// A controller (socket `name`) polling RDS every `interval`, with its
+    /// metrics served; `extra` flags after.
+    fn start(&self, name: &str, interval: &str, extra: &[&str]) -> Controller {
+        let mut flags = rds_flags(&self.rds, &self.creds);
+        flags.extend(
+            [
+                "--rds-monitor-interval",
+                interval,
+                "--metrics-address",
+                "127.0.0.1:0",
+            ]
+            .map(String::from),
+        );
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        Controller::start_named(self.dir.path(), name, Some(&self.kubeconfig), &flags)
+    }
+}
+
+struct Watched {
+    s: Setup,
     controller: Controller,
     addr: SocketAddr,
 }
@@ -32,35 +76,18 @@ struct Watched {
 /// A controller polling every second, with three volumes of PVs bound to
 /// claims `data-0`… in namespace `shop`; `extra` flags after.
 fn watched(extra: &[&str]) -> Watched {
-    let dir = TempDir::new("monitor");
-    let (kube, kubeconfig) = emulator(dir.path());
-    let (rds, creds) = rds(dir.path());
-    let mut flags = rds_flags(&rds, &creds);
-    flags.extend(
-        [
-            "--rds-monitor-interval",
-            "1s",
-            "--metrics-address",
-            "127.0.0.1:0",
-        ]
-        .map(String::from),
-    );
-    flags.extend(extra.iter().map(|s| s.to_string()));
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let controller = Controller::start(dir.path(), Some(&kubeconfig), &flags);
+    let s = setup("monitor", true);
+    let controller = s.start("csi.sock", "1s", extra);
     let csi = controller.csi();
     for (i, name) in VOLUMES.iter().enumerate() {
         let v = csi.create(name, GIB, &[]).unwrap();
         let mut pv = provisioned_pv(&v);
         pv["spec"]["claimRef"] = json!({"kind": "PersistentVolumeClaim", "namespace": "shop", "name": format!("data-{i}")});
-        kube.create("persistentvolumes", pv).unwrap();
+        s.kube.create("persistentvolumes", pv).unwrap();
     }
     let addr = metrics_address(&controller.logs());
     Watched {
-        _dir: dir,
-        kube,
-        _kubeconfig: kubeconfig,
-        rds,
+        s,
         controller,
         addr,
     }
@@ -107,7 +134,7 @@ fn volume_series(name: &str, i: usize, op: &str) -> String {
 #[test]
 fn sensors_pool_and_each_volumes_io_are_exported_with_the_go_names_and_their_claims() {
     let w = watched(&[]);
-    w.rds.set_traffic(
+    w.s.rds.set_traffic(
         VOLUMES[1],
         &[
             ("read-ops", "17 667 231"),
@@ -120,7 +147,7 @@ fn sensors_pool_and_each_volumes_io_are_exported_with_the_go_names_and_their_cla
             ("queue-depth", "9"),
         ],
     );
-    w.rds.set_traffic(
+    w.s.rds.set_traffic(
         "storage-pool",
         &[
             ("write-rate", "12.8Mbps"),
@@ -129,7 +156,7 @@ fn sensors_pool_and_each_volumes_io_are_exported_with_the_go_names_and_their_cla
             ("read-rate", "3 furlongs"),
         ],
     );
-    w.rds.set_sensors(&[
+    w.s.rds.set_sensors(&[
         ("cpu-temperature", "45", "C"),
         ("board-temperature1", "38", "C"),
         ("fan1-speed", "4200", "RPM"),
@@ -214,7 +241,7 @@ fn sensors_pool_and_each_volumes_io_are_exported_with_the_go_names_and_their_cla
     );
     let size = v("rds_hardware_disk_pool_size_bytes{server=\"default\"}").unwrap();
     let used = v("rds_hardware_disk_pool_used_bytes{server=\"default\"}").unwrap();
-    assert_eq!(size - used, w.rds.free_bytes() as f64);
+    assert_eq!(size - used, w.s.rds.free_bytes() as f64);
     assert!(used >= 3.0 * GIB as f64, "three volumes of 1 GiB: {used}");
     // Every sensor as the device names it; states as 1 and 0.
     assert_eq!(
@@ -250,11 +277,11 @@ fn a_poll_is_two_requests_whatever_the_number_of_volumes() {
         "{} 0\n",
         volume_series("rds_csi_volume_ops_total", 2, "read")
     ));
-    w.rds.clear_requests();
-    w.kube.clear_requests();
+    w.s.rds.clear_requests();
+    w.s.kube.clear_requests();
     std::thread::sleep(Duration::from_millis(3500));
-    let health = w.rds.count("GET", "/rest/system/health");
-    let traffic = w.rds.count("POST", "/rest/disk/monitor-traffic");
+    let health = w.s.rds.count("GET", "/rest/system/health");
+    let traffic = w.s.rds.count("POST", "/rest/disk/monitor-traffic");
     assert!(
         (3..=4).contains(&traffic),
         "{traffic} polls in 3.5 s at 1 s"
@@ -262,15 +289,15 @@ fn a_poll_is_two_requests_whatever_the_number_of_volumes() {
     assert_eq!(health, traffic);
     // Nothing else a poll needs once the pool is known (the health
     // checks read the pool's disk on their own schedule: 10 s).
-    let others: Vec<_> = w
-        .rds
-        .requests()
-        .into_iter()
-        .filter(|r| r.path != "/rest/system/health" && r.path != "/rest/disk/monitor-traffic")
-        .collect();
+    let others: Vec<_> =
+        w.s.rds
+            .requests()
+            .into_iter()
+            .filter(|r| r.path != "/rest/system/health" && r.path != "/rest/disk/monitor-traffic")
+            .collect();
     assert!(others.len() <= 1, "{others:?}");
     // The PVs are listed once per refresh (minutes), not per poll.
-    assert_eq!(w.kube.count("list", "persistentvolumes"), 0);
+    assert_eq!(w.s.kube.count("list", "persistentvolumes"), 0);
 }
 
 #[test]
@@ -278,7 +305,7 @@ fn a_scrape_while_rds_stalls_answers_at_once_with_the_last_values_and_their_time
     let w = watched(&[]);
     let line = "rds_hardware_cpu_temperature_celsius{server=\"default\"} 45\n";
     w.scrape_until(line);
-    w.rds.set_latency(Duration::from_secs(20));
+    w.s.rds.set_latency(Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(1500));
     let stamp = |t: &str| {
         value(
@@ -294,7 +321,7 @@ fn a_scrape_while_rds_stalls_answers_at_once_with_the_last_values_and_their_time
     assert!(text.contains(line), "the last values stay: {text}");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(stamp(&w.scrape()), Some(before), "no poll ended: same time");
-    w.rds.set_latency(Duration::ZERO);
+    w.s.rds.set_latency(Duration::ZERO);
 }
 
 #[test]
@@ -304,8 +331,8 @@ fn a_volume_whose_disk_is_gone_leaves_the_others_reported() {
         "{} 0\n",
         volume_series("rds_csi_volume_ops_total", 2, "read")
     ));
-    assert!(w.rds.remove_disk(VOLUMES[0]));
-    w.rds.set_traffic(VOLUMES[2], &[("write-ops", "5")]);
+    assert!(w.s.rds.remove_disk(VOLUMES[0]));
+    w.s.rds.set_traffic(VOLUMES[2], &[("write-ops", "5")]);
     let text = w.scrape_until(&format!(
         "{} 5\n",
         volume_series("rds_csi_volume_ops_total", 2, "write")
@@ -327,31 +354,20 @@ fn volume_stats_false_keeps_the_pool_and_drops_every_volume_series() {
 
 #[test]
 fn the_standby_exports_no_monitoring_and_the_interval_zero_none_at_all() {
-    let dir = TempDir::new("monitor-ha");
-    let (kube, kubeconfig) = emulator_unrestricted(dir.path());
-    let (emu, creds) = rds(dir.path());
-    let mut flags = rds_flags(&emu, &creds);
-    flags.extend(
-        [
-            "--rds-monitor-interval",
-            "500ms",
-            "--metrics-address",
-            "127.0.0.1:0",
-            "--leader-election",
-            "--leader-election-namespace",
-            "rds-csi",
-            "--leader-election-lease-duration",
-            "3s",
-            "--leader-election-renew-deadline",
-            "1500ms",
-            "--leader-election-retry-period",
-            "250ms",
-        ]
-        .map(String::from),
-    );
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let a = Controller::start_named(dir.path(), "replica-a.sock", Some(&kubeconfig), &flags);
-    let b = Controller::start_named(dir.path(), "replica-b.sock", Some(&kubeconfig), &flags);
+    let s = setup("monitor-ha", false);
+    let election = [
+        "--leader-election",
+        "--leader-election-namespace",
+        "rds-csi",
+        "--leader-election-lease-duration",
+        "3s",
+        "--leader-election-renew-deadline",
+        "1500ms",
+        "--leader-election-retry-period",
+        "250ms",
+    ];
+    let start = |name| s.start(name, "500ms", &election);
+    let (a, b) = (start("replica-a.sock"), start("replica-b.sock"));
     let line = "rds_hardware_cpu_temperature_celsius{server=\"default\"} 45";
     let has = |c: &Controller| {
         http_get(metrics_address(&c.logs()), "/metrics")
@@ -373,55 +389,29 @@ fn the_standby_exports_no_monitoring_and_the_interval_zero_none_at_all() {
         has(&a) != has(&b),
         "exactly one replica exports the monitoring"
     );
-    let polls = emu.count("GET", "/rest/system/health");
+    let polls = s.rds.count("GET", "/rest/system/health");
     std::thread::sleep(Duration::from_secs(2));
-    let more = emu.count("GET", "/rest/system/health") - polls;
+    let more = s.rds.count("GET", "/rest/system/health") - polls;
     assert!(
         (3..=6).contains(&more),
         "{more} polls in 2 s at 500 ms: one replica polls"
     );
-    drop(kube);
+    drop(s);
 
     // Interval 0: nothing polled, nothing exported.
-    let dir = TempDir::new("monitor-off");
-    let (_kube, kubeconfig) = emulator(dir.path());
-    let (rds, creds) = rds(dir.path());
-    let mut flags = rds_flags(&rds, &creds);
-    flags.extend(
-        [
-            "--rds-monitor-interval",
-            "0",
-            "--metrics-address",
-            "127.0.0.1:0",
-        ]
-        .map(String::from),
-    );
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let c = Controller::start(dir.path(), Some(&kubeconfig), &flags);
+    let s = setup("monitor-off", true);
+    let c = s.start("csi.sock", "0", &[]);
     std::thread::sleep(Duration::from_secs(1));
     let text = http_get(metrics_address(&c.logs()), "/metrics").1;
     assert!(!text.contains("rds_hardware_cpu") && !text.contains("rds_csi_rds_monitor_timestamp"));
-    assert_eq!(rds.count("GET", "/rest/system/health"), 0);
+    assert_eq!(s.rds.count("GET", "/rest/system/health"), 0);
 }
 
 #[test]
 fn a_server_never_read_shows_its_values_as_read_at_time_0() {
-    let dir = TempDir::new("monitor-never");
-    let (_kube, kubeconfig) = emulator(dir.path());
-    let (rds, creds) = rds(dir.path());
-    rds.set_refusing(true);
-    let mut flags = rds_flags(&rds, &creds);
-    flags.extend(
-        [
-            "--rds-monitor-interval",
-            "300ms",
-            "--metrics-address",
-            "127.0.0.1:0",
-        ]
-        .map(String::from),
-    );
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let c = Controller::start(dir.path(), Some(&kubeconfig), &flags);
+    let s = setup("monitor-never", true);
+    s.rds.set_refusing(true);
+    let c = s.start("csi.sock", "300ms", &[]);
     let addr = metrics_address(&c.logs());
     let line = "rds_csi_rds_monitor_timestamp_seconds{server=\"default\"} 0\n";
     let until = Instant::now() + Duration::from_secs(10);
