@@ -302,15 +302,21 @@ fn a_holder_whose_renewal_hangs_stops_leading_by_its_renew_deadline() {
     kube.clear_faults();
 }
 
-/// The holder clears a record no VolumeAttachment backs; while its write
-/// is on its way, Kubernetes attaches the volume to that node again and
-/// the other replica answers the Publish from the record it finds. The
-/// holder's write then meets the PV that Publish changed, and the clear,
-/// decided again, sees the VolumeAttachment: the record stays, and no
-/// other node can be given the volume.
-#[test]
-fn a_clear_racing_a_publish_on_the_other_replica_leaves_the_record() {
-    let dir = TempDir::new("ha-clear-race");
+/// Two replicas over one PV recorded on node-a, whose first write (the
+/// holder's reconciliation) is held up 4 s at the API server (from once
+/// the holder leads; `vas` are made then). Waits until the holder's write
+/// is on its way (`under_way` of its log is true, then `settle` more), has
+/// Kubernetes attach the volume to node-a again and the standby answer
+/// that Publish, lets the held-up write land, and returns the PV's record.
+/// Whatever the holder meant to do, node-a must still hold the volume.
+fn race_the_holders_write_with_a_publish(
+    tag: &str,
+    vas: &[(&str, &str, bool)],
+    under_way: impl Fn(&str) -> bool,
+    settle: Duration,
+    landed: &str,
+) -> Option<String> {
+    let dir = TempDir::new(tag);
     let (kube, kc) = emulator_unrestricted(dir.path());
     for n in ["node-a", "node-b"] {
         kube.create("nodes", node(n)).unwrap();
@@ -321,16 +327,6 @@ fn a_clear_racing_a_publish_on_the_other_replica_leaves_the_record() {
         with_go_record(pv(vol, vol, DRIVER), "node-a"),
     )
     .unwrap();
-    // The first write of the PV (the holder's clear) takes 4 s to land.
-    kube.inject(kube_emulator::Fault {
-        matches: kube_emulator::Match {
-            verb: Some("update".into()),
-            resource: Some("persistentvolumes".into()),
-            name: Some(vol.into()),
-        },
-        times: 1,
-        action: kube_emulator::FaultAction::Delay { millis: 4000 },
-    });
     let mut flags = election("3s");
     flags.extend(["--attachment-grace-period".into(), "1s".into()]);
     let pair = start_pair(dir.path(), &kc, &flags);
@@ -342,18 +338,31 @@ fn a_clear_racing_a_publish_on_the_other_replica_leaves_the_record() {
     } else {
         0
     };
-    // The holder's first pass finds the record without a VolumeAttachment;
-    // past the grace period (1 s, passes 300 ms apart) it clears, and its
-    // write is held up.
-    wait_until("the holder's first pass", Duration::from_secs(10), || {
-        pair[1 - stand]
-            .logs()
-            .contains("1 waiting for the grace period")
+    kube.inject(kube_emulator::Fault {
+        matches: kube_emulator::Match {
+            verb: Some("update".into()),
+            resource: Some("persistentvolumes".into()),
+            name: Some(vol.into()),
+        },
+        times: 1,
+        action: kube_emulator::FaultAction::Delay { millis: 4000 },
     });
-    std::thread::sleep(Duration::from_millis(2000));
+    for (name, node, attached) in vas {
+        kube.create(
+            "volumeattachments",
+            volume_attachment(name, vol, node, *attached),
+        )
+        .unwrap();
+    }
+    wait_until(
+        "the holder's write on its way",
+        Duration::from_secs(10),
+        || under_way(&pair[1 - stand].logs()),
+    );
+    std::thread::sleep(settle);
     assert!(
-        !pair[1 - stand].logs().contains("1 cleared"),
-        "the clear landed before the Publish: the race was not run"
+        !pair[1 - stand].logs().contains(landed),
+        "the holder's write landed before the Publish: the race was not run"
     );
     kube.create(
         "volumeattachments",
@@ -361,13 +370,54 @@ fn a_clear_racing_a_publish_on_the_other_replica_leaves_the_record() {
     )
     .unwrap();
     pair[stand].csi().publish(vol, "node-a").unwrap();
-    // The held-up write lands (and is refused), the clear is decided again.
+    // The held-up write lands (and is refused); the change is decided again.
     std::thread::sleep(Duration::from_secs(4));
+    let (code, msg) = pair[stand].csi().publish(vol, "node-b").unwrap_err();
+    assert_eq!(code, grpcio::RpcStatusCode::FAILED_PRECONDITION, "{msg}");
+    annotation(&kube, vol, ATTACHED_NODE)
+}
+
+/// The holder clears a record no VolumeAttachment backs; while its write
+/// is on its way, Kubernetes attaches the volume to that node again and
+/// the other replica answers the Publish from the record it finds. The
+/// holder's write then meets the PV that Publish changed, and the clear,
+/// decided again, sees the VolumeAttachment: the record stays, and no
+/// other node can be given the volume.
+#[test]
+fn a_clear_racing_a_publish_on_the_other_replica_leaves_the_record() {
+    // The first pass waits out the grace period (1 s, passes 300 ms
+    // apart), then the clear's write is held up.
+    let record = race_the_holders_write_with_a_publish(
+        "ha-clear-race",
+        &[],
+        |log| log.contains("1 waiting for the grace period"),
+        Duration::from_millis(2000),
+        "1 cleared",
+    );
     assert_eq!(
-        annotation(&kube, vol, ATTACHED_NODE).as_deref(),
+        record.as_deref(),
         Some("node-a"),
         "the record a Publish answered from was cleared"
     );
-    let (code, msg) = pair[stand].csi().publish(vol, "node-b").unwrap_err();
-    assert_eq!(code, grpcio::RpcStatusCode::FAILED_PRECONDITION, "{msg}");
+}
+
+/// The same with a rewrite: the record names node-a, the only attached
+/// VolumeAttachment node-b, so the holder rewrites the record to node-b;
+/// while that write is on its way node-a is attached again and published
+/// by the other replica. Decided again, the two VolumeAttachments
+/// disagree, and the record is left to node-a.
+#[test]
+fn a_rewrite_racing_a_publish_on_the_other_replica_leaves_the_record() {
+    let record = race_the_holders_write_with_a_publish(
+        "ha-rewrite-race",
+        &[("va-b", "node-b", true)],
+        |_| true,
+        Duration::from_millis(1000),
+        "1 rewritten",
+    );
+    assert_eq!(
+        record.as_deref(),
+        Some("node-a"),
+        "the record a Publish answered from was rewritten to another node"
+    );
 }
