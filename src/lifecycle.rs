@@ -228,6 +228,9 @@ fn serve(
         workers: args.workers,
         queue_depth: args.queue_depth,
     };
+    // Ready before the socket exists: the first Probe that reaches it
+    // says ready (the rebuild is done).
+    driver.set_ready();
     let server = match server::Server::start(driver.clone(), &opts) {
         Ok(s) => s,
         Err(e) => {
@@ -237,7 +240,6 @@ fn serve(
     };
     let _ = pool.set(Arc::downgrade(server.pool()));
     let _ = serving.set(args.endpoint.clone());
-    driver.set_ready();
     let checker = health.start(targets, metrics.clone());
     let stop_reconciling = Arc::new(AtomicBool::new(false));
     let reconciler = (!args.reconcile_interval.is_zero())
