@@ -10,6 +10,20 @@ use crate::{
     Incremental, ReadError, Visit,
 };
 
+/// `ListItem::read_page`, with the one body it has, wherever it is
+/// written: an implementation that writes it is compiled in this crate.
+macro_rules! read_page_here {
+    ($(#[$doc:meta])*) => {
+        $(#[$doc])*
+        fn read_page(
+            body: &mut dyn Read,
+            visit: &mut dyn FnMut(Visit<Self>),
+        ) -> Result<Option<String>, ReadError> {
+            Incremental::new(visit).read_all(body)
+        }
+    };
+}
+
 /// An item of a LIST page. Decoded in the same pass as the page, from
 /// lenient fields that never fail on well-formed JSON, so one malformed
 /// item cannot abort the page: it is reported by name instead.
@@ -20,17 +34,13 @@ pub trait ListItem: Sized {
         d: D,
     ) -> Result<Result<Self, Option<String>>, D::Error>;
 
-    /// Reads one LIST answer from `body` to its end, handing each item to
-    /// `visit` as it arrives ([`Incremental`]); the continue token, when
-    /// more pages follow. The types listed in bulk implement it here with
-    /// this same body, so that their decoding is compiled in this crate,
-    /// at its opt-level (see Cargo.toml), not in the caller's.
-    fn read_page(
-        body: &mut dyn Read,
-        visit: &mut dyn FnMut(Visit<Self>),
-    ) -> Result<Option<String>, ReadError> {
-        Incremental::new(visit).read_all(body)
-    }
+    read_page_here!(
+        /// Reads one LIST answer from `body` to its end, handing each item to
+        /// `visit` as it arrives ([`Incremental`]); the continue token, when
+        /// more pages follow. The types listed in bulk implement it here with
+        /// this same body, so that their decoding is compiled in this crate,
+        /// at its opt-level (see Cargo.toml), not in the caller's.
+    );
 }
 
 /// Any object, whole: for the few small lists read as JSON (the snapshot
@@ -53,6 +63,14 @@ pub fn str_at<'a>(v: &'a serde_json::Value, pointer: &str) -> &'a str {
         .unwrap_or("")
 }
 
+/// A PersistentVolume's `spec.csi`, as the summaries read it.
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct Csi {
+    driver: Str,
+    volume_handle: Str,
+}
+
 /// What rebuild and reconciliation need of a PersistentVolume.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PvSummary {
@@ -67,12 +85,7 @@ pub struct PvSummary {
 }
 
 impl ListItem for PvSummary {
-    fn read_page(
-        body: &mut dyn Read,
-        visit: &mut dyn FnMut(Visit<Self>),
-    ) -> Result<Option<String>, ReadError> {
-        Incremental::new(visit).read_all(body)
-    }
+    read_page_here!();
 
     fn decode<'de, D: serde::Deserializer<'de>>(
         d: D,
@@ -93,12 +106,6 @@ impl ListItem for PvSummary {
         #[serde(default)]
         struct Spec {
             csi: Obj<Csi>,
-        }
-        #[derive(Deserialize, Default)]
-        #[serde(default, rename_all = "camelCase")]
-        struct Csi {
-            driver: Str,
-            volume_handle: Str,
         }
         let Obj(w, bad) = Obj::<Wire>::deserialize(d)?;
         let Some(w) = w.filter(|_| !bad) else {
@@ -165,12 +172,6 @@ impl ListItem for PvClaim {
             claim_ref: Obj<ClaimRef>,
         }
         #[derive(Deserialize, Default)]
-        #[serde(default, rename_all = "camelCase")]
-        struct Csi {
-            driver: Str,
-            volume_handle: Str,
-        }
-        #[derive(Deserialize, Default)]
         #[serde(default)]
         struct ClaimRef {
             namespace: Str,
@@ -220,12 +221,7 @@ pub struct VolumeAttachmentSummary {
 }
 
 impl ListItem for VolumeAttachmentSummary {
-    fn read_page(
-        body: &mut dyn Read,
-        visit: &mut dyn FnMut(Visit<Self>),
-    ) -> Result<Option<String>, ReadError> {
-        Incremental::new(visit).read_all(body)
-    }
+    read_page_here!();
 
     fn decode<'de, D: serde::Deserializer<'de>>(
         d: D,

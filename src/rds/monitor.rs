@@ -144,6 +144,30 @@ pub fn traffic(answer: &[u8]) -> serde_json::Result<Decoded<Traffic>> {
     serde_json::from_slice::<TrafficAnswer>(answer).map(|a| a.0)
 }
 
+/// The visitor methods for every JSON scalar, each answering `$made`.
+macro_rules! scalars_are {
+    ($out:ty, $made:expr) => {
+        fn visit_str<E>(self, _: &str) -> Result<$out, E> {
+            Ok($made)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<$out, E> {
+            Ok($made)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<$out, E> {
+            Ok($made)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<$out, E> {
+            Ok($made)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<$out, E> {
+            Ok($made)
+        }
+        fn visit_unit<E>(self) -> Result<$out, E> {
+            Ok($made)
+        }
+    };
+}
+
 struct TrafficAnswer(Decoded<Traffic>);
 
 impl<'de> Deserialize<'de> for TrafficAnswer {
@@ -167,24 +191,7 @@ impl<'de> Deserialize<'de> for TrafficAnswer {
                 item.into(&mut out);
                 Ok(TrafficAnswer(out))
             }
-            fn visit_str<E>(self, _: &str) -> Result<TrafficAnswer, E> {
-                Ok(TrafficAnswer::not_a_list())
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<TrafficAnswer, E> {
-                Ok(TrafficAnswer::not_a_list())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<TrafficAnswer, E> {
-                Ok(TrafficAnswer::not_a_list())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<TrafficAnswer, E> {
-                Ok(TrafficAnswer::not_a_list())
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<TrafficAnswer, E> {
-                Ok(TrafficAnswer::not_a_list())
-            }
-            fn visit_unit<E>(self) -> Result<TrafficAnswer, E> {
-                Ok(TrafficAnswer::not_a_list())
-            }
+            scalars_are!(TrafficAnswer, TrafficAnswer::not_a_list());
         }
         d.deserialize_any(V)
     }
@@ -248,24 +255,7 @@ impl<'de> Deserialize<'de> for TrafficItem {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(TrafficItem::other())
             }
-            fn visit_str<E>(self, _: &str) -> Result<TrafficItem, E> {
-                Ok(TrafficItem::other())
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<TrafficItem, E> {
-                Ok(TrafficItem::other())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<TrafficItem, E> {
-                Ok(TrafficItem::other())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<TrafficItem, E> {
-                Ok(TrafficItem::other())
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<TrafficItem, E> {
-                Ok(TrafficItem::other())
-            }
-            fn visit_unit<E>(self) -> Result<TrafficItem, E> {
-                Ok(TrafficItem::other())
-            }
+            scalars_are!(TrafficItem, TrafficItem::other());
         }
         d.deserialize_any(V)
     }
