@@ -15,11 +15,13 @@
 //! Failure model: a poll is good when both reads answer. A failed poll
 //! (time-out, refusal, an answer that is not JSON) changes nothing: the
 //! last good values stay, their timestamp ageing (0 for a server never
-//! read), and the failure is logged once per outage. A device without `/system/health` (404) has no
-//! sensors, and is not failing. A `monitor-traffic` refused with "no such
-//! item" (a volume's disk deleted since the PVs were listed) is sent again
-//! once, naming only the disks that exist. What an answer holds that is
-//! not understood is skipped and counted
+//! read), and the failure is logged once per outage. A device without
+//! `/system/health` (404) has no sensors, and is not failing. A
+//! `monitor-traffic` refused with "no such item" (a volume's disk deleted
+//! since the PVs were listed, or a PV kept without its disk) is sent again
+//! once, naming only the disks that exist; the missing ones are left out
+//! until the PVs are listed again. What an answer holds that is not
+//! understood is skipped and counted
 //! (`rds_csi_rds_monitor_skipped_total`), each field name logged once.
 //! A replica that does not hold the Lease exports none of these families.
 
@@ -88,13 +90,13 @@ impl Claims {
     }
 
     /// The map, listed again first when it is older than
-    /// [`CLAIMS_REFRESH_POLLS`] polls or `stale` (and no other thread is listing). A
+    /// [`CLAIMS_REFRESH_POLLS`] polls (and no other thread is listing). A
     /// failed list keeps the last map (empty before the first), logged.
-    fn get(&self, stale: bool) -> Arc<ClaimMap> {
+    fn get(&self) -> Arc<ClaimMap> {
         let held = self.current.lock().expect("claims lock poisoned").clone();
         let fresh = held
             .as_ref()
-            .is_some_and(|(at, _)| !stale && at.elapsed() < self.refresh);
+            .is_some_and(|(at, _)| at.elapsed() < self.refresh);
         if fresh || self.listing.swap(true, Ordering::SeqCst) {
             return held.map(|(_, m)| m).unwrap_or_default();
         }
@@ -138,6 +140,8 @@ pub fn run(
         pool_slot: None,
         failing: false,
         logged: HashSet::new(),
+        gone: HashSet::new(),
+        gone_since: None,
     };
     let mut next: Option<Instant> = None;
     loop {
@@ -165,6 +169,12 @@ struct Poller {
     failing: bool,
     /// Skipped field names already logged (at most 64).
     logged: HashSet<String>,
+    /// Volumes whose disk a poll found gone (a PV kept, its disk deleted),
+    /// left out of the polls until the PVs are listed again, so that such
+    /// a PV costs one disk listing, not one per poll; and the list they
+    /// were found against.
+    gone: HashSet<String>,
+    gone_since: Option<Arc<ClaimMap>>,
 }
 
 impl Poller {
@@ -221,12 +231,21 @@ impl Poller {
                 .map(|d| d.slot);
         }
         let claims = match &self.claims {
-            Some(c) => c.get(false),
+            Some(c) => c.get(),
             None => Arc::default(),
         };
+        if !self
+            .gone_since
+            .as_ref()
+            .is_some_and(|g| Arc::ptr_eq(g, &claims))
+        {
+            self.gone.clear();
+            self.gone_since = Some(claims.clone());
+        }
         let mut volumes: Vec<&PvClaim> = claims
             .values()
             .filter(|c| self.target.naming.is_volume(&c.volume_handle))
+            .filter(|c| !self.gone.contains(&c.volume_handle))
             .collect();
         volumes.sort_by(|a, b| a.volume_handle.cmp(&b.volume_handle));
         let mut slots: Vec<&str> = self.pool_slot.iter().map(String::as_str).collect();
@@ -238,14 +257,9 @@ impl Poller {
                     // A disk named is gone: only those that exist, once.
                     let exist: HashSet<String> =
                         client.disks()?.into_iter().map(|d| d.slot).collect();
-                    if let Some(c) = &self.claims {
-                        c.get(true);
-                    }
-                    let batch: Vec<&str> = batch
-                        .iter()
-                        .copied()
-                        .filter(|s| exist.contains(*s))
-                        .collect();
+                    let (batch, gone): (Vec<&str>, Vec<&str>) =
+                        batch.iter().partition(|s| exist.contains(**s));
+                    self.gone.extend(gone.into_iter().map(str::to_string));
                     match batch.is_empty() {
                         true => continue,
                         false => client.monitor_traffic(&batch)?,

@@ -271,7 +271,7 @@ fn sensors_pool_and_each_volumes_io_are_exported_with_the_go_names_and_their_cla
 }
 
 #[test]
-fn a_poll_is_two_requests_whatever_the_number_of_volumes() {
+fn a_poll_is_two_requests_for_the_pool_and_every_volume() {
     let w = watched(&[]);
     w.scrape_until(&format!(
         "{} 0\n",
@@ -341,6 +341,18 @@ fn a_volume_whose_disk_is_gone_leaves_the_others_reported() {
         !text.contains(&volume_series("rds_csi_volume_ops_total", 0, "read")),
         "{text}"
     );
+    // Its PV stays: the polls after leave it out, neither refused nor
+    // listing the disks again each time.
+    w.s.rds.clear_requests();
+    std::thread::sleep(Duration::from_millis(3500));
+    let reqs = w.s.rds.requests();
+    let polls = reqs
+        .iter()
+        .filter(|r| r.path == "/rest/disk/monitor-traffic");
+    assert!(polls.clone().count() >= 3, "{reqs:?}");
+    assert!(polls.clone().all(|r| r.code == 200), "{reqs:?}");
+    let listings = reqs.iter().filter(|r| r.query.contains(".proplist"));
+    assert_eq!(listings.count(), 0, "{reqs:?}");
 }
 
 #[test]
